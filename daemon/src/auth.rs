@@ -1,0 +1,431 @@
+//! Who is calling, and what they may touch. Tokens are random 256-bit secrets shown
+//! once; only their SHA-256 is stored. A cache of hashes keeps the request path off the
+//! database; every change to tokens or users rebuilds it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::store::access::{self, NamespaceRow, TokenRow, UserRow};
+use crate::store::{now_rfc3339, Store, StoreError};
+
+pub const ADMIN_USER: &str = "admin";
+pub const TOKEN_PREFIX: &str = "hth_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    MissingToken,
+    #[error("the token is not valid")]
+    InvalidToken,
+    #[error("the token expired at {0}")]
+    ExpiredToken(String),
+    #[error("namespace {namespace} belongs to another user")]
+    ForbiddenNamespace { namespace: String },
+    #[error("this needs an admin token")]
+    AdminOnly,
+    #[error("{field}: {message}")]
+    InvalidName { field: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub admin: bool,
+    pub token_name: String,
+}
+
+impl Principal {
+    pub fn can_access(&self, namespace: &str) -> bool {
+        self.admin || self.user == namespace
+    }
+
+    pub fn authorize_namespace(&self, namespace: &str) -> Result<(), AuthError> {
+        validate_dns_label("namespace", namespace)?;
+        if self.can_access(namespace) {
+            Ok(())
+        } else {
+            Err(AuthError::ForbiddenNamespace {
+                namespace: namespace.to_string(),
+            })
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), AuthError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(AuthError::AdminOnly)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    hash: [u8; 32],
+    user: String,
+    admin: bool,
+    token_name: String,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+pub struct Auth {
+    store: Store,
+    cache: Arc<RwLock<HashMap<[u8; 32], CachedToken>>>,
+}
+
+/// A token as listed: never the secret.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub user: String,
+    pub name: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}
+
+pub struct IssuedToken {
+    pub info: TokenInfo,
+    /// The secret, shown exactly once.
+    pub token: String,
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+/// Kubernetes' DNS-1123 label rule, which user, namespace and resource names follow:
+/// it also keeps names safe as path components.
+pub fn validate_dns_label(field: &'static str, name: &str) -> Result<(), AuthError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidName {
+            field,
+            message: format!(
+                "{name:?} is not a valid name: use 1-63 lower-case letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        })
+    }
+}
+
+impl Auth {
+    pub fn new(store: Store) -> Result<Auth, AuthError> {
+        let auth = Auth {
+            store,
+            cache: Arc::new(RwLock::new(HashMap::new())),
+        };
+        auth.reload_blocking()?;
+        Ok(auth)
+    }
+
+    fn reload_blocking(&self) -> Result<(), AuthError> {
+        let (users, tokens) = self
+            .store
+            .call_blocking(|conn| Ok((access::list_users(conn)?, access::list_tokens(conn, None)?)))?;
+        self.install(users, tokens);
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), AuthError> {
+        let (users, tokens) = self
+            .store
+            .call(|conn| Ok((access::list_users(conn)?, access::list_tokens(conn, None)?)))
+            .await?;
+        self.install(users, tokens);
+        Ok(())
+    }
+
+    fn install(&self, users: Vec<UserRow>, tokens: Vec<TokenRow>) {
+        let admins: HashMap<String, bool> = users.into_iter().map(|u| (u.name, u.admin)).collect();
+        let mut map = HashMap::new();
+        for t in tokens {
+            let Ok(hash) = <[u8; 32]>::try_from(t.hash.as_slice()) else {
+                continue;
+            };
+            let expires_at = t
+                .expires_at
+                .as_deref()
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|d| d.with_timezone(&Utc));
+            map.insert(
+                hash,
+                CachedToken {
+                    hash,
+                    admin: admins.get(&t.user_name).copied().unwrap_or(false),
+                    user: t.user_name,
+                    token_name: t.name,
+                    expires_at,
+                },
+            );
+        }
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = map;
+        }
+    }
+
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AuthError> {
+        let presented = presented.ok_or(AuthError::MissingToken)?;
+        let hash = hash_token(presented);
+        let cache = self.cache.read().map_err(|_| AuthError::InvalidToken)?;
+        let entry = cache.get(&hash).ok_or(AuthError::InvalidToken)?;
+        if !bool::from(entry.hash.ct_eq(&hash)) {
+            return Err(AuthError::InvalidToken);
+        }
+        if let Some(expiry) = entry.expires_at {
+            if expiry <= Utc::now() {
+                return Err(AuthError::ExpiredToken(expiry.to_rfc3339()));
+            }
+        }
+        Ok(Principal {
+            user: entry.user.clone(),
+            admin: entry.admin,
+            token_name: entry.token_name.clone(),
+        })
+    }
+
+    /// First start: create the admin user. Whenever `admin.token` is missing or no
+    /// longer valid, issue a fresh admin token and write it there (mode 0600).
+    pub fn bootstrap(&self, data_dir: &Path) -> Result<PathBuf, AuthError> {
+        let path = data_dir.join("admin.token");
+        self.store.call_blocking(|conn| {
+            if access::get_user(conn, ADMIN_USER)?.is_none() {
+                access::create_user(conn, ADMIN_USER, true)?;
+            }
+            Ok(())
+        })?;
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            self.reload_blocking()?;
+            if self.authenticate(Some(existing.trim())).is_ok() {
+                return Ok(path);
+            }
+        }
+        let token = new_secret();
+        let row = TokenRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_name: ADMIN_USER.into(),
+            name: format!("bootstrap-{}", Utc::now().format("%Y%m%d%H%M%S%3f")),
+            hash: hash_token(&token).to_vec(),
+            created_at: now_rfc3339(),
+            expires_at: None,
+        };
+        self.store
+            .call_blocking(|conn| access::insert_token(conn, &row))?;
+        write_secret_file(&path, &token)
+            .map_err(|e| StoreError::Worker(format!("writing {}: {e}", path.display())))?;
+        self.reload_blocking()?;
+        Ok(path)
+    }
+
+    pub async fn create_user(
+        &self,
+        caller: &Principal,
+        name: &str,
+        admin: bool,
+    ) -> Result<(UserRow, IssuedToken), AuthError> {
+        caller.require_admin()?;
+        validate_dns_label("name", name)?;
+        let owned = name.to_string();
+        let user = self
+            .store
+            .call(move |conn| access::create_user(conn, &owned, admin))
+            .await?;
+        let principal = Principal {
+            user: user.name.clone(),
+            admin,
+            token_name: String::new(),
+        };
+        let issued = self.issue(&principal, "initial", None).await?;
+        Ok((user, issued))
+    }
+
+    pub async fn list_users(&self, caller: &Principal) -> Result<Vec<UserRow>, AuthError> {
+        caller.require_admin()?;
+        Ok(self.store.call(|conn| access::list_users(conn)).await?)
+    }
+
+    pub async fn delete_user(&self, caller: &Principal, name: &str) -> Result<(), AuthError> {
+        caller.require_admin()?;
+        validate_dns_label("name", name)?;
+        if name == ADMIN_USER {
+            return Err(AuthError::InvalidName {
+                field: "name",
+                message: "the admin user cannot be deleted".into(),
+            });
+        }
+        let owned = name.to_string();
+        self.store
+            .call(move |conn| access::delete_user(conn, &owned))
+            .await?;
+        self.reload().await
+    }
+
+    /// Issues a named token for the caller's own user.
+    pub async fn issue(
+        &self,
+        caller: &Principal,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<IssuedToken, AuthError> {
+        validate_dns_label("name", name)?;
+        let token = new_secret();
+        let row = TokenRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_name: caller.user.clone(),
+            name: name.to_string(),
+            hash: hash_token(&token).to_vec(),
+            created_at: now_rfc3339(),
+            expires_at: expires_at.map(|d| d.to_rfc3339()),
+        };
+        let info = TokenInfo {
+            user: row.user_name.clone(),
+            name: row.name.clone(),
+            created_at: row.created_at.clone(),
+            expires_at: row.expires_at.clone(),
+        };
+        self.store
+            .call(move |conn| access::insert_token(conn, &row))
+            .await?;
+        self.reload().await?;
+        Ok(IssuedToken { info, token })
+    }
+
+    pub async fn list_tokens(&self, caller: &Principal) -> Result<Vec<TokenInfo>, AuthError> {
+        let user = caller.user.clone();
+        let rows = self
+            .store
+            .call(move |conn| access::list_tokens(conn, Some(&user)))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|t| TokenInfo {
+                user: t.user_name,
+                name: t.name,
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+            })
+            .collect())
+    }
+
+    pub async fn revoke(&self, caller: &Principal, name: &str) -> Result<(), AuthError> {
+        validate_dns_label("name", name)?;
+        let (user, owned) = (caller.user.clone(), name.to_string());
+        self.store
+            .call(move |conn| access::delete_token(conn, &user, &owned))
+            .await?;
+        self.reload().await
+    }
+
+    pub async fn namespaces(&self, caller: &Principal) -> Result<Vec<NamespaceRow>, AuthError> {
+        let all = self.store.call(|conn| access::list_namespaces(conn)).await?;
+        Ok(all.into_iter().filter(|ns| caller.can_access(&ns.name)).collect())
+    }
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("token.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn bootstrap_writes_a_private_admin_token_once() {
+        let (dir, store) = test_store();
+        let auth = Auth::new(store).unwrap();
+        let path = auth.bootstrap(dir.path()).unwrap();
+        let token = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let who = auth.authenticate(Some(token.trim())).unwrap();
+        assert!(who.admin);
+        auth.bootstrap(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            token,
+            "a valid token is kept"
+        );
+        assert!(matches!(
+            auth.authenticate(Some("hth_nope")),
+            Err(AuthError::InvalidToken)
+        ));
+        assert!(matches!(auth.authenticate(None), Err(AuthError::MissingToken)));
+    }
+
+    #[tokio::test]
+    async fn users_see_only_their_namespace_and_tokens_expire() {
+        let (dir, store) = test_store();
+        let auth = Auth::new(store).unwrap();
+        auth.bootstrap(dir.path()).unwrap();
+        let admin = Principal {
+            user: ADMIN_USER.into(),
+            admin: true,
+            token_name: "t".into(),
+        };
+        let (_, alice_token) = auth.create_user(&admin, "alice", false).await.unwrap();
+        let alice = auth.authenticate(Some(&alice_token.token)).unwrap();
+        assert!(alice.authorize_namespace("alice").is_ok());
+        assert!(matches!(
+            alice.authorize_namespace("bob"),
+            Err(AuthError::ForbiddenNamespace { .. })
+        ));
+        assert!(matches!(
+            auth.create_user(&alice, "eve", false).await,
+            Err(AuthError::AdminOnly)
+        ));
+        let names: Vec<_> = auth
+            .namespaces(&alice)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, vec!["alice"]);
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let expired = auth.issue(&alice, "old", Some(past)).await.unwrap();
+        assert!(matches!(
+            auth.authenticate(Some(&expired.token)),
+            Err(AuthError::ExpiredToken(_))
+        ));
+        auth.revoke(&alice, "initial").await.unwrap();
+        assert!(auth.authenticate(Some(&alice_token.token)).is_err());
+    }
+}

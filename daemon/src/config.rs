@@ -1,0 +1,367 @@
+//! One `Config` for the whole daemon. Layers, lowest first: built-in defaults, the TOML
+//! file, `HEARTH_*` environment variables, command-line flags. Every layer is checked
+//! on its own so that an error names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hearth/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("command-line flag {flag}: {message}")]
+    Flag { flag: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Process,
+    Docker,
+    K3s,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::K3s => "k3s",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the control-plane API.
+    pub listen: SocketAddr,
+    /// Address of the model-serving data plane.
+    pub serving_listen: SocketAddr,
+    /// Where the database, logs, artifacts and the admin token live.
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeKind,
+    /// A tracing filter: `info`, `debug`, `hearth=debug,actix_web=info`, ...
+    pub log_level: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Seconds SIGTERM waits for in-flight requests before closing them.
+    pub shutdown_timeout_seconds: u64,
+    pub metrics: MetricsConfig,
+    pub gpu: GpuConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (for a Prometheus on the same host).
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Report this many simulated GPUs instead of asking NVML (tests, demos).
+    /// Simulated GPUs are marked `simulated: true` wherever they appear.
+    pub simulate: Option<u32>,
+    /// Share each GPU this many ways (the GPU Operator's time-slicing convention).
+    pub time_slicing_replicas: u32,
+    /// Seconds between inventory refreshes.
+    pub refresh_seconds: u64,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            simulate: None,
+            time_slicing_replicas: 1,
+            refresh_seconds: 5,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
+            serving_listen: SocketAddr::from(([127, 0, 0, 1], 8471)),
+            data_dir: default_data_dir(),
+            runtime: RuntimeKind::Process,
+            log_level: "info".to_string(),
+            max_body_bytes: 64 * 1024 * 1024,
+            shutdown_timeout_seconds: 30,
+            metrics: MetricsConfig::default(),
+            gpu: GpuConfig::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/hearth");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("hearth");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/hearth"),
+        None => PathBuf::from("/var/lib/hearth"),
+    }
+}
+
+/// Every setting with its TOML key and environment variable. The env name is the key
+/// upper-cased with dots as underscores, prefixed `HEARTH_`.
+pub const SETTINGS: &[&str] = &[
+    "listen",
+    "serving_listen",
+    "data_dir",
+    "runtime",
+    "log_level",
+    "max_body_bytes",
+    "shutdown_timeout_seconds",
+    "metrics.public",
+    "gpu.simulate",
+    "gpu.time_slicing_replicas",
+    "gpu.refresh_seconds",
+];
+
+pub fn env_name(key: &str) -> String {
+    format!("HEARTH_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Clone)]
+pub struct FlagOverrides {
+    pub values: Vec<(&'static str, &'static str, String)>,
+}
+
+impl FlagOverrides {
+    pub fn set(&mut self, key: &'static str, flag: &'static str, value: Option<String>) {
+        if let Some(value) = value {
+            self.values.push((key, flag, value));
+        }
+    }
+}
+
+/// Where the effective config came from, for `hearth config show`.
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+/// `explicit_file` is `--config`; when it is absent the default path is read only if it exists.
+pub fn load(
+    explicit_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flags: &FlagOverrides,
+) -> Result<Loaded, ConfigError> {
+    let env_file = env("HEARTH_CONFIG").map(PathBuf::from);
+    let file = match (explicit_file, env_file) {
+        (Some(path), _) => Some(path.to_path_buf()),
+        (None, Some(path)) => Some(path),
+        (None, None) => {
+            let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+            default.exists().then_some(default)
+        }
+    };
+
+    let mut tree = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+        key: "defaults",
+        message: e.to_string(),
+    })?;
+
+    if let Some(path) = &file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let layer: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        merge(&mut tree, toml::Value::Table(layer));
+        check(&tree).map_err(|message| ConfigError::File {
+            path: path.clone(),
+            message,
+        })?;
+    }
+
+    for key in SETTINGS {
+        let var = env_name(key);
+        if let Some(raw) = env(&var) {
+            set_key(&mut tree, key, scalar(&raw));
+            check(&tree).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+        }
+    }
+    for (key, flag, raw) in &flags.values {
+        set_key(&mut tree, key, scalar(raw));
+        check(&tree).map_err(|message| ConfigError::Flag {
+            flag: flag.to_string(),
+            message,
+        })?;
+    }
+
+    let config: Config = tree
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            key: "config",
+            message: e.to_string(),
+        })?;
+    config.validate()?;
+    Ok(Loaded { config, file })
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_body_bytes",
+                message: "must be at least 1024".into(),
+            });
+        }
+        if self.gpu.time_slicing_replicas == 0 {
+            return Err(ConfigError::Invalid {
+                key: "gpu.time_slicing_replicas",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.gpu.refresh_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "gpu.refresh_seconds",
+                message: "must be at least 1".into(),
+            });
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                message: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check(tree: &toml::Value) -> Result<(), String> {
+    tree.clone()
+        .try_into::<Config>()
+        .map(|_| ())
+        .map_err(|e| e.to_string().trim().to_string())
+}
+
+/// Env and flag values are typed by how they look: `true`, `8`, else a string.
+fn scalar(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    toml::Value::String(raw.to_string())
+}
+
+fn set_key(tree: &mut toml::Value, dotted: &str, value: toml::Value) {
+    let mut node = tree;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let toml::Value::Table(table) = node else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+}
+
+fn merge(base: &mut toml::Value, layer: toml::Value) {
+    match (base, layer) {
+        (toml::Value::Table(base), toml::Value::Table(layer)) => {
+            for (k, v) in layer {
+                match base.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "log_level = \"warn\"\nmax_body_bytes = 2048\n[gpu]\nsimulate = 1"
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "HEARTH_MAX_BODY_BYTES" => Some("4096".to_string()),
+            "HEARTH_GPU_SIMULATE" => Some("3".to_string()),
+            _ => None,
+        };
+        let mut flags = FlagOverrides::default();
+        flags.set("gpu.simulate", "--gpu-simulate", Some("5".into()));
+        let loaded = load(Some(file.path()), &env, &flags).unwrap();
+        assert_eq!(loaded.config.log_level, "warn");
+        assert_eq!(loaded.config.max_body_bytes, 4096);
+        assert_eq!(loaded.config.gpu.simulate, Some(5));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[gpu]\nsimulte = 2").unwrap();
+        let err = load(Some(file.path()), &no_env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("simulte"), "{err}");
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let env = |k: &str| (k == "HEARTH_LISTEN").then(|| "not-an-address".to_string());
+        let err = load(None, &env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HEARTH_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "runtime = \"podman\"").unwrap();
+        let err = load(Some(file.path()), &no_env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime") || err.contains("podman"), "{err}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The actix application. Routes are declared once, with `utoipa-actix-web`, and the
+//! same declaration yields the router and the OpenAPI document.
+
+pub mod access;
+pub mod auth;
+pub mod body;
+pub mod errors;
+pub mod middleware;
+pub mod openapi;
+pub mod system;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::ResourceDef;
+use actix_web::http::Method;
+use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
+use utoipa_actix_web::AppExt;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::gpu::GpuProbe;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use errors::ApiError;
+
+/// Everything a handler may reach. Cheap to clone: all fields are shared handles.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub auth: Auth,
+    pub gpus: GpuProbe,
+    pub health: Health,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    pub routes: Arc<RouteTable>,
+}
+
+/// Every route pattern with its methods, to tell 405 from 404.
+pub struct RouteTable {
+    entries: Vec<(ResourceDef, Vec<Method>)>,
+}
+
+impl RouteTable {
+    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> RouteTable {
+        let mut entries = Vec::new();
+        for (path, item) in &doc.paths.paths {
+            let mut methods = Vec::new();
+            let ops = [
+                (&item.get, Method::GET),
+                (&item.put, Method::PUT),
+                (&item.post, Method::POST),
+                (&item.delete, Method::DELETE),
+                (&item.patch, Method::PATCH),
+                (&item.head, Method::HEAD),
+            ];
+            for (op, method) in ops {
+                if op.is_some() {
+                    methods.push(method);
+                }
+            }
+            entries.push((ResourceDef::new(path.as_str()), methods));
+        }
+        entries.push((ResourceDef::new("/openapi.json"), vec![Method::GET]));
+        entries.push((ResourceDef::new("/swagger-ui/{tail}*"), vec![Method::GET]));
+        RouteTable { entries }
+    }
+
+    fn allowed(&self, path: &str) -> Option<Vec<String>> {
+        let mut allowed: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(def, _)| def.is_match(path))
+            .flat_map(|(_, methods)| methods.iter().map(|m| m.to_string()))
+            .collect();
+        if allowed.is_empty() {
+            return None;
+        }
+        allowed.sort();
+        allowed.dedup();
+        Some(allowed)
+    }
+}
+
+async fn no_route(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let error = match state.routes.allowed(req.path()) {
+        Some(allowed) => ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allowed,
+        },
+        None => ApiError::RouteNotFound {
+            path: req.path().to_string(),
+        },
+    };
+    error.error_response()
+}
+
+fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("bad path parameter: {err}")).into()
+}
+
+fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("bad query string: {err}")).into()
+}
+
+/// All API routes; `openapi` builds the document from the same function.
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    system::routes(cfg);
+    access::routes(cfg);
+}
+
+/// Builds the application for one worker.
+pub fn app(
+    state: web::Data<AppState>,
+    doc: utoipa::openapi::OpenApi,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .wrap(actix_web::middleware::from_fn(auth::authenticate))
+        .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .into_utoipa_app()
+        .configure(routes)
+        .openapi_service(move |_| {
+            utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", doc)
+        })
+        .default_service(web::to(no_route))
+        .into_app()
+}

@@ -1,0 +1,109 @@
+//! The OpenAPI document: collected from the route declarations, then completed with
+//! what every operation shares (bearer security and the problem+json error answers),
+//! so each handler declares only its own success responses.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
+use utoipa::OpenApi as _;
+use utoipa_actix_web::AppExt;
+
+use super::errors::Problem;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Hearth",
+        description = "One daemon that turns a GPU workstation into a small MLOps platform: pipelines, tuning, notebooks and model serving.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(Problem))
+)]
+struct BaseDoc;
+
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+
+fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                super::errors::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn complete(mut doc: OpenApi) -> OpenApi {
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+    );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = OPEN_PATHS.contains(&path.as_str());
+        let has_path_params = path.contains('{');
+        let ops = [
+            (&mut item.get, false),
+            (&mut item.put, true),
+            (&mut item.post, true),
+            (&mut item.delete, false),
+            (&mut item.patch, true),
+        ];
+        for (op, writes) in ops {
+            let Some(op) = op.as_mut() else { continue };
+            let mut errors: Vec<(&str, &str)> = vec![
+                ("500", "Internal error"),
+                ("503", "Not ready, or the store is unavailable"),
+            ];
+            if !open {
+                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                errors.push(("401", "Missing, unknown or expired token"));
+                errors.push((
+                    "403",
+                    "The token may not do this, or the namespace is another user's",
+                ));
+                errors.push(("400", "Bad request: bad path or query parameters"));
+            }
+            if has_path_params {
+                errors.push(("404", "No such resource"));
+                errors.push(("422", "A path parameter is not a valid name"));
+            }
+            if writes || op.request_body.is_some() {
+                errors.push(("400", "Malformed body (the detail has line and column)"));
+                errors.push(("409", "Already exists, or changed concurrently"));
+                errors.push(("413", "Body larger than the configured limit"));
+                errors.push(("415", "Unsupported content type"));
+                errors.push(("422", "A field is invalid or names an unsupported feature"));
+            }
+            for (status, description) in errors {
+                op.responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem_response(description));
+            }
+        }
+    }
+    doc
+}
+
+/// The document `hearth openapi` prints and `/openapi.json` serves.
+pub fn document() -> OpenApi {
+    let (_, doc) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(BaseDoc::openapi())
+        .configure(super::routes)
+        .split_for_parts();
+    complete(doc)
+}
+
+pub fn to_pretty_json(doc: &OpenApi) -> String {
+    let mut text = doc
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}

@@ -1,0 +1,145 @@
+//! Probes, version, node facts and metrics.
+
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::errors::ApiError;
+use super::AppState;
+use crate::gpu::GpuInventory;
+use crate::health::ComponentStatus;
+use crate::node::HostFacts;
+
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: &'static str,
+    pub git_commit: &'static str,
+    pub api_version: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct K3sState {
+    /// `disabled` unless the daemon runs with `--runtime k3s`.
+    pub state: String,
+    pub detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NodeInfo {
+    #[serde(flatten)]
+    pub host: HostFacts,
+    pub data_dir: String,
+    /// The workload runtime backend: `process`, `docker` or `k3s`.
+    pub runtime: String,
+    pub gpus: GpuInventory,
+    pub k3s: K3sState,
+}
+
+/// Alive: the process answers HTTP.
+#[utoipa::path(tag = "system", responses((status = 200, description = "The daemon is alive", body = Liveness)))]
+#[get("/healthz")]
+async fn healthz() -> web::Json<Liveness> {
+    web::Json(Liveness { status: "ok" })
+}
+
+/// Ready: the store answers and every controller and the runtime are up.
+#[utoipa::path(
+    tag = "system",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; `detail` lists why", body = super::errors::Problem, content_type = "application/problem+json")
+    )
+)]
+#[get("/readyz")]
+async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => state.health.set("store", true, "open"),
+        Err(e) => state.health.set("store", false, e.to_string()),
+    }
+    let components = state.health.components();
+    if state.health.all_ready() {
+        return Ok(web::Json(Readiness {
+            ready: true,
+            components,
+        }));
+    }
+    let reasons: Vec<String> = components
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    Err(ApiError::Unavailable(format!(
+        "not ready: {}",
+        reasons.join("; ")
+    )))
+}
+
+#[utoipa::path(tag = "system", responses((status = 200, body = VersionInfo)), security(("bearer" = [])))]
+#[get("/api/v1/version")]
+async fn version(_caller: Caller) -> web::Json<VersionInfo> {
+    web::Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        git_commit: env!("HEARTH_GIT_COMMIT"),
+        api_version: "v1",
+    })
+}
+
+/// This machine: CPUs, memory, disk of the data dir, runtime, GPUs and k3s.
+#[utoipa::path(tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
+#[get("/api/v1/node")]
+async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo> {
+    let data_dir = state.config.data_dir.clone();
+    let host = web::block(move || crate::node::host_facts(&data_dir))
+        .await
+        .unwrap_or_else(|_| crate::node::host_facts(std::path::Path::new("/")));
+    let k3s = match state.config.runtime {
+        crate::config::RuntimeKind::K3s => K3sState {
+            state: "configured".into(),
+            detail: "k3s runtime selected".into(),
+        },
+        crate::config::RuntimeKind::Process | crate::config::RuntimeKind::Docker => K3sState {
+            state: "disabled".into(),
+            detail: "not used: the runtime is not k3s".into(),
+        },
+    };
+    web::Json(NodeInfo {
+        host,
+        data_dir: state.config.data_dir.display().to_string(),
+        runtime: state.config.runtime.as_str().to_string(),
+        gpus: state.gpus.snapshot(),
+        k3s,
+    })
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(
+    tag = "system",
+    responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")),
+    security(("bearer" = []))
+)]
+#[get("/metrics")]
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(healthz)
+        .service(readyz)
+        .service(version)
+        .service(node)
+        .service(metrics);
+}

@@ -1,0 +1,156 @@
+//! Prometheus metrics: the process itself, HTTP traffic by route and status, and
+//! whatever other parts register (GPU gauges under dcgm-exporter's names).
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+struct ProcessGauges {
+    resident: Gauge,
+    virtual_mem: Gauge,
+    cpu_millis: Gauge,
+    open_fds: Gauge,
+    threads: Gauge,
+    start_time: Gauge,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_latency: Family<RouteLabels, Histogram>,
+    process: ProcessGauges,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "hearth_http_requests",
+            "HTTP requests answered, by route and status",
+            http_requests.clone(),
+        );
+        let http_latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "hearth_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            http_latency.clone(),
+        );
+        let process = ProcessGauges {
+            resident: Gauge::default(),
+            virtual_mem: Gauge::default(),
+            cpu_millis: Gauge::default(),
+            open_fds: Gauge::default(),
+            threads: Gauge::default(),
+            start_time: Gauge::default(),
+        };
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            process.resident.clone(),
+        );
+        registry.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            process.virtual_mem.clone(),
+        );
+        registry.register(
+            "process_cpu_milliseconds",
+            "User and system CPU time spent, in milliseconds",
+            process.cpu_millis.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors",
+            process.open_fds.clone(),
+        );
+        registry.register("process_threads", "OS threads", process.threads.clone());
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            process.start_time.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            http_requests,
+            http_latency,
+            process,
+        }
+    }
+
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register(name, help, metric);
+        }
+    }
+
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.http_latency
+            .get_or_create(&RouteLabels {
+                method: method.to_string(),
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The exposition text; process gauges are read fresh on each scrape.
+    pub fn render(&self) -> String {
+        self.refresh_process();
+        let mut out = String::new();
+        if let Ok(registry) = self.registry.lock() {
+            if encode(&mut out, &registry).is_err() {
+                out.clear();
+            }
+        }
+        out
+    }
+
+    fn refresh_process(&self) {
+        let stat = crate::node::ProcSelf::read();
+        self.process.resident.set(stat.resident_bytes as i64);
+        self.process.virtual_mem.set(stat.virtual_bytes as i64);
+        self.process.cpu_millis.set(stat.cpu_millis as i64);
+        self.process.open_fds.set(stat.open_fds as i64);
+        self.process.threads.set(stat.threads as i64);
+        self.process.start_time.set(stat.start_time_seconds as i64);
+    }
+}

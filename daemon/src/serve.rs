@@ -1,0 +1,194 @@
+//! `hearth serve`: start-up, the two listeners, background loops, and an orderly stop
+//! on SIGTERM (drain requests, stop controllers, close the database).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+
+use crate::auth::Auth;
+use crate::config::{Config, RuntimeKind};
+use crate::gpu::GpuProbe;
+use crate::health::Health;
+use crate::http::{self, AppState, RouteTable};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::systemd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("--runtime {0}: this build does not provide that runtime yet; use --runtime process")]
+    RuntimeUnavailable(&'static str),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(())
+}
+
+fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Written once both listeners are bound, so scripts and tests find the real ports.
+fn write_addr_file(data_dir: &Path, api: &str, serving: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({"api": api, "serving": serving, "pid": std::process::id()});
+    let tmp = data_dir.join("hearth.addr.tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(tmp, data_dir.join("hearth.addr"))
+}
+
+pub fn run(config: Config) -> Result<(), StartError> {
+    let begun = Instant::now();
+    match config.runtime {
+        RuntimeKind::Process => {}
+        RuntimeKind::Docker | RuntimeKind::K3s => {
+            return Err(StartError::RuntimeUnavailable(config.runtime.as_str()))
+        }
+    }
+    prepare_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir.join("hearth.db"))?;
+    let auth = Auth::new(store.clone())?;
+    let token_path = auth.bootstrap(&config.data_dir)?;
+    tracing::info!(path = %token_path.display(), "admin token is in this file (mode 0600)");
+
+    let gpus = GpuProbe::new(config.gpu.simulate);
+    let inventory = gpus.snapshot();
+    if let Some(reason) = &inventory.reason {
+        tracing::info!(gpus = inventory.count(), "{reason}");
+    }
+
+    let health = Health::default();
+    health.set("store", true, "open");
+    health.set("runtime", true, format!("{} backend", config.runtime.as_str()));
+
+    let doc = http::openapi::document();
+    let state = web::Data::new(AppState {
+        config: Arc::new(config.clone()),
+        store: store.clone(),
+        auth,
+        gpus: gpus.clone(),
+        health: health.clone(),
+        metrics: Arc::new(Metrics::new()),
+        started: begun,
+        routes: Arc::new(RouteTable::from_openapi(&doc)),
+    });
+
+    let api_listener = bind(config.listen)?;
+    let serving_listener = bind(config.serving_listen)?;
+    let api_addr = api_listener.local_addr()?;
+    let serving_addr = serving_listener.local_addr()?;
+    let workers = crate::node::cpu_count().clamp(1, 4);
+    let shutdown_timeout = config.shutdown_timeout_seconds;
+    let max_body = config.max_body_bytes;
+
+    actix_web::rt::System::new().block_on(async move {
+        let api_state = state.clone();
+        let api = actix_web::HttpServer::new(move || http::app(api_state.clone(), doc.clone()))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(shutdown_timeout)
+            .listen(api_listener)?
+            .run();
+        let serving = actix_web::HttpServer::new(move || {
+            crate::serving::dataplane::app().app_data(web::PayloadConfig::new(max_body))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout)
+        .listen(serving_listener)?
+        .run();
+        let api_handle = api.handle();
+        let serving_handle = serving.handle();
+        let servers = actix_web::rt::spawn(async move { futures_util::future::join(api, serving).await });
+
+        write_addr_file(&state.config.data_dir, &api_addr.to_string(), &serving_addr.to_string())?;
+        tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
+
+        let background = spawn_background(state.clone());
+        systemd::notify_ready(&status_line(&state));
+
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down: draining requests");
+        systemd::notify_stopping();
+        background.abort();
+        futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
+        let _ = servers.await;
+        let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
+        if let Err(e) = store.close() {
+            tracing::warn!(error = %e, "closing the database");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn status_line(state: &AppState) -> String {
+    let inventory = state.gpus.snapshot();
+    systemd::status_line(
+        state.health.all_ready(),
+        state.config.runtime.as_str(),
+        0,
+        inventory.count(),
+        inventory.simulated,
+        0,
+    )
+}
+
+/// GPU refresh, systemd status and watchdog.
+fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let refresh = Duration::from_secs(state.config.gpu.refresh_seconds);
+        let watchdog = systemd::watchdog_interval();
+        let tick = watchdog.map(|w| w.min(refresh)).unwrap_or(refresh);
+        let mut interval = actix_web::rt::time::interval(tick);
+        let mut last_gpu_refresh = Instant::now();
+        loop {
+            interval.tick().await;
+            if last_gpu_refresh.elapsed() >= refresh {
+                let gpus = state.gpus.clone();
+                let _ = web::block(move || gpus.refresh()).await;
+                last_gpu_refresh = Instant::now();
+            }
+            systemd::notify_status(&status_line(&state));
+            if watchdog.is_some() {
+                systemd::notify_watchdog();
+            }
+        }
+    })
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the daemon can only be killed; keep serving.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

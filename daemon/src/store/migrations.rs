@@ -1,0 +1,117 @@
+//! Versioned schema migrations, compiled into the binary. `PRAGMA user_version` holds
+//! the version applied; a database from a newer build is refused rather than guessed at.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: access control and the generic resource table.
+    r#"
+    CREATE TABLE users (
+        name        TEXT PRIMARY KEY,
+        admin       INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE namespaces (
+        name        TEXT PRIMARY KEY,
+        owner       TEXT REFERENCES users(name) ON DELETE SET NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        user_name   TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        hash        BLOB NOT NULL UNIQUE,
+        created_at  TEXT NOT NULL,
+        expires_at  TEXT,
+        UNIQUE (user_name, name)
+    );
+    CREATE TABLE resources (
+        uid               TEXT PRIMARY KEY,
+        kind              TEXT NOT NULL,
+        namespace         TEXT NOT NULL,
+        name              TEXT NOT NULL,
+        generation        INTEGER NOT NULL,
+        resource_version  INTEGER NOT NULL,
+        metadata          TEXT NOT NULL,
+        spec              TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        deletion_requested_at TEXT,
+        UNIQUE (kind, namespace, name)
+    );
+    CREATE INDEX resources_by_kind ON resources(kind, namespace);
+    CREATE TABLE events (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        resource_uid     TEXT NOT NULL REFERENCES resources(uid) ON DELETE CASCADE,
+        type             TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        message          TEXT NOT NULL,
+        count            INTEGER NOT NULL,
+        first_timestamp  TEXT NOT NULL,
+        last_timestamp   TEXT NOT NULL
+    );
+    CREATE INDEX events_by_resource ON events(resource_uid);
+    "#,
+];
+
+pub fn supported_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub fn apply(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let supported = supported_version();
+    if current > supported {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            supported,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn newer_database_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", supported_version() + 7)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer Hearth"), "{err}");
+    }
+
+    #[test]
+    fn reopening_applies_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.db");
+        drop(Store::open(&path).unwrap());
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .call_blocking(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(version, supported_version());
+    }
+}

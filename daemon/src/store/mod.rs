@@ -1,0 +1,131 @@
+//! SQLite store. One connection behind a mutex, used only from blocking threads, so
+//! database work never runs on the async executor. WAL keeps readers cheap and makes a
+//! committed transaction survive a `kill -9` of the daemon.
+
+pub mod access;
+mod migrations;
+pub mod resources;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+pub use resources::{EventRecord, NewResource, Resource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} {namespace}/{name} already exists")]
+    AlreadyExists {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "the database at {path} was written by a newer Hearth (schema version {found}, this build knows up to {supported}); upgrade Hearth or point --data-dir elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    #[error("stored JSON is invalid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("database worker failed: {0}")]
+    Worker(String),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database. Runs at start-up, before the
+    /// executor serves requests, so it may block.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode loses nothing on a process crash; only a power cut can drop
+        // the last transactions, and FULL would cost an fsync per acknowledged write.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrations::apply(&mut conn, path)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on a blocking thread with the connection.
+    pub async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Worker("database mutex poisoned".into()))?;
+            work(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// The same as `call`, for start-up code and tests that are not async.
+    pub fn call_blocking<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError>,
+    {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Worker("database mutex poisoned".into()))?;
+        work(&mut guard)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checkpoints the WAL so the database file is complete on its own after shutdown.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.call_blocking(|conn| {
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok(())
+        })
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("hearth.db")).unwrap();
+    (dir, store)
+}

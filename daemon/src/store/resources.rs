@@ -1,0 +1,347 @@
+//! The generic resource table: every managed thing (job, run, experiment, inference
+//! service, notebook) is a row with the user's `spec` as written and Hearth's `status`.
+//! `generation` counts spec changes; `resource_version` counts every write, so a
+//! controller can write status only over the version it read.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use super::{now_rfc3339, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub uid: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub generation: i64,
+    pub resource_version: i64,
+    /// Labels, annotations and whatever else the user put in `metadata`.
+    pub metadata: Value,
+    pub spec: Value,
+    pub status: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub deletion_requested_at: Option<String>,
+}
+
+pub struct NewResource {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub metadata: Value,
+    pub spec: Value,
+    pub status: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct EventRecord {
+    /// `Normal` or `Warning`, as in Kubernetes.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub reason: String,
+    pub message: String,
+    pub count: i64,
+    #[serde(rename = "firstTimestamp")]
+    pub first_timestamp: String,
+    #[serde(rename = "lastTimestamp")]
+    pub last_timestamp: String,
+}
+
+const COLUMNS: &str = "uid, kind, namespace, name, generation, resource_version, metadata, spec, status, created_at, updated_at, deletion_requested_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(Resource, [String; 3])> {
+    Ok((
+        Resource {
+            uid: row.get(0)?,
+            kind: row.get(1)?,
+            namespace: row.get(2)?,
+            name: row.get(3)?,
+            generation: row.get(4)?,
+            resource_version: row.get(5)?,
+            metadata: Value::Null,
+            spec: Value::Null,
+            status: Value::Null,
+            created_at: row.get(9)?,
+            updated_at: row.get(10)?,
+            deletion_requested_at: row.get(11)?,
+        },
+        [row.get(6)?, row.get(7)?, row.get(8)?],
+    ))
+}
+
+fn decode((mut resource, [metadata, spec, status]): (Resource, [String; 3])) -> Result<Resource, StoreError> {
+    resource.metadata = serde_json::from_str(&metadata)?;
+    resource.spec = serde_json::from_str(&spec)?;
+    resource.status = serde_json::from_str(&status)?;
+    Ok(resource)
+}
+
+fn not_found(kind: &str, namespace: &str, name: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: kind.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+pub fn create(conn: &Connection, new: NewResource) -> Result<Resource, StoreError> {
+    let uid = uuid::Uuid::new_v4().to_string();
+    let now = now_rfc3339();
+    let inserted = conn.execute(
+        "INSERT INTO resources (uid, kind, namespace, name, generation, resource_version, metadata, spec, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 1, 1, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (kind, namespace, name) DO NOTHING",
+        params![
+            uid,
+            new.kind,
+            new.namespace,
+            new.name,
+            new.metadata.to_string(),
+            new.spec.to_string(),
+            new.status.to_string(),
+            now
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::AlreadyExists {
+            kind: new.kind,
+            namespace: new.namespace,
+            name: new.name,
+        });
+    }
+    get(conn, &new.kind, &new.namespace, &new.name)
+}
+
+pub fn get(conn: &Connection, kind: &str, namespace: &str, name: &str) -> Result<Resource, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND namespace = ?2 AND name = ?3");
+    let row = conn
+        .query_row(&sql, params![kind, namespace, name], from_row)
+        .optional()?;
+    match row {
+        Some(raw) => decode(raw),
+        None => Err(not_found(kind, namespace, name)),
+    }
+}
+
+pub fn get_by_uid(conn: &Connection, uid: &str) -> Result<Option<Resource>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE uid = ?1");
+    conn.query_row(&sql, params![uid], from_row)
+        .optional()?
+        .map(decode)
+        .transpose()
+}
+
+/// Lists one kind, in one namespace or (with `None`) all, oldest first.
+pub fn list(conn: &Connection, kind: &str, namespace: Option<&str>) -> Result<Vec<Resource>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND (?2 IS NULL OR namespace = ?2) ORDER BY created_at, rowid"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![kind, namespace], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode(row?)?);
+    }
+    Ok(out)
+}
+
+/// Replaces the spec (and user metadata); bumps `generation` only when the spec changed.
+pub fn replace_spec(
+    conn: &Connection,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    metadata: &Value,
+    spec: &Value,
+) -> Result<Resource, StoreError> {
+    let current = get(conn, kind, namespace, name)?;
+    let bump = i64::from(current.spec != *spec);
+    conn.execute(
+        "UPDATE resources SET metadata = ?1, spec = ?2, generation = generation + ?3,
+                resource_version = resource_version + 1, updated_at = ?4
+         WHERE uid = ?5",
+        params![
+            metadata.to_string(),
+            spec.to_string(),
+            bump,
+            now_rfc3339(),
+            current.uid
+        ],
+    )?;
+    get(conn, kind, namespace, name)
+}
+
+/// Writes status. With `expected_version`, refuses to overwrite a newer write.
+pub fn update_status(
+    conn: &Connection,
+    uid: &str,
+    status: &Value,
+    expected_version: Option<i64>,
+) -> Result<i64, StoreError> {
+    let changed = conn.execute(
+        "UPDATE resources SET status = ?1, resource_version = resource_version + 1, updated_at = ?2
+         WHERE uid = ?3 AND (?4 IS NULL OR resource_version = ?4)",
+        params![status.to_string(), now_rfc3339(), uid, expected_version],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::Conflict(format!(
+            "resource {uid} changed since it was read, or is gone"
+        )));
+    }
+    Ok(conn.query_row(
+        "SELECT resource_version FROM resources WHERE uid = ?1",
+        params![uid],
+        |r| r.get(0),
+    )?)
+}
+
+/// Marks a resource for deletion; its controller cleans up and then calls `delete`.
+pub fn request_deletion(
+    conn: &Connection,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Resource, StoreError> {
+    let changed = conn.execute(
+        "UPDATE resources SET deletion_requested_at = COALESCE(deletion_requested_at, ?1),
+                resource_version = resource_version + 1
+         WHERE kind = ?2 AND namespace = ?3 AND name = ?4",
+        params![now_rfc3339(), kind, namespace, name],
+    )?;
+    if changed == 0 {
+        return Err(not_found(kind, namespace, name));
+    }
+    get(conn, kind, namespace, name)
+}
+
+pub fn delete(conn: &Connection, uid: &str) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM resources WHERE uid = ?1", params![uid])?;
+    Ok(())
+}
+
+/// Records an event; a repeat of the latest (same type, reason and message) only bumps
+/// its count, as `kubectl describe` shows.
+pub fn record_event(
+    conn: &Connection,
+    resource_uid: &str,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), StoreError> {
+    let now = now_rfc3339();
+    let latest: Option<(i64, String, String, String)> = conn
+        .query_row(
+            "SELECT id, type, reason, message FROM events WHERE resource_uid = ?1 ORDER BY id DESC LIMIT 1",
+            params![resource_uid],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    match latest {
+        Some((id, t, r, m)) if t == event_type && r == reason && m == message => {
+            conn.execute(
+                "UPDATE events SET count = count + 1, last_timestamp = ?1 WHERE id = ?2",
+                params![now, id],
+            )?;
+        }
+        _ => {
+            conn.execute(
+                "INSERT INTO events (resource_uid, type, reason, message, count, first_timestamp, last_timestamp)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
+                params![resource_uid, event_type, reason, message, now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn list_events(conn: &Connection, resource_uid: &str) -> Result<Vec<EventRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT type, reason, message, count, first_timestamp, last_timestamp
+         FROM events WHERE resource_uid = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![resource_uid], |r| {
+        Ok(EventRecord {
+            event_type: r.get(0)?,
+            reason: r.get(1)?,
+            message: r.get(2)?,
+            count: r.get(3)?,
+            first_timestamp: r.get(4)?,
+            last_timestamp: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+    use serde_json::json;
+
+    fn job(name: &str) -> NewResource {
+        NewResource {
+            kind: "Job".into(),
+            namespace: "team".into(),
+            name: name.into(),
+            metadata: json!({"labels": {"a": "b"}}),
+            spec: json!({"x": 1}),
+            status: json!({}),
+        }
+    }
+
+    #[test]
+    fn create_get_replace_and_conflicts() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                let created = create(conn, job("one"))?;
+                assert_eq!(created.generation, 1);
+                assert!(matches!(
+                    create(conn, job("one")),
+                    Err(StoreError::AlreadyExists { .. })
+                ));
+                let same = replace_spec(conn, "Job", "team", "one", &json!({}), &json!({"x": 1}))?;
+                assert_eq!(same.generation, 1, "unchanged spec keeps the generation");
+                let changed = replace_spec(conn, "Job", "team", "one", &json!({}), &json!({"x": 2}))?;
+                assert_eq!(changed.generation, 2);
+                let stale = update_status(
+                    conn,
+                    &created.uid,
+                    &json!({"s": 1}),
+                    Some(created.resource_version),
+                );
+                assert!(matches!(stale, Err(StoreError::Conflict(_))));
+                update_status(
+                    conn,
+                    &created.uid,
+                    &json!({"s": 1}),
+                    Some(changed.resource_version),
+                )?;
+                assert_eq!(get(conn, "Job", "team", "one")?.status, json!({"s": 1}));
+                assert_eq!(list(conn, "Job", Some("team"))?.len(), 1);
+                assert_eq!(list(conn, "Job", Some("other"))?.len(), 0);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn repeated_events_are_counted() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                let r = create(conn, job("ev"))?;
+                record_event(conn, &r.uid, "Normal", "Started", "started")?;
+                record_event(conn, &r.uid, "Normal", "Started", "started")?;
+                record_event(conn, &r.uid, "Warning", "Failed", "exit 1")?;
+                let events = list_events(conn, &r.uid)?;
+                assert_eq!(events.len(), 2);
+                assert_eq!(events[0].count, 2);
+                delete(conn, &r.uid)?;
+                assert!(list_events(conn, &r.uid)?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
+}
