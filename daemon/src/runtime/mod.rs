@@ -1,0 +1,141 @@
+//! Where workloads actually run. A `Workload` is the runtime-neutral description of
+//! one process (a job attempt, a pipeline step, a model replica, a notebook server);
+//! a `Runtime` backend starts, watches, logs and stops it. The `process` backend runs
+//! the command on the host under `hearth shim`; container and Kubernetes backends
+//! implement the same trait (image, device requests, pod manifests).
+
+pub mod cgroups;
+pub mod process;
+pub mod shim;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Who a workload belongs to; the scheduler and `list` select by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// `Job`, `PipelineRun`, `InferenceService`, `Notebook`, ...
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The owning resource's uid.
+    pub uid: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Requests as the scheduler counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequest {
+    /// CPU in thousandths of a core (Kubernetes' `m`).
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Unique and stable across restarts: `<owner kind>-<owner uid>-<suffix>`.
+    pub id: String,
+    pub owner: Owner,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Recorded by the process backend, pulled and run by container backends.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// argv[0..]: the container's `command` followed by its `args`.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub resources: ResourceRequest,
+    /// Filled in by the scheduler at admission.
+    #[serde(default)]
+    pub gpu_uuids: Vec<String>,
+    /// Wall-clock limit from start; the runtime kills the workload past it.
+    #[serde(default)]
+    pub active_deadline_seconds: Option<u64>,
+    /// SIGTERM to SIGKILL.
+    #[serde(default = "default_grace")]
+    pub termination_grace_seconds: u64,
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+/// How a workload ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// `Completed`, `Error`, `DeadlineExceeded`, `Stopped`, `StartError`, `Lost`.
+    pub reason: String,
+    pub message: String,
+    pub started_at: Option<String>,
+    pub finished_at: String,
+}
+
+impl ExitInfo {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.reason == "Completed"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running { pid: i32, started_at: String },
+    Exited(ExitInfo),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("workload {0} is not known to the runtime")]
+    NotFound(String),
+    #[error("cannot start workload {id}: {message}")]
+    Start { id: String, message: String },
+    #[error("runtime I/O on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The log of a workload: both streams interleaved, oldest rotated file first.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    pub files: Vec<PathBuf>,
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Starts the workload; returns once it runs (or failed to start).
+    async fn start(&self, workload: &Workload) -> Result<RunState, RuntimeError>;
+    /// Current state. `Exited` is final and survives daemon restarts.
+    async fn status(&self, id: &str) -> Result<RunState, RuntimeError>;
+    /// Waits until the workload exits (a daemon restart ends the wait; call again).
+    async fn wait(&self, id: &str) -> Result<ExitInfo, RuntimeError>;
+    async fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError>;
+    /// SIGTERM to the whole process tree, SIGKILL after the grace period.
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Ids of the workloads this runtime holds for an owner uid (all with `None`).
+    async fn list(&self, owner_uid: Option<&str>) -> Result<Vec<String>, RuntimeError>;
+    /// Frees what the runtime keeps for a finished workload (logs excepted).
+    async fn forget(&self, id: &str) -> Result<(), RuntimeError>;
+    /// One line about limits enforcement, for `/api/v1/node` and status.
+    fn limits_note(&self) -> String;
+}
