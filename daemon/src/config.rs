@@ -59,6 +59,9 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
+    pub scheduler: crate::scheduler::SchedulerConfig,
+    pub workloads: crate::runtime::WorkloadsConfig,
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,6 +105,9 @@ impl Default for Config {
             shutdown_timeout_seconds: 30,
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
+            scheduler: Default::default(),
+            workloads: Default::default(),
+            jobs: Default::default(),
         }
     }
 }
@@ -133,6 +139,12 @@ pub const SETTINGS: &[&str] = &[
     "gpu.simulate",
     "gpu.time_slicing_replicas",
     "gpu.refresh_seconds",
+    "scheduler.reserved_cpu_millis",
+    "scheduler.reserved_memory_bytes",
+    "scheduler.namespace_gpu_quota",
+    "workloads.log_max_bytes",
+    "workloads.path_prefix",
+    "jobs.backoff_base_seconds",
 ];
 
 pub fn env_name(key: &str) -> String {

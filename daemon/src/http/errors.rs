@@ -185,6 +185,24 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<crate::scheduler::SchedulerError> for ApiError {
+    fn from(e: crate::scheduler::SchedulerError) -> ApiError {
+        use crate::runtime::RuntimeError;
+        use crate::scheduler::SchedulerError;
+        match e {
+            SchedulerError::Unsatisfiable(message) => ApiError::invalid("resources", message),
+            SchedulerError::Invalid(message) => ApiError::BadRequest(message),
+            SchedulerError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            SchedulerError::Store(inner) => inner.into(),
+            SchedulerError::Runtime(inner) => match inner {
+                RuntimeError::NotFound(_) => ApiError::NotFound(inner.to_string()),
+                RuntimeError::Unsupported(message) => ApiError::unsupported("runtime", message),
+                RuntimeError::Start { .. } | RuntimeError::Io { .. } => ApiError::Internal(inner.to_string()),
+            },
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

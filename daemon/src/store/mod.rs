@@ -5,6 +5,7 @@
 pub mod access;
 mod migrations;
 pub mod resources;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
