@@ -239,6 +239,24 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the daemon's stderr holds every one of `needles`, and
+    /// returns it; log lines are written after the answer, so a test must not race them.
+    #[track_caller]
+    pub fn wait_logs_containing(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !logs.contains(**n)).collect();
+            if missing.is_empty() {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("the daemon's log lacks {missing:?}:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
