@@ -48,6 +48,10 @@ impl Principal {
         self.admin || self.user == namespace
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn authorize_namespace(&self, namespace: &str) -> Result<(), AuthError> {
         validate_dns_label("namespace", namespace)?;
         if self.can_access(namespace) {

@@ -101,6 +101,10 @@ impl ApiError {
         }
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn unsupported(feature: impl Into<String>, detail: impl Into<String>) -> ApiError {
         ApiError::Unsupported {
             feature: feature.into(),
