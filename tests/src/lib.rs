@@ -583,21 +583,6 @@ pub fn fill_path_with(template: &str, value: impl Fn(&str) -> String) -> String 
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fills_path_parameters() {
-        assert_eq!(fill_path("/a/{ns}/b/{name}", "x"), "/a/x/b/x");
-        assert_eq!(
-            fill_path_with("/n/{namespace}/j/{name}", |p| p.to_uppercase()),
-            "/n/NAMESPACE/j/NAME"
-        );
-        assert_eq!(fill_path("/plain", "x"), "/plain");
-    }
-}
-
 /// The upstream corpus (`../shared/fixtures`), for `tests/tests/corpus_*.rs`.
 /// `scripts/test` sets `HEARTH_FIXTURES` and runs those tests only when the corpus is
 /// there; a corpus test run without it fails rather than passing with nothing checked.
@@ -611,4 +596,19 @@ pub fn fixtures_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_path_parameters() {
+        assert_eq!(fill_path("/a/{ns}/b/{name}", "x"), "/a/x/b/x");
+        assert_eq!(
+            fill_path_with("/n/{namespace}/j/{name}", |p| p.to_uppercase()),
+            "/n/NAMESPACE/j/NAME"
+        );
+        assert_eq!(fill_path("/plain", "x"), "/plain");
+    }
 }
