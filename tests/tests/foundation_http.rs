@@ -265,7 +265,7 @@ fn missing_and_duplicate_resources_are_problems() {
     let r = d.post_json("/api/v1/users", d.admin(), &json!({"name": "bob"}));
     r.assert_problem(409, "already_exists");
     d.delete("/api/v1/users/admin", d.admin())
-        .assert_problem(422, "invalid_field");
+        .assert_problem(409, "conflict");
 }
 
 #[test]

@@ -170,7 +170,7 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<web::J
 }
 
 /// Delete a user and their tokens (admin only); their namespace's resources stay.
-#[utoipa::path(tag = "access", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
 #[delete("/api/v1/users/{name}")]
 async fn delete_user(
     caller: Caller,
@@ -233,7 +233,7 @@ async fn list_tokens(caller: Caller, state: web::Data<AppState>) -> Result<web::
 }
 
 /// Revoke one of the caller's tokens.
-#[utoipa::path(tag = "access", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
 #[delete("/api/v1/tokens/{name}")]
 async fn delete_token(
     caller: Caller,

@@ -184,6 +184,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::ForbiddenNamespace { .. } | AuthError::AdminOnly => ApiError::Forbidden(e.to_string()),
             AuthError::InvalidName { field, message } => ApiError::invalid(field, message),
+            AuthError::CannotDeleteAdmin(_) => ApiError::Conflict(e.to_string()),
             AuthError::Store(inner) => inner.into(),
         }
     }
