@@ -29,7 +29,7 @@ pub enum AuthError {
     ForbiddenNamespace { namespace: String },
     #[error("this needs an admin token")]
     AdminOnly,
-    #[error("the {0} user cannot be deleted: every other user is managed with its token")]
+    #[error("the {0} user cannot be deleted")]
     CannotDeleteAdmin(&'static str),
     #[error("{field}: {message}")]
     InvalidName { field: &'static str, message: String },
