@@ -101,6 +101,10 @@ impl ApiError {
         }
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn unsupported(feature: impl Into<String>, detail: impl Into<String>) -> ApiError {
         ApiError::Unsupported {
             feature: feature.into(),
@@ -180,6 +184,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::ForbiddenNamespace { .. } | AuthError::AdminOnly => ApiError::Forbidden(e.to_string()),
             AuthError::InvalidName { field, message } => ApiError::invalid(field, message),
+            AuthError::CannotDeleteAdmin(_) => ApiError::Conflict(e.to_string()),
             AuthError::Store(inner) => inner.into(),
         }
     }

@@ -34,6 +34,10 @@ pub struct AppState {
     pub gpus: GpuProbe,
     pub health: Health,
     pub metrics: Arc<Metrics>,
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub started: Instant,
     pub routes: Arc<RouteTable>,
     pub scheduler: crate::scheduler::Scheduler,
