@@ -179,13 +179,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
-        core.shutdown_timeout(Duration::from_secs(2));
-        if let Err(e) = store.close() {
-            tracing::warn!(error = %e, "closing the database");
-        }
-        tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<(), StartError>(())
+    })?;
+    // Controllers stop here; running workloads keep going under their shims.
+    core.shutdown_timeout(Duration::from_secs(2));
+    if let Err(e) = store.close() {
+        tracing::warn!(error = %e, "closing the database");
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn status_line(state: &AppState) -> String {
