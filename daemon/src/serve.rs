@@ -131,7 +131,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         auth,
         gpus: gpus.clone(),
         health: health.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: {
+            let metrics = Arc::new(Metrics::new());
+            metrics.set_gpus(&gpus.snapshot());
+            metrics
+        },
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
         scheduler,
@@ -250,6 +254,7 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
             if last_gpu_refresh.elapsed() >= refresh {
                 let gpus = state.gpus.clone();
                 let _ = web::block(move || gpus.refresh()).await;
+                state.metrics.set_gpus(&state.gpus.snapshot());
                 last_gpu_refresh = Instant::now();
             }
             systemd::notify_status(&status_line(&state).await);
