@@ -217,7 +217,10 @@ fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler:
     core.spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => jobs_queue.add(&event.owner_uid),
+                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
+                    tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
+                    jobs_queue.add(&event.owner_uid);
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
