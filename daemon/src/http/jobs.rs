@@ -53,17 +53,16 @@ impl From<JobError> for ApiError {
 )]
 pub struct JobDocument(Value);
 
-/// A `JobList`: `{"apiVersion": "batch/v1", "kind": "JobList", "items": [...]}`.
-#[derive(ToSchema)]
-#[allow(
-    dead_code,
-    reason = "documents the list shape for OpenAPI; answers are built as JSON"
-)]
+/// A `JobList`, as `kubectl get jobs -o json` shows it.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct JobList {
-    #[schema(value_type = String)]
-    api_version: (),
+    #[schema(example = "batch/v1")]
+    pub api_version: &'static str,
+    #[schema(example = "JobList")]
+    pub kind: &'static str,
     #[schema(value_type = Vec<Object>)]
-    items: (),
+    pub items: Vec<Value>,
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -91,7 +90,11 @@ pub struct LogQuery {
 }
 
 fn list_json(items: Vec<Value>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"apiVersion": "batch/v1", "kind": "JobList", "items": items}))
+    HttpResponse::Ok().json(JobList {
+        api_version: crate::jobs::spec::API_VERSION,
+        kind: "JobList",
+        items,
+    })
 }
 
 /// Create a job from a `batch/v1` Job document (JSON or YAML).
