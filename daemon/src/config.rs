@@ -154,6 +154,7 @@ impl FlagOverrides {
 }
 
 /// Where the effective config came from, for `hearth config show`.
+#[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     pub file: Option<PathBuf>,

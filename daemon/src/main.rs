@@ -7,6 +7,7 @@ mod health;
 mod http;
 mod metrics;
 mod node;
+mod pipelines;
 mod serve;
 mod serving;
 mod store;

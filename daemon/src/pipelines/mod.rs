@@ -1,0 +1,5 @@
+//! KFP v2 pipelines: the IR model and its validation, the v2beta1 API's core functions,
+//! and the run controller that executes the DAG with the KFP executor contract.
+
+pub mod cel;
+pub mod ir;
