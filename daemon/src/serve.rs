@@ -83,6 +83,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     health.set("store", true, "open");
     health.set("runtime", true, format!("{} backend", config.runtime.as_str()));
 
+    let controller = crate::pipelines::controller::Controller::new(
+        store.clone(),
+        config.data_dir.clone(),
+        config.pipelines.clone(),
+        &gpus,
+    );
+    let pipelines = crate::pipelines::api::Pipelines {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        controller: controller.clone(),
+    };
+
     let doc = http::openapi::document();
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
@@ -93,6 +105,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: Arc::new(Metrics::new()),
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
+        pipelines,
     });
 
     let api_listener = bind(config.listen)?;
@@ -127,12 +140,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         let background = spawn_background(state.clone());
+        let pipeline_controller = actix_web::rt::spawn(controller.run());
         systemd::notify_ready(&status_line(&state));
 
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down: draining requests");
         systemd::notify_stopping();
         background.abort();
+        pipeline_controller.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));

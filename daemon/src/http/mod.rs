@@ -5,6 +5,7 @@ pub mod access;
 pub mod auth;
 pub mod body;
 pub mod errors;
+pub mod kfp;
 pub mod middleware;
 pub mod openapi;
 pub mod system;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub routes: Arc<RouteTable>,
+    pub pipelines: crate::pipelines::api::Pipelines,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.
@@ -108,6 +110,7 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> act
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     system::routes(cfg);
     access::routes(cfg);
+    kfp::routes(cfg);
 }
 
 /// Builds the application for one worker.

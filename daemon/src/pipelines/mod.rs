@@ -3,3 +3,8 @@
 
 pub mod cel;
 pub mod ir;
+pub mod api;
+pub mod controller;
+pub mod executor;
+pub mod schedule;
+pub mod store;
