@@ -60,6 +60,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
     pub pipelines: PipelinesConfig,
+    pub scheduler: crate::scheduler::SchedulerConfig,
+    pub workloads: crate::runtime::WorkloadsConfig,
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,6 +133,9 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
             pipelines: PipelinesConfig::default(),
+            scheduler: Default::default(),
+            workloads: Default::default(),
+            jobs: Default::default(),
         }
     }
 }
@@ -163,6 +169,12 @@ pub const SETTINGS: &[&str] = &[
     "gpu.refresh_seconds",
     "pipelines.step_venv",
     "pipelines.step_path",
+    "scheduler.reserved_cpu_millis",
+    "scheduler.reserved_memory_bytes",
+    "scheduler.namespace_gpu_quota",
+    "workloads.log_max_bytes",
+    "workloads.path_prefix",
+    "jobs.backoff_base_seconds",
 ];
 
 pub fn env_name(key: &str) -> String {

@@ -239,6 +239,24 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the daemon's stderr holds every one of `needles`, and
+    /// returns it; log lines are written after the answer, so a test must not race them.
+    #[track_caller]
+    pub fn wait_logs_containing(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !logs.contains(**n)).collect();
+            if missing.is_empty() {
+                return logs;
+            }
+            if Instant::now() > deadline {
+                panic!("the daemon's log lacks {missing:?}:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -563,6 +581,21 @@ pub fn fill_path_with(template: &str, value: impl Fn(&str) -> String) -> String 
     }
     out.push_str(rest);
     out
+}
+
+/// The upstream corpus (`../shared/fixtures`), for `tests/tests/corpus_*.rs`.
+/// `scripts/test` sets `HEARTH_FIXTURES` and runs those tests only when the corpus is
+/// there; a corpus test run without it fails rather than passing with nothing checked.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_FIXTURES").map(PathBuf::from).expect(
+        "HEARTH_FIXTURES is not set: corpus tests run from scripts/test when ../shared/fixtures exists",
+    );
+    assert!(
+        dir.is_dir(),
+        "HEARTH_FIXTURES={} is not a directory",
+        dir.display()
+    );
+    dir
 }
 
 #[cfg(test)]

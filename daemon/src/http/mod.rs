@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod errors;
 pub mod kfp;
+pub mod jobs;
 pub mod middleware;
 pub mod openapi;
 pub mod system;
@@ -34,9 +35,15 @@ pub struct AppState {
     pub gpus: GpuProbe,
     pub health: Health,
     pub metrics: Arc<Metrics>,
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub started: Instant,
     pub routes: Arc<RouteTable>,
     pub pipelines: crate::pipelines::api::Pipelines,
+    pub scheduler: crate::scheduler::Scheduler,
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.
@@ -111,6 +118,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     system::routes(cfg);
     access::routes(cfg);
     kfp::routes(cfg);
+    jobs::routes(cfg);
 }
 
 /// Builds the application for one worker.
