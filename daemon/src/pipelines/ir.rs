@@ -657,6 +657,10 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
             return Err(invalid(*key, "required field is missing"));
         }
     }
+    match pkg.spec.pointer("/pipelineInfo/name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {}
+        _ => return Err(invalid("pipelineInfo.name", "must be a non-empty string")),
+    }
     let spec: PipelineSpec = serde_json::from_value(pkg.spec.clone()).map_err(|e| invalid("pipeline_spec", e.to_string()))?;
     if spec.pipeline_info.name.trim().is_empty() {
         return Err(invalid("pipelineInfo.name", "must not be empty"));
