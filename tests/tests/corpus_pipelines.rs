@@ -15,7 +15,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             files(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(p);
         }
     }
@@ -41,7 +44,11 @@ fn every_upstream_kfp_file_is_accepted_or_refused_by_name() {
     let mut all = Vec::new();
     files(&root, &mut all);
     all.sort();
-    assert!(all.len() >= 170, "expected the 172 upstream files, found {}", all.len());
+    assert!(
+        all.len() >= 170,
+        "expected the 172 upstream files, found {}",
+        all.len()
+    );
     let d = spawn_daemon();
     let token = d.admin().unwrap().to_string();
     let mut accepted = 0;
@@ -72,9 +79,14 @@ fn every_upstream_kfp_file_is_accepted_or_refused_by_name() {
             assert_eq!(versions.status, 200, "{rel}: {versions}");
             let stored = &versions.body["pipeline_versions"][0]["pipeline_spec"];
             let stored = stored.get("pipeline_spec").unwrap_or(stored);
-            assert!(stored["root"]["dag"].is_object(), "{rel}: spec not stored: {versions}");
             assert!(
-                stored["pipelineInfo"]["name"].as_str().is_some_and(|n| !n.is_empty()),
+                stored["root"]["dag"].is_object(),
+                "{rel}: spec not stored: {versions}"
+            );
+            assert!(
+                stored["pipelineInfo"]["name"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty()),
                 "{rel}: {versions}"
             );
         } else {

@@ -24,9 +24,15 @@ fn upload(d: &Daemon, token: &str, name: &str, yaml: &str) -> hearth_e2e::Reply 
 }
 
 fn version_of(d: &Daemon, token: &str, pipeline_id: &str) -> String {
-    let v = d.get(&format!("/apis/v2beta1/pipelines/{pipeline_id}/versions"), Some(token));
+    let v = d.get(
+        &format!("/apis/v2beta1/pipelines/{pipeline_id}/versions"),
+        Some(token),
+    );
     assert_eq!(v.status, 200, "{v}");
-    v.body["pipeline_versions"][0]["pipeline_version_id"].as_str().unwrap().to_string()
+    v.body["pipeline_versions"][0]["pipeline_version_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn task_states(run: &Value) -> Vec<(String, String)> {
@@ -34,7 +40,12 @@ fn task_states(run: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["display_name"].as_str().unwrap().to_string(), t["state"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t["display_name"].as_str().unwrap().to_string(),
+                t["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     out.sort();
     out
@@ -62,14 +73,18 @@ fn kill9_mid_run_then_restart_completes_without_rerunning_a_step() {
     assert_eq!(run.status, 200, "{run}");
     let run_id = run.body["run_id"].as_str().unwrap().to_string();
     // Wait until step two runs, then kill the daemon under it.
-    d.wait_until(&format!("/apis/v2beta1/runs/{run_id}"), Duration::from_secs(30), |r| {
-        task_states(&r.body).contains(&("two".into(), "RUNNING".into()))
-    });
+    d.wait_until(
+        &format!("/apis/v2beta1/runs/{run_id}"),
+        Duration::from_secs(30),
+        |r| task_states(&r.body).contains(&("two".into(), "RUNNING".into())),
+    );
     d.kill9();
     d.restart();
-    let done = d.wait_until(&format!("/apis/v2beta1/runs/{run_id}"), Duration::from_secs(60), |r| {
-        r.body["state"] == "SUCCEEDED" || r.body["state"] == "FAILED"
-    });
+    let done = d.wait_until(
+        &format!("/apis/v2beta1/runs/{run_id}"),
+        Duration::from_secs(60),
+        |r| r.body["state"] == "SUCCEEDED" || r.body["state"] == "FAILED",
+    );
     assert_eq!(done.body["state"], "SUCCEEDED", "{done}");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "one\ntwo\nhello two\n");
     let three = done.body["run_details"]["task_details"]
@@ -81,9 +96,18 @@ fn kill9_mid_run_then_restart_completes_without_rerunning_a_step() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = d.get(&format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/outputs"), Some(&token));
-    assert_eq!(out.body["outputs"]["parameters"]["said"], "hello hello two", "{out}");
-    let log = d.get(&format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/logs"), Some(&token));
+    let out = d.get(
+        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/outputs"),
+        Some(&token),
+    );
+    assert_eq!(
+        out.body["outputs"]["parameters"]["said"], "hello hello two",
+        "{out}"
+    );
+    let log = d.get(
+        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/logs"),
+        Some(&token),
+    );
     assert_eq!(log.status, 200, "{log}");
 }
 
@@ -91,23 +115,37 @@ fn kill9_mid_run_then_restart_completes_without_rerunning_a_step() {
 fn api_shapes_filters_errors_and_isolation() {
     let d = spawn_daemon();
     let admin = d.admin().unwrap().to_string();
-    assert_eq!(d.get("/apis/v2beta1/healthz", Some(&admin)).body["multi_user"], false);
+    assert_eq!(
+        d.get("/apis/v2beta1/healthz", Some(&admin)).body["multi_user"],
+        false
+    );
 
     // Experiments: the SDK's integer filter and the documented name form both work.
     for name in ["alpha", "beta"] {
-        let e = d.post_json("/apis/v2beta1/experiments", Some(&admin), &json!({"display_name": name, "namespace": "default"}));
+        let e = d.post_json(
+            "/apis/v2beta1/experiments",
+            Some(&admin),
+            &json!({"display_name": name, "namespace": "default"}),
+        );
         assert_eq!(e.status, 200, "{e}");
     }
     let f1 = r#"{"predicates": [{"operation": 1, "key": "display_name", "stringValue": "beta"}]}"#;
     let f2 = r#"{"predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": "beta"}]}"#;
     for f in [f1, f2] {
-        let q = format!("/apis/v2beta1/experiments?namespace=default&filter={}", urlencode(f));
+        let q = format!(
+            "/apis/v2beta1/experiments?namespace=default&filter={}",
+            urlencode(f)
+        );
         let r = d.get(&q, Some(&admin));
         assert_eq!(r.status, 200, "{r}");
         assert_eq!(r.body["experiments"].as_array().unwrap().len(), 1, "{r}");
         assert_eq!(r.body["experiments"][0]["display_name"], "beta");
     }
-    let dup = d.post_json("/apis/v2beta1/experiments", Some(&admin), &json!({"display_name": "beta", "namespace": "default"}));
+    let dup = d.post_json(
+        "/apis/v2beta1/experiments",
+        Some(&admin),
+        &json!({"display_name": "beta", "namespace": "default"}),
+    );
     assert_eq!(dup.status, 409, "{dup}");
     let bad = d.get("/apis/v2beta1/experiments?filter=%7Bnope", Some(&admin));
     assert_eq!(bad.status, 422, "{bad}");
@@ -126,7 +164,11 @@ fn api_shapes_filters_errors_and_isolation() {
     );
     assert_eq!(r.status, 422, "{r}");
     assert_eq!(r.body["field"], "runtime_config.parameters.nope", "{r}");
-    let r = d.post_json("/apis/v2beta1/runs", Some(&admin), &json!({"display_name": "x", "pipeline_version_reference": reference}));
+    let r = d.post_json(
+        "/apis/v2beta1/runs",
+        Some(&admin),
+        &json!({"display_name": "x", "pipeline_version_reference": reference}),
+    );
     assert_eq!(r.body["field"], "runtime_config.parameters.marker", "{r}");
     let secret = d.post_json(
         "/apis/v2beta1/runs",
@@ -135,7 +177,10 @@ fn api_shapes_filters_errors_and_isolation() {
                 "platform_spec": {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {"exec-a": {"secretAsEnv": []}}}}}}}}),
     );
     assert_eq!(secret.status, 422, "{secret}");
-    assert_eq!(secret.body["feature"], "platforms.kubernetes.secretAsEnv", "{secret}");
+    assert_eq!(
+        secret.body["feature"], "platforms.kubernetes.secretAsEnv",
+        "{secret}"
+    );
 
     // A run, archived and listed with paging.
     let dir = tempfile::tempdir().unwrap();
@@ -150,25 +195,50 @@ fn api_shapes_filters_errors_and_isolation() {
         assert_eq!(r.status, 200, "{r}");
         ids.push(r.body["run_id"].as_str().unwrap().to_string());
     }
-    let page1 = d.get("/apis/v2beta1/runs?namespace=&page_size=2&sort_by=name%20desc", Some(&admin));
+    let page1 = d.get(
+        "/apis/v2beta1/runs?namespace=&page_size=2&sort_by=name%20desc",
+        Some(&admin),
+    );
     assert_eq!(page1.body["total_size"], 3, "{page1}");
     assert_eq!(page1.body["runs"][0]["display_name"], "run-2", "{page1}");
     let token = page1.body["next_page_token"].as_str().unwrap();
-    let page2 = d.get(&format!("/apis/v2beta1/runs?namespace=&page_size=2&page_token={token}"), Some(&admin));
+    let page2 = d.get(
+        &format!("/apis/v2beta1/runs?namespace=&page_size=2&page_token={token}"),
+        Some(&admin),
+    );
     assert_eq!(page2.body["runs"].as_array().unwrap().len(), 1, "{page2}");
-    let arch = d.post_json(&format!("/apis/v2beta1/runs/{}:archive", ids[0]), Some(&admin), &json!({}));
+    let arch = d.post_json(
+        &format!("/apis/v2beta1/runs/{}:archive", ids[0]),
+        Some(&admin),
+        &json!({}),
+    );
     assert_eq!(arch.status, 200, "{arch}");
-    assert_eq!(d.get(&format!("/apis/v2beta1/runs/{}", ids[0]), Some(&admin)).body["storage_state"], "ARCHIVED");
+    assert_eq!(
+        d.get(&format!("/apis/v2beta1/runs/{}", ids[0]), Some(&admin))
+            .body["storage_state"],
+        "ARCHIVED"
+    );
 
     // Another user sees none of it and cannot reach it by id.
     let alice = d.create_user("alice");
-    assert_eq!(d.get(&format!("/apis/v2beta1/runs/{}", ids[1]), Some(&alice)).status, 404);
+    assert_eq!(
+        d.get(&format!("/apis/v2beta1/runs/{}", ids[1]), Some(&alice))
+            .status,
+        404
+    );
     let theirs = d.get("/apis/v2beta1/runs?namespace=", Some(&alice));
     assert_eq!(theirs.body["total_size"], 0, "{theirs}");
-    assert_eq!(d.get("/apis/v2beta1/runs?namespace=default", Some(&alice)).status, 403);
+    assert_eq!(
+        d.get("/apis/v2beta1/runs?namespace=default", Some(&alice)).status,
+        403
+    );
     assert_eq!(d.get("/apis/v2beta1/runs/nope", Some(&admin)).status, 404);
     for id in &ids {
-        d.wait_until(&format!("/apis/v2beta1/runs/{id}"), Duration::from_secs(60), |r| r.body["state"] == "SUCCEEDED");
+        d.wait_until(
+            &format!("/apis/v2beta1/runs/{id}"),
+            Duration::from_secs(60),
+            |r| r.body["state"] == "SUCCEEDED",
+        );
     }
 }
 

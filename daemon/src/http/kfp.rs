@@ -17,9 +17,10 @@ use crate::pipelines::ir::{self, IrError};
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> ApiError {
         match e {
-            PipelineError::Ir(IrError::Empty) => {
-                ApiError::invalid("pipeline_spec", "the pipeline package holds no document (empty file)")
-            }
+            PipelineError::Ir(IrError::Empty) => ApiError::invalid(
+                "pipeline_spec",
+                "the pipeline package holds no document (empty file)",
+            ),
             PipelineError::Ir(IrError::Malformed {
                 format,
                 detail,
@@ -32,7 +33,9 @@ impl From<PipelineError> for ApiError {
                 column,
             },
             PipelineError::Ir(IrError::Invalid { field, detail }) => ApiError::invalid(field, detail),
-            PipelineError::Ir(IrError::Unsupported { feature, detail }) => ApiError::unsupported(feature, detail),
+            PipelineError::Ir(IrError::Unsupported { feature, detail }) => {
+                ApiError::unsupported(feature, detail)
+            }
             PipelineError::NotFound(m) => ApiError::NotFound(m),
             PipelineError::Invalid { field, detail } => ApiError::invalid(field, detail),
             PipelineError::Conflict(m) => ApiError::Conflict(m),
@@ -73,7 +76,9 @@ async fn json_object(state: &AppState, payload: web::Payload, allow_empty: bool)
         if allow_empty {
             return Ok(Value::Object(Default::default()));
         }
-        return Err(ApiError::BadRequest("the request body is empty; send a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send a JSON object".into(),
+        ));
     }
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| json_error(&e))?;
     if !v.is_object() {
@@ -97,7 +102,10 @@ async fn healthz(_caller: Caller) -> Reply {
 async fn create_pipeline(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
     let req = NewPipeline {
-        display_name: body["display_name"].as_str().or(body["name"].as_str()).map(str::to_string),
+        display_name: body["display_name"]
+            .as_str()
+            .or(body["name"].as_str())
+            .map(str::to_string),
         description: body["description"].as_str().map(str::to_string),
         namespace: body["namespace"].as_str().map(str::to_string),
     };
@@ -120,7 +128,11 @@ async fn upload_file(state: &AppState, mut form: actix_multipart::Multipart) -> 
     let mut file = None;
     while let Some(field) = form.next().await {
         let mut field = field.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?;
-        let name = field.content_disposition().and_then(|d| d.get_name()).unwrap_or("").to_string();
+        let name = field
+            .content_disposition()
+            .and_then(|d| d.get_name())
+            .unwrap_or("")
+            .to_string();
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("multipart body: {e}")))?;
@@ -217,7 +229,10 @@ async fn create_version(
         .filter(|v| !v.is_null())
         .ok_or_else(|| ApiError::invalid("pipeline_spec", "a version needs pipeline_spec"))?;
     let pkg = ir::from_api(spec).map_err(PipelineError::from)?;
-    let name = body["display_name"].as_str().or(body["name"].as_str()).map(str::to_string);
+    let name = body["display_name"]
+        .as_str()
+        .or(body["name"].as_str())
+        .map(str::to_string);
     let description = body["description"].as_str().map(str::to_string);
     ok(api::create_version(core(&state)?, &caller.0, &id, name, description, pkg).await?)
 }
@@ -242,7 +257,11 @@ async fn get_version(caller: Caller, state: web::Data<AppState>, path: web::Path
 
 #[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ("pipeline_version_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/pipelines/{pipeline_id}/versions/{pipeline_version_id}")]
-async fn delete_version(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
+async fn delete_version(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Reply {
     let (p, v) = path.into_inner();
     ok(api::delete_version(core(&state)?, &caller.0, &p, &v).await?)
 }
@@ -380,7 +399,11 @@ async fn disable_recurring_run(caller: Caller, state: web::Data<AppState>, id: w
 
 #[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = Object, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
 #[get("/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs")]
-async fn task_outputs(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
+async fn task_outputs(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Reply {
     let (run, task) = path.into_inner();
     ok(api::task_outputs(core(&state)?, &caller.0, &run, &task).await?)
 }
@@ -390,7 +413,9 @@ async fn task_outputs(caller: Caller, state: web::Data<AppState>, path: web::Pat
 async fn task_logs(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
     let (run, task) = path.into_inner();
     let bytes = api::task_log(core(&state)?, &caller.0, &run, &task).await?;
-    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(bytes))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -410,7 +435,9 @@ async fn download_artifact(
     let (run, task, name) = path.into_inner();
     let file = api::artifact_file(core(&state)?, &caller.0, &run, &task, &name, q.path.as_deref()).await?;
     let bytes = std::fs::read(&file).map_err(|e| ApiError::NotFound(format!("artifact file: {e}")))?;
-    Ok(HttpResponse::Ok().content_type("application/octet-stream").body(bytes))
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {

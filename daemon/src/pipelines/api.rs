@@ -68,12 +68,20 @@ pub fn namespace_for(caller: &Principal, requested: Option<&str>) -> Result<Stri
     Ok(ns)
 }
 
-async fn get_authorized(p: &Pipelines, caller: &Principal, kind: &'static str, id: &str) -> Result<Resource, PipelineError> {
+async fn get_authorized(
+    p: &Pipelines,
+    caller: &Principal,
+    kind: &'static str,
+    id: &str,
+) -> Result<Resource, PipelineError> {
     let id2 = id.to_string();
     let res = p.store.call(move |conn| find(conn, kind, &id2)).await?;
     if !caller.can_access(&res.namespace) {
         // Someone else's resource does not exist, as far as this caller can tell.
-        return Err(PipelineError::NotFound(format!("{} {id} not found", kind.trim_start_matches("Kfp"))));
+        return Err(PipelineError::NotFound(format!(
+            "{} {id} not found",
+            kind.trim_start_matches("Kfp")
+        )));
     }
     Ok(res)
 }
@@ -82,7 +90,14 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn create(p: &Pipelines, kind: &str, ns: &str, id: &str, spec: Value, status: Value) -> Result<Resource, PipelineError> {
+async fn create(
+    p: &Pipelines,
+    kind: &str,
+    ns: &str,
+    id: &str,
+    spec: Value,
+    status: Value,
+) -> Result<Resource, PipelineError> {
     let new = NewResource {
         kind: kind.to_string(),
         namespace: ns.to_string(),
@@ -95,9 +110,13 @@ async fn create(p: &Pipelines, kind: &str, ns: &str, id: &str, spec: Value, stat
 }
 
 async fn replace_spec(p: &Pipelines, res: &Resource, spec: Value) -> Result<Resource, PipelineError> {
-    let (kind, ns, name, meta) = (res.kind.clone(), res.namespace.clone(), res.name.clone(), res.metadata.clone());
-    Ok(p
-        .store
+    let (kind, ns, name, meta) = (
+        res.kind.clone(),
+        res.namespace.clone(),
+        res.name.clone(),
+        res.metadata.clone(),
+    );
+    Ok(p.store
         .call(move |conn| resources::replace_spec(conn, &kind, &ns, &name, &meta, &spec))
         .await?)
 }
@@ -107,8 +126,14 @@ async fn delete(p: &Pipelines, uid: &str) -> Result<(), PipelineError> {
     Ok(p.store.call(move |conn| resources::delete(conn, &uid)).await?)
 }
 
-async fn list_kind(p: &Pipelines, kind: &'static str, ns: Option<String>) -> Result<Vec<Resource>, PipelineError> {
-    Ok(p.store.call(move |conn| resources::list(conn, kind, ns.as_deref())).await?)
+async fn list_kind(
+    p: &Pipelines,
+    kind: &'static str,
+    ns: Option<String>,
+) -> Result<Vec<Resource>, PipelineError> {
+    Ok(p.store
+        .call(move |conn| resources::list(conn, kind, ns.as_deref()))
+        .await?)
 }
 
 // ---------------------------------------------------------------------------------
@@ -122,7 +147,6 @@ pub struct ListQuery {
     pub filter: Option<String>,
     pub namespace: Option<String>,
     pub experiment_id: Option<String>,
-    pub pipeline_id: Option<String>,
 }
 
 fn op_name(v: &Value) -> Result<String, PipelineError> {
@@ -136,11 +160,21 @@ fn op_name(v: &Value) -> Result<String, PipelineError> {
             Some(7) => "LESS_THAN_EQUALS",
             Some(8) => "IN",
             Some(9) => "IS_SUBSTRING",
-            _ => return Err(invalid("filter.predicates.operation", format!("unknown operation {n}"))),
+            _ => {
+                return Err(invalid(
+                    "filter.predicates.operation",
+                    format!("unknown operation {n}"),
+                ))
+            }
         }
         .to_string(),
         Value::String(s) => s.clone(),
-        _ => return Err(invalid("filter.predicates.operation", "must be a number or a name")),
+        _ => {
+            return Err(invalid(
+                "filter.predicates.operation",
+                "must be a number or a name",
+            ))
+        }
     })
 }
 
@@ -157,7 +191,9 @@ impl Filter {
         let v: Value = serde_json::from_str(raw).map_err(|e| invalid("filter", format!("not JSON: {e}")))?;
         let mut predicates = Vec::new();
         for p in v["predicates"].as_array().cloned().unwrap_or_default() {
-            let key = p["key"].as_str().ok_or_else(|| invalid("filter.predicates.key", "missing"))?;
+            let key = p["key"]
+                .as_str()
+                .ok_or_else(|| invalid("filter.predicates.key", "missing"))?;
             let key = key.rsplit('.').next().unwrap_or(key).to_string();
             let op = op_name(&p["operation"])?;
             let known = [
@@ -171,7 +207,10 @@ impl Filter {
                 "IS_SUBSTRING",
             ];
             if !known.contains(&op.as_str()) {
-                return Err(invalid("filter.predicates.operation", format!("unknown operation {op}")));
+                return Err(invalid(
+                    "filter.predicates.operation",
+                    format!("unknown operation {op}"),
+                ));
             }
             let value = [
                 "string_value",
@@ -188,9 +227,16 @@ impl Filter {
             .iter()
             .find_map(|k| p.get(*k).cloned())
             .or_else(|| {
-                ["string_values", "stringValues", "int_values", "intValues", "long_values", "longValues"]
-                    .iter()
-                    .find_map(|k| p.get(*k).and_then(|v| v.get("values")).cloned())
+                [
+                    "string_values",
+                    "stringValues",
+                    "int_values",
+                    "intValues",
+                    "long_values",
+                    "longValues",
+                ]
+                .iter()
+                .find_map(|k| p.get(*k).and_then(|v| v.get("values")).cloned())
             })
             .ok_or_else(|| invalid("filter.predicates", format!("predicate on {key} has no value")))?;
             predicates.push((key, op, value));
@@ -200,14 +246,22 @@ impl Filter {
 
     fn matches(&self, item: &Value) -> bool {
         self.predicates.iter().all(|(key, op, want)| {
-            let key = if key == "name" && item.get("name").is_none() { "display_name" } else { key.as_str() };
+            let key = if key == "name" && item.get("name").is_none() {
+                "display_name"
+            } else {
+                key.as_str()
+            };
             let have = item.get(key).cloned().unwrap_or(Value::Null);
             let text = |v: &Value| match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
             let cmp = || -> Option<std::cmp::Ordering> {
-                match (have.as_f64(), want.as_f64().or_else(|| want.as_str().and_then(|s| s.parse().ok()))) {
+                match (
+                    have.as_f64(),
+                    want.as_f64()
+                        .or_else(|| want.as_str().and_then(|s| s.parse().ok())),
+                ) {
                     (Some(a), Some(b)) => a.partial_cmp(&b),
                     _ => Some(text(&have).cmp(&text(want))),
                 }
@@ -219,7 +273,9 @@ impl Filter {
                 "GREATER_THAN_EQUALS" => cmp().is_some_and(|o| o.is_ge()),
                 "LESS_THAN" => cmp().is_some_and(|o| o.is_lt()),
                 "LESS_THAN_EQUALS" => cmp().is_some_and(|o| o.is_le()),
-                "IN" => want.as_array().is_some_and(|a| a.iter().any(|w| text(w) == text(&have))),
+                "IN" => want
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|w| text(w) == text(&have))),
                 "IS_SUBSTRING" => text(&have).contains(&text(want)),
                 _ => false,
             }
@@ -256,16 +312,24 @@ fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, Pipelin
     });
     let total = items.len();
     let size: usize = match q.page_size.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => s.parse().map_err(|_| invalid("page_size", format!("{s:?} is not a number")))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| invalid("page_size", format!("{s:?} is not a number")))?,
         None => 0,
     };
     let offset: usize = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
-        Some(t) => t.parse().map_err(|_| invalid("page_token", format!("{t:?} is not a token this server issued")))?,
+        Some(t) => t
+            .parse()
+            .map_err(|_| invalid("page_token", format!("{t:?} is not a token this server issued")))?,
         None => 0,
     };
     let size = if size == 0 { total.max(1) } else { size };
     let end = (offset + size).min(total);
-    let slice: Vec<Value> = items.into_iter().skip(offset).take(end.saturating_sub(offset)).collect();
+    let slice: Vec<Value> = items
+        .into_iter()
+        .skip(offset)
+        .take(end.saturating_sub(offset))
+        .collect();
     let mut out = json!({ plural: slice, "total_size": total });
     if end < total {
         out["next_page_token"] = json!(end.to_string());
@@ -310,7 +374,12 @@ pub struct NewPipeline {
     pub namespace: Option<String>,
 }
 
-pub async fn create_pipeline(p: &Pipelines, caller: &Principal, req: NewPipeline, pkg: Option<ir::Package>) -> Result<Value, PipelineError> {
+pub async fn create_pipeline(
+    p: &Pipelines,
+    caller: &Principal,
+    req: NewPipeline,
+    pkg: Option<ir::Package>,
+) -> Result<Value, PipelineError> {
     let ns = namespace_for(caller, req.namespace.as_deref())?;
     let validated = pkg.as_ref().map(check_package).transpose()?;
     let name = req
@@ -320,9 +389,13 @@ pub async fn create_pipeline(p: &Pipelines, caller: &Principal, req: NewPipeline
         .ok_or_else(|| invalid("display_name", "a pipeline needs a name"))?;
     let existing = list_kind(p, pstore::PIPELINE, Some(ns.clone())).await?;
     if existing.iter().any(|r| r.spec["display_name"] == name.as_str()) {
-        return Err(PipelineError::Conflict(format!("a pipeline named {name:?} already exists in {ns}")));
+        return Err(PipelineError::Conflict(format!(
+            "a pipeline named {name:?} already exists in {ns}"
+        )));
     }
-    let description = req.description.or_else(|| validated.as_ref().and_then(|v| v.description.clone()));
+    let description = req
+        .description
+        .or_else(|| validated.as_ref().and_then(|v| v.description.clone()));
     let id = new_id();
     let r = create(
         p,
@@ -351,7 +424,9 @@ async fn create_version_inner(
         .iter()
         .any(|v| v.spec["pipeline_id"] == pipeline.name.as_str() && v.spec["display_name"] == name)
     {
-        return Err(PipelineError::Conflict(format!("pipeline version {name:?} already exists")));
+        return Err(PipelineError::Conflict(format!(
+            "pipeline version {name:?} already exists"
+        )));
     }
     let id = new_id();
     let r = create(
@@ -376,15 +451,28 @@ pub async fn create_version(
 ) -> Result<Value, PipelineError> {
     let pipeline = get_authorized(p, caller, pstore::PIPELINE, pipeline_id).await?;
     check_package(&pkg)?;
-    let name = name.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| format!("{}-{}", pipeline.spec["display_name"].as_str().unwrap_or("v"), now_rfc3339()));
+    let name = name.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            pipeline.spec["display_name"].as_str().unwrap_or("v"),
+            now_rfc3339()
+        )
+    });
     create_version_inner(p, &pipeline, &name, description, &pkg).await
 }
 
 pub async fn get_pipeline(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
-    Ok(pipeline_json(&get_authorized(p, caller, pstore::PIPELINE, id).await?))
+    Ok(pipeline_json(
+        &get_authorized(p, caller, pstore::PIPELINE, id).await?,
+    ))
 }
 
-pub async fn get_pipeline_by_name(p: &Pipelines, caller: &Principal, ns: Option<&str>, name: &str) -> Result<Value, PipelineError> {
+pub async fn get_pipeline_by_name(
+    p: &Pipelines,
+    caller: &Principal,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Value, PipelineError> {
     let ns = namespace_for(caller, ns)?;
     list_kind(p, pstore::PIPELINE, Some(ns))
         .await?
@@ -394,9 +482,17 @@ pub async fn get_pipeline_by_name(p: &Pipelines, caller: &Principal, ns: Option<
         .ok_or_else(|| PipelineError::NotFound(format!("pipeline {name} not found")))
 }
 
-pub async fn list_pipelines(p: &Pipelines, caller: &Principal, q: &ListQuery) -> Result<Value, PipelineError> {
+pub async fn list_pipelines(
+    p: &Pipelines,
+    caller: &Principal,
+    q: &ListQuery,
+) -> Result<Value, PipelineError> {
     let ns = namespace_for(caller, q.namespace.as_deref())?;
-    let items = list_kind(p, pstore::PIPELINE, Some(ns)).await?.iter().map(pipeline_json).collect();
+    let items = list_kind(p, pstore::PIPELINE, Some(ns))
+        .await?
+        .iter()
+        .map(pipeline_json)
+        .collect();
     page(items, q, "pipelines")
 }
 
@@ -412,7 +508,12 @@ pub async fn delete_pipeline(p: &Pipelines, caller: &Principal, id: &str) -> Res
     Ok(json!({}))
 }
 
-pub async fn list_versions(p: &Pipelines, caller: &Principal, pipeline_id: &str, q: &ListQuery) -> Result<Value, PipelineError> {
+pub async fn list_versions(
+    p: &Pipelines,
+    caller: &Principal,
+    pipeline_id: &str,
+    q: &ListQuery,
+) -> Result<Value, PipelineError> {
     let pipeline = get_authorized(p, caller, pstore::PIPELINE, pipeline_id).await?;
     let items = list_kind(p, pstore::VERSION, Some(pipeline.namespace))
         .await?
@@ -423,19 +524,38 @@ pub async fn list_versions(p: &Pipelines, caller: &Principal, pipeline_id: &str,
     page(items, q, "pipeline_versions")
 }
 
-async fn get_version_res(p: &Pipelines, caller: &Principal, pipeline_id: &str, version_id: &str) -> Result<Resource, PipelineError> {
+async fn get_version_res(
+    p: &Pipelines,
+    caller: &Principal,
+    pipeline_id: &str,
+    version_id: &str,
+) -> Result<Resource, PipelineError> {
     let v = get_authorized(p, caller, pstore::VERSION, version_id).await?;
     if v.spec["pipeline_id"] != pipeline_id {
-        return Err(PipelineError::NotFound(format!("pipeline version {version_id} not found in pipeline {pipeline_id}")));
+        return Err(PipelineError::NotFound(format!(
+            "pipeline version {version_id} not found in pipeline {pipeline_id}"
+        )));
     }
     Ok(v)
 }
 
-pub async fn get_version(p: &Pipelines, caller: &Principal, pipeline_id: &str, version_id: &str) -> Result<Value, PipelineError> {
-    Ok(version_json(&get_version_res(p, caller, pipeline_id, version_id).await?))
+pub async fn get_version(
+    p: &Pipelines,
+    caller: &Principal,
+    pipeline_id: &str,
+    version_id: &str,
+) -> Result<Value, PipelineError> {
+    Ok(version_json(
+        &get_version_res(p, caller, pipeline_id, version_id).await?,
+    ))
 }
 
-pub async fn delete_version(p: &Pipelines, caller: &Principal, pipeline_id: &str, version_id: &str) -> Result<Value, PipelineError> {
+pub async fn delete_version(
+    p: &Pipelines,
+    caller: &Principal,
+    pipeline_id: &str,
+    version_id: &str,
+) -> Result<Value, PipelineError> {
     let v = get_version_res(p, caller, pipeline_id, version_id).await?;
     delete(p, &v.uid).await?;
     Ok(json!({}))
@@ -455,7 +575,11 @@ fn experiment_json(r: &Resource) -> Value {
     })
 }
 
-pub async fn create_experiment(p: &Pipelines, caller: &Principal, body: &Value) -> Result<Value, PipelineError> {
+pub async fn create_experiment(
+    p: &Pipelines,
+    caller: &Principal,
+    body: &Value,
+) -> Result<Value, PipelineError> {
     let ns = namespace_for(caller, body["namespace"].as_str())?;
     let name = body["display_name"]
         .as_str()
@@ -464,7 +588,9 @@ pub async fn create_experiment(p: &Pipelines, caller: &Principal, body: &Value) 
         .ok_or_else(|| invalid("display_name", "an experiment needs a display_name"))?;
     let existing = list_kind(p, pstore::EXPERIMENT, Some(ns.clone())).await?;
     if existing.iter().any(|r| r.spec["display_name"] == name) {
-        return Err(PipelineError::Conflict(format!("an experiment named {name:?} already exists in {ns}")));
+        return Err(PipelineError::Conflict(format!(
+            "an experiment named {name:?} already exists in {ns}"
+        )));
     }
     let r = create(
         p,
@@ -478,14 +604,24 @@ pub async fn create_experiment(p: &Pipelines, caller: &Principal, body: &Value) 
     Ok(experiment_json(&r))
 }
 
-pub async fn list_experiments(p: &Pipelines, caller: &Principal, q: &ListQuery) -> Result<Value, PipelineError> {
+pub async fn list_experiments(
+    p: &Pipelines,
+    caller: &Principal,
+    q: &ListQuery,
+) -> Result<Value, PipelineError> {
     let ns = namespace_for(caller, q.namespace.as_deref())?;
-    let items = list_kind(p, pstore::EXPERIMENT, Some(ns)).await?.iter().map(experiment_json).collect();
+    let items = list_kind(p, pstore::EXPERIMENT, Some(ns))
+        .await?
+        .iter()
+        .map(experiment_json)
+        .collect();
     page(items, q, "experiments")
 }
 
 pub async fn get_experiment(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
-    Ok(experiment_json(&get_authorized(p, caller, pstore::EXPERIMENT, id).await?))
+    Ok(experiment_json(
+        &get_authorized(p, caller, pstore::EXPERIMENT, id).await?,
+    ))
 }
 
 pub async fn delete_experiment(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
@@ -494,7 +630,12 @@ pub async fn delete_experiment(p: &Pipelines, caller: &Principal, id: &str) -> R
     Ok(json!({}))
 }
 
-pub async fn set_experiment_storage(p: &Pipelines, caller: &Principal, id: &str, archived: bool) -> Result<Value, PipelineError> {
+pub async fn set_experiment_storage(
+    p: &Pipelines,
+    caller: &Principal,
+    id: &str,
+    archived: bool,
+) -> Result<Value, PipelineError> {
     let r = get_authorized(p, caller, pstore::EXPERIMENT, id).await?;
     let mut spec = r.spec.clone();
     let state = if archived { "ARCHIVED" } else { "AVAILABLE" };
@@ -514,11 +655,19 @@ pub async fn set_experiment_storage(p: &Pipelines, caller: &Principal, id: &str,
 }
 
 /// The experiment a run goes into: the given one, or the namespace's `Default`.
-async fn experiment_for(p: &Pipelines, caller: &Principal, ns: &str, id: Option<&str>) -> Result<String, PipelineError> {
+async fn experiment_for(
+    p: &Pipelines,
+    caller: &Principal,
+    ns: &str,
+    id: Option<&str>,
+) -> Result<String, PipelineError> {
     if let Some(id) = id.filter(|s| !s.is_empty()) {
         let e = get_authorized(p, caller, pstore::EXPERIMENT, id).await?;
         if e.namespace != ns {
-            return Err(invalid("experiment_id", format!("experiment {id} is in namespace {}, not {ns}", e.namespace)));
+            return Err(invalid(
+                "experiment_id",
+                format!("experiment {id} is in namespace {}, not {ns}", e.namespace),
+            ));
         }
         return Ok(e.name);
     }
@@ -535,7 +684,11 @@ async fn experiment_for(p: &Pipelines, caller: &Principal, ns: &str, id: Option<
 
 fn run_json(r: &Resource, details: bool) -> Value {
     let status: RunStatus = serde_json::from_value(r.status.clone()).unwrap_or_default();
-    let state = if status.state.is_empty() { "PENDING".to_string() } else { status.state.clone() };
+    let state = if status.state.is_empty() {
+        "PENDING".to_string()
+    } else {
+        status.state.clone()
+    };
     let state = if r.spec["terminate_requested"] == true && !TERMINAL.contains(&state.as_str()) {
         "CANCELING".to_string()
     } else {
@@ -621,15 +774,27 @@ struct RunSource {
 }
 
 async fn run_source(p: &Pipelines, caller: &Principal, body: &Value) -> Result<RunSource, PipelineError> {
-    let version_ref = body.get("pipeline_version_reference").cloned().unwrap_or(Value::Null);
+    let version_ref = body
+        .get("pipeline_version_reference")
+        .cloned()
+        .unwrap_or(Value::Null);
     let pkg = if let Some(spec) = body.get("pipeline_spec").filter(|v| !v.is_null()) {
         if !version_ref.is_null() {
-            return Err(invalid("pipeline_spec", "give pipeline_spec or pipeline_version_reference, not both"));
+            return Err(invalid(
+                "pipeline_spec",
+                "give pipeline_spec or pipeline_version_reference, not both",
+            ));
         }
         ir::from_api(spec)?
     } else if !version_ref.is_null() {
-        let pid = version_ref["pipeline_id"].as_str().unwrap_or_default().to_string();
-        let vid = version_ref["pipeline_version_id"].as_str().unwrap_or_default().to_string();
+        let pid = version_ref["pipeline_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let vid = version_ref["pipeline_version_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let v = if vid.is_empty() {
             // The newest version of the pipeline.
             let pipeline = get_authorized(p, caller, pstore::PIPELINE, &pid).await?;
@@ -644,7 +809,10 @@ async fn run_source(p: &Pipelines, caller: &Principal, body: &Value) -> Result<R
         };
         ir::from_api(&v.spec["pipeline_spec"])?
     } else {
-        return Err(invalid("pipeline_spec", "a run needs pipeline_spec or pipeline_version_reference"));
+        return Err(invalid(
+            "pipeline_spec",
+            "a run needs pipeline_spec or pipeline_version_reference",
+        ));
     };
     let validated = check_package(&pkg)?;
     let parameters = match &body["runtime_config"]["parameters"] {
@@ -665,7 +833,10 @@ async fn run_source(p: &Pipelines, caller: &Principal, body: &Value) -> Result<R
     }
     for (k, def) in &defs.parameters {
         if !parameters.contains_key(k) && def.default_value.is_none() && !def.is_optional {
-            return Err(invalid(&format!("runtime_config.parameters.{k}"), "required input parameter is missing"));
+            return Err(invalid(
+                &format!("runtime_config.parameters.{k}"),
+                "required input parameter is missing",
+            ));
         }
     }
     for (k, def) in &defs.artifacts {
@@ -676,7 +847,10 @@ async fn run_source(p: &Pipelines, caller: &Principal, body: &Value) -> Result<R
             ));
         }
     }
-    if let Some(root) = body["runtime_config"]["pipeline_root"].as_str().filter(|s| !s.is_empty()) {
+    if let Some(root) = body["runtime_config"]["pipeline_root"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
         return Err(PipelineError::Ir(IrError::Unsupported {
             feature: "runtime_config.pipeline_root".into(),
             detail: format!("{root}: Hearth keeps artifacts under its data dir"),
@@ -695,7 +869,11 @@ pub async fn create_run(p: &Pipelines, caller: &Principal, body: &Value) -> Resu
     let requested_ns = body["namespace"].as_str();
     let ns = if requested_ns.is_none_or(str::is_empty) {
         match body["experiment_id"].as_str().filter(|s| !s.is_empty()) {
-            Some(eid) => get_authorized(p, caller, pstore::EXPERIMENT, eid).await?.namespace,
+            Some(eid) => {
+                get_authorized(p, caller, pstore::EXPERIMENT, eid)
+                    .await?
+                    .namespace
+            }
             None => namespace_for(caller, None)?,
         }
     } else {
@@ -703,7 +881,11 @@ pub async fn create_run(p: &Pipelines, caller: &Principal, body: &Value) -> Resu
     };
     let src = run_source(p, caller, body).await?;
     let experiment_id = experiment_for(p, caller, &ns, body["experiment_id"].as_str()).await?;
-    let display_name = body["display_name"].as_str().filter(|s| !s.is_empty()).unwrap_or("run").to_string();
+    let display_name = body["display_name"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("run")
+        .to_string();
     let r = create_run_resource(p, &ns, &experiment_id, &display_name, body, src, Value::Null).await?;
     Ok(run_json(&r, false))
 }
@@ -728,7 +910,8 @@ async fn create_run_resource(
         "storage_state": "AVAILABLE",
         "recurring_run_id": recurring,
     });
-    let status = json!({"state": "PENDING", "state_history": [{"update_time": now_rfc3339(), "state": "PENDING"}]});
+    let status =
+        json!({"state": "PENDING", "state_history": [{"update_time": now_rfc3339(), "state": "PENDING"}]});
     let r = create(p, pstore::RUN, ns, &new_id(), spec, status).await?;
     p.controller.wake();
     Ok(r)
@@ -747,7 +930,11 @@ pub async fn list_runs(p: &Pipelines, caller: &Principal, q: &ListQuery) -> Resu
         }
         None => {
             let ns = namespace_for(caller, q.namespace.as_deref())?;
-            list_kind(p, pstore::RUN, Some(ns)).await?.iter().map(|r| run_json(r, false)).collect()
+            list_kind(p, pstore::RUN, Some(ns))
+                .await?
+                .iter()
+                .map(|r| run_json(r, false))
+                .collect()
         }
     };
     page(items, q, "runs")
@@ -776,9 +963,14 @@ pub async fn retry_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Va
     let r = get_authorized(p, caller, pstore::RUN, id).await?;
     let mut status: RunStatus = serde_json::from_value(r.status.clone()).unwrap_or_default();
     if !["FAILED", "CANCELED"].contains(&status.state.as_str()) {
-        return Err(PipelineError::Conflict(format!("run {id} is {}; only failed or canceled runs are retried", status.state)));
+        return Err(PipelineError::Conflict(format!(
+            "run {id} is {}; only failed or canceled runs are retried",
+            status.state
+        )));
     }
-    status.tasks.retain(|_, t| t.state == "SUCCEEDED" || (t.state == "SKIPPED" && t.error.is_none()));
+    status
+        .tasks
+        .retain(|_, t| t.state == "SUCCEEDED" || (t.state == "SKIPPED" && t.error.is_none()));
     status.error = None;
     status.finished_at = None;
     status.set_state("PENDING");
@@ -787,12 +979,19 @@ pub async fn retry_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Va
     replace_spec(p, &r, spec).await?;
     let uid = r.uid.clone();
     let st = serde_json::to_value(&status).map_err(|e| PipelineError::Store(StoreError::Json(e)))?;
-    p.store.call(move |conn| resources::update_status(conn, &uid, &st, None)).await?;
+    p.store
+        .call(move |conn| resources::update_status(conn, &uid, &st, None))
+        .await?;
     p.controller.wake();
     Ok(json!({}))
 }
 
-pub async fn set_run_storage(p: &Pipelines, caller: &Principal, id: &str, archived: bool) -> Result<Value, PipelineError> {
+pub async fn set_run_storage(
+    p: &Pipelines,
+    caller: &Principal,
+    id: &str,
+    archived: bool,
+) -> Result<Value, PipelineError> {
     let r = get_authorized(p, caller, pstore::RUN, id).await?;
     let mut spec = r.spec.clone();
     spec["storage_state"] = json!(if archived { "ARCHIVED" } else { "AVAILABLE" });
@@ -824,10 +1023,16 @@ pub fn recurring_json(r: &Resource) -> Value {
     v
 }
 
-pub async fn create_recurring_run(p: &Pipelines, caller: &Principal, body: &Value) -> Result<Value, PipelineError> {
+pub async fn create_recurring_run(
+    p: &Pipelines,
+    caller: &Principal,
+    body: &Value,
+) -> Result<Value, PipelineError> {
     let ns = match body["experiment_id"].as_str().filter(|s| !s.is_empty()) {
         Some(eid) if body["namespace"].as_str().is_none_or(str::is_empty) => {
-            get_authorized(p, caller, pstore::EXPERIMENT, eid).await?.namespace
+            get_authorized(p, caller, pstore::EXPERIMENT, eid)
+                .await?
+                .namespace
         }
         _ => namespace_for(caller, body["namespace"].as_str())?,
     };
@@ -840,7 +1045,8 @@ pub async fn create_recurring_run(p: &Pipelines, caller: &Principal, body: &Valu
         for sub in ["cron_schedule", "periodic_schedule"] {
             for key in ["start_time", "end_time"] {
                 if let Some(Value::String(s)) = t.get(sub).and_then(|s| s.get(key)) {
-                    super::schedule::parse_time(s).map_err(|e| invalid(&format!("trigger.{sub}.{key}"), e))?;
+                    super::schedule::parse_time(s)
+                        .map_err(|e| invalid(&format!("trigger.{sub}.{key}"), e))?;
                 }
             }
         }
@@ -848,7 +1054,9 @@ pub async fn create_recurring_run(p: &Pipelines, caller: &Principal, body: &Valu
     let max_concurrency = match &body["max_concurrency"] {
         Value::Null => 1,
         Value::Number(n) => n.as_i64().unwrap_or(1),
-        Value::String(s) => s.parse().map_err(|_| invalid("max_concurrency", "is not an integer"))?,
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| invalid("max_concurrency", "is not an integer"))?,
         _ => return Err(invalid("max_concurrency", "is not an integer")),
     };
     if !(1..=10).contains(&max_concurrency) {
@@ -881,7 +1089,11 @@ pub async fn create_recurring_run(p: &Pipelines, caller: &Principal, body: &Valu
     Ok(recurring_json(&r))
 }
 
-pub async fn list_recurring_runs(p: &Pipelines, caller: &Principal, q: &ListQuery) -> Result<Value, PipelineError> {
+pub async fn list_recurring_runs(
+    p: &Pipelines,
+    caller: &Principal,
+    q: &ListQuery,
+) -> Result<Value, PipelineError> {
     let items: Vec<Value> = match q.experiment_id.as_deref().filter(|s| !s.is_empty()) {
         Some(eid) => {
             let e = get_authorized(p, caller, pstore::EXPERIMENT, eid).await?;
@@ -894,17 +1106,28 @@ pub async fn list_recurring_runs(p: &Pipelines, caller: &Principal, q: &ListQuer
         }
         None => {
             let ns = namespace_for(caller, q.namespace.as_deref())?;
-            list_kind(p, pstore::RECURRING, Some(ns)).await?.iter().map(recurring_json).collect()
+            list_kind(p, pstore::RECURRING, Some(ns))
+                .await?
+                .iter()
+                .map(recurring_json)
+                .collect()
         }
     };
     page(items, q, "recurring_runs")
 }
 
 pub async fn get_recurring_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
-    Ok(recurring_json(&get_authorized(p, caller, pstore::RECURRING, id).await?))
+    Ok(recurring_json(
+        &get_authorized(p, caller, pstore::RECURRING, id).await?,
+    ))
 }
 
-pub async fn set_recurring_mode(p: &Pipelines, caller: &Principal, id: &str, enable: bool) -> Result<Value, PipelineError> {
+pub async fn set_recurring_mode(
+    p: &Pipelines,
+    caller: &Principal,
+    id: &str,
+    enable: bool,
+) -> Result<Value, PipelineError> {
     let r = get_authorized(p, caller, pstore::RECURRING, id).await?;
     let mut spec = r.spec.clone();
     spec["mode"] = json!(if enable { "ENABLE" } else { "DISABLE" });
@@ -913,13 +1136,19 @@ pub async fn set_recurring_mode(p: &Pipelines, caller: &Principal, id: &str, ena
         // Enabling starts the clock now: missed fires while disabled are not made up.
         let uid = r.uid.clone();
         let st = json!({"last_fire": now_rfc3339()});
-        p.store.call(move |conn| resources::update_status(conn, &uid, &st, None)).await?;
+        p.store
+            .call(move |conn| resources::update_status(conn, &uid, &st, None))
+            .await?;
     }
     p.controller.wake();
     Ok(json!({}))
 }
 
-pub async fn delete_recurring_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
+pub async fn delete_recurring_run(
+    p: &Pipelines,
+    caller: &Principal,
+    id: &str,
+) -> Result<Value, PipelineError> {
     let r = get_authorized(p, caller, pstore::RECURRING, id).await?;
     delete(p, &r.uid).await?;
     Ok(json!({}))
@@ -930,11 +1159,23 @@ pub async fn fire_recurring(p: &Pipelines, rr: &Resource, at: &str) -> Result<()
     let src = RunSource {
         pipeline_spec: rr.spec["pipeline_spec"].clone(),
         version_ref: rr.spec["pipeline_version_reference"].clone(),
-        parameters: rr.spec["runtime_config"]["parameters"].as_object().cloned().unwrap_or_default(),
+        parameters: rr.spec["runtime_config"]["parameters"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
     };
     let name = format!("{}-{}", rr.spec["display_name"].as_str().unwrap_or("run"), at);
     let experiment_id = rr.spec["experiment_id"].as_str().unwrap_or_default().to_string();
-    create_run_resource(p, &rr.namespace, &experiment_id, &name, &rr.spec, src, json!(rr.name)).await?;
+    create_run_resource(
+        p,
+        &rr.namespace,
+        &experiment_id,
+        &name,
+        &rr.spec,
+        src,
+        json!(rr.name),
+    )
+    .await?;
     Ok(())
 }
 
@@ -942,11 +1183,15 @@ pub async fn fire_recurring(p: &Pipelines, rr: &Resource, at: &str) -> Result<()
 // Hearth routes: task outputs, logs and artifacts.
 
 pub struct TaskView {
-    pub run: Resource,
     pub record: super::controller::TaskRecord,
 }
 
-pub async fn task(p: &Pipelines, caller: &Principal, run_id: &str, task_id: &str) -> Result<TaskView, PipelineError> {
+pub async fn task(
+    p: &Pipelines,
+    caller: &Principal,
+    run_id: &str,
+    task_id: &str,
+) -> Result<TaskView, PipelineError> {
     let run = get_authorized(p, caller, pstore::RUN, run_id).await?;
     let status: RunStatus = serde_json::from_value(run.status.clone()).unwrap_or_default();
     let record = status
@@ -955,10 +1200,15 @@ pub async fn task(p: &Pipelines, caller: &Principal, run_id: &str, task_id: &str
         .find(|t| t.task_id == task_id)
         .cloned()
         .ok_or_else(|| PipelineError::NotFound(format!("task {task_id} not found in run {run_id}")))?;
-    Ok(TaskView { run, record })
+    Ok(TaskView { record })
 }
 
-pub async fn task_outputs(p: &Pipelines, caller: &Principal, run_id: &str, task_id: &str) -> Result<Value, PipelineError> {
+pub async fn task_outputs(
+    p: &Pipelines,
+    caller: &Principal,
+    run_id: &str,
+    task_id: &str,
+) -> Result<Value, PipelineError> {
     let t = task(p, caller, run_id, task_id).await?;
     Ok(json!({
         "task_id": t.record.task_id,
@@ -971,10 +1221,17 @@ pub async fn task_outputs(p: &Pipelines, caller: &Principal, run_id: &str, task_
     }))
 }
 
-pub async fn task_log(p: &Pipelines, caller: &Principal, run_id: &str, task_id: &str) -> Result<Vec<u8>, PipelineError> {
+pub async fn task_log(
+    p: &Pipelines,
+    caller: &Principal,
+    run_id: &str,
+    task_id: &str,
+) -> Result<Vec<u8>, PipelineError> {
     let t = task(p, caller, run_id, task_id).await?;
     let Some(dir) = t.record.dir else {
-        return Err(PipelineError::NotFound(format!("task {task_id} has no log (it ran no process)")));
+        return Err(PipelineError::NotFound(format!(
+            "task {task_id} has no log (it ran no process)"
+        )));
     };
     let path = PathBuf::from(dir).join("log.txt");
     std::fs::read(&path).map_err(|e| PipelineError::NotFound(format!("log of task {task_id}: {e}")))
@@ -1001,7 +1258,10 @@ pub async fn artifact_file(
     let root = p.data_dir.join("artifacts");
     let base = PathBuf::from(&artifact.uri);
     if !super::executor::under(&root, &base) {
-        return Err(PipelineError::NotFound(format!("artifact {name} is not stored by Hearth ({})", artifact.uri)));
+        return Err(PipelineError::NotFound(format!(
+            "artifact {name} is not stored by Hearth ({})",
+            artifact.uri
+        )));
     }
     let file = match rel.filter(|r| !r.is_empty()) {
         Some(r) => {
@@ -1016,12 +1276,17 @@ pub async fn artifact_file(
     let canonical = file
         .canonicalize()
         .map_err(|e| PipelineError::NotFound(format!("artifact file: {e}")))?;
-    let root_c = root.canonicalize().map_err(|e| PipelineError::NotFound(format!("artifact root: {e}")))?;
+    let root_c = root
+        .canonicalize()
+        .map_err(|e| PipelineError::NotFound(format!("artifact root: {e}")))?;
     if !canonical.starts_with(&root_c) {
         return Err(invalid("path", "must stay inside the artifact store"));
     }
     if canonical.is_dir() {
-        return Err(invalid("path", "is a directory; name a file inside it with ?path="));
+        return Err(invalid(
+            "path",
+            "is a directory; name a file inside it with ?path=",
+        ));
     }
     Ok(canonical)
 }

@@ -92,7 +92,8 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
         }
         if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
                 i += 1;
             }
             out.push(Tok::Ident(chars[start..i].iter().collect()));
@@ -253,19 +254,6 @@ pub fn parse(src: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
-/// Parameter names an expression reads.
-pub fn params(e: &Expr, out: &mut Vec<String>) {
-    match e {
-        Expr::Param(k) => out.push(k.clone()),
-        Expr::Lit(_) | Expr::Input => {}
-        Expr::Call(_, a) | Expr::Not(a) => params(a, out),
-        Expr::Index(a, b) | Expr::Bin(a, _, b) => {
-            params(a, out);
-            params(b, out);
-        }
-    }
-}
-
 fn num(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
@@ -396,13 +384,24 @@ mod tests {
     #[test]
     fn compiler_forms() {
         let ps = p(json!({"pipelinechannel--flip-coin-Output": "heads", "n": "7", "b": true}));
-        assert!(condition("inputs.parameter_values['pipelinechannel--flip-coin-Output'] == 'heads'", &ps).unwrap());
-        assert!(!condition("!(inputs.parameter_values['pipelinechannel--flip-coin-Output'] == 'heads')", &ps).unwrap());
+        assert!(condition(
+            "inputs.parameter_values['pipelinechannel--flip-coin-Output'] == 'heads'",
+            &ps
+        )
+        .unwrap());
+        assert!(!condition(
+            "!(inputs.parameter_values['pipelinechannel--flip-coin-Output'] == 'heads')",
+            &ps
+        )
+        .unwrap());
         assert!(condition("int(inputs.parameter_values['n']) > 5", &ps).unwrap());
         assert!(!condition("int(inputs.parameter_values['n']) <= 5 && true", &ps).unwrap());
         assert!(condition("inputs.parameter_values['b'] == true || false", &ps).unwrap());
         let e = parse("parseJson(string_value)[\"B_b\"]").unwrap();
-        assert_eq!(eval(&e, &ps, &json!("{\"A_a\":1,\"B_b\":\"x\"}")).unwrap(), json!("x"));
+        assert_eq!(
+            eval(&e, &ps, &json!("{\"A_a\":1,\"B_b\":\"x\"}")).unwrap(),
+            json!("x")
+        );
         assert!(parse("size(inputs.parameter_values['x']) > 1").is_err());
         assert!(condition("inputs.parameter_values['missing'] == 1", &ps).is_err());
     }

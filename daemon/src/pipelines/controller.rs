@@ -120,7 +120,10 @@ impl GpuLedger {
     async fn acquire(&self, n: u32, cancel: &CancellationToken) -> Result<Vec<String>, String> {
         let n = n as usize;
         if n > self.total {
-            return Err(format!("the step asks for {n} GPU(s); this host has {}", self.total));
+            return Err(format!(
+                "the step asks for {n} GPU(s); this host has {}",
+                self.total
+            ));
         }
         loop {
             let notified = self.released.notified();
@@ -215,7 +218,9 @@ impl Controller {
                 continue;
             }
             let token = {
-                let Ok(mut active) = self.inner.active.lock() else { continue };
+                let Ok(mut active) = self.inner.active.lock() else {
+                    continue;
+                };
                 if active.contains_key(&run.name) {
                     continue;
                 }
@@ -271,12 +276,15 @@ impl RunCtx {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let rec = status.tasks.entry(path.to_string()).or_insert_with(|| TaskRecord {
-            task_id: uuid::Uuid::new_v4().to_string(),
-            create_time: now_rfc3339(),
-            state: "PENDING".into(),
-            ..Default::default()
-        });
+        let rec = status
+            .tasks
+            .entry(path.to_string())
+            .or_insert_with(|| TaskRecord {
+                task_id: uuid::Uuid::new_v4().to_string(),
+                create_time: now_rfc3339(),
+                state: "PENDING".into(),
+                ..Default::default()
+            });
         f(rec);
         serde_json::to_value(&*status).unwrap_or(Value::Null)
     }
@@ -303,11 +311,19 @@ impl RunCtx {
     }
 
     fn run_dir(&self) -> PathBuf {
-        self.inner.data_dir.join("pipelines").join("runs").join(&self.run_id)
+        self.inner
+            .data_dir
+            .join("pipelines")
+            .join("runs")
+            .join(&self.run_id)
     }
 }
 
-async fn drive(inner: Arc<Inner>, run: crate::store::Resource, cancel: CancellationToken) -> Result<(), String> {
+async fn drive(
+    inner: Arc<Inner>,
+    run: crate::store::Resource,
+    cancel: CancellationToken,
+) -> Result<(), String> {
     let mut status: RunStatus = serde_json::from_value(run.status.clone()).unwrap_or_default();
     let pkg = ir::from_api(&run.spec["pipeline_spec"]).map_err(|e| e.to_string())?;
     let validated = ir::validate(&pkg).map_err(|e| e.to_string())?;
@@ -328,9 +344,13 @@ async fn drive(inner: Arc<Inner>, run: crate::store::Resource, cancel: Cancellat
         status: Mutex::new(status.clone()),
         cancel: cancel.clone(),
     });
-    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null)).await;
+    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null))
+        .await;
 
-    let params = run.spec["runtime_config"]["parameters"].as_object().cloned().unwrap_or_default();
+    let params = run.spec["runtime_config"]["parameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut inputs = Values::default();
     for (k, v) in params {
         inputs.parameters.insert(k, v);
@@ -356,7 +376,8 @@ async fn drive(inner: Arc<Inner>, run: crate::store::Resource, cancel: Cancellat
     status.set_state(state);
     status.error = error;
     status.finished_at = Some(now_rfc3339());
-    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null)).await;
+    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null))
+        .await;
     Ok(())
 }
 
@@ -382,7 +403,12 @@ fn apply_defaults(comp: &ComponentSpec, mut inputs: Values) -> Result<Values, St
     Ok(inputs)
 }
 
-fn run_dag_component(ctx: Arc<RunCtx>, comp: ComponentSpec, path: String, inputs: Values) -> BoxFuture<'static, Outcome> {
+fn run_dag_component(
+    ctx: Arc<RunCtx>,
+    comp: ComponentSpec,
+    path: String,
+    inputs: Values,
+) -> BoxFuture<'static, Outcome> {
     async move {
         let Some(dag) = comp.dag.clone() else {
             return Outcome::Failed(format!("{path} is not a DAG"));
@@ -405,7 +431,11 @@ fn run_dag_component(ctx: Arc<RunCtx>, comp: ComponentSpec, path: String, inputs
     .boxed()
 }
 
-fn dag_outputs(comp: &ComponentSpec, dag: &Dag, results: &BTreeMap<String, Outcome>) -> Result<Values, String> {
+fn dag_outputs(
+    comp: &ComponentSpec,
+    dag: &Dag,
+    results: &BTreeMap<String, Outcome>,
+) -> Result<Values, String> {
     let mut out = Values::default();
     let value_of = |task: &str, key: &str| -> Option<Value> {
         match results.get(task) {
@@ -419,13 +449,19 @@ fn dag_outputs(comp: &ComponentSpec, dag: &Dag, results: &BTreeMap<String, Outco
             (None, Some(one)) => one.parameter_selectors.iter().collect(),
             (None, None) => vec![],
         };
-        let v = selectors.iter().find_map(|s| value_of(&s.producer_subtask, &s.output_parameter_key));
+        let v = selectors
+            .iter()
+            .find_map(|s| value_of(&s.producer_subtask, &s.output_parameter_key));
         match v {
             Some(v) => {
                 out.parameters.insert(k.clone(), v);
             }
             None => {
-                let optional = comp.output_definitions.parameters.get(k).is_some_and(|d| d.is_optional);
+                let optional = comp
+                    .output_definitions
+                    .parameters
+                    .get(k)
+                    .is_some_and(|d| d.is_optional);
                 if !optional && o.value_from_oneof.is_some() {
                     return Err(format!("no branch of the oneOf for output {k} ran"));
                 }
@@ -468,12 +504,21 @@ async fn execute_dag(ctx: Arc<RunCtx>, dag: &Dag, path: &str, inputs: &Values) -
                 .any(|u| matches!(results.get(u), Some(Outcome::Failed(_) | Outcome::NotRun)));
             let tpath = format!("{path}/{name}");
             if (upstream_failed && !task.trigger_policy.runs_after_failure()) || ctx.cancel.is_cancelled() {
-                let reason = if ctx.cancel.is_cancelled() { "the run was terminated" } else { "an upstream task failed" };
+                let reason = if ctx.cancel.is_cancelled() {
+                    "the run was terminated"
+                } else {
+                    "an upstream task failed"
+                };
                 ctx.update(&tpath, |r| {
                     r.name = name.clone();
                     r.display_name = task.task_info.name.clone();
                     r.parent = Some(path.to_string());
-                    r.state = if ctx.cancel.is_cancelled() { "CANCELED" } else { "SKIPPED" }.into();
+                    r.state = if ctx.cancel.is_cancelled() {
+                        "CANCELED"
+                    } else {
+                        "SKIPPED"
+                    }
+                    .into();
                     r.error = Some(reason.into());
                 })
                 .await;
@@ -597,7 +642,17 @@ async fn run_task(
                 .await;
                 return Outcome::Skipped;
             }
-            Err(e) => return fail(&ctx, &path, name, task, parent, format!("condition {cond:?}: {e}")).await,
+            Err(e) => {
+                return fail(
+                    &ctx,
+                    &path,
+                    name,
+                    task,
+                    parent,
+                    format!("condition {cond:?}: {e}"),
+                )
+                .await
+            }
         }
     }
     let Some(comp) = ctx.spec.component(&task.component_ref.name).cloned() else {
@@ -627,7 +682,11 @@ fn describe(r: &mut TaskRecord, name: &str, task: &Task, parent: &str, kind: &st
 }
 
 async fn fail(ctx: &RunCtx, path: &str, name: &str, task: &Task, parent: &str, error: String) -> Outcome {
-    let state = if ctx.cancel.is_cancelled() { "CANCELED" } else { "FAILED" };
+    let state = if ctx.cancel.is_cancelled() {
+        "CANCELED"
+    } else {
+        "FAILED"
+    };
     ctx.update(path, |r| {
         describe(r, name, task, parent, "task");
         r.state = state.into();
@@ -647,7 +706,12 @@ fn run_component(
     comp: ComponentSpec,
     inputs: Values,
 ) -> BoxFuture<'static, Outcome> {
-    let (path, name, task, parent) = (path.to_string(), name.to_string(), task.clone(), parent.to_string());
+    let (path, name, task, parent) = (
+        path.to_string(),
+        name.to_string(),
+        task.clone(),
+        parent.to_string(),
+    );
     async move {
         if comp.dag.is_some() {
             ctx.update(&path, |r| {
@@ -663,7 +727,15 @@ fn run_component(
         }
         let label = comp.executor_label.clone().unwrap_or_default();
         let Some(executor) = ctx.spec.executor(&label).cloned() else {
-            return fail(&ctx, &path, &name, &task, &parent, format!("executor {label} missing")).await;
+            return fail(
+                &ctx,
+                &path,
+                &name,
+                &task,
+                &parent,
+                format!("executor {label} missing"),
+            )
+            .await;
         };
         if let Some(importer) = executor.importer {
             let out = import(&ctx, &comp, &importer, &inputs);
@@ -680,7 +752,15 @@ fn run_component(
             return out;
         }
         let Some(container) = executor.container else {
-            return fail(&ctx, &path, &name, &task, &parent, "executor has no container".into()).await;
+            return fail(
+                &ctx,
+                &path,
+                &name,
+                &task,
+                &parent,
+                "executor has no container".into(),
+            )
+            .await;
         };
         run_container(ctx, path, name, task, parent, comp, label, container, inputs).await
     }
@@ -707,8 +787,16 @@ async fn finish(ctx: &RunCtx, path: &str, out: &Outcome) {
     .await;
 }
 
-fn import(ctx: &RunCtx, comp: &ComponentSpec, importer: &ir::Importer, inputs: &Values) -> Result<Values, String> {
-    let uri = match (&importer.artifact_uri.constant, &importer.artifact_uri.runtime_parameter) {
+fn import(
+    ctx: &RunCtx,
+    comp: &ComponentSpec,
+    importer: &ir::Importer,
+    inputs: &Values,
+) -> Result<Values, String> {
+    let uri = match (
+        &importer.artifact_uri.constant,
+        &importer.artifact_uri.runtime_parameter,
+    ) {
         (Some(Value::String(s)), _) => s.clone(),
         (_, Some(p)) => match inputs.parameters.get(p) {
             Some(Value::String(s)) => s.clone(),
@@ -729,7 +817,9 @@ fn import(ctx: &RunCtx, comp: &ComponentSpec, importer: &ir::Importer, inputs: &
             // Metadata values may themselves be placeholders of the importer's inputs.
             let v = match v {
                 Value::String(s) if s.starts_with("{{$.inputs.parameters[") => {
-                    let key = s.trim_start_matches("{{$.inputs.parameters['").trim_end_matches("']}}");
+                    let key = s
+                        .trim_start_matches("{{$.inputs.parameters['")
+                        .trim_end_matches("']}}");
                     inputs.parameters.get(key).cloned().unwrap_or(Value::Null)
                 }
                 other => other.clone(),
@@ -738,7 +828,13 @@ fn import(ctx: &RunCtx, comp: &ComponentSpec, importer: &ir::Importer, inputs: &
         }
     }
     let _ = ctx;
-    let key = comp.output_definitions.artifacts.keys().next().cloned().unwrap_or_else(|| "artifact".into());
+    let key = comp
+        .output_definitions
+        .artifacts
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| "artifact".into());
     let mut out = Values::default();
     out.artifacts.insert(
         key.clone(),
@@ -772,7 +868,15 @@ async fn run_loop(
             (None, None) => None,
         };
         let Some(Value::Array(list)) = list else {
-            return fail(&ctx, path, name, task, parent, "the loop's items are not a list".into()).await;
+            return fail(
+                &ctx,
+                path,
+                name,
+                task,
+                parent,
+                "the loop's items are not a list".into(),
+            )
+            .await;
         };
         list.into_iter()
             .map(|item| {
@@ -813,7 +917,18 @@ async fn run_loop(
         iterations.push(async move {
             let _permit = gate.acquire_owned().await;
             let out = match apply_defaults(&comp, item_inputs) {
-                Ok(inputs) => run_component(ctx, &ipath, &i.to_string(), &task, &ipath_parent(&ipath), comp, inputs).await,
+                Ok(inputs) => {
+                    run_component(
+                        ctx,
+                        &ipath,
+                        &i.to_string(),
+                        &task,
+                        &ipath_parent(&ipath),
+                        comp,
+                        inputs,
+                    )
+                    .await
+                }
                 Err(e) => Outcome::Failed(e),
             };
             (i, out)
@@ -830,13 +945,20 @@ async fn run_loop(
         match out {
             Outcome::Succeeded(v) => {
                 for (k, val) in &v.parameters {
-                    let entry = collected.parameters.entry(k.clone()).or_insert_with(|| Value::Array(vec![]));
+                    let entry = collected
+                        .parameters
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::Array(vec![]));
                     if let Value::Array(a) = entry {
                         a.push(val.clone());
                     }
                 }
                 for (k, arts) in &v.artifacts {
-                    collected.artifacts.entry(k.clone()).or_default().extend(arts.iter().cloned());
+                    collected
+                        .artifacts
+                        .entry(k.clone())
+                        .or_default()
+                        .extend(arts.iter().cloned());
                 }
             }
             Outcome::Failed(e) => error = Some(e.clone()),
@@ -852,7 +974,10 @@ async fn run_loop(
 }
 
 fn ipath_parent(ipath: &str) -> String {
-    ipath.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default()
+    ipath
+        .rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default()
 }
 
 /// KFP's cache key: the component's interface and container, and the inputs.
@@ -870,10 +995,16 @@ fn gpu_request(resources: Option<&Value>, inputs: &Values) -> Result<u32, String
     let Some(acc) = resources.and_then(|r| r.get("accelerator")) else {
         return Ok(0);
     };
-    let raw = acc.get("resourceCount").or_else(|| acc.get("count")).cloned().unwrap_or(Value::Null);
+    let raw = acc
+        .get("resourceCount")
+        .or_else(|| acc.get("count"))
+        .cloned()
+        .unwrap_or(Value::Null);
     let text = match raw {
         Value::String(s) if s.starts_with("{{$.inputs.parameters[") => {
-            let key = s.trim_start_matches("{{$.inputs.parameters['").trim_end_matches("']}}");
+            let key = s
+                .trim_start_matches("{{$.inputs.parameters['")
+                .trim_end_matches("']}}");
             match inputs.parameters.get(key) {
                 Some(Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
@@ -885,7 +1016,10 @@ fn gpu_request(resources: Option<&Value>, inputs: &Values) -> Result<u32, String
         Value::Null => return Ok(0),
         other => other.to_string(),
     };
-    text.trim().parse::<f64>().map(|f| f as u32).map_err(|_| format!("accelerator count {text:?} is not a number"))
+    text.trim()
+        .parse::<f64>()
+        .map(|f| f as u32)
+        .map_err(|_| format!("accelerator count {text:?} is not a number"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -936,7 +1070,11 @@ async fn run_container(
             }
             Err(e) if ctx.cancel.is_cancelled() => return fail(&ctx, &path, &name, &task, &parent, e).await,
             Err(e) if attempt <= retry.max_retry_count => {
-                let base = retry.backoff_duration.as_deref().and_then(ir::parse_duration).unwrap_or_default();
+                let base = retry
+                    .backoff_duration
+                    .as_deref()
+                    .and_then(ir::parse_duration)
+                    .unwrap_or_default();
                 let factor = retry.backoff_factor.unwrap_or(2.0).max(1.0);
                 let cap = retry
                     .backoff_max_duration
@@ -967,7 +1105,11 @@ fn pid_alive(pid: i32) -> bool {
 }
 
 fn read_exit(paths: &StepPaths) -> Option<i32> {
-    std::fs::read_to_string(paths.exit_file()).ok()?.trim().parse().ok()
+    std::fs::read_to_string(paths.exit_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1002,7 +1144,10 @@ async fn attempt_container(
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 if ctx.cancel.is_cancelled() {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                     return Err("the run was terminated".into());
                 }
                 if let Some(code) = read_exit(&paths) {
@@ -1101,7 +1246,9 @@ async fn spawn_and_wait(
     for e in &container.env {
         cmd.env(&e.name, &e.value);
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
     let pid = child.id().map(|p| p as i32);
     let dir = paths.dir.display().to_string();
     ctx.update(path, |r| {
@@ -1141,7 +1288,10 @@ async fn stop_group(pid: Option<i32>, child: &mut tokio::process::Child) {
     let Some(pid) = pid else { return };
     let pgid = nix::unistd::Pid::from_raw(pid);
     let _ = killpg(pgid, Signal::SIGTERM);
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
     }

@@ -41,12 +41,16 @@ pub fn coerce(value: Value, parameter_type: &str) -> Result<Value, String> {
                 _ => return Err(format!("{n} is not an integer")),
             },
         },
-        ("NUMBER_INTEGER", Value::String(s)) => {
-            Value::from(s.trim().parse::<i64>().map_err(|_| format!("{s:?} is not an integer"))?)
-        }
-        ("NUMBER_DOUBLE", Value::String(s)) => {
-            Value::from(s.trim().parse::<f64>().map_err(|_| format!("{s:?} is not a number"))?)
-        }
+        ("NUMBER_INTEGER", Value::String(s)) => Value::from(
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{s:?} is not an integer"))?,
+        ),
+        ("NUMBER_DOUBLE", Value::String(s)) => Value::from(
+            s.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{s:?} is not a number"))?,
+        ),
         ("BOOLEAN", Value::String(s)) => match s.trim() {
             "true" | "True" => Value::Bool(true),
             "false" | "False" => Value::Bool(false),
@@ -86,7 +90,13 @@ impl StepPaths {
 pub fn sanitize(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.chars().all(|c| c == '.') {
         format!("_{out}")
@@ -225,11 +235,16 @@ fn resolve_one(expr: &str, ctx: &PlaceholderContext<'_>) -> Result<Option<String
     }
     if let Some((key, tail)) = quoted_key(expr, "$.outputs.parameters[") {
         return match tail {
-            ".output_file" => Ok(ei["outputs"]["parameters"][key]["outputFile"].as_str().map(str::to_string)),
+            ".output_file" => Ok(ei["outputs"]["parameters"][key]["outputFile"]
+                .as_str()
+                .map(str::to_string)),
             _ => Err(format!("unsupported placeholder {{{{{expr}}}}}")),
         };
     }
-    for (prefix, side) in [("$.inputs.artifacts[", "inputs"), ("$.outputs.artifacts[", "outputs")] {
+    for (prefix, side) in [
+        ("$.inputs.artifacts[", "inputs"),
+        ("$.outputs.artifacts[", "outputs"),
+    ] {
         if let Some((key, tail)) = quoted_key(expr, prefix) {
             let first = &ei[side]["artifacts"][key]["artifacts"][0];
             if first.is_null() {
@@ -252,7 +267,9 @@ fn substitute(s: &str, ctx: &PlaceholderContext<'_>) -> Result<String, String> {
     while let Some(start) = rest.find("{{$") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unterminated placeholder in {s:?}"))?;
         out.push_str(&resolve_one(&after[..end], ctx)?.unwrap_or_default());
         rest = &after[end + 2..];
     }
@@ -263,7 +280,9 @@ fn substitute(s: &str, ctx: &PlaceholderContext<'_>) -> Result<String, String> {
 /// Whether a structured placeholder's input is present (`IfPresent.InputName`).
 fn present(name: &str, ctx: &PlaceholderContext<'_>) -> bool {
     let ei = ctx.executor_input;
-    ei["inputs"]["parameterValues"].get(name).is_some_and(|v| !v.is_null())
+    ei["inputs"]["parameterValues"]
+        .get(name)
+        .is_some_and(|v| !v.is_null())
         || ei["inputs"]["artifacts"].get(name).is_some()
 }
 
@@ -282,7 +301,11 @@ fn structured(v: &Value, ctx: &PlaceholderContext<'_>, out: &mut Vec<String>) ->
                 out.push(pieces.concat());
             } else if let Some(ifp) = m.get("IfPresent") {
                 let name = ifp["InputName"].as_str().ok_or("IfPresent without InputName")?;
-                let branch = if present(name, ctx) { &ifp["Then"] } else { &ifp["Else"] };
+                let branch = if present(name, ctx) {
+                    &ifp["Then"]
+                } else {
+                    &ifp["Else"]
+                };
                 if !branch.is_null() {
                     structured(branch, ctx, out)?;
                 }
@@ -302,7 +325,8 @@ pub fn resolve_args(args: &[String], ctx: &PlaceholderContext<'_>) -> Result<Vec
     for a in args {
         let t = a.trim_start();
         if t.starts_with("{\"Concat\"") || t.starts_with("{\"IfPresent\"") {
-            let v: Value = serde_json::from_str(t).map_err(|e| format!("bad structured placeholder {a:?}: {e}"))?;
+            let v: Value =
+                serde_json::from_str(t).map_err(|e| format!("bad structured placeholder {a:?}: {e}"))?;
             structured(&v, ctx, &mut out)?;
         } else {
             out.push(substitute(a, ctx)?);
@@ -327,7 +351,10 @@ pub fn collect_outputs(
         Err(_) => None,
     };
     for (name, def) in &comp.output_definitions.parameters {
-        let from_exec = exec_out.as_ref().and_then(|e| e["parameterValues"].get(name)).cloned();
+        let from_exec = exec_out
+            .as_ref()
+            .and_then(|e| e["parameterValues"].get(name))
+            .cloned();
         let value = match from_exec {
             Some(v) => v,
             None => match std::fs::read_to_string(paths.parameter_file(name)) {
@@ -337,12 +364,15 @@ pub fn collect_outputs(
                 }
             },
         };
-        let value = coerce(value, &def.parameter_type).map_err(|e| format!("output parameter {name}: {e}"))?;
+        let value =
+            coerce(value, &def.parameter_type).map_err(|e| format!("output parameter {name}: {e}"))?;
         out.parameters.insert(name.clone(), value);
     }
     if let Some(arts) = exec_out.as_ref().and_then(|e| e["artifacts"].as_object()) {
         for (name, list) in arts {
-            let Some(mine) = out.artifacts.get_mut(name) else { continue };
+            let Some(mine) = out.artifacts.get_mut(name) else {
+                continue;
+            };
             let items = list["artifacts"].as_array().cloned().unwrap_or_default();
             for (i, item) in items.iter().enumerate() {
                 if let Some(slot) = mine.get_mut(i) {

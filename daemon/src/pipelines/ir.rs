@@ -119,8 +119,12 @@ pub fn from_api(value: &Value) -> Result<Package, IrError> {
                 .filter(|p| !p.is_null())
                 .cloned();
             for key in obj.keys() {
-                if !["pipeline_spec", "pipelineSpec", "platform_spec", "platformSpec"].contains(&key.as_str()) {
-                    return Err(invalid(format!("pipeline_spec.{key}"), "unknown field in the nested form"));
+                if !["pipeline_spec", "pipelineSpec", "platform_spec", "platformSpec"].contains(&key.as_str())
+                {
+                    return Err(invalid(
+                        format!("pipeline_spec.{key}"),
+                        "unknown field in the nested form",
+                    ));
                 }
             }
             Ok(Package {
@@ -150,8 +154,6 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub schema_version: Option<String>,
     #[serde(default)]
-    pub sdk_version: Option<String>,
-    #[serde(default)]
     pub default_pipeline_root: Option<String>,
 }
 
@@ -160,8 +162,6 @@ pub struct PipelineSpec {
 pub struct PipelineInfo {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
-    pub display_name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -204,8 +204,6 @@ pub struct ParamDef {
 pub struct ArtifactDef {
     #[serde(default)]
     pub artifact_type: TypeSchema,
-    #[serde(default)]
-    pub is_artifact_list: bool,
     #[serde(default)]
     pub is_optional: bool,
 }
@@ -481,8 +479,6 @@ pub struct Importer {
     pub type_schema: TypeSchema,
     #[serde(default)]
     pub metadata: Option<Value>,
-    #[serde(default)]
-    pub reimport: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -589,7 +585,9 @@ const PARAMETER_TYPES: &[&str] = &[
     "TASK_FINAL_STATUS",
 ];
 /// URI schemes of object stores Hearth has no client for.
-const REMOTE_SCHEMES: &[&str] = &["gs://", "s3://", "minio://", "https://", "http://", "oci://", "hf://"];
+const REMOTE_SCHEMES: &[&str] = &[
+    "gs://", "s3://", "minio://", "https://", "http://", "oci://", "hf://",
+];
 
 fn check_keys(obj: &Value, allowed: &[&str], path: &str, feature_prefix: &str) -> Result<(), IrError> {
     if let Some(map) = obj.as_object() {
@@ -661,7 +659,8 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
         _ => return Err(invalid("pipelineInfo.name", "must be a non-empty string")),
     }
-    let spec: PipelineSpec = serde_json::from_value(pkg.spec.clone()).map_err(|e| invalid("pipeline_spec", e.to_string()))?;
+    let spec: PipelineSpec =
+        serde_json::from_value(pkg.spec.clone()).map_err(|e| invalid("pipeline_spec", e.to_string()))?;
     if spec.pipeline_info.name.trim().is_empty() {
         return Err(invalid("pipelineInfo.name", "must not be empty"));
     }
@@ -675,12 +674,19 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
     }
     if let Some(v) = &spec.schema_version {
         if !v.starts_with("2.") {
-            return Err(invalid("schemaVersion", format!("{v}: Hearth reads IR schema 2.x")));
+            return Err(invalid(
+                "schemaVersion",
+                format!("{v}: Hearth reads IR schema 2.x"),
+            ));
         }
     }
 
     // Executors.
-    let executors = pkg.spec.pointer("/deploymentSpec/executors").cloned().unwrap_or(Value::Null);
+    let executors = pkg
+        .spec
+        .pointer("/deploymentSpec/executors")
+        .cloned()
+        .unwrap_or(Value::Null);
     if let Some(map) = executors.as_object() {
         for (label, raw) in map {
             let path = format!("deploymentSpec.executors.{label}");
@@ -688,7 +694,12 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
             if let Some(c) = raw.get("container") {
                 check_keys(c, CONTAINER_KEYS, &format!("{path}.container"), "container.")?;
                 if let Some(r) = c.get("resources") {
-                    check_keys(r, RESOURCE_KEYS, &format!("{path}.container.resources"), "resources.")?;
+                    check_keys(
+                        r,
+                        RESOURCE_KEYS,
+                        &format!("{path}.container.resources"),
+                        "resources.",
+                    )?;
                     check_accelerator(r, &path)?;
                 }
             }
@@ -729,7 +740,10 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
                     check_import_uri(uri, &path)?;
                 }
                 if imp.artifact_uri.constant.is_none() && imp.artifact_uri.runtime_parameter.is_none() {
-                    return Err(invalid(format!("{path}.importer.artifactUri"), "needs constant or runtimeParameter"));
+                    return Err(invalid(
+                        format!("{path}.importer.artifactUri"),
+                        "needs constant or runtimeParameter",
+                    ));
                 }
             }
             (None, None) => return Err(invalid(path, "has neither container nor importer")),
@@ -747,7 +761,12 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
     check_keys(&pkg.spec["root"], COMPONENT_KEYS, "root", "component.")?;
     check_component(&spec, &spec.root, &pkg.spec["root"], "root")?;
     for (name, comp) in &spec.components {
-        check_component(&spec, comp, &pkg.spec["components"][name], &format!("components.{name}"))?;
+        check_component(
+            &spec,
+            comp,
+            &pkg.spec["components"][name],
+            &format!("components.{name}"),
+        )?;
     }
     check_nesting(&spec, &spec.root, &mut Vec::new())?;
 
@@ -796,7 +815,12 @@ fn check_accelerator(resources: &Value, path: &str) -> Result<(), IrError> {
     Ok(())
 }
 
-fn check_component(spec: &PipelineSpec, comp: &ComponentSpec, raw: &Value, path: &str) -> Result<(), IrError> {
+fn check_component(
+    spec: &PipelineSpec,
+    comp: &ComponentSpec,
+    raw: &Value,
+    path: &str,
+) -> Result<(), IrError> {
     check_interface(&comp.input_definitions, &format!("{path}.inputDefinitions"))?;
     check_interface(&comp.output_definitions, &format!("{path}.outputDefinitions"))?;
     match (&comp.dag, &comp.executor_label) {
@@ -811,7 +835,10 @@ fn check_component(spec: &PipelineSpec, comp: &ComponentSpec, raw: &Value, path:
             Ok(())
         }
         (None, None) => Err(invalid(path, "a component needs a dag or an executorLabel")),
-        (Some(_), Some(_)) => Err(invalid(path, "a component has a dag or an executorLabel, not both")),
+        (Some(_), Some(_)) => Err(invalid(
+            path,
+            "a component has a dag or an executorLabel, not both",
+        )),
     }
 }
 
@@ -852,7 +879,10 @@ fn check_dag(
             }
             if let Some(src) = &p.component_input_parameter {
                 if !comp.input_definitions.parameters.contains_key(src) && !is_iterator_input(dag, src) {
-                    return Err(invalid(ppath, format!("{src:?} is not an input of the enclosing component")));
+                    return Err(invalid(
+                        ppath,
+                        format!("{src:?} is not an input of the enclosing component"),
+                    ));
                 }
             }
             if let Some(sel) = &p.parameter_expression_selector {
@@ -864,13 +894,15 @@ fn check_dag(
         for (aname, a) in &task.inputs.artifacts {
             let apath = format!("{tpath}.inputs.artifacts.{aname}");
             if a.task_output_artifact.is_some() == a.component_input_artifact.is_some() {
-                return Err(invalid(apath, "needs exactly one of taskOutputArtifact, componentInputArtifact"));
+                return Err(invalid(
+                    apath,
+                    "needs exactly one of taskOutputArtifact, componentInputArtifact",
+                ));
             }
         }
         if let Some(cond) = &task.trigger_policy.condition {
-            cel::parse(cond).map_err(|e| {
-                unsupported("triggerPolicy.condition", format!("{tpath}: {cond:?}: {e}"))
-            })?;
+            cel::parse(cond)
+                .map_err(|e| unsupported("triggerPolicy.condition", format!("{tpath}: {cond:?}: {e}")))?;
         }
         if let Some(s) = &task.trigger_policy.strategy {
             if s != "ALL_UPSTREAM_TASKS_SUCCEEDED" && s != "ALL_UPSTREAM_TASKS_COMPLETED" {
@@ -878,37 +910,60 @@ fn check_dag(
             }
         }
         if let Some(r) = &task.retry_policy {
-            for d in [&r.backoff_duration, &r.backoff_max_duration].into_iter().flatten() {
+            for d in [&r.backoff_duration, &r.backoff_max_duration]
+                .into_iter()
+                .flatten()
+            {
                 if parse_duration(d).is_none() {
-                    return Err(invalid(format!("{tpath}.retryPolicy"), format!("bad duration {d:?}")));
+                    return Err(invalid(
+                        format!("{tpath}.retryPolicy"),
+                        format!("bad duration {d:?}"),
+                    ));
                 }
             }
         }
         if let Some(it) = &task.parameter_iterator {
             if it.items.raw.is_none() == it.items.input_parameter.is_none() {
-                return Err(invalid(format!("{tpath}.parameterIterator.items"), "needs raw or inputParameter"));
+                return Err(invalid(
+                    format!("{tpath}.parameterIterator.items"),
+                    "needs raw or inputParameter",
+                ));
             }
             if let Some(raw) = &it.items.raw {
                 let parsed: Result<Value, _> = serde_json::from_str(raw);
                 if !matches!(parsed, Ok(Value::Array(_))) {
-                    return Err(invalid(format!("{tpath}.parameterIterator.items.raw"), "is not a JSON list"));
+                    return Err(invalid(
+                        format!("{tpath}.parameterIterator.items.raw"),
+                        "is not a JSON list",
+                    ));
                 }
             }
         }
         if let Some(it) = &task.artifact_iterator {
             if it.items.input_artifact.is_none() {
-                return Err(invalid(format!("{tpath}.artifactIterator.items"), "needs inputArtifact"));
+                return Err(invalid(
+                    format!("{tpath}.artifactIterator.items"),
+                    "needs inputArtifact",
+                ));
             }
         }
     }
     if let Some(cycle) = find_cycle(dag) {
-        return Err(invalid(format!("{path}.dag"), format!("dependency cycle: {}", cycle.join(" -> "))));
+        return Err(invalid(
+            format!("{path}.dag"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        ));
     }
     for (k, o) in &dag.outputs.parameters {
         let sels: Vec<&ParameterSelector> = match (&o.value_from_parameter, &o.value_from_oneof) {
             (Some(s), None) => vec![s],
             (None, Some(one)) => one.parameter_selectors.iter().collect(),
-            _ => return Err(invalid(format!("{path}.dag.outputs.parameters.{k}"), "needs one value source")),
+            _ => {
+                return Err(invalid(
+                    format!("{path}.dag.outputs.parameters.{k}"),
+                    "needs one value source",
+                ))
+            }
         };
         for s in sels {
             if !dag.tasks.contains_key(&s.producer_subtask) {
@@ -945,7 +1000,10 @@ fn check_nesting(spec: &PipelineSpec, comp: &ComponentSpec, stack: &mut Vec<Stri
     for task in dag.tasks.values() {
         let name = &task.component_ref.name;
         if stack.contains(name) {
-            return Err(invalid(format!("components.{name}"), "the component contains itself"));
+            return Err(invalid(
+                format!("components.{name}"),
+                "the component contains itself",
+            ));
         }
         if let Some(child) = spec.component(name) {
             stack.push(name.clone());
@@ -959,7 +1017,11 @@ fn check_nesting(spec: &PipelineSpec, comp: &ComponentSpec, stack: &mut Vec<Stri
 /// A cycle among a DAG's tasks, if any (Kahn's algorithm; what remains is cyclic).
 pub fn find_cycle(dag: &Dag) -> Option<Vec<String>> {
     let mut indeg: BTreeMap<&str, usize> = dag.tasks.keys().map(|k| (k.as_str(), 0)).collect();
-    let ups: BTreeMap<&str, BTreeSet<String>> = dag.tasks.iter().map(|(k, t)| (k.as_str(), t.upstream())).collect();
+    let ups: BTreeMap<&str, BTreeSet<String>> = dag
+        .tasks
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.upstream()))
+        .collect();
     for (k, up) in &ups {
         if let Some(d) = indeg.get_mut(k) {
             *d = up.iter().filter(|u| dag.tasks.contains_key(*u)).count();
@@ -980,7 +1042,12 @@ pub fn find_cycle(dag: &Dag) -> Option<Vec<String>> {
             }
         }
     }
-    let rest: Vec<String> = dag.tasks.keys().filter(|k| !done.contains(k.as_str())).cloned().collect();
+    let rest: Vec<String> = dag
+        .tasks
+        .keys()
+        .filter(|k| !done.contains(k.as_str()))
+        .cloned()
+        .collect();
     (!rest.is_empty()).then_some(rest)
 }
 
@@ -996,11 +1063,17 @@ fn validate_platform(
         return Ok(out);
     };
     let Some(platforms) = platform.get("platforms").and_then(Value::as_object) else {
-        return Err(invalid("platforms", "the platform spec document has no platforms mapping"));
+        return Err(invalid(
+            "platforms",
+            "the platform spec document has no platforms mapping",
+        ));
     };
     for (name, body) in platforms {
         if name != "kubernetes" {
-            return Err(unsupported(format!("platforms.{name}"), "only the kubernetes platform spec is read"));
+            return Err(unsupported(
+                format!("platforms.{name}"),
+                "only the kubernetes platform spec is read",
+            ));
         }
         let Some(k8s) = body.as_object() else {
             return Err(invalid("platforms.kubernetes", "must be a mapping"));
@@ -1009,14 +1082,22 @@ fn validate_platform(
             match key.as_str() {
                 "deploymentSpec" => {}
                 "pipelineConfig" => {
-                    let inner = k8s[key].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                    let inner = k8s[key]
+                        .as_object()
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default();
                     let first = inner.first().cloned().unwrap_or_default();
                     return Err(unsupported(
                         format!("platforms.kubernetes.pipelineConfig.{first}"),
                         "pipeline-level Kubernetes configuration (workspace volumes) needs a cluster",
                     ));
                 }
-                other => return Err(unsupported(format!("platforms.kubernetes.{other}"), "unknown platform key")),
+                other => {
+                    return Err(unsupported(
+                        format!("platforms.kubernetes.{other}"),
+                        "unknown platform key",
+                    ))
+                }
             }
         }
         let executors = k8s
@@ -1063,7 +1144,8 @@ fn validate_platform(
                         for part in ["labels", "annotations"] {
                             if let Some(m) = v.get(part).and_then(Value::as_object) {
                                 for (k, val) in m {
-                                    px.labels.insert(k.clone(), val.as_str().unwrap_or_default().to_string());
+                                    px.labels
+                                        .insert(k.clone(), val.as_str().unwrap_or_default().to_string());
                                 }
                             }
                         }
@@ -1112,7 +1194,10 @@ sdkVersion: kfp-2.17.0
         let v = validate(&pkg).unwrap();
         assert_eq!(v.name, "two");
         assert_eq!(
-            v.spec.root.dag.as_ref().unwrap().tasks["second"].upstream().into_iter().collect::<Vec<_>>(),
+            v.spec.root.dag.as_ref().unwrap().tasks["second"]
+                .upstream()
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec!["first".to_string()]
         );
     }
@@ -1151,12 +1236,17 @@ mod corpus {
     use std::path::{Path, PathBuf};
 
     fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
                 files(&p, out);
-            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(p);
             }
         }
@@ -1195,7 +1285,10 @@ mod corpus {
                 }
             }
         }
-        eprintln!("corpus: {} files, {accepted} accepted, refused by feature: {refused:?}", all.len());
+        eprintln!(
+            "corpus: {} files, {accepted} accepted, refused by feature: {refused:?}",
+            all.len()
+        );
         assert!(all.len() >= 170);
     }
 }

@@ -13,7 +13,7 @@ use super::store as pstore;
 use crate::store::resources;
 
 pub enum Trigger {
-    Cron(String, cron::Schedule),
+    Cron(String, Box<cron::Schedule>),
     Periodic(i64),
 }
 
@@ -51,17 +51,24 @@ fn bad(field: &str, detail: impl Into<String>) -> PipelineError {
 impl Trigger {
     pub fn parse(v: &Value) -> Result<Trigger, PipelineError> {
         if let Some(c) = v.get("cron_schedule").filter(|c| !c.is_null()) {
-            let expr = c["cron"].as_str().ok_or_else(|| bad("trigger.cron_schedule.cron", "missing"))?;
+            let expr = c["cron"]
+                .as_str()
+                .ok_or_else(|| bad("trigger.cron_schedule.cron", "missing"))?;
             let fields = expr.split_whitespace().count();
             // KFP (robfig/cron) takes seconds first; a classic 5-field line gets ":00".
             let full = match fields {
                 5 => format!("0 {expr}"),
                 6 | 7 => expr.to_string(),
-                n => return Err(bad("trigger.cron_schedule.cron", format!("{expr:?} has {n} fields; expected 6 (seconds first) or 5"))),
+                n => {
+                    return Err(bad(
+                        "trigger.cron_schedule.cron",
+                        format!("{expr:?} has {n} fields; expected 6 (seconds first) or 5"),
+                    ))
+                }
             };
-            let schedule =
-                cron::Schedule::from_str(&full).map_err(|e| bad("trigger.cron_schedule.cron", format!("{expr:?}: {e}")))?;
-            return Ok(Trigger::Cron(expr.to_string(), schedule));
+            let schedule = cron::Schedule::from_str(&full)
+                .map_err(|e| bad("trigger.cron_schedule.cron", format!("{expr:?}: {e}")))?;
+            return Ok(Trigger::Cron(expr.to_string(), Box::new(schedule)));
         }
         if let Some(p) = v.get("periodic_schedule").filter(|c| !c.is_null()) {
             let n = match &p["interval_second"] {
@@ -71,7 +78,10 @@ impl Trigger {
             }
             .ok_or_else(|| bad("trigger.periodic_schedule.interval_second", "must be an integer"))?;
             if n < 1 {
-                return Err(bad("trigger.periodic_schedule.interval_second", "must be at least 1"));
+                return Err(bad(
+                    "trigger.periodic_schedule.interval_second",
+                    "must be at least 1",
+                ));
             }
             return Ok(Trigger::Periodic(n));
         }
@@ -112,19 +122,29 @@ pub async fn tick(ctrl: &Controller) -> Result<(), PipelineError> {
         data_dir: ctrl.inner.data_dir.clone(),
         controller: ctrl.clone(),
     };
-    let all = store.call(|conn| resources::list(conn, pstore::RECURRING, None)).await?;
+    let all = store
+        .call(|conn| resources::list(conn, pstore::RECURRING, None))
+        .await?;
     if all.is_empty() {
         return Ok(());
     }
-    let runs = store.call(|conn| resources::list(conn, pstore::RUN, None)).await?;
+    let runs = store
+        .call(|conn| resources::list(conn, pstore::RUN, None))
+        .await?;
     let now = Utc::now();
     for rr in all {
         if rr.spec["mode"] == "DISABLE" {
             continue;
         }
         let trig = &rr.spec["trigger"];
-        let Ok(trigger) = Trigger::parse(trig) else { continue };
-        let inner = trig.get("cron_schedule").or_else(|| trig.get("periodic_schedule")).cloned().unwrap_or_default();
+        let Ok(trigger) = Trigger::parse(trig) else {
+            continue;
+        };
+        let inner = trig
+            .get("cron_schedule")
+            .or_else(|| trig.get("periodic_schedule"))
+            .cloned()
+            .unwrap_or_default();
         let start = inner["start_time"].as_str().and_then(|s| parse_time(s).ok());
         let end = inner["end_time"].as_str().and_then(|s| parse_time(s).ok());
         let last = rr.status["last_fire"]
@@ -135,7 +155,9 @@ pub async fn tick(ctrl: &Controller) -> Result<(), PipelineError> {
             Some(s) if s > last => s - chrono::Duration::milliseconds(1),
             _ => last,
         };
-        let Some(mut due) = trigger.next_after(from) else { continue };
+        let Some(mut due) = trigger.next_after(from) else {
+            continue;
+        };
         if due > now || end.is_some_and(|e| due > e) {
             continue;
         }
@@ -145,7 +167,10 @@ pub async fn tick(ctrl: &Controller) -> Result<(), PipelineError> {
                 due = n;
             }
         }
-        let max = rr.spec["max_concurrency"].as_str().and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+        let max = rr.spec["max_concurrency"]
+            .as_str()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(1);
         let active = runs
             .iter()
             .filter(|r| r.spec["recurring_run_id"] == rr.name.as_str())
@@ -158,7 +183,9 @@ pub async fn tick(ctrl: &Controller) -> Result<(), PipelineError> {
         api::fire_recurring(&p, &rr, &at).await?;
         let uid = rr.uid.clone();
         let st = json!({"last_fire": due.to_rfc3339()});
-        store.call(move |conn| resources::update_status(conn, &uid, &st, None)).await?;
+        store
+            .call(move |conn| resources::update_status(conn, &uid, &st, None))
+            .await?;
     }
     Ok(())
 }

@@ -45,7 +45,12 @@ pub async fn cache_get(store: &Store, namespace: &str, key: &str) -> Result<Opti
         .await
 }
 
-pub async fn cache_put(store: &Store, namespace: &str, key: &str, outputs: &Values) -> Result<(), StoreError> {
+pub async fn cache_put(
+    store: &Store,
+    namespace: &str,
+    key: &str,
+    outputs: &Values,
+) -> Result<(), StoreError> {
     let (ns, key) = (namespace.to_string(), key.to_string());
     let spec = serde_json::json!({"outputs": outputs});
     store
