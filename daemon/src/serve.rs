@@ -144,7 +144,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         auth,
         gpus: gpus.clone(),
         health: health.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics: {
+            let metrics = Arc::new(Metrics::new());
+            metrics.set_gpus(&gpus.snapshot());
+            metrics
+        },
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
         pipelines,
@@ -227,7 +231,10 @@ fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler:
     core.spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => jobs_queue.add(&event.owner_uid),
+                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
+                    tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
+                    jobs_queue.add(&event.owner_uid);
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -264,6 +271,7 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
             if last_gpu_refresh.elapsed() >= refresh {
                 let gpus = state.gpus.clone();
                 let _ = web::block(move || gpus.refresh()).await;
+                state.metrics.set_gpus(&state.gpus.snapshot());
                 last_gpu_refresh = Instant::now();
             }
             systemd::notify_status(&status_line(&state).await);
