@@ -59,6 +59,7 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
+    pub pipelines: PipelinesConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub workloads: crate::runtime::WorkloadsConfig,
     pub jobs: crate::jobs::JobsConfig,
@@ -83,6 +84,32 @@ pub struct GpuConfig {
     pub refresh_seconds: u64,
 }
 
+/// How pipeline steps run on the process runtime.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// A Python virtual environment for steps: its `bin/` goes first on PATH and
+    /// `VIRTUAL_ENV` is set, so a component's `pip install kfp==X` preamble finds kfp
+    /// already installed (no network needed) and `python3` is that environment's.
+    pub step_venv: Option<PathBuf>,
+    /// More directories for steps' PATH (colon-separated, like PATH), after the venv's
+    /// `bin/` and before the daemon's own PATH.
+    pub step_path: Option<String>,
+}
+
+impl PipelinesConfig {
+    pub fn step_path_entries(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.step_venv {
+            out.push(v.join("bin"));
+        }
+        if let Some(p) = &self.step_path {
+            out.extend(std::env::split_paths(p));
+        }
+        out
+    }
+}
+
 impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
@@ -105,6 +132,7 @@ impl Default for Config {
             shutdown_timeout_seconds: 30,
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
+            pipelines: PipelinesConfig::default(),
             scheduler: Default::default(),
             workloads: Default::default(),
             jobs: Default::default(),
@@ -139,6 +167,8 @@ pub const SETTINGS: &[&str] = &[
     "gpu.simulate",
     "gpu.time_slicing_replicas",
     "gpu.refresh_seconds",
+    "pipelines.step_venv",
+    "pipelines.step_path",
     "scheduler.reserved_cpu_millis",
     "scheduler.reserved_memory_bytes",
     "scheduler.namespace_gpu_quota",

@@ -124,6 +124,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let jobs = Jobs::new(store.clone(), scheduler.clone(), config.jobs.clone());
     start_controllers(&core, &health, &scheduler, &jobs);
 
+    let controller = crate::pipelines::controller::Controller::new(
+        store.clone(),
+        config.data_dir.clone(),
+        config.pipelines.clone(),
+        &gpus,
+    );
+    core.spawn(controller.clone().run());
+    let pipelines = crate::pipelines::api::Pipelines {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        controller: controller.clone(),
+    };
+
     let doc = http::openapi::document();
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
@@ -138,6 +151,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         },
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
+        pipelines,
         scheduler,
         jobs,
     });

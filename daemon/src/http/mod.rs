@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod errors;
 pub mod jobs;
+pub mod kfp;
 pub mod middleware;
 pub mod openapi;
 pub mod system;
@@ -40,6 +41,7 @@ pub struct AppState {
     )]
     pub started: Instant,
     pub routes: Arc<RouteTable>,
+    pub pipelines: crate::pipelines::api::Pipelines,
     pub scheduler: crate::scheduler::Scheduler,
     pub jobs: crate::jobs::Jobs,
 }
@@ -115,6 +117,7 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> act
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     system::routes(cfg);
     access::routes(cfg);
+    kfp::routes(cfg);
     jobs::routes(cfg);
 }
 
