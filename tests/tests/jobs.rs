@@ -514,3 +514,30 @@ fn the_pod_template_is_immutable_but_limits_may_change() {
     assert_eq!(changed.body["field"], "spec.template");
     wait_finished(&d, "edit", Duration::from_secs(10));
 }
+
+#[test]
+fn logs_are_size_capped_and_rotated() {
+    let d = daemon("[workloads]\nlog_max_bytes = 4096\n");
+    // ~20 KiB over about 2.5 s, so the shim's once-a-second check rotates mid-run.
+    let script = "i=0; while [ $i -lt 400 ]; do printf 'line %04d %040d\\n' $i 0; i=$((i+1)); case $i in *00) sleep 0.8;; esac; done";
+    create(&d, &job_yaml("chatty", script, "", ""));
+    let job = wait_finished(&d, "chatty", Duration::from_secs(20));
+    assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
+    let log = d.get(&format!("{JOBS}/chatty/logs"), d.admin()).text;
+    assert!(
+        log.len() < 20_000,
+        "older output was rotated away: {} bytes kept",
+        log.len()
+    );
+    assert!(
+        log.ends_with(&format!("line 0399 {:040}\n", 0)),
+        "the newest output is kept: {:?}",
+        &log[log.len().saturating_sub(80)..]
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("line ") && l.len() == 50),
+        "no torn lines: {:?}",
+        &lines[..3.min(lines.len())]
+    );
+}

@@ -84,8 +84,10 @@ pub struct LogQuery {
     #[serde(default)]
     follow: bool,
     /// Only the last N lines.
+    #[param(maximum = 100000000)]
     tail: Option<usize>,
     /// Which attempt (0-based); the latest by default.
+    #[param(maximum = 1000000)]
     attempt: Option<usize>,
 }
 
