@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod kfp;
 pub mod middleware;
 pub mod openapi;
+pub mod scope;
 pub mod system;
 
 use std::sync::Arc;
