@@ -395,8 +395,9 @@ async function showTaskLogs(runId, taskId, label) {
   $("logs-title").textContent = `Logs of task ${label || taskId}`;
   $("logs-state").textContent = "loading…";
   try {
-    $("logs").textContent = await call("taskLogs", { params: { run_id: runId, task_id: taskId }, text: true });
-    $("logs-state").textContent = "";
+    const text = await call("taskLogs", { params: { run_id: runId, task_id: taskId }, text: true });
+    $("logs").textContent = text;
+    $("logs-state").textContent = text ? "" : "(no output)";
   } catch (e) {
     $("logs").textContent = "";
     $("logs-state").textContent = e.message;
