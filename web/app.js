@@ -162,13 +162,24 @@ function button(label, onclick) {
   return h("button", { type: "button", onclick: (e) => { e.stopPropagation(); onclick(e); } }, label);
 }
 
+// Errors by where they happened: a section's error goes away when that section next
+// loads, an action's (delete, ...) stays until the banner is clicked.
+const errors = new Map();
+
+function renderErrors() {
+  const box = $("error");
+  box.textContent = [...errors].map(([where, msg]) => `${where}: ${msg}`).join("\n");
+  box.hidden = errors.size === 0;
+}
+
 function showError(where, err) {
   if (err && err.name === "AbortError") return;
-  const box = $("error");
-  const line = `${where}: ${err && err.message ? err.message : err}`;
-  // Several sections may fail in one refresh; show them all.
-  box.textContent = box.hidden ? line : `${box.textContent}\n${line}`;
-  box.hidden = false;
+  errors.set(where, err && err.message ? err.message : String(err));
+  renderErrors();
+}
+
+function clearError(where) {
+  if (errors.delete(where)) renderErrors();
 }
 
 // --- views -----------------------------------------------------------------------
@@ -325,6 +336,7 @@ async function refreshDetail() {
   try {
     if (state.jobDetail) renderJobDetail(await call("job", { params: { namespace: state.namespace, name: state.jobDetail } }));
     else if (state.runDetail) renderRunDetail(await call("run", { params: { run_id: state.runDetail } }));
+    clearError("details");
   } catch (e) {
     showError("details", e);
   }
@@ -334,6 +346,7 @@ function closeDetail() {
   state.jobDetail = "";
   state.runDetail = "";
   $("detail-section").hidden = true;
+  clearError("details");
 }
 
 async function deleteJob(name) {
@@ -429,6 +442,7 @@ async function createJob() {
 async function section(name, work) {
   try {
     await work();
+    clearError(name);
     return true;
   } catch (e) {
     showError(name, e);
@@ -438,8 +452,6 @@ async function section(name, work) {
 
 async function refresh() {
   const ns = state.namespace;
-  $("error").hidden = true;
-  $("error").textContent = "";
   const parts = [
     section("node", async () => renderNode(await call("node"))),
     section("queue", async () => renderQueue(await call("queue"))),
@@ -487,6 +499,10 @@ async function start() {
   $("autorefresh").addEventListener("change", schedule);
   $("job-submit").addEventListener("click", createJob);
   $("detail-close").addEventListener("click", closeDetail);
+  $("error").addEventListener("click", () => {
+    errors.clear();
+    renderErrors();
+  });
   $("logs-close").addEventListener("click", () => {
     stopLogs();
     $("logs-section").hidden = true;
