@@ -41,6 +41,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Conflict(m) => ApiError::Conflict(m),
             PipelineError::Auth(e) => e.into(),
             PipelineError::Store(e) => e.into(),
+            PipelineError::Scheduler(e) => e.into(),
         }
     }
 }

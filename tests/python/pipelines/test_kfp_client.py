@@ -328,12 +328,33 @@ def test_cache_hit_on_second_run(client, hearth, tmp_path):
 def test_gpu_request_is_queued(client, hearth, tmp_path):
     log = tmp_path / "gpu.log"
     result = client.create_run_from_pipeline_func(gpu_pipe, arguments={"log": str(log)}, namespace="default")
+    # While one step holds the only GPU, the scheduler's queue holds the other, with
+    # its reason, and the run's task details show the same reason.
+    queued, task_reason, admitted = None, None, set()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        queue = http(hearth, "/api/v1/queue")
+        mine = [i for i in queue["items"] if i["kind"] == "PipelineRun" and i["name"] == result.run_id]
+        for item in mine:
+            if item["phase"] == "Queued" and item.get("reason"):
+                queued = queued or item
+            admitted.update(item["gpu_uuids"])
+        for t in tasks(hearth, result.run_id):
+            task_reason = task_reason or t.get("hearth_pending_reason")
+        if client.get_run(result.run_id).state in ("SUCCEEDED", "FAILED", "CANCELED"):
+            break
+        time.sleep(0.1)
+    assert queued is not None, "the second GPU step never showed in /api/v1/queue"
+    assert "GPU" in queued["reason"], queued
+    assert queued["gpus"] == 1 and queued["priority"] == "Batch", queued
+    assert task_reason and "GPU" in task_reason, "the task details never showed the pending reason"
     assert wait(client, result.run_id).state == "SUCCEEDED"
     rows = [line.split() for line in log.read_text().splitlines()]
     assert len(rows) == 2
     (a0, a1), (b0, b1) = sorted((float(r[1]), float(r[2])) for r in rows)
     assert b0 >= a1, "two 1-GPU steps overlapped on a host with one (simulated) GPU"
     assert all(len(r) == 4 and r[3] for r in rows), "the step saw no CUDA_VISIBLE_DEVICES"
+    assert {r[3] for r in rows} <= admitted, "the steps saw GPUs the scheduler did not assign"
 
 
 def test_terminate_long_run_leaves_no_process(client, hearth, tmp_path):
