@@ -1306,7 +1306,7 @@ pub async fn artifact_file(
             }
             joined
         }
-        None => base,
+        None => base.clone(),
     };
     let canonical = file
         .canonicalize()
@@ -1314,8 +1314,13 @@ pub async fn artifact_file(
     let root_c = root
         .canonicalize()
         .map_err(|e| PipelineError::NotFound(format!("artifact root: {e}")))?;
-    if !canonical.starts_with(&root_c) {
-        return Err(invalid("path", "must stay inside the artifact store"));
+    let base_c = base
+        .canonicalize()
+        .map_err(|e| PipelineError::NotFound(format!("artifact {name}: {e}")))?;
+    // Resolved, not only lexically: a symlink a step left inside its artifact may
+    // point at another run's (or namespace's) artifacts, still under the store.
+    if !base_c.starts_with(&root_c) || !canonical.starts_with(&base_c) {
+        return Err(invalid("path", "must stay inside the artifact"));
     }
     if canonical.is_dir() {
         return Err(invalid(
