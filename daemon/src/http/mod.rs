@@ -77,10 +77,32 @@ impl RouteTable {
     }
 
     fn allowed(&self, path: &str) -> Option<Vec<String>> {
-        let mut allowed: Vec<String> = self
+        // `/runs/{run_id}` also matches `/runs/x:retry` (a parameter takes any segment);
+        // the route with the most literal text is the one the path names.
+        let matching: Vec<&(ResourceDef, Vec<Method>)> = self
             .entries
             .iter()
             .filter(|(def, _)| def.is_match(path))
+            .collect();
+        let literal = |def: &ResourceDef| {
+            let mut depth = 0usize;
+            def.pattern()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth = depth.saturating_sub(1),
+                        _ => return depth == 0,
+                    }
+                    false
+                })
+                .count()
+        };
+        let most = matching.iter().map(|(def, _)| literal(def)).max().unwrap_or(0);
+        let mut allowed: Vec<String> = matching
+            .into_iter()
+            .filter(|(def, _)| literal(def) == most)
             .flat_map(|(_, methods)| methods.iter().map(|m| m.to_string()))
             .collect();
         if allowed.is_empty() {
