@@ -130,7 +130,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.workloads.path_prefix.clone(),
     );
     start_controllers(&core, &health, &scheduler, &jobs, &controller);
-    core.spawn(controller.clone().run());
+    core.spawn(controller.clone().run(health.clone()));
     let pipelines = crate::pipelines::api::Pipelines {
         store: store.clone(),
         data_dir: config.data_dir.clone(),

@@ -187,10 +187,14 @@ impl Controller {
     }
 
     /// The reconcile loop: runs forever, woken by new runs or every second.
-    pub async fn run(self) {
+    pub async fn run(self, health: crate::health::Health) {
         loop {
-            if let Err(e) = self.reconcile().await {
-                tracing::warn!(error = %e, "pipeline controller");
+            match self.reconcile().await {
+                Ok(()) => health.set("pipelines-controller", true, "running"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "pipeline controller");
+                    health.set("pipelines-controller", false, format!("reconcile failed: {e}"));
+                }
             }
             if let Err(e) = super::schedule::tick(&self).await {
                 tracing::warn!(error = %e, "recurring runs");
