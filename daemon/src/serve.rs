@@ -83,6 +83,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
     health.set("store", true, "open");
     health.set("runtime", true, format!("{} backend", config.runtime.as_str()));
 
+    let serving = crate::serving::service::Services {
+        store: store.clone(),
+        runtimes: Arc::new(crate::serving::runtimes::RuntimeTable::new(
+            &config.serving.runtimes,
+        )),
+        config: Arc::new(config.serving.clone()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
+
     let doc = http::openapi::document();
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
@@ -93,6 +102,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: Arc::new(Metrics::new()),
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
+        serving,
     });
 
     let api_listener = bind(config.listen)?;

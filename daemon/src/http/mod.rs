@@ -5,8 +5,10 @@ pub mod access;
 pub mod auth;
 pub mod body;
 pub mod errors;
+pub mod inferenceservices;
 pub mod middleware;
 pub mod openapi;
+pub mod servingruntimes;
 pub mod system;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub routes: Arc<RouteTable>,
+    pub serving: crate::serving::service::Services,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.
@@ -108,6 +111,8 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> act
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     system::routes(cfg);
     access::routes(cfg);
+    inferenceservices::routes(cfg);
+    servingruntimes::routes(cfg);
 }
 
 /// Builds the application for one worker.
