@@ -60,6 +60,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
     pub serving: ServingConfig,
+    pub scheduler: crate::scheduler::SchedulerConfig,
+    pub workloads: crate::runtime::WorkloadsConfig,
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -160,6 +163,9 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
             serving: ServingConfig::default(),
+            scheduler: Default::default(),
+            workloads: Default::default(),
+            jobs: Default::default(),
         }
     }
 }
@@ -204,6 +210,12 @@ pub const SETTINGS: &[&str] = &[
     "serving.default_timeout_seconds",
     "serving.s3_endpoint",
     "serving.gcs_endpoint",
+    "scheduler.reserved_cpu_millis",
+    "scheduler.reserved_memory_bytes",
+    "scheduler.namespace_gpu_quota",
+    "workloads.log_max_bytes",
+    "workloads.path_prefix",
+    "jobs.backoff_base_seconds",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -225,6 +237,7 @@ impl FlagOverrides {
 }
 
 /// Where the effective config came from, for `hearth config show`.
+#[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
     pub file: Option<PathBuf>,

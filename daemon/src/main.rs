@@ -2,11 +2,16 @@
 
 mod auth;
 mod config;
+mod controller;
 mod gpu;
 mod health;
 mod http;
+mod jobs;
 mod metrics;
+mod model;
 mod node;
+mod runtime;
+mod scheduler;
 mod serve;
 mod serving;
 mod store;
@@ -36,6 +41,9 @@ enum Command {
     Serve(ConfigFlags),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Supervise one workload (started by the daemon; not for direct use).
+    #[command(hide = true)]
+    Shim { dir: PathBuf },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -120,6 +128,7 @@ fn init_logging(filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Shim { dir } => runtime::shim::main(&dir),
         Command::Openapi => {
             print!("{}", http::openapi::to_pretty_json(&http::openapi::document()));
             ExitCode::SUCCESS

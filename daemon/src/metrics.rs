@@ -110,6 +110,10 @@ impl Metrics {
         }
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         if let Ok(mut registry) = self.registry.lock() {
             registry.register(name, help, metric);

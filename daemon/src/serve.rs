@@ -13,7 +13,11 @@ use crate::config::{Config, RuntimeKind};
 use crate::gpu::GpuProbe;
 use crate::health::Health;
 use crate::http::{self, AppState, RouteTable};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::runtime::process::ProcessRuntime;
+use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::systemd;
 
@@ -29,6 +33,10 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error("--runtime {0}: this build does not provide that runtime yet; use --runtime process")]
     RuntimeUnavailable(&'static str),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Scheduler(#[from] crate::scheduler::SchedulerError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -81,7 +89,40 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let health = Health::default();
     health.set("store", true, "open");
-    health.set("runtime", true, format!("{} backend", config.runtime.as_str()));
+
+    // Controllers and the scheduler run on their own runtime, apart from the HTTP
+    // workers, so request handling never waits behind reconcile loops.
+    let core = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("hearth-core")
+        .enable_all()
+        .build()?;
+    let mut extra_env = Vec::new();
+    if let Some(prefix) = &config.workloads.path_prefix {
+        let path = std::env::var("PATH").unwrap_or_default();
+        extra_env.push(("PATH".to_string(), format!("{prefix}:{path}")));
+    }
+    let runtime = Arc::new(ProcessRuntime::new(
+        config.data_dir.join("workloads"),
+        config.workloads.log_max_bytes,
+        extra_env,
+    )?);
+    health.set(
+        "runtime",
+        true,
+        format!("{} backend; {}", runtime.name(), runtime.limits_note()),
+    );
+    let scheduler = Scheduler::new(
+        store.clone(),
+        runtime,
+        gpus.clone(),
+        config.gpu.time_slicing_replicas,
+        config.scheduler.clone(),
+        core.handle().clone(),
+    );
+    core.block_on(scheduler.recover())?;
+    let jobs = Jobs::new(store.clone(), scheduler.clone(), config.jobs.clone());
+    start_controllers(&core, &health, &scheduler, &jobs);
 
     let serving = crate::serving::service::Services {
         store: store.clone(),
@@ -103,6 +144,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
         serving,
+        scheduler,
+        jobs,
     });
 
     let api_listener = bind(config.listen)?;
@@ -137,7 +180,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         let background = spawn_background(state.clone());
-        systemd::notify_ready(&status_line(&state));
+        systemd::notify_ready(&status_line(&state).await);
 
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down: draining requests");
@@ -146,6 +189,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
+        core.shutdown_timeout(Duration::from_secs(2));
         if let Err(e) = store.close() {
             tracing::warn!(error = %e, "closing the database");
         }
@@ -154,16 +198,51 @@ pub fn run(config: Config) -> Result<(), StartError> {
     })
 }
 
-fn status_line(state: &AppState) -> String {
+async fn status_line(state: &AppState) -> String {
     let inventory = state.gpus.snapshot();
+    let (in_use, active) = match state.scheduler.summary().await {
+        Ok(summary) => (summary.gpus_in_use as usize, summary.running),
+        Err(_) => (0, 0),
+    };
     systemd::status_line(
         state.health.all_ready(),
         state.config.runtime.as_str(),
-        0,
+        in_use,
         inventory.count(),
         inventory.simulated,
-        0,
+        active,
     )
+}
+
+/// Every controller loop, and the bridge that wakes them on workload events.
+fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler: &Scheduler, jobs: &Jobs) {
+    let jobs_queue = jobs.queue();
+    let mut events = scheduler.subscribe();
+    core.spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => jobs_queue.add(&event.owner_uid),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let (list_jobs, reconcile_jobs) = (jobs.clone(), jobs.clone());
+    core.spawn(crate::controller::run(
+        "jobs-controller",
+        health.clone(),
+        jobs.queue(),
+        Duration::from_secs(30),
+        move || {
+            let jobs = list_jobs.clone();
+            async move { jobs.all_uids().await }
+        },
+        move |uid| {
+            let jobs = reconcile_jobs.clone();
+            async move { jobs.reconcile(uid).await }
+        },
+    ));
 }
 
 /// GPU refresh, systemd status and watchdog.
@@ -181,7 +260,7 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
                 let _ = web::block(move || gpus.refresh()).await;
                 last_gpu_refresh = Instant::now();
             }
-            systemd::notify_status(&status_line(&state));
+            systemd::notify_status(&status_line(&state).await);
             if watchdog.is_some() {
                 systemd::notify_watchdog();
             }

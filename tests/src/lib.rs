@@ -583,6 +583,21 @@ pub fn fill_path_with(template: &str, value: impl Fn(&str) -> String) -> String 
     out
 }
 
+/// The upstream corpus (`../shared/fixtures`), for `tests/tests/corpus_*.rs`.
+/// `scripts/test` sets `HEARTH_FIXTURES` and runs those tests only when the corpus is
+/// there; a corpus test run without it fails rather than passing with nothing checked.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_FIXTURES").map(PathBuf::from).expect(
+        "HEARTH_FIXTURES is not set: corpus tests run from scripts/test when ../shared/fixtures exists",
+    );
+    assert!(
+        dir.is_dir(),
+        "HEARTH_FIXTURES={} is not a directory",
+        dir.display()
+    );
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

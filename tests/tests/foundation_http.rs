@@ -169,6 +169,42 @@ fn unknown_or_badly_typed_field_is_named() {
     );
     r.assert_problem(422, "invalid_field");
     assert_eq!(r.body["field"], "expires_in_seconds", "{r}");
+    // The published maximum is enforced, and nothing past it overflows into a 500.
+    let doc = d.get("/openapi.json", d.admin()).body;
+    let max = doc["components"]["schemas"]["CreateToken"]["properties"]["expires_in_seconds"]["maximum"]
+        .as_u64()
+        .expect("expires_in_seconds has a maximum");
+    for too_long in [max + 1, u64::MAX] {
+        let r = d.post_json(
+            "/api/v1/tokens",
+            d.admin(),
+            &json!({"name": "t1", "expires_in_seconds": too_long}),
+        );
+        r.assert_problem(422, "invalid_field");
+    }
+    for fractional in [json!(1.5), json!(-3), json!("60")] {
+        let r = d.post_json(
+            "/api/v1/tokens",
+            d.admin(),
+            &json!({"name": "t1", "expires_in_seconds": fractional}),
+        );
+        r.assert_problem(422, "invalid_field");
+    }
+    // A whole number written as a float is an integer to JSON Schema, so it is accepted.
+    let r = d.post_json(
+        "/api/v1/tokens",
+        d.admin(),
+        &json!({"name": "t-float", "expires_in_seconds": 60.0}),
+    );
+    assert_eq!(r.status, 201, "{r}");
+    let r = d.post_json(
+        "/api/v1/tokens",
+        d.admin(),
+        &json!({"name": "t-max", "expires_in_seconds": max}),
+    );
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(d.delete("/api/v1/tokens/t-max", d.admin()).status, 204);
+    assert_eq!(d.delete("/api/v1/tokens/t-float", d.admin()).status, 204);
     let r = d.post_json("/api/v1/users", d.admin(), &json!({"nome": "bob"}));
     r.assert_problem(422, "invalid_field");
     assert!(r.body["detail"].as_str().unwrap().contains("nome"), "{r}");
@@ -229,7 +265,7 @@ fn missing_and_duplicate_resources_are_problems() {
     let r = d.post_json("/api/v1/users", d.admin(), &json!({"name": "bob"}));
     r.assert_problem(409, "already_exists");
     d.delete("/api/v1/users/admin", d.admin())
-        .assert_problem(422, "invalid_field");
+        .assert_problem(409, "conflict");
 }
 
 #[test]

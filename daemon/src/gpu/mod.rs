@@ -3,5 +3,6 @@
 //! answer that shows them says `simulated: true`.
 
 pub mod inventory;
+pub mod ledger;
 
 pub use inventory::{GpuInventory, GpuProbe};

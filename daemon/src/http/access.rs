@@ -38,14 +38,34 @@ pub struct CreatedUser {
     pub token: NewToken,
 }
 
+/// Must match the `maximum` of `CreateToken::expires_in_seconds`.
+const MAX_TOKEN_LIFETIME_SECONDS: u64 = 315_360_000;
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     #[schema(pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
     pub name: String,
     /// Seconds from now until the token stops working; absent: never.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     pub expires_in_seconds: Option<u64>,
+}
+
+/// JSON Schema counts `3600.0` as an integer and clients (JavaScript, Python's json with
+/// floats) send it; serde's `u64` would refuse it.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number of seconds")))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -150,7 +170,7 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<web::J
 }
 
 /// Delete a user and their tokens (admin only); their namespace's resources stay.
-#[utoipa::path(tag = "access", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
 #[delete("/api/v1/users/{name}")]
 async fn delete_user(
     caller: Caller,
@@ -185,6 +205,13 @@ async fn create_token(
     let expires_at: Option<DateTime<Utc>> = match body.0.expires_in_seconds {
         None => None,
         Some(0) => return Err(ApiError::invalid("expires_in_seconds", "must be at least 1")),
+        // Ten years: the bound the schema publishes, so no schema-valid value overflows.
+        Some(secs) if secs > MAX_TOKEN_LIFETIME_SECONDS => {
+            return Err(ApiError::invalid(
+                "expires_in_seconds",
+                format!("must be at most {MAX_TOKEN_LIFETIME_SECONDS}"),
+            ))
+        }
         Some(secs) => {
             let secs = i64::try_from(secs).ok().and_then(chrono::Duration::try_seconds);
             let expiry = secs.and_then(|d| Utc::now().checked_add_signed(d));
@@ -206,7 +233,7 @@ async fn list_tokens(caller: Caller, state: web::Data<AppState>) -> Result<web::
 }
 
 /// Revoke one of the caller's tokens.
-#[utoipa::path(tag = "access", params(("name" = String, Path)), responses((status = 204)), security(("bearer" = [])))]
+#[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
 #[delete("/api/v1/tokens/{name}")]
 async fn delete_token(
     caller: Caller,

@@ -115,11 +115,19 @@ pub fn parse_yaml_documents(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
 /// A resource document sent as JSON or YAML (several YAML documents allowed; the
 /// endpoint decides what it accepts).
 #[derive(Debug)]
+#[allow(
+    dead_code,
+    reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+)]
 pub struct Document {
     pub format: BodyFormat,
     pub documents: Vec<Value>,
 }
 
+#[allow(
+    dead_code,
+    reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+)]
 impl Document {
     /// The one document of the body; several, or none, is a 400.
     pub fn single(self) -> Result<Value, ApiError> {
@@ -216,12 +224,25 @@ mod tests {
     #[test]
     fn yaml_errors_carry_line_and_column() {
         let err = parse_yaml_documents(b"a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
-        match err {
+        match &err {
             ApiError::MalformedBody { line, column, .. } => {
                 assert!(line.is_some() && column.is_some());
             }
             other => panic!("unexpected {other:?}"),
         }
+        // A tab where YAML wants spaces, on line 3: the problem names that line.
+        let err = parse_yaml_documents(b"kind: Job\nspec:\n\tbad: 1\n").unwrap_err();
+        let problem = err.problem();
+        assert_eq!(problem.code, "malformed_body");
+        assert_eq!(problem.status, 400);
+        assert_eq!(problem.line, Some(3), "{problem:?}");
+        assert_eq!(problem.column, Some(1), "{problem:?}");
+        assert!(problem.detail.contains("YAML"), "{problem:?}");
+        // The second document's error is reported at its own line in the stream.
+        let err = parse_yaml_documents(b"a: 1\n---\nb: {x: 1\n")
+            .unwrap_err()
+            .problem();
+        assert!(err.line.is_some_and(|l| l >= 3), "{err:?}");
     }
 
     #[test]

@@ -101,6 +101,10 @@ impl ApiError {
         }
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn unsupported(feature: impl Into<String>, detail: impl Into<String>) -> ApiError {
         ApiError::Unsupported {
             feature: feature.into(),
@@ -180,7 +184,26 @@ impl From<AuthError> for ApiError {
             }
             AuthError::ForbiddenNamespace { .. } | AuthError::AdminOnly => ApiError::Forbidden(e.to_string()),
             AuthError::InvalidName { field, message } => ApiError::invalid(field, message),
+            AuthError::CannotDeleteAdmin(_) => ApiError::Conflict(e.to_string()),
             AuthError::Store(inner) => inner.into(),
+        }
+    }
+}
+
+impl From<crate::scheduler::SchedulerError> for ApiError {
+    fn from(e: crate::scheduler::SchedulerError) -> ApiError {
+        use crate::runtime::RuntimeError;
+        use crate::scheduler::SchedulerError;
+        match e {
+            SchedulerError::Unsatisfiable(message) => ApiError::invalid("resources", message),
+            SchedulerError::Invalid(message) => ApiError::BadRequest(message),
+            SchedulerError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            SchedulerError::Store(inner) => inner.into(),
+            SchedulerError::Runtime(inner) => match inner {
+                RuntimeError::NotFound(_) => ApiError::NotFound(inner.to_string()),
+                RuntimeError::Unsupported(message) => ApiError::unsupported("runtime", message),
+                RuntimeError::Start { .. } | RuntimeError::Io { .. } => ApiError::Internal(inner.to_string()),
+            },
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod errors;
 pub mod inferenceservices;
+pub mod jobs;
 pub mod middleware;
 pub mod openapi;
 pub mod servingruntimes;
@@ -35,9 +36,15 @@ pub struct AppState {
     pub gpus: GpuProbe,
     pub health: Health,
     pub metrics: Arc<Metrics>,
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub started: Instant,
     pub routes: Arc<RouteTable>,
     pub serving: crate::serving::service::Services,
+    pub scheduler: crate::scheduler::Scheduler,
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.
@@ -113,6 +120,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     access::routes(cfg);
     inferenceservices::routes(cfg);
     servingruntimes::routes(cfg);
+    jobs::routes(cfg);
 }
 
 /// Builds the application for one worker.

@@ -46,14 +46,15 @@ fn complete(mut doc: OpenApi) -> OpenApi {
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = OPEN_PATHS.contains(&path.as_str());
         let has_path_params = path.contains('{');
+        // (operation, has a body, deletes)
         let ops = [
-            (&mut item.get, false),
-            (&mut item.put, true),
-            (&mut item.post, true),
-            (&mut item.delete, false),
-            (&mut item.patch, true),
+            (&mut item.get, false, false),
+            (&mut item.put, true, false),
+            (&mut item.post, true, false),
+            (&mut item.delete, false, true),
+            (&mut item.patch, true, false),
         ];
-        for (op, writes) in ops {
+        for (op, writes, deletes) in ops {
             let Some(op) = op.as_mut() else { continue };
             let mut errors: Vec<(&str, &str)> = vec![
                 ("500", "Internal error"),
@@ -71,6 +72,12 @@ fn complete(mut doc: OpenApi) -> OpenApi {
             if has_path_params {
                 errors.push(("404", "No such resource"));
                 errors.push(("422", "A path parameter is not a valid name"));
+            }
+            if deletes {
+                errors.push((
+                    "409",
+                    "The resource may not be deleted now, or changed concurrently",
+                ));
             }
             if writes || op.request_body.is_some() {
                 errors.push(("400", "Malformed body (the detail has line and column)"));

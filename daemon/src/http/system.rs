@@ -43,6 +43,8 @@ pub struct NodeInfo {
     pub data_dir: String,
     /// The workload runtime backend: `process`, `docker` or `k3s`.
     pub runtime: String,
+    /// Whether CPU/memory limits are enforced, and if not, why.
+    pub limits: String,
     pub gpus: GpuInventory,
     pub k3s: K3sState,
 }
@@ -118,6 +120,7 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
         host,
         data_dir: state.config.data_dir.display().to_string(),
         runtime: state.config.runtime.as_str().to_string(),
+        limits: state.scheduler.runtime().limits_note(),
         gpus: state.gpus.snapshot(),
         k3s,
     })
@@ -136,10 +139,24 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+/// The workload queue: what runs, what waits and why, and the node's capacity.
+/// Users see only their own namespace's entries.
+#[utoipa::path(tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
+#[get("/api/v1/queue")]
+async fn queue(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<web::Json<crate::scheduler::QueueSummary>, ApiError> {
+    let mut summary = state.scheduler.summary().await?;
+    summary.items.retain(|item| caller.0.can_access(&item.namespace));
+    Ok(web::Json(summary))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(healthz)
         .service(readyz)
         .service(version)
         .service(node)
-        .service(metrics);
+        .service(metrics)
+        .service(queue);
 }

@@ -13,8 +13,27 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadsConfig {
+    /// Size at which a workload's log is rotated (one older file is kept).
+    pub log_max_bytes: u64,
+    /// Directories put in front of `PATH` for every process workload, e.g. a venv's
+    /// `bin` so that pipeline steps find the Python and packages they need.
+    pub path_prefix: Option<String>,
+}
+
+impl Default for WorkloadsConfig {
+    fn default() -> Self {
+        WorkloadsConfig {
+            log_max_bytes: 32 * 1024 * 1024,
+            path_prefix: None,
+        }
+    }
+}
+
 /// Who a workload belongs to; the scheduler and `list` select by it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     /// `Job`, `PipelineRun`, `InferenceService`, `Notebook`, ...
     pub kind: String,

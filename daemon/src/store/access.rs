@@ -112,6 +112,10 @@ pub fn delete_user(conn: &Connection, name: &str) -> Result<(), StoreError> {
 }
 
 /// Registers a namespace that an admin used without a user owning it.
+#[allow(
+    dead_code,
+    reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+)]
 pub fn ensure_namespace(conn: &Connection, name: &str) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO namespaces (name, owner, created_at) VALUES (?1, NULL, ?2) ON CONFLICT (name) DO NOTHING",

@@ -58,6 +58,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_resource ON events(resource_uid);
     "#,
+    // 2: the workload queue and ledger. One row per workload (job attempt, pipeline
+    // step, replica, notebook); GPU allocations live on the row, so they are exactly
+    // the rows that are starting or running.
+    r#"
+    CREATE TABLE workloads (
+        id            TEXT PRIMARY KEY,
+        owner_uid     TEXT NOT NULL,
+        owner_kind    TEXT NOT NULL,
+        namespace     TEXT NOT NULL,
+        owner_name    TEXT NOT NULL,
+        priority      INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        phase         TEXT NOT NULL,
+        spec          TEXT NOT NULL,
+        cpu_millis    INTEGER NOT NULL,
+        memory_bytes  INTEGER NOT NULL,
+        gpu_count     INTEGER NOT NULL,
+        gpu_uuids     TEXT NOT NULL DEFAULT '[]',
+        pending_reason TEXT,
+        exit          TEXT,
+        created_at    TEXT NOT NULL,
+        started_at    TEXT,
+        finished_at   TEXT
+    );
+    CREATE INDEX workloads_by_owner ON workloads(owner_uid);
+    CREATE INDEX workloads_by_phase ON workloads(phase);
+    "#,
 ];
 
 pub fn supported_version() -> i64 {

@@ -4,13 +4,22 @@
 
 pub mod access;
 mod migrations;
+#[allow(
+    dead_code,
+    reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+)]
 pub mod resources;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+#[allow(
+    unused_imports,
+    reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+)]
 pub use resources::{EventRecord, NewResource, Resource};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,10 @@ impl Store {
         })
     }
 
+    #[allow(
+        dead_code,
+        reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
+    )]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,0 +1,324 @@
+//! `/api/v1/namespaces/{namespace}/jobs`: Kubernetes `batch/v1` Jobs.
+
+use std::time::Duration;
+
+use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::body::Document;
+use super::errors::ApiError;
+use super::AppState;
+use crate::jobs::JobError;
+use crate::model::strict::FieldError;
+use crate::store::EventRecord;
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> ApiError {
+        match e {
+            FieldError::Unsupported { path, detail } => ApiError::unsupported(path, detail),
+            FieldError::Invalid { path, detail } => ApiError::invalid(path, detail),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::Field(f) => f.into(),
+            JobError::NotFound { .. } | JobError::NoAttempt(_) => ApiError::NotFound(e.to_string()),
+            JobError::Unschedulable(message) => {
+                ApiError::invalid("spec.template.spec.containers[0].resources", message)
+            }
+            JobError::Store(s) => s.into(),
+            JobError::Scheduler(s) => s.into(),
+        }
+    }
+}
+
+/// A Kubernetes `batch/v1` Job document (see the Kubernetes API reference); `status`
+/// is Hearth's, in the upstream shape, with Hearth's queue view under `status.hearth`.
+#[derive(ToSchema)]
+#[schema(value_type = Object, example = json!({
+    "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"},
+    "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "main", "image": "python:3.11", "command": ["python", "-c", "print('hi')"],
+         "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}}
+}))]
+pub struct JobDocument(Value);
+
+#[derive(ToSchema)]
+pub struct JobList {
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+}
+
+#[derive(serde::Serialize, ToSchema)]
+pub struct EventList {
+    pub items: Vec<EventRecord>,
+}
+
+#[derive(Deserialize)]
+pub struct JobPath {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Keep the connection open and stream new output until the attempt ends.
+    #[serde(default)]
+    follow: bool,
+    /// Only the last N lines.
+    tail: Option<usize>,
+    /// Which attempt (0-based); the latest by default.
+    attempt: Option<usize>,
+}
+
+fn list_json(items: Vec<Value>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"apiVersion": "batch/v1", "kind": "JobList", "items": items}))
+}
+
+/// Create a job from a `batch/v1` Job document (JSON or YAML).
+#[utoipa::path(
+    tag = "jobs",
+    params(("namespace" = String, Path)),
+    request_body(content = JobDocument, content_type = "application/yaml"),
+    responses((status = 201, body = JobDocument))
+)]
+#[post("/api/v1/namespaces/{namespace}/jobs")]
+async fn create_job(
+    caller: Caller,
+    state: web::Data<AppState>,
+    namespace: web::Path<String>,
+    body: Document,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&namespace)?;
+    let created = state.jobs.create(&namespace, body.single()?).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path)), responses((status = 200, body = JobList)))]
+#[get("/api/v1/namespaces/{namespace}/jobs")]
+async fn list_jobs(
+    caller: Caller,
+    state: web::Data<AppState>,
+    namespace: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&namespace)?;
+    Ok(list_json(state.jobs.list(&namespace).await?))
+}
+
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = JobDocument)))]
+#[get("/api/v1/namespaces/{namespace}/jobs/{name}")]
+async fn get_job(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    Ok(HttpResponse::Ok().json(state.jobs.get(&path.namespace, &path.name).await?))
+}
+
+/// Replace a job. The pod template is immutable, as in Kubernetes.
+#[utoipa::path(
+    tag = "jobs",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    request_body(content = JobDocument, content_type = "application/yaml"),
+    responses((status = 200, body = JobDocument))
+)]
+#[put("/api/v1/namespaces/{namespace}/jobs/{name}")]
+async fn replace_job(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+    body: Document,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    Ok(HttpResponse::Ok().json(
+        state
+            .jobs
+            .replace(&path.namespace, &path.name, body.single()?)
+            .await?,
+    ))
+}
+
+/// Change a job with a JSON merge patch (RFC 7396).
+#[utoipa::path(
+    tag = "jobs",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    request_body(content = Object, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = JobDocument))
+)]
+#[patch("/api/v1/namespaces/{namespace}/jobs/{name}")]
+async fn patch_job(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+    body: Document,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    Ok(HttpResponse::Ok().json(
+        state
+            .jobs
+            .patch(&path.namespace, &path.name, body.single()?)
+            .await?,
+    ))
+}
+
+/// Delete a job: running attempts are stopped (SIGTERM, then SIGKILL after the grace period).
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 202, description = "Deletion started")))]
+#[delete("/api/v1/namespaces/{namespace}/jobs/{name}")]
+async fn delete_job(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    state.jobs.delete(&path.namespace, &path.name).await?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({"kind": "Status", "status": "Success", "details": {"name": path.name, "kind": "jobs"}})))
+}
+
+/// Events of a job, as `kubectl describe` lists them.
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = EventList)))]
+#[get("/api/v1/namespaces/{namespace}/jobs/{name}/events")]
+async fn job_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+) -> Result<web::Json<EventList>, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    Ok(web::Json(EventList {
+        items: state.jobs.events(&path.namespace, &path.name).await?,
+    }))
+}
+
+fn last_lines(text: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &text[text.len()..];
+    }
+    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut seen = 0;
+    for (i, b) in trimmed.iter().enumerate().rev() {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &text[i + 1..];
+            }
+        }
+    }
+    text
+}
+
+/// The job's output (stdout and stderr interleaved); `follow=true` streams it.
+#[utoipa::path(
+    tag = "jobs",
+    params(("namespace" = String, Path), ("name" = String, Path), LogQuery),
+    responses((status = 200, description = "Log text", body = String, content_type = "text/plain"))
+)]
+#[get("/api/v1/namespaces/{namespace}/jobs/{name}/logs")]
+async fn job_logs(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<JobPath>,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.0.authorize_namespace(&path.namespace)?;
+    crate::auth::validate_dns_label("name", &path.name)?;
+    let log = state.jobs.log(&path.namespace, &path.name, query.attempt).await?;
+    let mut existing = Vec::new();
+    let mut offset = 0u64;
+    if let Some(log) = &log {
+        for file in &log.files {
+            if let Ok(bytes) = tokio::fs::read(file).await {
+                offset = bytes.len() as u64;
+                existing.extend_from_slice(&bytes);
+            }
+        }
+    }
+    let initial = match query.tail {
+        Some(n) => last_lines(&existing, n).to_vec(),
+        None => existing,
+    };
+    let response = || {
+        let mut r = HttpResponse::Ok();
+        r.content_type("text/plain; charset=utf-8");
+        r
+    };
+    if !query.follow {
+        return Ok(response().body(initial));
+    }
+    let jobs = state.jobs.clone();
+    let (namespace, name, attempt) = (path.namespace.clone(), path.name.clone(), query.attempt);
+    let first =
+        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(web::Bytes::from(initial)) });
+    // Follow: read what the attempt appends until it has ended and nothing is left.
+    let rest = futures_util::stream::unfold((offset, false), move |(offset, done)| {
+        let jobs = jobs.clone();
+        let (namespace, name) = (namespace.clone(), name.clone());
+        async move {
+            if done {
+                return None;
+            }
+            let mut offset = offset;
+            loop {
+                let log = match jobs.log(&namespace, &name, attempt).await {
+                    Ok(Some(log)) => log,
+                    Ok(None) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(_) => return None,
+                };
+                let finished = log.finished;
+                let Some(current) = log.files.last() else {
+                    if finished {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let len = tokio::fs::metadata(current).await.map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    // Rotated underneath us: the live file starts again from zero.
+                    offset = 0;
+                }
+                if len > offset {
+                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                    if let Ok(mut file) = tokio::fs::File::open(current).await {
+                        let _ = file.seek(std::io::SeekFrom::Start(offset)).await;
+                        let mut chunk = Vec::with_capacity((len - offset) as usize);
+                        let _ = file.take(len - offset).read_to_end(&mut chunk).await;
+                        let next = offset + chunk.len() as u64;
+                        return Some((Ok(web::Bytes::from(chunk)), (next, false)));
+                    }
+                }
+                if finished {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    Ok(response().streaming(futures_util::StreamExt::chain(first, rest)))
+}
+
+pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(create_job)
+        .service(list_jobs)
+        .service(get_job)
+        .service(replace_job)
+        .service(patch_job)
+        .service(delete_job)
+        .service(job_events)
+        .service(job_logs);
+}

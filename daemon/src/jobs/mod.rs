@@ -1,0 +1,254 @@
+//! Jobs: Kubernetes `batch/v1` Job documents run as workloads through the shared GPU
+//! queue. The API layer calls these functions; the controller turns specs into
+//! workload attempts and attempts into Job status.
+
+pub mod controller;
+pub mod spec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::controller::WorkQueue;
+use crate::model::meta;
+use crate::model::strict::FieldError;
+use crate::scheduler::{Scheduler, SchedulerError, WorkloadPhase};
+use crate::store::resources::{self, NewResource};
+use crate::store::{access, EventRecord, Store, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// First retry delay after a failed attempt; doubles per failure up to 6 minutes,
+    /// as Kubernetes does.
+    pub backoff_base_seconds: f64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            backoff_base_seconds: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("job {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    #[error("{0}")]
+    Unschedulable(String),
+    #[error("the job has no attempt {0}")]
+    NoAttempt(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Scheduler(SchedulerError),
+}
+
+impl From<SchedulerError> for JobError {
+    fn from(e: SchedulerError) -> JobError {
+        match e {
+            SchedulerError::Unsatisfiable(message) => JobError::Unschedulable(message),
+            other => JobError::Scheduler(other),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    store: Store,
+    scheduler: Scheduler,
+    queue: Arc<WorkQueue>,
+    config: JobsConfig,
+}
+
+/// Where a job's log is, and whether more may come.
+pub struct JobLog {
+    pub workload_id: String,
+    pub files: Vec<PathBuf>,
+    pub finished: bool,
+}
+
+fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
+    match e {
+        StoreError::NotFound { .. } => JobError::NotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        },
+        other => JobError::Store(other),
+    }
+}
+
+pub fn render(resource: &resources::Resource) -> Value {
+    meta::render(resource, spec::API_VERSION, spec::KIND)
+}
+
+impl Jobs {
+    pub fn new(store: Store, scheduler: Scheduler, config: JobsConfig) -> Jobs {
+        Jobs {
+            store,
+            scheduler,
+            queue: WorkQueue::new(),
+            config,
+        }
+    }
+
+    pub fn queue(&self) -> Arc<WorkQueue> {
+        Arc::clone(&self.queue)
+    }
+
+    fn validate(
+        &self,
+        document: &Value,
+        name_from_path: Option<&str>,
+    ) -> Result<(meta::Metadata, Value, spec::JobSpec), JobError> {
+        meta::check_type(document, &[spec::API_VERSION], spec::KIND)?;
+        crate::model::strict::only_keys(
+            document,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "status"],
+            "not part of a Job",
+        )?;
+        let metadata = meta::parse(document, name_from_path)?;
+        let spec_value = document
+            .get("spec")
+            .cloned()
+            .ok_or_else(|| FieldError::invalid("spec", "is required"))?;
+        let parsed = spec::parse(&spec_value)?;
+        Ok((metadata, spec_value, parsed))
+    }
+
+    pub async fn create(&self, namespace: &str, document: Value) -> Result<Value, JobError> {
+        let (metadata, spec_value, parsed) = self.validate(&document, None)?;
+        self.scheduler.check_satisfiable(&parsed.resources, namespace)?;
+        let new = NewResource {
+            kind: spec::KIND.into(),
+            namespace: namespace.into(),
+            name: metadata.name,
+            metadata: metadata.stored,
+            spec: spec_value,
+            status: serde_json::json!({}),
+        };
+        let ns = namespace.to_string();
+        let created = self
+            .store
+            .call(move |conn| {
+                access::ensure_namespace(conn, &ns)?;
+                resources::create(conn, new)
+            })
+            .await?;
+        self.queue.add(&created.uid);
+        Ok(render(&created))
+    }
+
+    async fn load(&self, namespace: &str, name: &str) -> Result<resources::Resource, JobError> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        self.store
+            .call(move |conn| resources::get(conn, spec::KIND, &ns, &n))
+            .await
+            .map_err(|e| not_found(e, namespace, name))
+    }
+
+    pub async fn get(&self, namespace: &str, name: &str) -> Result<Value, JobError> {
+        Ok(render(&self.load(namespace, name).await?))
+    }
+
+    pub async fn list(&self, namespace: &str) -> Result<Vec<Value>, JobError> {
+        let ns = namespace.to_string();
+        let all = self
+            .store
+            .call(move |conn| resources::list(conn, spec::KIND, Some(&ns)))
+            .await?;
+        Ok(all.iter().map(render).collect())
+    }
+
+    /// PUT: as in Kubernetes, the pod template of a job is immutable; limits such as
+    /// `backoffLimit`, `activeDeadlineSeconds` and `ttlSecondsAfterFinished` may change.
+    pub async fn replace(&self, namespace: &str, name: &str, document: Value) -> Result<Value, JobError> {
+        let current = self.load(namespace, name).await?;
+        let (metadata, spec_value, _) = self.validate(&document, Some(name))?;
+        if current.spec.get("template") != spec_value.get("template") {
+            return Err(FieldError::invalid(
+                "spec.template",
+                "is immutable once a job exists; delete and re-create the job",
+            )
+            .into());
+        }
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let updated = self
+            .store
+            .call(move |conn| {
+                resources::replace_spec(conn, spec::KIND, &ns, &n, &metadata.stored, &spec_value)
+            })
+            .await?;
+        self.queue.add(&updated.uid);
+        Ok(render(&updated))
+    }
+
+    /// PATCH with a JSON merge patch (RFC 7396) over the current document.
+    pub async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<Value, JobError> {
+        let current = self.load(namespace, name).await?;
+        let mut document = render(&current);
+        meta::merge_patch(&mut document, &patch);
+        self.replace(namespace, name, document).await
+    }
+
+    /// Cancels what runs and removes the job once its workloads have stopped.
+    pub async fn delete(&self, namespace: &str, name: &str) -> Result<(), JobError> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let marked = self
+            .store
+            .call(move |conn| resources::request_deletion(conn, spec::KIND, &ns, &n))
+            .await
+            .map_err(|e| not_found(e, namespace, name))?;
+        self.queue.add(&marked.uid);
+        Ok(())
+    }
+
+    pub async fn events(&self, namespace: &str, name: &str) -> Result<Vec<EventRecord>, JobError> {
+        let job = self.load(namespace, name).await?;
+        Ok(self
+            .store
+            .call(move |conn| resources::list_events(conn, &job.uid))
+            .await?)
+    }
+
+    /// The log of one attempt (0-based; the latest by default).
+    pub async fn log(
+        &self,
+        namespace: &str,
+        name: &str,
+        attempt: Option<usize>,
+    ) -> Result<Option<JobLog>, JobError> {
+        let job = self.load(namespace, name).await?;
+        let attempts = self.scheduler.list_by_owner(&job.uid).await?;
+        let chosen = match attempt {
+            Some(i) => Some(attempts.get(i).ok_or(JobError::NoAttempt(i))?),
+            None => attempts.last(),
+        };
+        let Some(record) = chosen else { return Ok(None) };
+        let files = match record.phase {
+            WorkloadPhase::Queued => Vec::new(),
+            _ => self.scheduler.log_files(&record.id).await.unwrap_or_default(),
+        };
+        Ok(Some(JobLog {
+            workload_id: record.id.clone(),
+            files,
+            finished: record.phase.is_final(),
+        }))
+    }
+
+    pub async fn workload_finished(&self, id: &str) -> Result<bool, JobError> {
+        Ok(self
+            .scheduler
+            .get(id)
+            .await?
+            .map(|r| r.phase.is_final())
+            .unwrap_or(true))
+    }
+}

@@ -1,0 +1,190 @@
+//! The durable workload queue: every submitted workload is a row from `Queued` to a
+//! final phase. The scheduler is the only writer.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{now_rfc3339, StoreError};
+use crate::runtime::{ExitInfo, Owner, Workload};
+use crate::scheduler::{PriorityClass, WorkloadPhase, WorkloadRecord};
+
+const COLUMNS: &str = "id, owner_uid, owner_kind, namespace, owner_name, priority, seq, phase, spec, gpu_uuids, pending_reason, exit, created_at, started_at, finished_at";
+
+struct Raw {
+    record: WorkloadRecord,
+    spec: String,
+    gpus: String,
+    exit: Option<String>,
+    priority: i64,
+    phase: String,
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Raw> {
+    Ok(Raw {
+        record: WorkloadRecord {
+            id: r.get(0)?,
+            owner: Owner {
+                uid: r.get(1)?,
+                kind: r.get(2)?,
+                namespace: r.get(3)?,
+                name: r.get(4)?,
+            },
+            priority: PriorityClass::Batch,
+            seq: r.get(6)?,
+            phase: WorkloadPhase::Queued,
+            workload: Workload::default(),
+            pending_reason: r.get(10)?,
+            gpu_uuids: Vec::new(),
+            exit: None,
+            created_at: r.get(12)?,
+            started_at: r.get(13)?,
+            finished_at: r.get(14)?,
+        },
+        priority: r.get(5)?,
+        phase: r.get(7)?,
+        spec: r.get(8)?,
+        gpus: r.get(9)?,
+        exit: r.get(11)?,
+    })
+}
+
+fn decode(raw: Raw) -> Result<WorkloadRecord, StoreError> {
+    let mut record = raw.record;
+    record.priority = PriorityClass::from_rank(raw.priority);
+    record.phase = WorkloadPhase::parse(&raw.phase).ok_or_else(|| {
+        StoreError::Conflict(format!("workload {} has unknown phase {}", record.id, raw.phase))
+    })?;
+    record.workload = serde_json::from_str(&raw.spec)?;
+    record.gpu_uuids = serde_json::from_str(&raw.gpus)?;
+    record.exit = raw
+        .exit
+        .as_deref()
+        .map(serde_json::from_str::<ExitInfo>)
+        .transpose()?;
+    Ok(record)
+}
+
+fn query(
+    conn: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<WorkloadRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM workloads WHERE {filter} ORDER BY priority DESC, seq");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args, from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decode(row?)?);
+    }
+    Ok(out)
+}
+
+/// Inserts a queued workload; an existing id is returned unchanged (`false`).
+pub fn insert(
+    conn: &Connection,
+    workload: &Workload,
+    priority: PriorityClass,
+) -> Result<(WorkloadRecord, bool), StoreError> {
+    if let Some(existing) = get(conn, &workload.id)? {
+        return Ok((existing, false));
+    }
+    let seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM workloads", [], |r| {
+        r.get(0)
+    })?;
+    conn.execute(
+        "INSERT INTO workloads (id, owner_uid, owner_kind, namespace, owner_name, priority, seq, phase, spec,
+                                cpu_millis, memory_bytes, gpu_count, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'Queued', ?8, ?9, ?10, ?11, ?12)",
+        params![
+            workload.id,
+            workload.owner.uid,
+            workload.owner.kind,
+            workload.owner.namespace,
+            workload.owner.name,
+            priority.rank(),
+            seq,
+            serde_json::to_string(workload)?,
+            workload.resources.cpu_millis as i64,
+            workload.resources.memory_bytes as i64,
+            i64::from(workload.resources.gpus),
+            now_rfc3339(),
+        ],
+    )?;
+    let record = get(conn, &workload.id)?
+        .ok_or_else(|| StoreError::Conflict(format!("workload {} vanished after insert", workload.id)))?;
+    Ok((record, true))
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<WorkloadRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM workloads WHERE id = ?1");
+    conn.query_row(&sql, params![id], from_row)
+        .optional()?
+        .map(decode)
+        .transpose()
+}
+
+pub fn by_owner(conn: &Connection, owner_uid: &str) -> Result<Vec<WorkloadRecord>, StoreError> {
+    query(conn, "owner_uid = ?1", &[&owner_uid])
+}
+
+/// Queued, starting and running workloads, in admission order.
+pub fn unfinished(conn: &Connection) -> Result<Vec<WorkloadRecord>, StoreError> {
+    query(conn, "phase IN ('Queued', 'Starting', 'Running')", &[])
+}
+
+pub fn set_pending_reason(conn: &Connection, id: &str, reason: Option<&str>) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE workloads SET pending_reason = ?1 WHERE id = ?2 AND phase = 'Queued'",
+        params![reason, id],
+    )?;
+    Ok(())
+}
+
+/// Claims GPUs and marks the workload as starting; fails if it is no longer queued.
+pub fn mark_starting(
+    conn: &Connection,
+    id: &str,
+    gpu_uuids: &[String],
+    spec: &Workload,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE workloads SET phase = 'Starting', gpu_uuids = ?1, spec = ?2, pending_reason = NULL
+         WHERE id = ?3 AND phase = 'Queued'",
+        params![
+            serde_json::to_string(gpu_uuids)?,
+            serde_json::to_string(spec)?,
+            id
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
+pub fn mark_running(conn: &Connection, id: &str, started_at: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE workloads SET phase = 'Running', started_at = COALESCE(started_at, ?1)
+         WHERE id = ?2 AND phase IN ('Starting', 'Running')",
+        params![started_at, id],
+    )?;
+    Ok(())
+}
+
+/// Records the end; GPUs are released because only starting/running rows count.
+pub fn mark_finished(
+    conn: &Connection,
+    id: &str,
+    phase: WorkloadPhase,
+    exit: &ExitInfo,
+) -> Result<bool, StoreError> {
+    let changed = conn.execute(
+        "UPDATE workloads SET phase = ?1, exit = ?2, finished_at = ?3, pending_reason = NULL,
+                started_at = COALESCE(started_at, ?4)
+         WHERE id = ?5 AND phase IN ('Queued', 'Starting', 'Running')",
+        params![
+            phase.as_str(),
+            serde_json::to_string(exit)?,
+            exit.finished_at,
+            exit.started_at,
+            id
+        ],
+    )?;
+    Ok(changed == 1)
+}

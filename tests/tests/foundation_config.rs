@@ -1,0 +1,221 @@
+//! Configuration: a bad file or variable stops start-up naming what is wrong, and
+//! `hearth config show` prints the effective configuration (defaults < file < env < flags).
+
+use std::process::Output;
+
+use hearth_e2e::{hearth_command, spawn_daemon_with, Options};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = hearth_command();
+    cmd.args(args).envs(env.iter().copied());
+    cmd.output().expect("run hearth")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn unknown_key_stops_start_up_naming_key_and_file() {
+    let data = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("colour = \"red\"\n", "colour"),
+        ("[gpu]\nsimulte = 2\n", "simulte"),
+        ("[metrix]\npublic = true\n", "metrix"),
+    ] {
+        let file = config_file(text);
+        let path = file.path().to_str().unwrap();
+        let out = run(
+            &[
+                "serve",
+                "--config",
+                path,
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        assert!(!out.status.success(), "started with {text:?}");
+        let err = stderr(&out);
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains(path), "{err}");
+        assert!(
+            !data.path().join("hearth.db").exists(),
+            "a bad config still opened the store"
+        );
+    }
+}
+
+#[test]
+fn bad_values_are_refused_naming_where_they_came_from() {
+    let data = tempfile::tempdir().unwrap();
+    let data = data.path().to_str().unwrap();
+    let empty = config_file("");
+    let empty = empty.path().to_str().unwrap();
+    let out = run(
+        &["serve", "--config", empty, "--data-dir", data],
+        &[("HEARTH_MAX_BODY_BYTES", "lots")],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("HEARTH_MAX_BODY_BYTES"), "{}", stderr(&out));
+
+    let out = run(
+        &["serve", "--config", empty, "--data-dir", data],
+        &[("HEARTH_LISTEN", "nowhere")],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("HEARTH_LISTEN"), "{}", stderr(&out));
+
+    let out = run(
+        &[
+            "serve",
+            "--config",
+            empty,
+            "--data-dir",
+            data,
+            "--listen",
+            "nowhere:x",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+
+    let file = config_file("runtime = \"podman\"\n");
+    let path = file.path().to_str().unwrap();
+    let out = run(&["serve", "--config", path, "--data-dir", data], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(path) && err.contains("podman"), "{err}");
+
+    let file = config_file("max_body_bytes = 10\n");
+    let out = run(
+        &[
+            "serve",
+            "--config",
+            file.path().to_str().unwrap(),
+            "--data-dir",
+            data,
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("max_body_bytes"), "{}", stderr(&out));
+
+    let missing = run(
+        &[
+            "serve",
+            "--config",
+            "/nonexistent/hearth.toml",
+            "--data-dir",
+            data,
+        ],
+        &[],
+    );
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("/nonexistent/hearth.toml"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn config_show_reflects_precedence() {
+    let file = config_file("log_level = \"warn\"\nmax_body_bytes = 2048\nshutdown_timeout_seconds = 7\n[gpu]\nsimulate = 1\nrefresh_seconds = 9\n");
+    let path = file.path().to_str().unwrap();
+    let out = run(
+        &[
+            "config",
+            "show",
+            "--config",
+            path,
+            "--log-level",
+            "debug",
+            "--data-dir",
+            "/tmp/hearth-flag",
+        ],
+        &[
+            ("HEARTH_MAX_BODY_BYTES", "4096"),
+            ("HEARTH_LOG_LEVEL", "error"),
+            ("HEARTH_GPU_SIMULATE", "3"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let shown: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(text.contains(path), "the file used is not named:\n{text}");
+    assert_eq!(
+        shown["log_level"].as_str(),
+        Some("debug"),
+        "flag beats env and file"
+    );
+    assert_eq!(shown["max_body_bytes"].as_integer(), Some(4096), "env beats file");
+    assert_eq!(
+        shown["shutdown_timeout_seconds"].as_integer(),
+        Some(7),
+        "file beats default"
+    );
+    assert_eq!(shown["data_dir"].as_str(), Some("/tmp/hearth-flag"));
+    assert_eq!(shown["gpu"]["simulate"].as_integer(), Some(3));
+    assert_eq!(shown["gpu"]["refresh_seconds"].as_integer(), Some(9));
+    assert_eq!(shown["listen"].as_str(), Some("127.0.0.1:8470"), "default");
+    assert_eq!(shown["runtime"].as_str(), Some("process"));
+
+    // HEARTH_CONFIG names the file when --config is absent.
+    let out = run(&["config", "show"], &[("HEARTH_CONFIG", path)]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("shutdown_timeout_seconds = 7"), "{text}");
+}
+
+#[test]
+fn the_daemon_uses_the_effective_config() {
+    let d = spawn_daemon_with(
+        Options::default()
+            .config("max_body_bytes = 4096\n[gpu]\nsimulate = 1")
+            .env("HEARTH_GPU_SIMULATE", "3"),
+    );
+    let r = d.get("/api/v1/node", d.admin());
+    assert_eq!(r.body["gpus"]["devices"].as_array().unwrap().len(), 3, "{r}");
+    let r = d.send_body(
+        reqwest::Method::POST,
+        "/api/v1/tokens",
+        d.admin(),
+        "application/json",
+        "x".repeat(5000),
+    );
+    r.assert_problem(413, "payload_too_large");
+    assert!(r.body["detail"].as_str().unwrap().contains("4096"), "{r}");
+}
+
+#[test]
+fn unavailable_runtime_is_refused_clearly() {
+    let data = tempfile::tempdir().unwrap();
+    let empty = config_file("");
+    let out = run(
+        &[
+            "serve",
+            "--config",
+            empty.path().to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--serving-listen",
+            "127.0.0.1:0",
+            "--runtime",
+            "docker",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("docker"), "{}", stderr(&out));
+}
