@@ -133,6 +133,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         wake: Arc::new(tokio::sync::Notify::new()),
     };
 
+    let metrics = Arc::new(Metrics::new());
+    let plane = crate::serving::dataplane::DataPlane::new(Arc::clone(&serving.config), Some(auth.clone()));
+    plane.metrics.register(&metrics);
+    let serving_controller = Arc::new(crate::serving::controller::Controller::new(
+        store.clone(),
+        scheduler.clone(),
+        Arc::clone(&plane),
+        Arc::clone(&serving.runtimes),
+        config.data_dir.clone(),
+        Arc::clone(&serving.wake),
+    ));
+
     let doc = http::openapi::document();
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
@@ -140,7 +152,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         auth,
         gpus: gpus.clone(),
         health: health.clone(),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
         serving,
@@ -165,7 +177,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .listen(api_listener)?
             .run();
         let serving = actix_web::HttpServer::new(move || {
-            crate::serving::dataplane::app().app_data(web::PayloadConfig::new(max_body))
+            crate::serving::dataplane::app(Arc::clone(&plane), max_body)
         })
         .workers(workers)
         .disable_signals()
@@ -180,12 +192,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         let background = spawn_background(state.clone());
+        // On the actix thread: the controller's HTTP client (probes, model fetches) is awc.
+        let serving_loop = actix_web::rt::spawn(serving_controller.run(state.health.clone()));
         systemd::notify_ready(&status_line(&state).await);
 
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down: draining requests");
         systemd::notify_stopping();
         background.abort();
+        serving_loop.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));

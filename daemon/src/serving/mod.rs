@@ -2,7 +2,12 @@
 //! data-plane proxy speaking the KServe V1 and V2 (Open Inference) protocols, and a
 //! Knative-KPA-style autoscaler with scale to zero.
 
+pub mod autoscaler;
+pub mod cache;
+pub mod controller;
 pub mod dataplane;
 pub mod isvc;
+pub mod pool;
+pub mod protocol;
 pub mod runtimes;
 pub mod service;
