@@ -83,16 +83,34 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if from.is_dir() {
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+/// Largest local model copied into the cache; a larger tree is refused rather than
+/// filling the disk (a `storageUri: file:///` would otherwise copy the whole host).
+const MAX_LOCAL_MODEL_BYTES: u64 = 64 << 30;
+const MAX_LOCAL_MODEL_FILES: u64 = 100_000;
+
+/// Copies regular files and directories (symlinks are not followed), counting bytes.
+fn copy_tree(from: &Path, to: &Path, budget: &mut (u64, u64)) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    budget.1 += 1;
+    if budget.1 > MAX_LOCAL_MODEL_FILES {
+        return Err(format!("more than {MAX_LOCAL_MODEL_FILES} files; point storageUri at the model's own directory"));
+    }
+    if meta.is_dir() {
+        std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+        let entries = std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()), budget)?;
         }
         Ok(())
+    } else if meta.is_file() {
+        budget.0 += meta.len();
+        if budget.0 > MAX_LOCAL_MODEL_BYTES {
+            return Err(format!("the model is larger than {MAX_LOCAL_MODEL_BYTES} bytes"));
+        }
+        std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()))
     } else {
-        std::fs::copy(from, to).map(|_| ())
+        Ok(())
     }
 }
 
@@ -576,7 +594,10 @@ impl Controller {
         std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         match &storage {
             Storage::File { path } => {
-                let from = Path::new(path);
+                let from = PathBuf::from(path);
+                if ["/", "/proc", "/sys", "/dev"].iter().any(|p| from == Path::new(p) || from.starts_with(format!("{p}/")) && *p != "/") {
+                    return Err(format!("storageUri: {path} is not a model directory"));
+                }
                 if !from.exists() {
                     return Err(format!("storageUri: {path} does not exist"));
                 }
@@ -585,7 +606,11 @@ impl Controller {
                 } else {
                     tmp.join(from.file_name().unwrap_or_default())
                 };
-                copy_tree(from, &target).map_err(|e| format!("copying {path}: {e}"))?;
+                // Off the controller's thread: a large copy must not stall routing.
+                tokio::task::spawn_blocking(move || copy_tree(&from, &target, &mut (0, 0)))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("copying {path}: {e}"))?;
             }
             Storage::Http { url } => self.download(url, &tmp).await?,
             Storage::S3 { bucket, key } => {

@@ -363,10 +363,21 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
     let Some(pool) = pick_target(&route) else {
         let message = format!("InferenceService {}/{} has no ready revision yet", route.namespace, route.name);
         return match call {
-            Call::V1Ready => error(StatusCode::SERVICE_UNAVAILABLE, message, None),
+            // The kserve client reads 503 as "not ready" and needs a JSON body.
+            Call::V1Ready | Call::V2Ready => {
+                HttpResponse::ServiceUnavailable().json(json!({"name": model, "ready": false, "error": message}))
+            }
             _ => error(StatusCode::SERVICE_UNAVAILABLE, message, None),
         };
     };
+    if matches!(call, Call::V1Ready | Call::V2Ready) {
+        // A routed revision is ready by construction (it passed its readiness check);
+        // at zero replicas the activator starts one on the first request, so the
+        // model still counts as ready, as behind Knative's activator.
+        return HttpResponse::Ok()
+            .insert_header((REVISION_HEADER, pool.revision.clone()))
+            .json(json!({"name": model, "ready": true}));
+    }
     let revision = pool.revision.clone();
     let labels = RevisionLabels {
         namespace: route.namespace.clone(),
