@@ -60,6 +60,10 @@ pub struct Controller {
     pub wake: Arc<Notify>,
     revisions: Mutex<HashMap<String, RevState>>,
     draining: Mutex<HashSet<String>>,
+    /// Replicas this controller stopped (drained, timed out); any other exit of a
+    /// replica is a failure, whatever its code (MLServer exits 0 when a model fails
+    /// to load).
+    stopped: Mutex<HashSet<String>>,
 }
 
 fn kpa_config(c: &ServingConfig) -> KpaConfig {
@@ -133,6 +137,7 @@ impl Controller {
             wake,
             revisions: Mutex::new(HashMap::new()),
             draining: Mutex::new(HashSet::new()),
+            stopped: Mutex::new(HashSet::new()),
         }
     }
 
@@ -459,7 +464,7 @@ impl Controller {
                         became_ready = true;
                     } else if started_long_ago(w, self.config.readiness_timeout_seconds) {
                         tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
-                        self.scheduler.stop(&w.id).await?;
+                        self.stop(&w.id).await?;
                         timeouts += 1;
                         last_failure = format!("replica {} was not ready within {} s", w.id, self.config.readiness_timeout_seconds);
                     }
@@ -467,13 +472,15 @@ impl Controller {
                 WorkloadPhase::Queued | WorkloadPhase::Starting => {}
                 WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
                     pool.remove(&w.id);
-                    if w.phase == WorkloadPhase::Failed {
+                    let ours = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).contains(&w.id);
+                    if !ours {
                         failures += 1;
-                        last_failure = w
+                        let exit = w
                             .exit
                             .as_ref()
-                            .map(|e| format!("replica {} exited: {} {}", w.id, e.reason, e.message))
+                            .map(|e| format!("{} (exit code {:?}) {}", e.reason, e.exit_code, e.message))
                             .unwrap_or_default();
+                        last_failure = format!("replica {} exited before it was ready: {exit}; log: {}", w.id, self.log_tail(&w.id).await);
                     }
                 }
             }
@@ -489,7 +496,7 @@ impl Controller {
             status["message"] = json!(last_failure);
             for w in &mine {
                 if w.phase.is_active() {
-                    self.scheduler.stop(&w.id).await?;
+                    self.stop(&w.id).await?;
                 }
             }
         }
@@ -500,6 +507,25 @@ impl Controller {
             self.store.call(move |conn| resources::update_status(conn, &uid, &s, None)).await?;
             revision.status = status;
         }
+        Ok(())
+    }
+
+    /// The last lines of a replica's log that mention an error, for status messages.
+    async fn log_tail(&self, id: &str) -> String {
+        let Ok(files) = self.scheduler.log_files(id).await else { return String::new() };
+        let Some(last) = files.last().cloned() else { return String::new() };
+        let text = tokio::task::spawn_blocking(move || std::fs::read(last).unwrap_or_default())
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("rror") || l.contains("xception")).collect();
+        let pick = if lines.is_empty() { text.lines().rev().take(2).collect::<Vec<_>>() } else { lines.into_iter().rev().take(2).collect() };
+        pick.into_iter().rev().collect::<Vec<_>>().join(" | ").chars().take(600).collect()
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), ControllerError> {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        self.scheduler.stop(id).await?;
         Ok(())
     }
 
@@ -536,7 +562,7 @@ impl Controller {
         for id in &draining {
             if pool.drain(id) == 0 {
                 pool.remove(id);
-                self.scheduler.stop(id).await?;
+                self.stop(id).await?;
                 self.draining.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
             }
         }
@@ -569,7 +595,7 @@ impl Controller {
                 self.draining.lock().unwrap_or_else(|p| p.into_inner()).insert(w.id.clone());
                 if pool.drain(&w.id) == 0 {
                     pool.remove(&w.id);
-                    self.scheduler.stop(&w.id).await?;
+                    self.stop(&w.id).await?;
                     self.draining.lock().unwrap_or_else(|p| p.into_inner()).remove(&w.id);
                 }
             }
@@ -734,7 +760,7 @@ impl Controller {
         let mut active = false;
         for w in workloads.iter().filter(|w| w.phase.is_active()) {
             active = true;
-            self.scheduler.stop(&w.id).await?;
+            self.stop(&w.id).await?;
         }
         if active {
             return Ok(());
