@@ -336,7 +336,7 @@ impl Config {
             ("serving.readiness_timeout_seconds", s.readiness_timeout_seconds),
         ];
         for (key, value) in windows {
-            if !(value > 0.0) {
+            if value.is_nan() || value <= 0.0 {
                 return Err(ConfigError::Invalid {
                     key,
                     message: "must be a positive number of seconds".into(),

@@ -21,12 +21,6 @@ spec:
       storageUri: file:///nonexistent/model
 "#;
 
-fn fixtures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/kserve");
-    let alt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/kserve");
-    [dir, alt].into_iter().find(|d| d.join("INDEX.tsv").exists())
-}
-
 #[test]
 fn crud_yaml_json_patch_and_namespaces() {
     let d = spawn_daemon();
@@ -145,4 +139,3 @@ fn bad_documents_are_4xx_naming_the_problem() {
         assert!(text.contains(named), "{named} not named in {r}");
     }
 }
-

@@ -49,8 +49,11 @@ impl Kpa {
     }
 
     fn average(&self, now: Instant, window: Duration, metric: ScaleMetric) -> f64 {
-        let inside: Vec<&(Instant, f64, u64)> =
-            self.samples.iter().filter(|(t, _, _)| now.duration_since(*t) <= window).collect();
+        let inside: Vec<&(Instant, f64, u64)> = self
+            .samples
+            .iter()
+            .filter(|(t, _, _)| now.duration_since(*t) <= window)
+            .collect();
         let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
             return 0.0;
         };
@@ -69,8 +72,11 @@ impl Kpa {
 
     /// Whether anything arrived or was in flight during the window.
     fn any_demand(&self, now: Instant, window: Duration) -> bool {
-        let inside: Vec<&(Instant, f64, u64)> =
-            self.samples.iter().filter(|(t, _, _)| now.duration_since(*t) <= window).collect();
+        let inside: Vec<&(Instant, f64, u64)> = self
+            .samples
+            .iter()
+            .filter(|(t, _, _)| now.duration_since(*t) <= window)
+            .collect();
         inside.iter().any(|(_, c, _)| *c > 0.0)
             || matches!((inside.first(), inside.last()), (Some(a), Some(b)) if b.2 > a.2)
     }
@@ -113,7 +119,10 @@ impl Kpa {
             }
         }
         Decision {
-            desired: desired.clamp(scaling.min_replicas, scaling.max_replicas.max(scaling.min_replicas)),
+            desired: desired.clamp(
+                scaling.min_replicas,
+                scaling.max_replicas.max(scaling.min_replicas),
+            ),
             panicking,
             stable_value: stable,
             panic_value: panic,
@@ -126,7 +135,13 @@ mod tests {
     use super::*;
 
     fn scaling(min: u32, max: u32) -> Scaling {
-        Scaling { min_replicas: min, max_replicas: max, metric: ScaleMetric::Concurrency, target: 1.0, container_concurrency: 0 }
+        Scaling {
+            min_replicas: min,
+            max_replicas: max,
+            metric: ScaleMetric::Concurrency,
+            target: 1.0,
+            container_concurrency: 0,
+        }
     }
 
     fn config() -> KpaConfig {
@@ -146,14 +161,24 @@ mod tests {
         let s = scaling(0, 10);
         // Steady 2 concurrent for 60 s: 2 replicas.
         for i in 0..60 {
-            kpa.record(start + Duration::from_secs(i), 2.0, i * 10, Duration::from_secs(60));
+            kpa.record(
+                start + Duration::from_secs(i),
+                2.0,
+                i * 10,
+                Duration::from_secs(60),
+            );
         }
         let now = start + Duration::from_secs(59);
         let d = kpa.decide(now, &s, 2, &c, Some(now), start);
         assert_eq!((d.desired, d.panicking), (2, false));
         // A burst to 8 for 3 s: panic window says 8 >= 2 x 2 -> panic, scale up at once.
         for i in 60..63 {
-            kpa.record(start + Duration::from_secs(i), 8.0, i * 10, Duration::from_secs(60));
+            kpa.record(
+                start + Duration::from_secs(i),
+                8.0,
+                i * 10,
+                Duration::from_secs(60),
+            );
         }
         let now = start + Duration::from_secs(62);
         let d = kpa.decide(now, &s, 2, &c, Some(now), start);
@@ -163,7 +188,14 @@ mod tests {
         for i in 63..70 {
             kpa.record(start + Duration::from_secs(i), 0.0, 630, Duration::from_secs(60));
         }
-        let d2 = kpa.decide(start + Duration::from_secs(69), &s, d.desired, &c, Some(now), start);
+        let d2 = kpa.decide(
+            start + Duration::from_secs(69),
+            &s,
+            d.desired,
+            &c,
+            Some(now),
+            start,
+        );
         assert_eq!(d2.desired, d.desired);
         // 2 minutes idle: zero after the grace period.
         for i in 70..200 {
@@ -171,6 +203,10 @@ mod tests {
         }
         let late = start + Duration::from_secs(199);
         assert_eq!(kpa.decide(late, &s, 1, &c, Some(now), start).desired, 0);
-        assert_eq!(kpa.decide(late, &scaling(1, 3), 1, &c, Some(now), start).desired, 1, "minReplicas holds");
+        assert_eq!(
+            kpa.decide(late, &scaling(1, 3), 1, &c, Some(now), start).desired,
+            1,
+            "minReplicas holds"
+        );
     }
 }

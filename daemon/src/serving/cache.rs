@@ -82,9 +82,17 @@ impl ResponseCache {
                 map.remove(&oldest);
             }
         }
-        map.insert(key, Entry { value, stored: Instant::now(), used: *clock });
+        map.insert(
+            key,
+            Entry {
+                value,
+                stored: Instant::now(),
+                used: *clock,
+            },
+        );
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).0.len()
     }
@@ -95,13 +103,21 @@ mod tests {
     use super::*;
 
     fn value(s: &str) -> Cached {
-        Cached { body: bytes::Bytes::from(s.to_string()), header_len: None, content_type: "application/json".into() }
+        Cached {
+            body: bytes::Bytes::from(s.to_string()),
+            header_len: None,
+            content_type: "application/json".into(),
+        }
     }
 
     #[test]
     fn lru_ttl_and_counters() {
         let cache = ResponseCache::new(Duration::from_millis(200), 2);
-        let (a, b, c) = (key("r1", "/p", b"a"), key("r1", "/p", b"b"), key("r1", "/p", b"c"));
+        let (a, b, c) = (
+            key("r1", "/p", b"a"),
+            key("r1", "/p", b"b"),
+            key("r1", "/p", b"c"),
+        );
         assert_ne!(key("r1", "/p", b"a"), key("r2", "/p", b"a"), "keyed by revision");
         cache.put(a, value("A"));
         cache.put(b, value("B"));
@@ -111,6 +127,12 @@ mod tests {
         assert_eq!(cache.len(), 2);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(cache.get(&a), None, "expired");
-        assert_eq!((cache.hits.load(Ordering::Relaxed), cache.misses.load(Ordering::Relaxed)), (1, 2));
+        assert_eq!(
+            (
+                cache.hits.load(Ordering::Relaxed),
+                cache.misses.load(Ordering::Relaxed)
+            ),
+            (1, 2)
+        );
     }
 }

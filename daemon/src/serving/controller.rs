@@ -25,7 +25,9 @@ use super::runtimes::RuntimeTable;
 use super::service::STORE_KIND;
 use crate::config::ServingConfig;
 use crate::runtime::{Owner, ResourceRequest, Workload};
-use crate::scheduler::{PriorityClass, Scheduler, SchedulerError, WorkloadPhase, WorkloadRecord, WorkloadRequest};
+use crate::scheduler::{
+    PriorityClass, Scheduler, SchedulerError, WorkloadPhase, WorkloadRecord, WorkloadRequest,
+};
 use crate::store::{resources, NewResource, Resource, Store, StoreError};
 
 pub const REVISION_KIND: &str = "InferenceServiceRevision";
@@ -97,7 +99,9 @@ fn copy_tree(from: &Path, to: &Path, budget: &mut (u64, u64)) -> Result<(), Stri
     let meta = std::fs::symlink_metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
     budget.1 += 1;
     if budget.1 > MAX_LOCAL_MODEL_FILES {
-        return Err(format!("more than {MAX_LOCAL_MODEL_FILES} files; point storageUri at the model's own directory"));
+        return Err(format!(
+            "more than {MAX_LOCAL_MODEL_FILES} files; point storageUri at the model's own directory"
+        ));
     }
     if meta.is_dir() {
         std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
@@ -112,7 +116,9 @@ fn copy_tree(from: &Path, to: &Path, budget: &mut (u64, u64)) -> Result<(), Stri
         if budget.0 > MAX_LOCAL_MODEL_BYTES {
             return Err(format!("the model is larger than {MAX_LOCAL_MODEL_BYTES} bytes"));
         }
-        std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("{}: {e}", from.display()))
+        std::fs::copy(from, to)
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", from.display()))
     } else {
         Ok(())
     }
@@ -180,8 +186,14 @@ impl Controller {
     }
 
     pub async fn reconcile_all(&self, http: &awc::Client) -> Result<(), ControllerError> {
-        let services = self.store.call(|conn| resources::list(conn, STORE_KIND, None)).await?;
-        let revisions = self.store.call(|conn| resources::list(conn, REVISION_KIND, None)).await?;
+        let services = self
+            .store
+            .call(|conn| resources::list(conn, STORE_KIND, None))
+            .await?;
+        let revisions = self
+            .store
+            .call(|conn| resources::list(conn, REVISION_KIND, None))
+            .await?;
         for service in services {
             let own: Vec<Resource> = revisions
                 .iter()
@@ -195,7 +207,12 @@ impl Controller {
         Ok(())
     }
 
-    async fn reconcile(&self, service: &Resource, mut revisions: Vec<Resource>, http: &awc::Client) -> Result<(), ControllerError> {
+    async fn reconcile(
+        &self,
+        service: &Resource,
+        mut revisions: Vec<Resource>,
+        http: &awc::Client,
+    ) -> Result<(), ControllerError> {
         let workloads = self.scheduler.list_by_owner(&service.uid).await?;
         if service.deletion_requested_at.is_some() {
             return self.finalize(service, &revisions, &workloads).await;
@@ -213,8 +230,16 @@ impl Controller {
         let component = parsed.service.predictor.clone();
         let hash = hex::encode(Sha256::digest(serde_json::to_vec(&component).unwrap_or_default()));
         revisions.sort_by_key(|r| r.spec["number"].as_i64().unwrap_or(0));
-        if revisions.last().map(|r| r.spec["hash"] != json!(hash)).unwrap_or(true) {
-            let number = revisions.last().and_then(|r| r.spec["number"].as_i64()).unwrap_or(0) + 1;
+        if revisions
+            .last()
+            .map(|r| r.spec["hash"] != json!(hash))
+            .unwrap_or(true)
+        {
+            let number = revisions
+                .last()
+                .and_then(|r| r.spec["number"].as_i64())
+                .unwrap_or(0)
+                + 1;
             let new = NewResource {
                 kind: REVISION_KIND.into(),
                 namespace: service.namespace.clone(),
@@ -259,7 +284,10 @@ impl Controller {
         if rolled.is_none() && latest_phase == "Ready" {
             rolled = Some(latest_name.clone());
         }
-        if parsed.service.canary_percent.is_none() && latest_phase == "Ready" && rolled.as_deref() != Some(&latest_name) {
+        if parsed.service.canary_percent.is_none()
+            && latest_phase == "Ready"
+            && rolled.as_deref() != Some(&latest_name)
+        {
             // Promotion: the latest ready revision takes all traffic.
             previous = rolled.take();
             rolled = Some(latest_name.clone());
@@ -272,7 +300,9 @@ impl Controller {
             }
             // Rollback after promotion: canaryTrafficPercent on the rolled-out latest
             // sends the rest to the previous rolled-out revision.
-            (Some(r), Some(p)) if *r == latest_name && previous.as_deref().is_some_and(|prev| phase(prev) == "Ready") => {
+            (Some(r), Some(p))
+                if *r == latest_name && previous.as_deref().is_some_and(|prev| phase(prev) == "Ready") =>
+            {
                 traffic.push((latest_name.clone(), p as u32));
                 traffic.push((previous.clone().unwrap_or_default(), 100 - p as u32));
             }
@@ -309,7 +339,6 @@ impl Controller {
             targets,
             runtime_v2_only: runtime.as_ref().is_some_and(|r| !r.speaks("v1")),
             runtime_binary: runtime.as_ref().is_some_and(|r| r.binary_tensors),
-            protocol: component.protocol,
             timeout: Duration::from_secs(component.timeout_seconds),
             cache,
             require_token: parsed.service.require_token,
@@ -317,21 +346,43 @@ impl Controller {
 
         // Status in KServe's shape.
         let ready = !traffic.is_empty();
-        let url = format!("http://{}.{}.{}", service.name, service.namespace, self.config.domain);
+        let url = format!(
+            "http://{}.{}.{}",
+            service.name, service.namespace, self.config.domain
+        );
         let failed_latest = latest_phase == "Failed";
-        let latest_message = latest.as_ref().and_then(|r| r.status["message"].as_str()).unwrap_or("");
+        let latest_message = latest
+            .as_ref()
+            .and_then(|r| r.status["message"].as_str())
+            .unwrap_or("");
         let mut conditions = vec![
-            condition("IngressReady", true, "Routed", "the data plane routes this service"),
+            condition(
+                "IngressReady",
+                true,
+                "Routed",
+                "the data plane routes this service",
+            ),
             condition(
                 "PredictorReady",
                 ready,
-                if ready { "RevisionReady" } else if failed_latest { "RevisionFailed" } else { "RevisionPending" },
+                if ready {
+                    "RevisionReady"
+                } else if failed_latest {
+                    "RevisionFailed"
+                } else {
+                    "RevisionPending"
+                },
                 if failed_latest { latest_message } else { "" },
             ),
             condition("Ready", ready, if ready { "Ready" } else { "NotReady" }, ""),
         ];
         if failed_latest && ready {
-            conditions.push(condition("LatestDeploymentReady", false, "RevisionFailed", latest_message));
+            conditions.push(condition(
+                "LatestDeploymentReady",
+                false,
+                "RevisionFailed",
+                latest_message,
+            ));
         }
         let status = json!({
             "observedGeneration": service.generation,
@@ -363,7 +414,9 @@ impl Controller {
 
     async fn write_status(&self, uid: &str, status: Value) -> Result<(), ControllerError> {
         let uid = uid.to_string();
-        self.store.call(move |conn| resources::update_status(conn, &uid, &status, None)).await?;
+        self.store
+            .call(move |conn| resources::update_status(conn, &uid, &status, None))
+            .await?;
         Ok(())
     }
 
@@ -380,7 +433,10 @@ impl Controller {
         let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
         let state = revisions.get_mut(revision)?;
         Some(Arc::clone(state.cache.get_or_insert_with(|| {
-            Arc::new(ResponseCache::new(Duration::from_secs(wanted.ttl_seconds), wanted.max_entries))
+            Arc::new(ResponseCache::new(
+                Duration::from_secs(wanted.ttl_seconds),
+                wanted.max_entries,
+            ))
         })))
     }
 
@@ -390,16 +446,24 @@ impl Controller {
 
     /// Replicas the revision should have now.
     fn desired(&self, revision: &Resource, percent: Option<u32>, is_latest: bool) -> u32 {
-        let Some(component) = Self::component_of(revision) else { return 0 };
+        let Some(component) = Self::component_of(revision) else {
+            return 0;
+        };
         let phase = revision.status["phase"].as_str().unwrap_or("");
         if phase == "Failed" {
             return 0;
         }
         let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(state) = revisions.get_mut(&revision.name) else { return 0 };
+        let Some(state) = revisions.get_mut(&revision.name) else {
+            return 0;
+        };
         let labels = RevisionLabels {
             namespace: revision.namespace.clone(),
-            service: revision.name.rsplit_once("-predictor-").map(|(s, _)| s.to_string()).unwrap_or_default(),
+            service: revision
+                .name
+                .rsplit_once("-predictor-")
+                .map(|(s, _)| s.to_string())
+                .unwrap_or_default(),
             revision: revision.name.clone(),
         };
         let desired = match percent {
@@ -419,8 +483,16 @@ impl Controller {
             _ if is_latest => component.scaling.min_replicas,
             _ => 0,
         };
-        self.plane.metrics.replicas_desired.get_or_create(&labels).set(desired as i64);
-        self.plane.metrics.replicas_ready.get_or_create(&labels).set(state.pool.serving() as i64);
+        self.plane
+            .metrics
+            .replicas_desired
+            .get_or_create(&labels)
+            .set(desired as i64);
+        self.plane
+            .metrics
+            .replicas_ready
+            .get_or_create(&labels)
+            .set(state.pool.serving() as i64);
         desired
     }
 
@@ -431,16 +503,26 @@ impl Controller {
         workloads: &[WorkloadRecord],
         http: &awc::Client,
     ) -> Result<(), ControllerError> {
-        let Some(component) = Self::component_of(revision) else { return Ok(()) };
+        let Some(component) = Self::component_of(revision) else {
+            return Ok(());
+        };
         let pool = {
             let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
-            let state = revisions.entry(revision.name.clone()).or_insert_with(|| RevState {
-                pool: RevisionPool::new(&revision.name, component.scaling.container_concurrency as usize, Arc::clone(&self.wake)),
-                kpa: Kpa::default(),
-                created: Instant::now(),
-                cache: None,
-            });
-            state.pool.set_container_concurrency(component.scaling.container_concurrency as usize);
+            let state = revisions
+                .entry(revision.name.clone())
+                .or_insert_with(|| RevState {
+                    pool: RevisionPool::new(
+                        &revision.name,
+                        component.scaling.container_concurrency as usize,
+                        Arc::clone(&self.wake),
+                    ),
+                    kpa: Kpa::default(),
+                    created: Instant::now(),
+                    cache: None,
+                });
+            state
+                .pool
+                .set_container_concurrency(component.scaling.container_concurrency as usize);
             Arc::clone(&state.pool)
         };
         let mine: Vec<&WorkloadRecord> = workloads
@@ -452,7 +534,12 @@ impl Controller {
         let mut last_failure = String::new();
         let mut became_ready = false;
         for w in &mine {
-            let port: u16 = w.workload.labels.get(PORT_LABEL).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let port: u16 = w
+                .workload
+                .labels
+                .get(PORT_LABEL)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             match w.phase {
                 WorkloadPhase::Running => {
                     if pool.replica_ids().contains(&w.id) {
@@ -466,13 +553,20 @@ impl Controller {
                         tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
                         self.stop(&w.id).await?;
                         timeouts += 1;
-                        last_failure = format!("replica {} was not ready within {} s", w.id, self.config.readiness_timeout_seconds);
+                        last_failure = format!(
+                            "replica {} was not ready within {} s",
+                            w.id, self.config.readiness_timeout_seconds
+                        );
                     }
                 }
                 WorkloadPhase::Queued | WorkloadPhase::Starting => {}
                 WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
                     pool.remove(&w.id);
-                    let ours = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).contains(&w.id);
+                    let ours = self
+                        .stopped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(&w.id);
                     if !ours {
                         failures += 1;
                         let exit = w
@@ -480,7 +574,11 @@ impl Controller {
                             .as_ref()
                             .map(|e| format!("{} (exit code {:?}) {}", e.reason, e.exit_code, e.message))
                             .unwrap_or_default();
-                        last_failure = format!("replica {} exited before it was ready: {exit}; log: {}", w.id, self.log_tail(&w.id).await);
+                        last_failure = format!(
+                            "replica {} exited before it was ready: {exit}; log: {}",
+                            w.id,
+                            self.log_tail(&w.id).await
+                        );
                     }
                 }
             }
@@ -504,7 +602,9 @@ impl Controller {
         if status != revision.status {
             let uid = revision.uid.clone();
             let s = status.clone();
-            self.store.call(move |conn| resources::update_status(conn, &uid, &s, None)).await?;
+            self.store
+                .call(move |conn| resources::update_status(conn, &uid, &s, None))
+                .await?;
             revision.status = status;
         }
         Ok(())
@@ -512,19 +612,39 @@ impl Controller {
 
     /// The last lines of a replica's log that mention an error, for status messages.
     async fn log_tail(&self, id: &str) -> String {
-        let Ok(files) = self.scheduler.log_files(id).await else { return String::new() };
-        let Some(last) = files.last().cloned() else { return String::new() };
+        let Ok(files) = self.scheduler.log_files(id).await else {
+            return String::new();
+        };
+        let Some(last) = files.last().cloned() else {
+            return String::new();
+        };
         let text = tokio::task::spawn_blocking(move || std::fs::read(last).unwrap_or_default())
             .await
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains("rror") || l.contains("xception")).collect();
-        let pick = if lines.is_empty() { text.lines().rev().take(2).collect::<Vec<_>>() } else { lines.into_iter().rev().take(2).collect() };
-        pick.into_iter().rev().collect::<Vec<_>>().join(" | ").chars().take(600).collect()
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("rror") || l.contains("xception"))
+            .collect();
+        let pick = if lines.is_empty() {
+            text.lines().rev().take(2).collect::<Vec<_>>()
+        } else {
+            lines.into_iter().rev().take(2).collect()
+        };
+        pick.into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .chars()
+            .take(600)
+            .collect()
     }
 
     async fn stop(&self, id: &str) -> Result<(), ControllerError> {
-        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string());
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
         self.scheduler.stop(id).await?;
         Ok(())
     }
@@ -548,8 +668,16 @@ impl Controller {
     }
 
     /// Starts or drains replicas of one revision towards `desired`.
-    async fn scale(&self, service: &Resource, revision: &Resource, desired: u32, workloads: &[WorkloadRecord]) -> Result<(), ControllerError> {
-        let Some(pool) = self.pool_of(&revision.name) else { return Ok(()) };
+    async fn scale(
+        &self,
+        service: &Resource,
+        revision: &Resource,
+        desired: u32,
+        workloads: &[WorkloadRecord],
+    ) -> Result<(), ControllerError> {
+        let Some(pool) = self.pool_of(&revision.name) else {
+            return Ok(());
+        };
         let active: Vec<&WorkloadRecord> = workloads
             .iter()
             .filter(|w| w.workload.labels.get(REVISION_LABEL) == Some(&revision.name) && w.phase.is_active())
@@ -557,7 +685,11 @@ impl Controller {
         // Finish drains: stop replicas whose last request is done.
         let draining: Vec<String> = {
             let d = self.draining.lock().unwrap_or_else(|p| p.into_inner());
-            active.iter().filter(|w| d.contains(&w.id)).map(|w| w.id.clone()).collect()
+            active
+                .iter()
+                .filter(|w| d.contains(&w.id))
+                .map(|w| w.id.clone())
+                .collect()
         };
         for id in &draining {
             if pool.drain(id) == 0 {
@@ -579,7 +711,9 @@ impl Controller {
                     let mut status = revision.status.clone();
                     status["phase"] = json!("Failed");
                     status["message"] = json!(message);
-                    self.store.call(move |conn| resources::update_status(conn, &uid, &status, None)).await?;
+                    self.store
+                        .call(move |conn| resources::update_status(conn, &uid, &status, None))
+                        .await?;
                     return Ok(());
                 }
             };
@@ -592,11 +726,17 @@ impl Controller {
             let mut order: Vec<&&&WorkloadRecord> = live.iter().collect();
             order.sort_by_key(|w| ready.contains(&w.id));
             for w in order.into_iter().take((count - desired) as usize) {
-                self.draining.lock().unwrap_or_else(|p| p.into_inner()).insert(w.id.clone());
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(w.id.clone());
                 if pool.drain(&w.id) == 0 {
                     pool.remove(&w.id);
                     self.stop(&w.id).await?;
-                    self.draining.lock().unwrap_or_else(|p| p.into_inner()).remove(&w.id);
+                    self.draining
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&w.id);
                 }
             }
         }
@@ -615,13 +755,19 @@ impl Controller {
         if dir.join(".complete").exists() {
             return Ok(dir);
         }
-        let tmp = self.data_dir.join("serving/models").join(format!("{}.partial", revision.uid));
+        let tmp = self
+            .data_dir
+            .join("serving/models")
+            .join(format!("{}.partial", revision.uid));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
         match &storage {
             Storage::File { path } => {
                 let from = PathBuf::from(path);
-                if ["/", "/proc", "/sys", "/dev"].iter().any(|p| from == Path::new(p) || from.starts_with(format!("{p}/")) && *p != "/") {
+                if ["/", "/proc", "/sys", "/dev"]
+                    .iter()
+                    .any(|p| from == Path::new(p) || from.starts_with(format!("{p}/")) && *p != "/")
+                {
                     return Err(format!("storageUri: {path} is not a model directory"));
                 }
                 if !from.exists() {
@@ -644,7 +790,10 @@ impl Controller {
                 self.download(&url, &tmp).await?
             }
             Storage::Gcs { bucket, key } => {
-                let url = format!("{}/{bucket}/{key}", self.config.gcs_endpoint.trim_end_matches('/'));
+                let url = format!(
+                    "{}/{bucket}/{key}",
+                    self.config.gcs_endpoint.trim_end_matches('/')
+                );
                 self.download(&url, &tmp).await?
             }
         }
@@ -657,30 +806,56 @@ impl Controller {
     /// One object over HTTP into `dir`, named after the URL's last segment.
     async fn download(&self, url: &str, dir: &Path) -> Result<(), String> {
         if url.starts_with("https://") {
-            return Err(format!("{url}: this build fetches plain http:// only (no TLS client is compiled in)"));
+            return Err(format!(
+                "{url}: this build fetches plain http:// only (no TLS client is compiled in)"
+            ));
         }
         let client = awc::Client::builder().timeout(Duration::from_secs(600)).finish();
-        let mut response = client.get(url).send().await.map_err(|e| format!("fetching {url}: {e}"))?;
+        let mut response = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("fetching {url}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("fetching {url}: HTTP {}", response.status()));
         }
-        let body = response.body().limit(8 << 30).await.map_err(|e| format!("fetching {url}: {e}"))?;
-        let name = url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("model");
+        let body = response
+            .body()
+            .limit(8 << 30)
+            .await
+            .map_err(|e| format!("fetching {url}: {e}"))?;
+        let name = url
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("model");
         std::fs::write(dir.join(name), &body).map_err(|e| format!("writing {name}: {e}"))
     }
 
-    async fn start_replica(&self, service: &Resource, revision: &Resource, model_dir: &Path) -> Result<(), ControllerError> {
-        let Some(component) = Self::component_of(revision) else { return Ok(()) };
+    async fn start_replica(
+        &self,
+        service: &Resource,
+        revision: &Resource,
+        model_dir: &Path,
+    ) -> Result<(), ControllerError> {
+        let Some(component) = Self::component_of(revision) else {
+            return Ok(());
+        };
         // The slot is persisted before the submit: a crash in between leaves a gap in
         // the numbering, never a second replica under one id.
         let slot = revision.status["nextSlot"].as_u64().unwrap_or(0);
         let (uid, name) = (revision.uid.clone(), revision.name.clone());
         let namespace = revision.namespace.clone();
-        let current = self.store.call(move |conn| resources::get(conn, REVISION_KIND, &namespace, &name)).await?;
+        let current = self
+            .store
+            .call(move |conn| resources::get(conn, REVISION_KIND, &namespace, &name))
+            .await?;
         let slot = slot.max(current.status["nextSlot"].as_u64().unwrap_or(0));
         let mut status = current.status.clone();
         status["nextSlot"] = json!(slot + 1);
-        self.store.call(move |conn| resources::update_status(conn, &uid, &status, None)).await?;
+        self.store
+            .call(move |conn| resources::update_status(conn, &uid, &status, None))
+            .await?;
 
         let id = format!("{}-{slot}", revision.uid);
         let port = free_port()?;
@@ -696,26 +871,49 @@ impl Controller {
         .collect();
         let fill = |s: &str, extra: &[(&str, String)]| {
             let mut out = s.to_string();
-            for (k, v) in vars.iter().map(|(k, v)| (*k, v.clone())).chain(extra.iter().cloned()) {
+            for (k, v) in vars
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .chain(extra.iter().cloned())
+            {
                 out = out.replace(k, &v);
             }
             out
         };
         let (command, env, image) = match &component.workload {
-            Spec::Model { runtime, format, args, env, runtime_version, .. } => {
-                let Some(rt) = self.runtimes.get(runtime) else { return Ok(()) };
-                let extra = [("{implementation}", rt.implementation(format).unwrap_or("").to_string())];
+            Spec::Model {
+                runtime,
+                format,
+                args,
+                env,
+                runtime_version,
+                ..
+            } => {
+                let Some(rt) = self.runtimes.get(runtime) else {
+                    return Ok(());
+                };
+                let extra = [(
+                    "{implementation}",
+                    rt.implementation(format).unwrap_or("").to_string(),
+                )];
                 let mut command: Vec<String> = rt.command.iter().map(|c| fill(c, &extra)).collect();
                 command.extend(args.iter().map(|a| fill(a, &extra)));
-                let mut all_env: Vec<(String, String)> = rt.env.iter().map(|(k, v)| (k.clone(), fill(v, &extra))).collect();
+                let mut all_env: Vec<(String, String)> =
+                    rt.env.iter().map(|(k, v)| (k.clone(), fill(v, &extra))).collect();
                 all_env.extend(env.iter().cloned());
                 (command, all_env, runtime_version.clone())
             }
-            Spec::Custom { command, env, image, .. } => {
+            Spec::Custom {
+                command, env, image, ..
+            } => {
                 let mut all_env = env.clone();
                 all_env.push(("PORT".into(), port.to_string()));
                 all_env.push(("MODEL_DIR".into(), model_dir.display().to_string()));
-                (command.iter().map(|c| fill(c, &[])).collect(), all_env, image.clone())
+                (
+                    command.iter().map(|c| fill(c, &[])).collect(),
+                    all_env,
+                    image.clone(),
+                )
             }
         };
         let workload = Workload {
@@ -749,13 +947,21 @@ impl Controller {
         };
         tracing::info!(replica = %id, revision = %revision.name, port, "starting a replica");
         self.scheduler
-            .submit(WorkloadRequest { workload, priority: PriorityClass::Serving })
+            .submit(WorkloadRequest {
+                workload,
+                priority: PriorityClass::Serving,
+            })
             .await?;
         Ok(())
     }
 
     /// Deletion: drain and stop every replica, then remove revisions and the service.
-    async fn finalize(&self, service: &Resource, revisions: &[Resource], workloads: &[WorkloadRecord]) -> Result<(), ControllerError> {
+    async fn finalize(
+        &self,
+        service: &Resource,
+        revisions: &[Resource],
+        workloads: &[WorkloadRecord],
+    ) -> Result<(), ControllerError> {
         self.plane.remove_route(&service.namespace, &service.name);
         let mut active = false;
         for w in workloads.iter().filter(|w| w.phase.is_active()) {
@@ -766,7 +972,10 @@ impl Controller {
             return Ok(());
         }
         for revision in revisions {
-            self.revisions.lock().unwrap_or_else(|p| p.into_inner()).remove(&revision.name);
+            self.revisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&revision.name);
             let uid = revision.uid.clone();
             self.store.call(move |conn| resources::delete(conn, &uid)).await?;
             let _ = std::fs::remove_dir_all(self.data_dir.join("serving/models").join(&revision.uid));
@@ -778,7 +987,11 @@ impl Controller {
 }
 
 fn started_long_ago(w: &WorkloadRecord, seconds: f64) -> bool {
-    let Some(started) = w.started_at.as_deref().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) else {
+    let Some(started) = w
+        .started_at
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    else {
         return false;
     };
     let elapsed = chrono::Utc::now().signed_duration_since(started);

@@ -20,7 +20,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 
 use super::cache::{self, Cached, ResponseCache};
-use super::isvc::Protocol;
 use super::pool::{AcquireError, RevisionPool};
 use super::protocol::{self, BinaryOutputs, HEADER_LENGTH};
 use crate::auth::Auth;
@@ -38,7 +37,6 @@ pub struct ServiceRoute {
     pub runtime_v2_only: bool,
     /// The runtime speaks the binary tensor extension itself.
     pub runtime_binary: bool,
-    pub protocol: Protocol,
     pub timeout: Duration,
     pub cache: Option<Arc<ResponseCache>>,
     pub require_token: bool,
@@ -100,15 +98,51 @@ impl ServingMetrics {
     }
 
     pub fn register(&self, metrics: &crate::metrics::Metrics) {
-        metrics.register("hearth_serving_requests", "Inference requests by code", self.requests.clone());
-        metrics.register("hearth_serving_request_seconds", "Inference latency through the proxy", self.latency.clone());
-        metrics.register("hearth_serving_in_flight", "Requests inside replicas", self.in_flight.clone());
-        metrics.register("hearth_serving_replicas_desired", "Replicas the autoscaler wants", self.replicas_desired.clone());
-        metrics.register("hearth_serving_replicas_ready", "Replicas taking requests", self.replicas_ready.clone());
-        metrics.register("hearth_serving_cold_starts", "Requests that waited for a replica from zero", self.cold_starts.clone());
-        metrics.register("hearth_serving_cold_start_seconds", "How long those requests waited", self.cold_start_seconds.clone());
-        metrics.register("hearth_serving_cache_hits", "Response cache hits", self.cache_hits.clone());
-        metrics.register("hearth_serving_cache_misses", "Response cache misses", self.cache_misses.clone());
+        metrics.register(
+            "hearth_serving_requests",
+            "Inference requests by code",
+            self.requests.clone(),
+        );
+        metrics.register(
+            "hearth_serving_request_seconds",
+            "Inference latency through the proxy",
+            self.latency.clone(),
+        );
+        metrics.register(
+            "hearth_serving_in_flight",
+            "Requests inside replicas",
+            self.in_flight.clone(),
+        );
+        metrics.register(
+            "hearth_serving_replicas_desired",
+            "Replicas the autoscaler wants",
+            self.replicas_desired.clone(),
+        );
+        metrics.register(
+            "hearth_serving_replicas_ready",
+            "Replicas taking requests",
+            self.replicas_ready.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cold_starts",
+            "Requests that waited for a replica from zero",
+            self.cold_starts.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cold_start_seconds",
+            "How long those requests waited",
+            self.cold_start_seconds.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cache_hits",
+            "Response cache hits",
+            self.cache_hits.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cache_misses",
+            "Response cache misses",
+            self.cache_misses.clone(),
+        );
     }
 }
 
@@ -271,7 +305,15 @@ fn authorized(plane: &DataPlane, route: &ServiceRoute, req: &HttpRequest) -> boo
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te" | "trailer" | "host" | "content-length"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "host"
+            | "content-length"
     )
 }
 
@@ -293,7 +335,13 @@ enum Answer {
     V1,
 }
 
-fn prepare(call: Call, model: &str, req: &HttpRequest, body: bytes::Bytes, route: &ServiceRoute) -> Result<Prepared, String> {
+fn prepare(
+    call: Call,
+    model: &str,
+    req: &HttpRequest,
+    body: bytes::Bytes,
+    route: &ServiceRoute,
+) -> Result<Prepared, String> {
     match call {
         Call::V1Predict if route.runtime_v2_only => {
             let doc = protocol::v1_to_v2(&body).map_err(|e| e.to_string())?;
@@ -308,7 +356,12 @@ fn prepare(call: Call, model: &str, req: &HttpRequest, body: bytes::Bytes, route
             let header_len = req
                 .headers()
                 .get(HEADER_LENGTH)
-                .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()).ok_or("bad Inference-Header-Content-Length"))
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| s.trim().parse::<usize>().ok())
+                        .ok_or("bad Inference-Header-Content-Length")
+                })
                 .transpose()?;
             if route.runtime_binary {
                 return Ok(Prepared {
@@ -349,7 +402,11 @@ struct PlaneData {
 async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneData>) -> HttpResponse {
     let begun = Instant::now();
     let Some((model, call)) = parse_path(req.path()) else {
-        return error(StatusCode::NOT_FOUND, format!("no route for {}", req.path()), None);
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no route for {}", req.path()),
+            None,
+        );
     };
     let plane = &data.plane;
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
@@ -358,15 +415,21 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
         Err(message) => return error(StatusCode::NOT_FOUND, message, None),
     };
     if !authorized(plane, &route, &req) {
-        return error(StatusCode::UNAUTHORIZED, "this InferenceService needs a bearer token for its namespace", None);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this InferenceService needs a bearer token for its namespace",
+            None,
+        );
     }
     let Some(pool) = pick_target(&route) else {
-        let message = format!("InferenceService {}/{} has no ready revision yet", route.namespace, route.name);
+        let message = format!(
+            "InferenceService {}/{} has no ready revision yet",
+            route.namespace, route.name
+        );
         return match call {
             // The kserve client reads 503 as "not ready" and needs a JSON body.
-            Call::V1Ready | Call::V2Ready => {
-                HttpResponse::ServiceUnavailable().json(json!({"name": model, "ready": false, "error": message}))
-            }
+            Call::V1Ready | Call::V2Ready => HttpResponse::ServiceUnavailable()
+                .json(json!({"name": model, "ready": false, "error": message})),
             _ => error(StatusCode::SERVICE_UNAVAILABLE, message, None),
         };
     };
@@ -385,7 +448,9 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
         revision: revision.clone(),
     };
     let response = forward(&data, &route, &pool, call, &model, &req, body, &labels).await;
-    plane.metrics.requests
+    plane
+        .metrics
+        .requests
         .get_or_create(&RequestLabels {
             namespace: labels.namespace.clone(),
             service: labels.service.clone(),
@@ -393,7 +458,11 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
             code: response.status().as_u16(),
         })
         .inc();
-    plane.metrics.latency.get_or_create(&labels).observe(begun.elapsed().as_secs_f64());
+    plane
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(begun.elapsed().as_secs_f64());
     response
 }
 
@@ -418,7 +487,10 @@ async fn forward(
         (Some(_), Call::V1Predict | Call::V2Infer) => Some(cache::key(revision, req.path(), &prepared.body)),
         _ => None,
     };
-    let service_labels = ServiceLabels { namespace: route.namespace.clone(), service: route.name.clone() };
+    let service_labels = ServiceLabels {
+        namespace: route.namespace.clone(),
+        service: route.name.clone(),
+    };
     if let (Some(cache), Some(key)) = (&route.cache, &cache_key) {
         if let Some(hit) = cache.get(key) {
             plane.metrics.cache_hits.get_or_create(&service_labels).inc();
@@ -432,12 +504,20 @@ async fn forward(
     let timeout = Duration::from_secs_f64(plane.config.activator_timeout_seconds);
     let lease = match pool.acquire(plane.config.activator_queue, timeout).await {
         Ok(lease) => lease,
-        Err(e @ AcquireError::QueueFull(..)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision)),
-        Err(e @ AcquireError::Timeout(..)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision)),
+        Err(e @ AcquireError::QueueFull(..)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision))
+        }
+        Err(e @ AcquireError::Timeout(..)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision))
+        }
     };
     if waited_from_zero {
         plane.metrics.cold_starts.get_or_create(labels).inc();
-        plane.metrics.cold_start_seconds.get_or_create(labels).observe(wait_began.elapsed().as_secs_f64());
+        plane
+            .metrics
+            .cold_start_seconds
+            .get_or_create(labels)
+            .observe(wait_began.elapsed().as_secs_f64());
     }
     let in_flight = plane.metrics.in_flight.get_or_create(labels).clone();
     in_flight.inc();
@@ -468,9 +548,19 @@ async fn forward(
     let mut upstream_response = match upstream.send_body(prepared.body.clone()).await {
         Ok(r) => r,
         Err(awc::error::SendRequestError::Timeout) => {
-            return error(StatusCode::GATEWAY_TIMEOUT, format!("the replica did not answer within {:?}", route.timeout), Some(revision))
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the replica did not answer within {:?}", route.timeout),
+                Some(revision),
+            )
         }
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("the replica failed: {e}"), Some(revision)),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the replica failed: {e}"),
+                Some(revision),
+            )
+        }
     };
     let status = upstream_response.status();
     let mut builder = HttpResponse::build(status);
@@ -478,12 +568,21 @@ async fn forward(
     if prepared.answer == Answer::Raw && cache_key.is_none() {
         copy_headers(upstream_response.headers(), &mut builder);
         // Streamed: the lease is released when the body has been read.
-        let stream = LeasedStream { inner: upstream_response, _lease: lease };
+        let stream = LeasedStream {
+            inner: upstream_response,
+            _lease: lease,
+        };
         return builder.streaming(stream);
     }
     let bytes = match upstream_response.body().limit(plane_limit()).await {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("reading the replica's answer: {e}"), Some(revision)),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("reading the replica's answer: {e}"),
+                Some(revision),
+            )
+        }
     };
     drop(lease);
     if !status.is_success() {
@@ -506,21 +605,47 @@ async fn forward(
                 .to_string(),
         },
         Answer::V1 => match protocol::v2_to_v1(&bytes) {
-            Ok(doc) => Cached { body: serde_json::to_vec(&doc).unwrap_or_default().into(), header_len: None, content_type: "application/json".into() },
-            Err(e) => return error(StatusCode::BAD_GATEWAY, format!("translating the V2 answer to V1: {e}"), Some(revision)),
+            Ok(doc) => Cached {
+                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                header_len: None,
+                content_type: "application/json".into(),
+            },
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("translating the V2 answer to V1: {e}"),
+                    Some(revision),
+                )
+            }
         },
         Answer::V2(wanted) => {
             let doc = match serde_json::from_slice(&bytes) {
                 Ok(doc) => doc,
-                Err(e) => return error(StatusCode::BAD_GATEWAY, format!("the replica's answer is not JSON: {e}"), Some(revision)),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the replica's answer is not JSON: {e}"),
+                        Some(revision),
+                    )
+                }
             };
             match protocol::response_from_json(doc, model, wanted) {
                 Ok((body, header_len)) => Cached {
                     body: body.into(),
                     header_len,
-                    content_type: if header_len.is_some() { "application/octet-stream".into() } else { "application/json".into() },
+                    content_type: if header_len.is_some() {
+                        "application/octet-stream".into()
+                    } else {
+                        "application/json".into()
+                    },
                 },
-                Err(e) => return error(StatusCode::BAD_GATEWAY, format!("encoding binary outputs: {e}"), Some(revision)),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("encoding binary outputs: {e}"),
+                        Some(revision),
+                    )
+                }
             }
         }
     };
@@ -564,7 +689,10 @@ where
 {
     type Item = Result<bytes::Bytes, actix_web::Error>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         std::pin::Pin::new(&mut self.inner)
             .poll_next(cx)
             .map(|o| o.map(|r| r.map_err(actix_web::Error::from)))
@@ -600,7 +728,11 @@ pub fn app(
     // One pool of keep-alive connections per worker: awc clients live on one thread.
     let client = awc::Client::builder()
         .disable_timeout()
-        .connector(awc::Connector::new().limit(0).conn_keep_alive(Duration::from_secs(60)))
+        .connector(
+            awc::Connector::new()
+                .limit(0)
+                .conn_keep_alive(Duration::from_secs(60)),
+        )
         .finish();
     App::new()
         .app_data(web::Data::new(PlaneData { plane, client }))
@@ -618,12 +750,30 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(parse_path("/v1/models/iris:predict"), Some(("iris".into(), Call::V1Predict)));
-        assert_eq!(parse_path("/v1/models/iris"), Some(("iris".into(), Call::V1Ready)));
-        assert_eq!(parse_path("/v2/models/iris/infer"), Some(("iris".into(), Call::V2Infer)));
-        assert_eq!(parse_path("/v2/models/iris/versions/3/infer"), Some(("iris".into(), Call::V2Infer)));
-        assert_eq!(parse_path("/v2/models/iris/ready"), Some(("iris".into(), Call::V2Ready)));
-        assert_eq!(parse_path("/v2/models/iris"), Some(("iris".into(), Call::V2Metadata)));
+        assert_eq!(
+            parse_path("/v1/models/iris:predict"),
+            Some(("iris".into(), Call::V1Predict))
+        );
+        assert_eq!(
+            parse_path("/v1/models/iris"),
+            Some(("iris".into(), Call::V1Ready))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/infer"),
+            Some(("iris".into(), Call::V2Infer))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/versions/3/infer"),
+            Some(("iris".into(), Call::V2Infer))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/ready"),
+            Some(("iris".into(), Call::V2Ready))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris"),
+            Some(("iris".into(), Call::V2Metadata))
+        );
         assert_eq!(parse_path("/v2/models/iris/bogus"), None);
     }
 }

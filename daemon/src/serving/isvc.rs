@@ -51,15 +51,6 @@ pub enum Protocol {
     V2,
 }
 
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::V1 => "v1",
-            Protocol::V2 => "v2",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleMetric {
@@ -330,12 +321,14 @@ fn resources(obj: &Obj, path: &str) -> Result<Resources, IsvcError> {
                     let n = parse_quantity(raw, &field, false)?;
                     out.gpus = u32::try_from(n).map_err(|_| invalid(&field, "too many GPUs"))?;
                 }
-                other => return Err(unsupported(
-                    field.clone(),
-                    format!(
+                other => {
+                    return Err(unsupported(
+                        field.clone(),
+                        format!(
                         "resource {other} is not schedulable on this node (cpu, memory, nvidia.com/gpu are)"
                     ),
-                )),
+                    ))
+                }
             }
         }
     }
@@ -540,7 +533,7 @@ fn ports(obj: &Obj, path: &str) -> Result<Option<u16>, IsvcError> {
         }
         if http.is_some() {
             return Err(unsupported(
-                format!("{p}"),
+                p.clone(),
                 "only one serving port per container is proxied",
             ));
         }

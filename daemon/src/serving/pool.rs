@@ -80,7 +80,10 @@ impl RevisionPool {
 
     /// Ready replicas that take new requests.
     pub fn serving(&self) -> usize {
-        self.lock().iter().filter(|r| !r.draining.load(Ordering::SeqCst)).count()
+        self.lock()
+            .iter()
+            .filter(|r| !r.draining.load(Ordering::SeqCst))
+            .count()
     }
 
     pub fn replica_ids(&self) -> Vec<String> {
@@ -150,7 +153,11 @@ impl RevisionPool {
 
     /// A replica for one request; holds the request (the activator) while none is
     /// ready or all are at their concurrency limit.
-    pub async fn acquire(self: &Arc<Self>, queue_limit: usize, timeout: Duration) -> Result<Lease, AcquireError> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        queue_limit: usize,
+        timeout: Duration,
+    ) -> Result<Lease, AcquireError> {
         self.requests_total.fetch_add(1, Ordering::SeqCst);
         *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if let Some(lease) = self.try_pick() {
@@ -196,7 +203,11 @@ mod tests {
         // Held at zero replicas until one is ready.
         let waiter = {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.acquire(10, Duration::from_secs(5)).await.map(|l| l.replica.id.clone()) })
+            tokio::spawn(async move {
+                pool.acquire(10, Duration::from_secs(5))
+                    .await
+                    .map(|l| l.replica.id.clone())
+            })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(pool.queued.load(Ordering::SeqCst), 1);
@@ -205,17 +216,26 @@ mod tests {
         pool.add_ready("b", addr);
         let first = pool.acquire(10, Duration::from_secs(1)).await.unwrap();
         let second = pool.acquire(10, Duration::from_secs(1)).await.unwrap();
-        assert_ne!(first.replica.id, second.replica.id, "least outstanding spreads load");
+        assert_ne!(
+            first.replica.id, second.replica.id,
+            "least outstanding spreads load"
+        );
         assert_eq!(pool.drain("a"), 1);
         drop(first);
         drop(second);
         for _ in 0..3 {
-            assert_eq!(pool.acquire(10, Duration::from_secs(1)).await.unwrap().replica.id, "b");
+            assert_eq!(
+                pool.acquire(10, Duration::from_secs(1)).await.unwrap().replica.id,
+                "b"
+            );
         }
         pool.remove("b");
         pool.remove("a");
         let err = pool.acquire(10, Duration::from_millis(20)).await.err();
         assert!(matches!(err, Some(AcquireError::Timeout(..))));
-        assert_eq!(pool.acquire(0, Duration::from_millis(20)).await.err(), Some(AcquireError::QueueFull("r-00001".into(), 0)));
+        assert_eq!(
+            pool.acquire(0, Duration::from_millis(20)).await.err(),
+            Some(AcquireError::QueueFull("r-00001".into(), 0))
+        );
     }
 }

@@ -77,16 +77,22 @@ fn decode(name: &str, datatype: &str, bytes: &[u8]) -> Result<Vec<Value>, Protoc
             if rest.len() < 4 + len {
                 return Err(tensor_err(name, "BYTES element runs past its data"));
             }
-            out.push(Value::String(String::from_utf8_lossy(&rest[4..4 + len]).into_owned()));
+            out.push(Value::String(
+                String::from_utf8_lossy(&rest[4..4 + len]).into_owned(),
+            ));
             rest = &rest[4 + len..];
         }
         return Ok(out);
     }
-    let size = element_size(datatype).ok_or_else(|| tensor_err(name, format!("unknown datatype {datatype}")))?;
+    let size =
+        element_size(datatype).ok_or_else(|| tensor_err(name, format!("unknown datatype {datatype}")))?;
     if bytes.len() % size != 0 {
         return Err(tensor_err(
             name,
-            format!("{} bytes is not a whole number of {datatype} elements", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {datatype} elements",
+                bytes.len()
+            ),
         ));
     }
     Ok(bytes
@@ -123,7 +129,12 @@ fn encode(name: &str, datatype: &str, data: &Value) -> Result<Vec<u8>, ProtocolE
     for v in &flat {
         let bad = || tensor_err(name, format!("{v} is not a {datatype} value"));
         let f = || v.as_f64().ok_or_else(bad);
-        let i = || v.as_i64().or_else(|| v.as_u64().map(|u| u as i64)).or_else(|| v.as_bool().map(i64::from)).ok_or_else(bad);
+        let i = || {
+            v.as_i64()
+                .or_else(|| v.as_u64().map(|u| u as i64))
+                .or_else(|| v.as_bool().map(i64::from))
+                .ok_or_else(bad)
+        };
         match datatype {
             "BYTES" => {
                 let s = match v {
@@ -173,7 +184,10 @@ impl BinaryOutputs {
 
 /// A binary-extension V2 request to its pure JSON form. `header_len` is the
 /// `Inference-Header-Content-Length`, `None` when the body is all JSON.
-pub fn request_to_json(body: &[u8], header_len: Option<usize>) -> Result<(Value, BinaryOutputs), ProtocolError> {
+pub fn request_to_json(
+    body: &[u8],
+    header_len: Option<usize>,
+) -> Result<(Value, BinaryOutputs), ProtocolError> {
     let split = header_len.unwrap_or(body.len());
     if split > body.len() {
         return Err(ProtocolError::HeaderTooLong(split, body.len()));
@@ -182,13 +196,20 @@ pub fn request_to_json(body: &[u8], header_len: Option<usize>) -> Result<(Value,
     let mut rest = &body[split..];
     let mut wanted = BinaryOutputs::default();
     if let Some(params) = doc.get_mut("parameters").and_then(Value::as_object_mut) {
-        wanted.all = params.remove("binary_data_output").and_then(|v| v.as_bool()).unwrap_or(false);
+        wanted.all = params
+            .remove("binary_data_output")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
     }
     if let Some(outputs) = doc.get_mut("outputs").and_then(Value::as_array_mut) {
         for output in outputs {
             let name = output["name"].as_str().unwrap_or("").to_string();
             if let Some(params) = output.get_mut("parameters").and_then(Value::as_object_mut) {
-                if params.remove("binary_data").and_then(|v| v.as_bool()).unwrap_or(false) {
+                if params
+                    .remove("binary_data")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false)
+                {
                     wanted.named.push(name);
                 }
             }
@@ -205,9 +226,13 @@ pub fn request_to_json(body: &[u8], header_len: Option<usize>) -> Result<(Value,
             let Some(size) = size else { continue };
             let size = size
                 .as_u64()
-                .ok_or_else(|| tensor_err(&name, "binary_data_size must be a byte count"))? as usize;
+                .ok_or_else(|| tensor_err(&name, "binary_data_size must be a byte count"))?
+                as usize;
             if size > rest.len() {
-                return Err(tensor_err(&name, format!("binary_data_size {size} runs past the body")));
+                return Err(tensor_err(
+                    &name,
+                    format!("binary_data_size {size} runs past the body"),
+                ));
             }
             let data = decode(&name, &datatype, &rest[..size])?;
             rest = &rest[size..];
@@ -306,7 +331,9 @@ pub fn v1_to_v2(body: &[u8]) -> Result<Value, ProtocolError> {
     let mut flat = Vec::new();
     flatten(instances, &mut flat);
     if flat.len() != shape.iter().product::<usize>() {
-        return Err(ProtocolError::Shape("\"instances\" must be a rectangular list".into()));
+        return Err(ProtocolError::Shape(
+            "\"instances\" must be a rectangular list".into(),
+        ));
     }
     let datatype = if flat.iter().all(|v| v.is_i64() || v.is_u64()) {
         "INT64"
@@ -381,10 +408,14 @@ mod tests {
     fn binary_request_becomes_json_and_the_answer_binary_again() {
         let (body, len) = triton_body();
         let (doc, wanted) = request_to_json(&body, Some(len)).unwrap();
-        assert_eq!(doc["inputs"][0]["data"], json!([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]));
+        assert_eq!(
+            doc["inputs"][0]["data"],
+            json!([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+        );
         assert!(doc["inputs"][0].get("parameters").is_none());
         assert!(wanted.all);
-        let answer = json!({"outputs": [{"name": "predict", "shape": [2], "datatype": "INT64", "data": [1, 2]}]});
+        let answer =
+            json!({"outputs": [{"name": "predict", "shape": [2], "datatype": "INT64", "data": [1, 2]}]});
         let (bytes, header) = response_from_json(answer, "iris", &wanted).unwrap();
         let header = header.unwrap();
         let head: Value = serde_json::from_slice(&bytes[..header]).unwrap();
@@ -397,9 +428,15 @@ mod tests {
     fn malformed_binary_is_refused() {
         let (body, len) = triton_body();
         assert!(request_to_json(&body[..body.len() - 1], Some(len)).is_err());
-        assert!(matches!(request_to_json(&body, Some(body.len() + 1)), Err(ProtocolError::HeaderTooLong(..))));
+        assert!(matches!(
+            request_to_json(&body, Some(body.len() + 1)),
+            Err(ProtocolError::HeaderTooLong(..))
+        ));
         let bytes = encode("s", "BYTES", &json!(["ab", "c"])).unwrap();
-        assert_eq!(decode("s", "BYTES", &bytes).unwrap(), vec![json!("ab"), json!("c")]);
+        assert_eq!(
+            decode("s", "BYTES", &bytes).unwrap(),
+            vec![json!("ab"), json!("c")]
+        );
         assert_eq!(f16_to_f32(f32_to_f16(1.5)), 1.5);
     }
 
@@ -408,7 +445,10 @@ mod tests {
         let v2 = v1_to_v2(br#"{"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}"#).unwrap();
         assert_eq!(v2["inputs"][0]["shape"], json!([2, 4]));
         assert_eq!(v2["inputs"][0]["datatype"], "FP64");
-        let v1 = v2_to_v1(br#"{"outputs": [{"name": "predict", "shape": [2, 1], "datatype": "INT64", "data": [1, 1]}]}"#).unwrap();
+        let v1 = v2_to_v1(
+            br#"{"outputs": [{"name": "predict", "shape": [2, 1], "datatype": "INT64", "data": [1, 1]}]}"#,
+        )
+        .unwrap();
         assert_eq!(v1, json!({"predictions": [1, 1]}));
         let v1 = v2_to_v1(br#"{"outputs": [{"name": "p", "shape": [2, 2], "datatype": "FP64", "data": [0.1, 0.9, 0.8, 0.2]}]}"#).unwrap();
         assert_eq!(v1, json!({"predictions": [[0.1, 0.9], [0.8, 0.2]]}));
