@@ -164,6 +164,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let serving_listener = bind(config.serving_listen)?;
     let api_addr = api_listener.local_addr()?;
     let serving_addr = serving_listener.local_addr()?;
+    plane.set_address(serving_addr);
     let workers = crate::node::cpu_count().clamp(1, 4);
     let shutdown_timeout = config.shutdown_timeout_seconds;
     let max_body = config.max_body_bytes;

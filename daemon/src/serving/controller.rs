@@ -44,6 +44,13 @@ pub enum ControllerError {
     Io(#[from] std::io::Error),
 }
 
+/// One component of a revision: its pool key (also the replicas' revision label).
+struct Unit {
+    key: String,
+    component: Component,
+    transformer: bool,
+}
+
 /// In-memory state per revision: its pool in the data plane and its autoscaler.
 struct RevState {
     pool: Arc<RevisionPool>,
@@ -228,7 +235,10 @@ impl Controller {
             }
         };
         let component = parsed.service.predictor.clone();
-        let hash = hex::encode(Sha256::digest(serde_json::to_vec(&component).unwrap_or_default()));
+        let transformer = parsed.service.transformer.clone();
+        let hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&(&component, &transformer)).unwrap_or_default(),
+        ));
         revisions.sort_by_key(|r| r.spec["number"].as_i64().unwrap_or(0));
         if revisions
             .last()
@@ -245,7 +255,7 @@ impl Controller {
                 namespace: service.namespace.clone(),
                 name: format!("{}-predictor-{number:05}", service.name),
                 metadata: json!({}),
-                spec: json!({"serviceUid": service.uid, "number": number, "hash": hash, "generation": service.generation, "component": component}),
+                spec: json!({"serviceUid": service.uid, "number": number, "hash": hash, "generation": service.generation, "component": component, "transformer": transformer}),
                 status: json!({"phase": "Pending", "nextSlot": 0, "timeouts": 0}),
             };
             let created = self.store.call(move |conn| resources::create(conn, new)).await;
@@ -315,14 +325,26 @@ impl Controller {
 
         // Scale each revision and route.
         let mut targets = Vec::new();
+        let mut internal = Vec::new();
         for revision in &revisions {
             let percent = traffic.iter().find(|(n, _)| *n == revision.name).map(|(_, p)| *p);
             let is_latest = revision.name == latest_name;
-            let desired = self.desired(revision, percent, is_latest);
-            self.scale(service, revision, desired, &workloads).await?;
-            if let Some(p) = percent {
-                if let Some(pool) = self.pool_of(&revision.name) {
+            let units = Self::units(revision);
+            for unit in &units {
+                let desired = self.desired(revision, unit, percent, is_latest);
+                self.scale(service, revision, unit, desired, &workloads).await?;
+            }
+            // Outside traffic goes to the transformer when there is one; the
+            // transformer reaches the predictor at /_hearth/{ns}/{revision}.
+            let front = units.iter().find(|u| u.transformer).or(units.first());
+            if let (Some(p), Some(front)) = (percent, front) {
+                if let Some(pool) = self.pool_of(&front.key) {
                     targets.push((pool, p));
+                }
+            }
+            if units.iter().any(|u| u.transformer) {
+                if let Some(pool) = self.pool_of(&revision.name) {
+                    internal.push(pool);
                 }
             }
         }
@@ -333,13 +355,34 @@ impl Controller {
         let cache = targets
             .first()
             .and_then(|(p, _)| self.cache_of(&p.revision, &parsed.service));
+        let v2_only = runtime.as_ref().is_some_and(|r| !r.speaks("v1"));
+        let binary = runtime.as_ref().is_some_and(|r| r.binary_tensors);
+        for pool in internal {
+            let revision = pool.revision.clone();
+            self.plane.set_internal(
+                &service.namespace,
+                &revision,
+                ServiceRoute {
+                    namespace: service.namespace.clone(),
+                    name: service.name.clone(),
+                    targets: vec![(pool, 100)],
+                    runtime_v2_only: v2_only,
+                    runtime_binary: binary,
+                    timeout: Duration::from_secs(component.timeout_seconds),
+                    cache: None,
+                    require_token: false,
+                },
+            );
+        }
+        // With a transformer in front, requests reach it as the client sent them.
+        let front = transformer.as_ref().unwrap_or(&component);
         self.plane.set_route(ServiceRoute {
             namespace: service.namespace.clone(),
             name: service.name.clone(),
             targets,
-            runtime_v2_only: runtime.as_ref().is_some_and(|r| !r.speaks("v1")),
-            runtime_binary: runtime.as_ref().is_some_and(|r| r.binary_tensors),
-            timeout: Duration::from_secs(component.timeout_seconds),
+            runtime_v2_only: transformer.is_none() && v2_only,
+            runtime_binary: transformer.is_none() && binary,
+            timeout: Duration::from_secs(front.timeout_seconds),
             cache,
             require_token: parsed.service.require_token,
         });
@@ -444,17 +487,37 @@ impl Controller {
         serde_json::from_value(revision.spec["component"].clone()).ok()
     }
 
+    /// What runs for a revision: the predictor and, when set, the transformer, each
+    /// with its own pool (key), replicas and autoscaler.
+    fn units(revision: &Resource) -> Vec<Unit> {
+        let mut units = Vec::new();
+        if let Some(c) = Self::component_of(revision) {
+            units.push(Unit {
+                key: revision.name.clone(),
+                component: c,
+                transformer: false,
+            });
+        }
+        if let Ok(Some(c)) = serde_json::from_value::<Option<Component>>(revision.spec["transformer"].clone())
+        {
+            units.push(Unit {
+                key: format!("{}/transformer", revision.name),
+                component: c,
+                transformer: true,
+            });
+        }
+        units
+    }
+
     /// Replicas the revision should have now.
-    fn desired(&self, revision: &Resource, percent: Option<u32>, is_latest: bool) -> u32 {
-        let Some(component) = Self::component_of(revision) else {
-            return 0;
-        };
+    fn desired(&self, revision: &Resource, unit: &Unit, percent: Option<u32>, is_latest: bool) -> u32 {
+        let component = &unit.component;
         let phase = revision.status["phase"].as_str().unwrap_or("");
         if phase == "Failed" {
             return 0;
         }
         let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(state) = revisions.get_mut(&revision.name) else {
+        let Some(state) = revisions.get_mut(&unit.key) else {
             return 0;
         };
         let labels = RevisionLabels {
@@ -464,7 +527,7 @@ impl Controller {
                 .rsplit_once("-predictor-")
                 .map(|(s, _)| s.to_string())
                 .unwrap_or_default(),
-            revision: revision.name.clone(),
+            revision: unit.key.clone(),
         };
         let desired = match percent {
             Some(p) if p > 0 => {
@@ -503,14 +566,16 @@ impl Controller {
         workloads: &[WorkloadRecord],
         http: &awc::Client,
     ) -> Result<(), ControllerError> {
-        let Some(component) = Self::component_of(revision) else {
-            return Ok(());
-        };
-        let pool = {
-            let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
-            let state = revisions
-                .entry(revision.name.clone())
-                .or_insert_with(|| RevState {
+        let mut timeouts = revision.status["timeouts"].as_u64().unwrap_or(0);
+        let mut failures = 0;
+        let mut last_failure = String::new();
+        let mut all_ready = true;
+        let mut any_new = false;
+        for unit in Self::units(revision) {
+            let component = unit.component.clone();
+            let pool = {
+                let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+                let state = revisions.entry(unit.key.clone()).or_insert_with(|| RevState {
                     pool: RevisionPool::new(
                         &revision.name,
                         component.scaling.container_concurrency as usize,
@@ -520,80 +585,84 @@ impl Controller {
                     created: Instant::now(),
                     cache: None,
                 });
-            state
-                .pool
-                .set_container_concurrency(component.scaling.container_concurrency as usize);
-            Arc::clone(&state.pool)
-        };
-        let mine: Vec<&WorkloadRecord> = workloads
-            .iter()
-            .filter(|w| w.workload.labels.get(REVISION_LABEL) == Some(&revision.name))
-            .collect();
-        let mut timeouts = revision.status["timeouts"].as_u64().unwrap_or(0);
-        let mut failures = 0;
-        let mut last_failure = String::new();
-        let mut became_ready = false;
-        for w in &mine {
-            let port: u16 = w
-                .workload
-                .labels
-                .get(PORT_LABEL)
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            match w.phase {
-                WorkloadPhase::Running => {
-                    if pool.replica_ids().contains(&w.id) {
-                        continue;
+                state
+                    .pool
+                    .set_container_concurrency(component.scaling.container_concurrency as usize);
+                Arc::clone(&state.pool)
+            };
+            let mine: Vec<&WorkloadRecord> = workloads
+                .iter()
+                .filter(|w| w.workload.labels.get(REVISION_LABEL) == Some(&unit.key))
+                .collect();
+            let mut became_ready = false;
+            for w in &mine {
+                let port: u16 = w
+                    .workload
+                    .labels
+                    .get(PORT_LABEL)
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
+                match w.phase {
+                    WorkloadPhase::Running => {
+                        if pool.replica_ids().contains(&w.id) {
+                            continue;
+                        }
+                        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                        if self.probe(http, addr, &component, &service.name).await {
+                            pool.add_ready(&w.id, addr);
+                            became_ready = true;
+                        } else if started_long_ago(w, self.config.readiness_timeout_seconds) {
+                            tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
+                            self.stop(&w.id).await?;
+                            timeouts += 1;
+                            last_failure = format!(
+                                "replica {} was not ready within {} s",
+                                w.id, self.config.readiness_timeout_seconds
+                            );
+                        }
                     }
-                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                    if self.probe(http, addr, &component, &service.name).await {
-                        pool.add_ready(&w.id, addr);
-                        became_ready = true;
-                    } else if started_long_ago(w, self.config.readiness_timeout_seconds) {
-                        tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
-                        self.stop(&w.id).await?;
-                        timeouts += 1;
-                        last_failure = format!(
-                            "replica {} was not ready within {} s",
-                            w.id, self.config.readiness_timeout_seconds
-                        );
-                    }
-                }
-                WorkloadPhase::Queued | WorkloadPhase::Starting => {}
-                WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
-                    pool.remove(&w.id);
-                    let ours = self
-                        .stopped
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&w.id);
-                    if !ours {
-                        failures += 1;
-                        let exit = w
-                            .exit
-                            .as_ref()
-                            .map(|e| format!("{} (exit code {:?}) {}", e.reason, e.exit_code, e.message))
-                            .unwrap_or_default();
-                        last_failure = format!(
-                            "replica {} exited before it was ready: {exit}; log: {}",
-                            w.id,
-                            self.log_tail(&w.id).await
-                        );
+                    WorkloadPhase::Queued | WorkloadPhase::Starting => {}
+                    WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
+                        pool.remove(&w.id);
+                        let ours = self
+                            .stopped
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&w.id);
+                        if !ours {
+                            failures += 1;
+                            let exit = w
+                                .exit
+                                .as_ref()
+                                .map(|e| format!("{} (exit code {:?}) {}", e.reason, e.exit_code, e.message))
+                                .unwrap_or_default();
+                            last_failure = format!(
+                                "replica {} exited before it was ready: {exit}; log: {}",
+                                w.id,
+                                self.log_tail(&w.id).await
+                            );
+                        }
                     }
                 }
             }
+            any_new |= became_ready;
+            all_ready &= pool.serving() > 0;
         }
         failures += timeouts;
         let phase = revision.status["phase"].as_str().unwrap_or("Pending").to_string();
         let mut status = revision.status.clone();
-        if phase == "Pending" && became_ready {
+        // Ready once every unit (predictor, transformer) has had a ready replica.
+        if phase == "Pending" && any_new && all_ready {
             status["phase"] = json!("Ready");
             status["readyAt"] = json!(now());
         } else if phase == "Pending" && failures >= self.config.revision_failure_limit as u64 {
             status["phase"] = json!("Failed");
             status["message"] = json!(last_failure);
-            for w in &mine {
-                if w.phase.is_active() {
+            for w in workloads {
+                let key = w.workload.labels.get(REVISION_LABEL).cloned().unwrap_or_default();
+                if w.phase.is_active()
+                    && (key == revision.name || key.starts_with(&format!("{}/", revision.name)))
+                {
                     self.stop(&w.id).await?;
                 }
             }
@@ -672,15 +741,16 @@ impl Controller {
         &self,
         service: &Resource,
         revision: &Resource,
+        unit: &Unit,
         desired: u32,
         workloads: &[WorkloadRecord],
     ) -> Result<(), ControllerError> {
-        let Some(pool) = self.pool_of(&revision.name) else {
+        let Some(pool) = self.pool_of(&unit.key) else {
             return Ok(());
         };
         let active: Vec<&WorkloadRecord> = workloads
             .iter()
-            .filter(|w| w.workload.labels.get(REVISION_LABEL) == Some(&revision.name) && w.phase.is_active())
+            .filter(|w| w.workload.labels.get(REVISION_LABEL) == Some(&unit.key) && w.phase.is_active())
             .collect();
         // Finish drains: stop replicas whose last request is done.
         let draining: Vec<String> = {
@@ -704,7 +774,7 @@ impl Controller {
             if revision.status["phase"] == "Failed" {
                 return Ok(());
             }
-            let model_dir = match self.fetch_model(revision).await {
+            let model_dir = match self.fetch_model(revision, &unit.component).await {
                 Ok(dir) => dir,
                 Err(message) => {
                     let uid = revision.uid.clone();
@@ -718,7 +788,7 @@ impl Controller {
                 }
             };
             for _ in count..desired {
-                self.start_replica(service, revision, &model_dir).await?;
+                self.start_replica(service, revision, unit, &model_dir).await?;
             }
         } else if count > desired {
             // Not-yet-ready replicas go first, then the least busy.
@@ -744,8 +814,7 @@ impl Controller {
     }
 
     /// Model files into `<data dir>/serving/models/<revision uid>`, once.
-    async fn fetch_model(&self, revision: &Resource) -> Result<PathBuf, String> {
-        let component = Self::component_of(revision).ok_or("the revision's spec is unreadable")?;
+    async fn fetch_model(&self, revision: &Resource, component: &Component) -> Result<PathBuf, String> {
         let dir = self.data_dir.join("serving/models").join(&revision.uid);
         let storage = match &component.workload {
             Spec::Model { storage, .. } => Some(storage.clone()),
@@ -836,11 +905,10 @@ impl Controller {
         &self,
         service: &Resource,
         revision: &Resource,
+        unit: &Unit,
         model_dir: &Path,
     ) -> Result<(), ControllerError> {
-        let Some(component) = Self::component_of(revision) else {
-            return Ok(());
-        };
+        let component = &unit.component;
         // The slot is persisted before the submit: a crash in between leaves a gap in
         // the numbering, never a second replica under one id.
         let slot = revision.status["nextSlot"].as_u64().unwrap_or(0);
@@ -857,7 +925,11 @@ impl Controller {
             .call(move |conn| resources::update_status(conn, &uid, &status, None))
             .await?;
 
-        let id = format!("{}-{slot}", revision.uid);
+        let id = format!(
+            "{}-{}{slot}",
+            revision.uid,
+            if unit.transformer { "t" } else { "" }
+        );
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
         std::fs::create_dir_all(&work_dir)?;
@@ -909,11 +981,33 @@ impl Controller {
                 let mut all_env = env.clone();
                 all_env.push(("PORT".into(), port.to_string()));
                 all_env.push(("MODEL_DIR".into(), model_dir.display().to_string()));
-                (
-                    command.iter().map(|c| fill(c, &[])).collect(),
-                    all_env,
-                    image.clone(),
-                )
+                let mut command: Vec<String> = command.iter().map(|c| fill(c, &[])).collect();
+                if unit.transformer {
+                    // What KServe passes a transformer container: the model name, where the
+                    // predictor is (here a data-plane path prefix for this revision's
+                    // predictor) and the port to listen on.
+                    let predictor = format!(
+                        "{}/_hearth/{}/{}",
+                        self.plane.address().map(|a| a.to_string()).unwrap_or_default(),
+                        revision.namespace,
+                        revision.name
+                    );
+                    all_env.push(("PREDICTOR_HOST".into(), predictor.clone()));
+                    for (flag, value) in [
+                        ("--model_name", service.name.clone()),
+                        ("--predictor_host", predictor),
+                        ("--http_port", port.to_string()),
+                    ] {
+                        if !command
+                            .iter()
+                            .any(|c| c == flag || c.starts_with(&format!("{flag}=")))
+                        {
+                            command.push(flag.to_string());
+                            command.push(value);
+                        }
+                    }
+                }
+                (command, all_env, image.clone())
             }
         };
         let workload = Workload {
@@ -925,7 +1019,7 @@ impl Controller {
                 uid: service.uid.clone(),
             },
             labels: [
-                (REVISION_LABEL.to_string(), revision.name.clone()),
+                (REVISION_LABEL.to_string(), unit.key.clone()),
                 (PORT_LABEL.to_string(), port.to_string()),
             ]
             .into_iter()

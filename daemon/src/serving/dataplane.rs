@@ -150,6 +150,10 @@ impl ServingMetrics {
 pub struct DataPlane {
     pub config: Arc<ServingConfig>,
     routes: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    /// Predictors behind a transformer, at `/_hearth/{namespace}/{revision}/...`.
+    internal: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    /// The listener's address, once bound (transformers are told to call it).
+    address: std::sync::OnceLock<std::net::SocketAddr>,
     pub auth: Option<Auth>,
     pub metrics: ServingMetrics,
 }
@@ -159,6 +163,8 @@ impl DataPlane {
         Arc::new(DataPlane {
             config,
             routes: RwLock::new(HashMap::new()),
+            internal: RwLock::new(HashMap::new()),
+            address: std::sync::OnceLock::new(),
             auth,
             metrics: ServingMetrics::new(),
         })
@@ -173,6 +179,31 @@ impl DataPlane {
     pub fn remove_route(&self, namespace: &str, name: &str) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.remove(&(namespace.to_string(), name.to_string()));
+        let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
+        internal.retain(|(ns, _), route| !(ns == namespace && route.name == name));
+    }
+
+    pub fn set_internal(&self, namespace: &str, revision: &str, route: ServiceRoute) {
+        let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
+        internal.insert((namespace.to_string(), revision.to_string()), Arc::new(route));
+    }
+
+    pub fn set_address(&self, address: std::net::SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.address.get().copied()
+    }
+
+    /// `/_hearth/{ns}/{revision}/v1/...`: the route and the protocol path.
+    fn resolve_internal(&self, path: &str) -> Option<(Arc<ServiceRoute>, String)> {
+        let rest = path.strip_prefix("/_hearth/")?;
+        let mut parts = rest.splitn(3, '/');
+        let (ns, revision, tail) = (parts.next()?, parts.next()?, parts.next()?);
+        let internal = self.internal.read().unwrap_or_else(|p| p.into_inner());
+        let route = internal.get(&(ns.to_string(), revision.to_string()))?;
+        Some((Arc::clone(route), format!("/{tail}")))
     }
 
     /// `Host: {name}.{ns}.{domain}` first; else the model name when unique.
@@ -337,6 +368,7 @@ enum Answer {
 
 fn prepare(
     call: Call,
+    path: &str,
     model: &str,
     req: &HttpRequest,
     body: bytes::Bytes,
@@ -365,7 +397,7 @@ fn prepare(
                 .transpose()?;
             if route.runtime_binary {
                 return Ok(Prepared {
-                    path: req.path().to_string(),
+                    path: path.to_string(),
                     body,
                     content_type: "application/octet-stream",
                     answer: Answer::Raw,
@@ -386,7 +418,7 @@ fn prepare(
             answer: Answer::Raw,
         }),
         _ => Ok(Prepared {
-            path: req.path().to_string(),
+            path: path.to_string(),
             body,
             content_type: "application/json",
             answer: Answer::Raw,
@@ -401,18 +433,39 @@ struct PlaneData {
 
 async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneData>) -> HttpResponse {
     let begun = Instant::now();
-    let Some((model, call)) = parse_path(req.path()) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no route for {}", req.path()),
-            None,
-        );
-    };
     let plane = &data.plane;
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    let route = match plane.resolve(host, &model) {
-        Ok(route) => route,
-        Err(message) => return error(StatusCode::NOT_FOUND, message, None),
+    // A transformer calling its predictor: only from this host.
+    let internal = if req.path().starts_with("/_hearth/") {
+        let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+        match plane.resolve_internal(req.path()) {
+            Some(found) if local => Some(found),
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no route for {}", req.path()),
+                    None,
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let path = internal
+        .as_ref()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| req.path().to_string());
+    let Some((model, call)) = parse_path(&path) else {
+        return error(StatusCode::NOT_FOUND, format!("no route for {path}"), None);
+    };
+    let route = match internal {
+        Some((route, _)) => route,
+        None => {
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            match plane.resolve(host, &model) {
+                Ok(route) => route,
+                Err(message) => return error(StatusCode::NOT_FOUND, message, None),
+            }
+        }
     };
     if !authorized(plane, &route, &req) {
         return error(
@@ -447,7 +500,7 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
         service: route.name.clone(),
         revision: revision.clone(),
     };
-    let response = forward(&data, &route, &pool, call, &model, &req, body, &labels).await;
+    let response = forward(&data, &route, &pool, (call, &path), &model, &req, body, &labels).await;
     plane
         .metrics
         .requests
@@ -471,7 +524,7 @@ async fn forward(
     data: &PlaneData,
     route: &ServiceRoute,
     pool: &Arc<RevisionPool>,
-    call: Call,
+    (call, path): (Call, &str),
     model: &str,
     req: &HttpRequest,
     body: web::Bytes,
@@ -479,12 +532,12 @@ async fn forward(
 ) -> HttpResponse {
     let plane = &data.plane;
     let revision = pool.revision.as_str();
-    let prepared = match prepare(call, model, req, body, route) {
+    let prepared = match prepare(call, path, model, req, body, route) {
         Ok(p) => p,
         Err(message) => return error(StatusCode::BAD_REQUEST, message, Some(revision)),
     };
     let cache_key = match (&route.cache, call) {
-        (Some(_), Call::V1Predict | Call::V2Infer) => Some(cache::key(revision, req.path(), &prepared.body)),
+        (Some(_), Call::V1Predict | Call::V2Infer) => Some(cache::key(revision, path, &prepared.body)),
         _ => None,
     };
     let service_labels = ServiceLabels {

@@ -1085,14 +1085,7 @@ pub fn validate(
         Some(t) => Some(component(t, "spec.transformer", &ctx, false)?.0),
         None => None,
     };
-    if transformer.is_some() {
-        // Validated above so that a bad transformer is named precisely; running it
-        // (with --predictor_host pointing back at the data plane) is not built yet.
-        return Err(unsupported(
-            "spec.transformer",
-            "transformers are not run yet; serve the predictor alone",
-        ));
-    }
+
     let mut metadata_out = metadata.clone();
     metadata_out.remove("namespace");
     metadata_out.insert("name".into(), Value::String(name.clone()));

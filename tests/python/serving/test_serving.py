@@ -210,3 +210,23 @@ def test_scale_to_zero_then_load_scales_up_and_down(daemon, models):
     print(f"load: {dict(results)}, peak replicas {peak}")
     assert not errors, errors[:5]
     assert results[200] > 100
+
+
+def test_custom_transformer_in_front_of_the_predictor(daemon, models):
+    name = "iris-names"
+    doc = isvc(name, models["a"])
+    script = pathlib.Path(__file__).parent / "iris_transformer.py"
+    doc["spec"]["transformer"] = {"containers": [{
+        "name": "kserve-container", "image": "example/iris-transformer:latest",
+        "command": ["python3", str(script)]}]}
+    daemon.create(NS, doc)
+    daemon.wait_ready(NS, name)
+    rows = [dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], x)) for x in X]
+    r = requests.post(f"{daemon.serving}/v1/models/{name}:predict", json={"instances": rows},
+                      headers={"Host": host(name)}, timeout=60)
+    assert r.status_code == 200, r.text
+    import joblib
+    expected = joblib.load(models["a"] / "model.joblib").predict(np.array(X)).tolist()
+    names = ["setosa", "versicolor", "virginica"]
+    assert r.json() == {"predictions": [names[i] for i in expected]}
+    assert r.headers["x-hearth-revision"] == f"{name}-predictor-00001"
