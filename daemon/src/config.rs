@@ -60,6 +60,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
     pub serving: ServingConfig,
+    pub pipelines: PipelinesConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub workloads: crate::runtime::WorkloadsConfig,
     pub jobs: crate::jobs::JobsConfig,
@@ -82,6 +83,32 @@ pub struct GpuConfig {
     pub time_slicing_replicas: u32,
     /// Seconds between inventory refreshes.
     pub refresh_seconds: u64,
+}
+
+/// How pipeline steps run on the process runtime.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// A Python virtual environment for steps: its `bin/` goes first on PATH and
+    /// `VIRTUAL_ENV` is set, so a component's `pip install kfp==X` preamble finds kfp
+    /// already installed (no network needed) and `python3` is that environment's.
+    pub step_venv: Option<PathBuf>,
+    /// More directories for steps' PATH (colon-separated, like PATH), after the venv's
+    /// `bin/` and before the daemon's own PATH.
+    pub step_path: Option<String>,
+}
+
+impl PipelinesConfig {
+    pub fn step_path_entries(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.step_venv {
+            out.push(v.join("bin"));
+        }
+        if let Some(p) = &self.step_path {
+            out.extend(std::env::split_paths(p));
+        }
+        out
+    }
 }
 
 impl Default for GpuConfig {
@@ -163,6 +190,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
             serving: ServingConfig::default(),
+            pipelines: PipelinesConfig::default(),
             scheduler: Default::default(),
             workloads: Default::default(),
             jobs: Default::default(),
@@ -210,6 +238,8 @@ pub const SETTINGS: &[&str] = &[
     "serving.default_timeout_seconds",
     "serving.s3_endpoint",
     "serving.gcs_endpoint",
+    "pipelines.step_venv",
+    "pipelines.step_path",
     "scheduler.reserved_cpu_millis",
     "scheduler.reserved_memory_bytes",
     "scheduler.namespace_gpu_quota",

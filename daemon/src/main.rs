@@ -10,6 +10,7 @@ mod jobs;
 mod metrics;
 mod model;
 mod node;
+mod pipelines;
 mod runtime;
 mod scheduler;
 mod serve;

@@ -1,6 +1,7 @@
 //! Prometheus metrics: the process itself, HTTP traffic by route and status, and
 //! whatever other parts register (GPU gauges under dcgm-exporter's names).
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
@@ -33,8 +34,19 @@ struct ProcessGauges {
     start_time: Gauge,
 }
 
+/// GPU gauges under dcgm-exporter's names and labels, so NVIDIA's Grafana dashboard
+/// works unchanged. Simulated GPUs carry `simulated="true"`.
+struct GpuGauges {
+    util: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    fb_used: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    fb_free: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    temp: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    power: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    gpu: GpuGauges,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabels, Histogram>,
     process: ProcessGauges,
@@ -102,11 +114,77 @@ impl Metrics {
             "Start time of the process since the Unix epoch, in seconds",
             process.start_time.clone(),
         );
+        let gpu = GpuGauges {
+            util: Family::default(),
+            fb_used: Family::default(),
+            fb_free: Family::default(),
+            temp: Family::default(),
+            power: Family::default(),
+        };
+        registry.register("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)", gpu.util.clone());
+        registry.register(
+            "DCGM_FI_DEV_FB_USED",
+            "Framebuffer memory used (in MiB)",
+            gpu.fb_used.clone(),
+        );
+        registry.register(
+            "DCGM_FI_DEV_FB_FREE",
+            "Framebuffer memory free (in MiB)",
+            gpu.fb_free.clone(),
+        );
+        registry.register("DCGM_FI_DEV_GPU_TEMP", "GPU temperature (in C)", gpu.temp.clone());
+        registry.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)", gpu.power.clone());
         Metrics {
             registry: Mutex::new(registry),
+            gpu,
             http_requests,
             http_latency,
             process,
+        }
+    }
+
+    /// Replaces the GPU gauges with the latest inventory.
+    pub fn set_gpus(&self, inventory: &crate::gpu::GpuInventory) {
+        let families = [
+            &self.gpu.util,
+            &self.gpu.fb_used,
+            &self.gpu.fb_free,
+            &self.gpu.temp,
+            &self.gpu.power,
+        ];
+        for family in families {
+            family.clear();
+        }
+        let hostname = crate::node::hostname();
+        const MIB: f64 = 1024.0 * 1024.0;
+        for device in &inventory.devices {
+            let mut labels = vec![
+                ("gpu".to_string(), device.index.to_string()),
+                ("UUID".to_string(), device.uuid.clone()),
+                ("device".to_string(), format!("nvidia{}", device.index)),
+                ("modelName".to_string(), device.name.clone()),
+                ("Hostname".to_string(), hostname.clone()),
+            ];
+            if device.simulated {
+                labels.push(("simulated".to_string(), "true".to_string()));
+            }
+            self.gpu
+                .util
+                .get_or_create(&labels)
+                .set(f64::from(device.utilization_percent));
+            self.gpu
+                .fb_used
+                .get_or_create(&labels)
+                .set(device.memory_used_bytes as f64 / MIB);
+            self.gpu
+                .fb_free
+                .get_or_create(&labels)
+                .set(device.memory_total_bytes.saturating_sub(device.memory_used_bytes) as f64 / MIB);
+            self.gpu
+                .temp
+                .get_or_create(&labels)
+                .set(f64::from(device.temperature_celsius));
+            self.gpu.power.get_or_create(&labels).set(device.power_watts);
         }
     }
 

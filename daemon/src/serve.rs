@@ -145,6 +145,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Arc::clone(&serving.wake),
     ));
 
+    let controller = crate::pipelines::controller::Controller::new(
+        store.clone(),
+        config.data_dir.clone(),
+        config.pipelines.clone(),
+        &gpus,
+    );
+    core.spawn(controller.clone().run());
+    let pipelines = crate::pipelines::api::Pipelines {
+        store: store.clone(),
+        data_dir: config.data_dir.clone(),
+        controller: controller.clone(),
+    };
+
     let doc = http::openapi::document();
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
@@ -152,10 +165,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
         auth,
         gpus: gpus.clone(),
         health: health.clone(),
-        metrics,
+        metrics: {
+            metrics.set_gpus(&gpus.snapshot());
+            metrics
+        },
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
         serving,
+        pipelines,
         scheduler,
         jobs,
     });
@@ -205,13 +222,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
-        core.shutdown_timeout(Duration::from_secs(2));
-        if let Err(e) = store.close() {
-            tracing::warn!(error = %e, "closing the database");
-        }
-        tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<(), StartError>(())
+    })?;
+    // Controllers stop here; running workloads keep going under their shims.
+    core.shutdown_timeout(Duration::from_secs(2));
+    if let Err(e) = store.close() {
+        tracing::warn!(error = %e, "closing the database");
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn status_line(state: &AppState) -> String {
@@ -237,7 +256,10 @@ fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler:
     core.spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => jobs_queue.add(&event.owner_uid),
+                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
+                    tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
+                    jobs_queue.add(&event.owner_uid);
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -274,6 +296,7 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
             if last_gpu_refresh.elapsed() >= refresh {
                 let gpus = state.gpus.clone();
                 let _ = web::block(move || gpus.refresh()).await;
+                state.metrics.set_gpus(&state.gpus.snapshot());
                 last_gpu_refresh = Instant::now();
             }
             systemd::notify_status(&status_line(&state).await);

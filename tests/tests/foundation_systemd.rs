@@ -130,6 +130,8 @@ fn no_watchdog_pings_for_another_pid() {
 fn sigterm_drains_an_in_flight_request() {
     let mut d = spawn_daemon_with(Options::default());
     let (client, url, token) = (d.client.clone(), d.api_url(), d.admin_token.clone());
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&progress);
     // Many requests racing the SIGTERM: each either completes or is refused at
     // connect; none is cut off half-answered.
     let racer = std::thread::spawn(move || {
@@ -144,6 +146,7 @@ fn sigterm_drains_an_in_flight_request() {
                     assert_eq!(r.status().as_u16(), 200);
                     assert!(r.text().is_ok());
                     answered += 1;
+                    seen.store(answered, std::sync::atomic::Ordering::SeqCst);
                 }
                 Err(e) if e.is_connect() => break,
                 Err(e) if e.is_request() && answered > 0 => break,
@@ -152,7 +155,13 @@ fn sigterm_drains_an_in_flight_request() {
         }
         answered
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // SIGTERM only once requests are flowing, so the race is the one under test.
+    let started = std::time::Instant::now();
+    while progress.load(std::sync::atomic::Ordering::SeqCst) < 3
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let exit = d.terminate_within(Duration::from_secs(10)).expect("did not stop");
     assert!(exit.success(), "{exit}");
     assert!(racer.join().unwrap() > 0);

@@ -31,18 +31,14 @@ impl Ledger {
         }
     }
 
-    /// Total schedulable GPU units (GPUs × time-slicing replicas).
-    pub fn capacity(&self) -> u32 {
-        self.used.len() as u32 * self.replicas
-    }
-
     /// GPUs with at least one free slot.
     pub fn free_gpus(&self) -> u32 {
         self.used.iter().filter(|(_, n)| *n < self.replicas).count() as u32
     }
 
     /// Slots in use across all GPUs.
-    pub fn in_use(&self) -> u32 {
+    #[cfg(test)]
+    fn in_use(&self) -> u32 {
         self.used.iter().map(|(_, n)| *n).sum()
     }
 
@@ -71,11 +67,6 @@ impl Ledger {
         }
         Some(uuids)
     }
-
-    /// Whether a request for `n` GPUs could ever fit on this node.
-    pub fn satisfiable(&self, n: u32) -> bool {
-        n as usize <= self.used.len()
-    }
 }
 
 #[cfg(test)]
@@ -88,13 +79,11 @@ mod tests {
         assert_eq!(ledger.allocate(1), Some(vec!["a".to_string()]));
         assert_eq!(ledger.allocate(1), Some(vec!["b".to_string()]));
         assert_eq!(ledger.allocate(1), None);
-        assert!(!ledger.satisfiable(3));
     }
 
     #[test]
     fn time_slicing_shares_least_loaded_first() {
         let mut ledger = Ledger::new(["a", "b"], 2, ["a"]);
-        assert_eq!(ledger.capacity(), 4);
         assert_eq!(ledger.allocate(1), Some(vec!["b".to_string()]));
         assert_eq!(ledger.allocate(2).map(|v| v.len()), Some(2));
         assert_eq!(ledger.allocate(1), None);

@@ -104,12 +104,129 @@ pub fn yaml_error(e: &serde_yaml_ng::Error) -> ApiError {
 pub fn parse_yaml_documents(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
     let mut documents = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
-        let value = <Value as serde::Deserialize>::deserialize(document).map_err(|e| yaml_error(&e))?;
+        let value = <YamlJson as serde::Deserialize>::deserialize(document)
+            .map_err(|e| yaml_error(&e))?
+            .0;
         if !value.is_null() {
             documents.push(value);
         }
     }
     Ok(documents)
+}
+
+/// A JSON value read from YAML. Unlike `serde_json::Value`'s own visitor it takes what
+/// YAML has and JSON does not hold exactly: integers beyond 64 bits become doubles (as
+/// JSON numbers are), tags are dropped for their value, and `<<` merge keys are applied.
+struct YamlJson(Value);
+
+impl<'de> serde::Deserialize<'de> for YamlJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(YamlJsonVisitor).map(YamlJson)
+    }
+}
+
+struct YamlJsonVisitor;
+
+fn double(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+impl<'de> serde::de::Visitor<'de> for YamlJsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(i64::try_from(v)
+            .map(Value::from)
+            .unwrap_or_else(|_| double(v as f64)))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+        Ok(u64::try_from(v)
+            .map(Value::from)
+            .unwrap_or_else(|_| double(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(double(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(YamlJsonVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(YamlJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        let mut merged = Vec::new();
+        while let Some(YamlJson(key)) = map.next_key()? {
+            let YamlJson(value) = map.next_value()?;
+            let key = match key {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => "null".to_string(),
+                Value::Array(_) | Value::Object(_) => {
+                    return Err(serde::de::Error::custom(
+                        "a mapping key is a list or a mapping; JSON keys are strings",
+                    ))
+                }
+            };
+            if key == "<<" {
+                merged.push(value);
+            } else {
+                object.insert(key, value);
+            }
+        }
+        // Merge keys fill in only what the mapping does not set itself.
+        for source in merged {
+            let sources = match source {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            for source in sources {
+                if let Value::Object(entries) = source {
+                    for (k, v) in entries {
+                        object.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        // A tagged value (`!Tag value`): keep the value.
+        use serde::de::VariantAccess;
+        let (_tag, variant): (YamlJson, _) = data.variant()?;
+        variant.newtype_variant::<YamlJson>().map(|v| v.0)
+    }
 }
 
 /// A resource document sent as JSON or YAML (several YAML documents allowed; the
@@ -243,6 +360,15 @@ mod tests {
             .unwrap_err()
             .problem();
         assert!(err.line.is_some_and(|l| l >= 3), "{err:?}");
+    }
+
+    #[test]
+    fn yaml_numbers_beyond_64_bits_become_doubles() {
+        let docs = parse_yaml_documents(b"big: 3110371058246748733440\nsmall: -5\n").unwrap();
+        assert_eq!(docs[0]["small"], -5);
+        assert!(docs[0]["big"].as_f64().unwrap() > 3.1e21);
+        let merged = parse_yaml_documents(b"base: &b {x: 1}\nderived: {<<: *b, y: 2}\n").unwrap();
+        assert_eq!(merged[0]["derived"], serde_json::json!({"x": 1, "y": 2}));
     }
 
     #[test]

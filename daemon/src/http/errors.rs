@@ -201,7 +201,6 @@ impl From<crate::scheduler::SchedulerError> for ApiError {
             SchedulerError::Store(inner) => inner.into(),
             SchedulerError::Runtime(inner) => match inner {
                 RuntimeError::NotFound(_) => ApiError::NotFound(inner.to_string()),
-                RuntimeError::Unsupported(message) => ApiError::unsupported("runtime", message),
                 RuntimeError::Start { .. } | RuntimeError::Io { .. } => ApiError::Internal(inner.to_string()),
             },
         }

@@ -47,10 +47,20 @@ impl From<JobError> for ApiError {
         {"name": "main", "image": "python:3.11", "command": ["python", "-c", "print('hi')"],
          "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}}
 }))]
+#[allow(
+    dead_code,
+    reason = "documents the document shape for OpenAPI; bodies are handled as JSON values"
+)]
 pub struct JobDocument(Value);
 
-#[derive(ToSchema)]
+/// A `JobList`, as `kubectl get jobs -o json` shows it.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct JobList {
+    #[schema(example = "batch/v1")]
+    pub api_version: &'static str,
+    #[schema(example = "JobList")]
+    pub kind: &'static str,
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
 }
@@ -74,13 +84,19 @@ pub struct LogQuery {
     #[serde(default)]
     follow: bool,
     /// Only the last N lines.
+    #[param(maximum = 100000000)]
     tail: Option<usize>,
     /// Which attempt (0-based); the latest by default.
+    #[param(maximum = 1000000)]
     attempt: Option<usize>,
 }
 
 fn list_json(items: Vec<Value>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"apiVersion": "batch/v1", "kind": "JobList", "items": items}))
+    HttpResponse::Ok().json(JobList {
+        api_version: crate::jobs::spec::API_VERSION,
+        kind: "JobList",
+        items,
+    })
 }
 
 /// Create a job from a `batch/v1` Job document (JSON or YAML).

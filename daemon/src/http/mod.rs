@@ -7,6 +7,7 @@ pub mod body;
 pub mod errors;
 pub mod inferenceservices;
 pub mod jobs;
+pub mod kfp;
 pub mod middleware;
 pub mod openapi;
 pub mod servingruntimes;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub started: Instant,
     pub routes: Arc<RouteTable>,
     pub serving: crate::serving::service::Services,
+    pub pipelines: crate::pipelines::api::Pipelines,
     pub scheduler: crate::scheduler::Scheduler,
     pub jobs: crate::jobs::Jobs,
 }
@@ -77,20 +79,42 @@ impl RouteTable {
         RouteTable { entries }
     }
 
+    /// Methods of the most specific pattern matching `path`: `/runs/{id}:terminate`
+    /// beats `/runs/{id}`, whose `{id}` would also match `x:terminate`.
     fn allowed(&self, path: &str) -> Option<Vec<String>> {
-        let mut allowed: Vec<String> = self
+        let literal = |def: &ResourceDef| def.pattern().map(literal_len).unwrap_or(0);
+        let best = self
             .entries
             .iter()
             .filter(|(def, _)| def.is_match(path))
+            .map(|(def, _)| literal(def))
+            .max()?;
+        let mut allowed: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(def, _)| def.is_match(path) && literal(def) == best)
             .flat_map(|(_, methods)| methods.iter().map(|m| m.to_string()))
             .collect();
-        if allowed.is_empty() {
-            return None;
-        }
         allowed.sort();
         allowed.dedup();
         Some(allowed)
     }
+}
+
+/// Characters of a route pattern outside its `{...}` parameters.
+fn literal_len(pattern: &str) -> usize {
+    let mut depth = 0usize;
+    pattern
+        .chars()
+        .filter(|c| {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => return depth == 0,
+            }
+            false
+        })
+        .count()
 }
 
 async fn no_route(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -120,6 +144,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     access::routes(cfg);
     inferenceservices::routes(cfg);
     servingruntimes::routes(cfg);
+    kfp::routes(cfg);
     jobs::routes(cfg);
 }
 

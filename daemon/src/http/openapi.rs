@@ -86,6 +86,7 @@ fn complete(mut doc: OpenApi) -> OpenApi {
                 errors.push(("415", "Unsupported content type"));
                 errors.push(("422", "A field is invalid or names an unsupported feature"));
             }
+            name_patterns(op);
             for (status, description) in errors {
                 op.responses
                     .responses
@@ -95,6 +96,24 @@ fn complete(mut doc: OpenApi) -> OpenApi {
         }
     }
     doc
+}
+
+/// Names and namespaces in paths follow DNS-1123 labels everywhere; saying so once
+/// here keeps every area's routes honest about what they accept.
+pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+
+fn name_patterns(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::Schema;
+    for param in op.parameters.iter_mut().flatten() {
+        let RefOr::T(param) = param else { continue };
+        if param.parameter_in != ParameterIn::Path || !matches!(param.name.as_str(), "namespace" | "name") {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(object))) = param.schema.as_mut() {
+            object.pattern.get_or_insert_with(|| NAME_PATTERN.to_string());
+        }
+    }
 }
 
 /// The document `hearth openapi` prints and `/openapi.json` serves.

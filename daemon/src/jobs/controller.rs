@@ -325,7 +325,7 @@ impl Jobs {
             .iter()
             .filter(|a| matches!(a.phase, WorkloadPhase::Failed | WorkloadPhase::Stopped))
             .count());
-        status["hearth"] = self.hearth_status(&attempts, finished, &status);
+        status["hearth"] = self.hearth_status(&attempts, &status);
         if !finished {
             if let Some(deadline) = deadline_at {
                 let left = (deadline - now).to_std().unwrap_or_default();
@@ -344,7 +344,7 @@ impl Jobs {
 
     /// Hearth's own view, beside the upstream fields: where the job stands in the
     /// queue, which GPUs it holds, how the last attempt ended.
-    fn hearth_status(&self, attempts: &[WorkloadRecord], finished: bool, status: &Value) -> Value {
+    fn hearth_status(&self, attempts: &[WorkloadRecord], status: &Value) -> Value {
         let last = attempts.last();
         let phase = if let Some(kind) = finished_condition(status) {
             if kind == "Complete" {

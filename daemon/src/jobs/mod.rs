@@ -69,7 +69,6 @@ pub struct Jobs {
 
 /// Where a job's log is, and whether more may come.
 pub struct JobLog {
-    pub workload_id: String,
     pub files: Vec<PathBuf>,
     pub finished: bool,
 }
@@ -237,18 +236,8 @@ impl Jobs {
             _ => self.scheduler.log_files(&record.id).await.unwrap_or_default(),
         };
         Ok(Some(JobLog {
-            workload_id: record.id.clone(),
             files,
             finished: record.phase.is_final(),
         }))
-    }
-
-    pub async fn workload_finished(&self, id: &str) -> Result<bool, JobError> {
-        Ok(self
-            .scheduler
-            .get(id)
-            .await?
-            .map(|r| r.phase.is_final())
-            .unwrap_or(true))
     }
 }

@@ -129,8 +129,6 @@ pub enum RuntimeError {
     Start { id: String, message: String },
     #[error("runtime I/O on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// The log of a workload: both streams interleaved, oldest rotated file first.

@@ -256,7 +256,9 @@ impl ProcessRuntime {
         if fd >= 0 {
             // SAFETY: the kernel just returned this descriptor to us; we own it.
             let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-            if let Ok(async_fd) = tokio::io::unix::AsyncFd::new(owned) {
+            // SAFETY: the AsyncFd takes ownership of the descriptor, and nothing else
+            // closes or reuses it while it is registered.
+            if let Ok(async_fd) = unsafe { tokio::io::unix::AsyncFd::register(owned) } {
                 let _ = async_fd.readable().await;
                 return;
             }

@@ -168,8 +168,7 @@ fn run(dir: &Path) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let _ = writeln!(stdout, "started {}", pid.as_raw());
     let _ = stdout.flush();
-    // The daemon reads one line; closing stdout tells it there is nothing more.
-    drop(stdout);
+    // The daemon reads one line; pointing stdout at /dev/null closes its pipe.
     let devnull = File::open("/dev/null").map_err(|e| e.to_string())?;
     let _ = nix::unistd::dup2_stdout(devnull);
     drop(child);

@@ -447,6 +447,14 @@ impl Scheduler {
                 | WorkloadPhase::Stopped => {}
             }
         }
+        // Workloads the runtime holds that the queue does not know (a data dir restored
+        // from elsewhere): report them rather than guess at their owners.
+        let known: HashSet<String> = self.inner.store.call(|conn| workloads::all_ids(conn)).await?;
+        for id in self.inner.runtime.list(None).await? {
+            if !known.contains(&id) {
+                tracing::warn!(workload = %id, "the runtime holds a workload the queue does not know; leaving it alone");
+            }
+        }
         self.admit().await
     }
 

@@ -188,3 +188,9 @@ pub fn mark_finished(
     )?;
     Ok(changed == 1)
 }
+
+pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM workloads")?;
+    let ids = stmt.query_map([], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
