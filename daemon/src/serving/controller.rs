@@ -166,9 +166,17 @@ impl Controller {
             if let Err(e) = self.reconcile_all(&http).await {
                 tracing::warn!(error = %e, "serving controller pass failed; retrying");
             }
+            // While requests wait at the activator, probe starting replicas every few
+            // milliseconds: the probe cadence is most of a cold start beyond the
+            // runtime's own start-up.
+            let pause = if self.requests_waiting() {
+                Duration::from_millis(5)
+            } else {
+                tick
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
+                _ = tokio::time::sleep(pause) => {}
                 event = events.recv() => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = event {
                         tokio::time::sleep(tick).await;
@@ -176,6 +184,13 @@ impl Controller {
                 }
             }
         }
+    }
+
+    fn requests_waiting(&self) -> bool {
+        let revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+        revisions
+            .values()
+            .any(|s| s.pool.queued.load(std::sync::atomic::Ordering::SeqCst) > 0)
     }
 
     /// Feeds each revision's autoscaler with its load now.
@@ -451,8 +466,12 @@ impl Controller {
         Ok(())
     }
 
+    /// Where clients reach the data plane (send `Host: {url host}` there).
     fn plane_address(&self) -> String {
-        std::env::var("HEARTH_SERVING_ADDRESS_HINT").unwrap_or_else(|_| "127.0.0.1".into())
+        self.plane
+            .address()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into())
     }
 
     async fn write_status(&self, uid: &str, status: Value) -> Result<(), ControllerError> {

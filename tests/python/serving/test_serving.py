@@ -230,3 +230,47 @@ def test_custom_transformer_in_front_of_the_predictor(daemon, models):
     names = ["setosa", "versicolor", "virginica"]
     assert r.json() == {"predictions": [names[i] for i in expected]}
     assert r.headers["x-hearth-revision"] == f"{name}-predictor-00001"
+
+
+def metric(daemon, name, service):
+    text = daemon.session.get(f"{daemon.api}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'service="{service}"' in line)
+
+
+def test_bearer_auth_and_response_cache(daemon, models):
+    name = "guarded"
+    doc = isvc(name, models["a"])
+    doc["metadata"]["annotations"] = {"serving.hearth.dev/require-token": "true",
+                                      "serving.hearth.dev/response-cache": "60"}
+    created = daemon.create(NS, doc)
+    daemon.wait_ready(NS, name)
+    assert created["metadata"]["annotations"]["serving.hearth.dev/response-cache"] == "60"
+    r = v1_predict(daemon, name)
+    assert r.status_code == 401, r.text
+    headers = {"Host": host(name), "Authorization": f"Bearer {daemon.token}"}
+    answers = []
+    for _ in range(3):
+        r = requests.post(f"{daemon.serving}/v1/models/{name}:predict", json={"instances": X}, headers=headers,
+                          timeout=30)
+        assert r.status_code == 200, r.text
+        answers.append(r.json())
+    assert answers[0] == answers[1] == answers[2]
+    assert metric(daemon, "hearth_serving_cache_hits_total", name) >= 2
+    assert metric(daemon, "hearth_serving_cache_misses_total", name) >= 1
+    # A different body is a different key.
+    r = requests.post(f"{daemon.serving}/v1/models/{name}:predict", json={"instances": X[:1]}, headers=headers,
+                      timeout=30)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+    # Per-service metrics: requests by code, latency, replicas.
+    assert metric(daemon, "hearth_serving_requests_total", name) >= 5
+    assert metric(daemon, "hearth_serving_replicas_ready", name) >= 1
+
+    # Deleting the service stops its replicas and removes it.
+    r = daemon.session.delete(daemon.url(NS, name))
+    assert r.status_code == 200, r.text
+    deadline = time.time() + 30
+    while daemon.session.get(daemon.url(NS, name)).status_code != 404:
+        assert time.time() < deadline, "the service was not removed"
+        time.sleep(0.25)
+    assert v1_predict(daemon, name).status_code == 404
