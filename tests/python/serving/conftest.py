@@ -122,6 +122,13 @@ def daemon():
     token = (tmp / "data" / "admin.token").read_text().strip()
     d = Daemon(f"http://{info['api']}", f"http://{info['serving']}", token, proc, tmp)
     yield d
+    # Replicas outlive the daemon by design (their shims survive restarts), so the
+    # services are deleted, and their replicas stopped, before the daemon is.
+    for item in d.session.get(d.url("kubeflow")).json().get("items", []):
+        d.session.delete(d.url("kubeflow", item["metadata"]["name"]))
+    deadline = time.time() + 60
+    while d.session.get(d.url("kubeflow")).json().get("items") and time.time() < deadline:
+        time.sleep(0.25)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=30)
