@@ -306,37 +306,16 @@ impl Controller {
             .rev()
             .find(|r| r.status["phase"] == "Ready")
             .map(|r| r.name.clone());
-        if rolled.is_none() && latest_phase == "Ready" {
-            rolled = Some(latest_name.clone());
-        }
-        if parsed.service.canary_percent.is_none()
-            && latest_phase == "Ready"
-            && rolled.as_deref() != Some(&latest_name)
-        {
-            // Promotion: the latest ready revision takes all traffic.
-            previous = rolled.take();
-            rolled = Some(latest_name.clone());
-        }
-        let mut traffic: Vec<(String, u32)> = Vec::new();
-        match (&rolled, parsed.service.canary_percent) {
-            (Some(r), Some(p)) if *r != latest_name && latest_phase == "Ready" => {
-                traffic.push((latest_name.clone(), p as u32));
-                traffic.push((r.clone(), 100 - p as u32));
-            }
-            // Rollback after promotion: canaryTrafficPercent on the rolled-out latest
-            // sends the rest to the previous rolled-out revision.
-            (Some(r), Some(p))
-                if *r == latest_name && previous.as_deref().is_some_and(|prev| phase(prev) == "Ready") =>
-            {
-                traffic.push((latest_name.clone(), p as u32));
-                traffic.push((previous.clone().unwrap_or_default(), 100 - p as u32));
-            }
-            (Some(r), _) => traffic.push((r.clone(), 100)),
-            (None, _) => {}
-        }
-        if traffic.len() > 1 {
-            traffic.retain(|(_, p)| *p > 0);
-        }
+        let split = split_traffic(
+            &latest_name,
+            &latest_phase,
+            rolled.take(),
+            previous.take(),
+            parsed.service.canary_percent,
+            current_traffic(&service.status),
+            &phase,
+        );
+        let (rolled, previous, traffic) = (split.rolled, split.previous, split.traffic);
 
         // Scale each revision and route.
         let mut targets = Vec::new();
@@ -623,7 +602,19 @@ impl Controller {
                     .unwrap_or(0);
                 match w.phase {
                     WorkloadPhase::Running => {
-                        if pool.replica_ids().contains(&w.id) {
+                        // A replica being drained or stopped may still answer its probe
+                        // while it shuts down; it must not come back into the pool.
+                        let leaving = self
+                            .stopped
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains(&w.id)
+                            || self
+                                .draining
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .contains(&w.id);
+                        if leaving || pool.replica_ids().contains(&w.id) {
                             continue;
                         }
                         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -1099,6 +1090,86 @@ impl Controller {
     }
 }
 
+/// The split written in the last status.
+fn current_traffic(status: &Value) -> Vec<(String, u32)> {
+    status["components"]["predictor"]["traffic"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| {
+                    Some((
+                        t["revisionName"].as_str()?.to_string(),
+                        t["percent"].as_u64()? as u32,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Split {
+    pub rolled: Option<String>,
+    pub previous: Option<String>,
+    /// (revision, percent), percents adding up to 100; empty: nothing routable.
+    pub traffic: Vec<(String, u32)>,
+}
+
+/// KServe's rollout rules. The latest revision, once ready, is rolled out unless a
+/// canary percentage is set, in which case it gets that share and the rolled-out one
+/// the rest. A canary percentage on an already rolled-out latest splits with the
+/// previous rolled-out revision (0 = rollback). A latest revision that is not ready,
+/// or failed, leaves traffic where it was.
+pub fn split_traffic(
+    latest: &str,
+    latest_phase: &str,
+    mut rolled: Option<String>,
+    mut previous: Option<String>,
+    canary: Option<u8>,
+    current: Vec<(String, u32)>,
+    phase: &dyn Fn(&str) -> String,
+) -> Split {
+    if rolled.is_none() && latest_phase == "Ready" {
+        rolled = Some(latest.to_string());
+    }
+    // Until the latest revision is ready, the split stays what it was (after a
+    // rollback that is the previous revision, not the rolled-out one).
+    if latest_phase != "Ready" && !current.is_empty() && current.iter().all(|(n, _)| phase(n) == "Ready") {
+        return Split {
+            rolled,
+            previous,
+            traffic: current,
+        };
+    }
+    if canary.is_none() && latest_phase == "Ready" && rolled.as_deref() != Some(latest) {
+        previous = rolled.take();
+        rolled = Some(latest.to_string());
+    }
+    let mut traffic: Vec<(String, u32)> = Vec::new();
+    match (&rolled, canary) {
+        (Some(r), Some(p)) if r != latest && latest_phase == "Ready" => {
+            traffic.push((latest.to_string(), p as u32));
+            traffic.push((r.clone(), 100 - p as u32));
+        }
+        (Some(r), Some(p))
+            if r == latest && previous.as_deref().is_some_and(|prev| phase(prev) == "Ready") =>
+        {
+            traffic.push((latest.to_string(), p as u32));
+            traffic.push((previous.clone().unwrap_or_default(), 100 - p as u32));
+        }
+        (Some(r), _) => traffic.push((r.clone(), 100)),
+        (None, _) => {}
+    }
+    if traffic.len() > 1 {
+        traffic.retain(|(_, p)| *p > 0);
+    }
+    Split {
+        rolled,
+        previous,
+        traffic,
+    }
+}
+
 fn started_long_ago(w: &WorkloadRecord, seconds: f64) -> bool {
     let Some(started) = w
         .started_at
@@ -1126,4 +1197,95 @@ fn status_changed(old: &Value, new: &Value) -> bool {
         }
     }
     strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(_: &str) -> String {
+        "Ready".into()
+    }
+
+    fn t(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+        list.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn rollout_canary_promotion_rollback_and_failure() {
+        // First revision ready: rolled out at 100 %.
+        let s = split_traffic("r1", "Ready", None, None, None, vec![], &ready);
+        assert_eq!((s.rolled.as_deref(), s.traffic), (Some("r1"), t(&[("r1", 100)])));
+        // r2 pending: traffic stays on r1.
+        let s = split_traffic("r2", "Pending", Some("r1".into()), None, Some(10), vec![], &ready);
+        assert_eq!(s.traffic, t(&[("r1", 100)]));
+        // r2 ready with a 10 % canary.
+        let s = split_traffic("r2", "Ready", Some("r1".into()), None, Some(10), vec![], &ready);
+        assert_eq!(s.traffic, t(&[("r2", 10), ("r1", 90)]));
+        assert_eq!(s.rolled.as_deref(), Some("r1"));
+        // Promotion.
+        let s = split_traffic(
+            "r2",
+            "Ready",
+            Some("r1".into()),
+            None,
+            None,
+            t(&[("r2", 10), ("r1", 90)]),
+            &ready,
+        );
+        assert_eq!(
+            (s.rolled.as_deref(), s.previous.as_deref()),
+            (Some("r2"), Some("r1"))
+        );
+        assert_eq!(s.traffic, t(&[("r2", 100)]));
+        // Rollback: 0 % on the rolled-out latest sends all to the previous one.
+        let s = split_traffic(
+            "r2",
+            "Ready",
+            Some("r2".into()),
+            Some("r1".into()),
+            Some(0),
+            vec![],
+            &ready,
+        );
+        assert_eq!(s.traffic, t(&[("r1", 100)]));
+        // A failed r3 never gets traffic, canary or not.
+        let s = split_traffic(
+            "r3",
+            "Failed",
+            Some("r2".into()),
+            Some("r1".into()),
+            Some(50),
+            vec![],
+            &ready,
+        );
+        assert_eq!(s.traffic, t(&[("r2", 100)]));
+        let s = split_traffic(
+            "r3",
+            "Failed",
+            Some("r2".into()),
+            Some("r1".into()),
+            None,
+            vec![],
+            &ready,
+        );
+        assert_eq!(s.traffic, t(&[("r2", 100)]));
+        // After a rollback to r1, a pending or failed r3 leaves traffic on r1.
+        for phase in ["Pending", "Failed"] {
+            let s = split_traffic(
+                "r3",
+                phase,
+                Some("r2".into()),
+                Some("r1".into()),
+                Some(50),
+                t(&[("r1", 100)]),
+                &ready,
+            );
+            assert_eq!(s.traffic, t(&[("r1", 100)]), "{phase}");
+        }
+        // Nothing ready yet: nothing routable.
+        assert!(split_traffic("r1", "Pending", None, None, None, vec![], &ready)
+            .traffic
+            .is_empty());
+    }
 }

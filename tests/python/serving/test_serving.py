@@ -151,6 +151,7 @@ def test_canary_promotion_rollback_and_broken_revision(daemon, models):
         t.join()
     assert ready(doc), doc["status"]
     assert seen[third] == 0, seen
+    assert set(seen) == {first}, f"traffic left the rolled-back revision: {seen}"
     assert not failures, failures[:3]
     assert third not in [t["revisionName"] for t in doc["status"]["components"]["predictor"]["traffic"]]
 
