@@ -541,3 +541,52 @@ fn logs_are_size_capped_and_rotated() {
         &lines[..3.min(lines.len())]
     );
 }
+
+#[test]
+fn a_workload_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let d = daemon("");
+    let pids = d.data_dir.join("stubborn-pids");
+    let script = format!(
+        "trap '' TERM; echo $$ >> {p}; sleep 300 & echo $! >> {p}; while true; do sleep 1; done",
+        p = pids.display()
+    );
+    create(&d, &job_yaml("stubborn", &script, "", ""));
+    let recorded = read_pids(&pids, 2);
+    let deleted = Instant::now();
+    assert_eq!(d.delete(&format!("{JOBS}/stubborn"), d.admin()).status, 202);
+    d.wait_until(&format!("{JOBS}/stubborn"), Duration::from_secs(10), |r| {
+        r.status == 404
+    });
+    while recorded.iter().any(|p| pid_alive(*p)) && deleted.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        recorded.iter().all(|p| !pid_alive(*p)),
+        "SIGKILL followed the ignored SIGTERM"
+    );
+    let took = deleted.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "the 1 s grace period was honoured: {took:?}"
+    );
+}
+
+#[test]
+fn a_graceful_daemon_restart_leaves_running_jobs_alone() {
+    let mut d = daemon("");
+    let runs = d.data_dir.join("graceful-runs");
+    let script = format!("echo run >> {}; sleep 1.5; echo finished", runs.display());
+    create(&d, &job_yaml("steady", &script, "  backoffLimit: 0", ""));
+    d.wait_until(&format!("{JOBS}/steady"), Duration::from_secs(10), |r| {
+        r.body["status"]["ready"] == 1
+    });
+    assert!(d.terminate().success());
+    d.restart();
+    let job = wait_finished(&d, "steady", Duration::from_secs(15));
+    assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
+    assert_eq!(
+        d.get(&format!("{JOBS}/steady/logs"), d.admin()).text,
+        "finished\n"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+}

@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::Caller;
 use super::body::Document;
 use super::errors::ApiError;
+use super::scope::{Namespaced, NamespacedItem};
 use super::AppState;
 use crate::jobs::JobError;
 use crate::model::strict::FieldError;
@@ -70,12 +70,6 @@ pub struct EventList {
     pub items: Vec<EventRecord>,
 }
 
-#[derive(Deserialize)]
-pub struct JobPath {
-    namespace: String,
-    name: String,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -108,36 +102,23 @@ fn list_json(items: Vec<Value>) -> HttpResponse {
 )]
 #[post("/api/v1/namespaces/{namespace}/jobs")]
 async fn create_job(
-    caller: Caller,
+    scope: Namespaced,
     state: web::Data<AppState>,
-    namespace: web::Path<String>,
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&namespace)?;
-    let created = state.jobs.create(&namespace, body.single()?).await?;
+    let created = state.jobs.create(&scope.namespace, body.single()?).await?;
     Ok(HttpResponse::Created().json(created))
 }
 
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path)), responses((status = 200, body = JobList)))]
 #[get("/api/v1/namespaces/{namespace}/jobs")]
-async fn list_jobs(
-    caller: Caller,
-    state: web::Data<AppState>,
-    namespace: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&namespace)?;
-    Ok(list_json(state.jobs.list(&namespace).await?))
+async fn list_jobs(scope: Namespaced, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(list_json(state.jobs.list(&scope.namespace).await?))
 }
 
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = JobDocument)))]
 #[get("/api/v1/namespaces/{namespace}/jobs/{name}")]
-async fn get_job(
-    caller: Caller,
-    state: web::Data<AppState>,
-    path: web::Path<JobPath>,
-) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
+async fn get_job(path: NamespacedItem, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.jobs.get(&path.namespace, &path.name).await?))
 }
 
@@ -150,13 +131,10 @@ async fn get_job(
 )]
 #[put("/api/v1/namespaces/{namespace}/jobs/{name}")]
 async fn replace_job(
-    caller: Caller,
+    path: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<JobPath>,
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
     Ok(HttpResponse::Ok().json(
         state
             .jobs
@@ -174,13 +152,10 @@ async fn replace_job(
 )]
 #[patch("/api/v1/namespaces/{namespace}/jobs/{name}")]
 async fn patch_job(
-    caller: Caller,
+    path: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<JobPath>,
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
     Ok(HttpResponse::Ok().json(
         state
             .jobs
@@ -192,13 +167,7 @@ async fn patch_job(
 /// Delete a job: running attempts are stopped (SIGTERM, then SIGKILL after the grace period).
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 202, description = "Deletion started")))]
 #[delete("/api/v1/namespaces/{namespace}/jobs/{name}")]
-async fn delete_job(
-    caller: Caller,
-    state: web::Data<AppState>,
-    path: web::Path<JobPath>,
-) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
+async fn delete_job(path: NamespacedItem, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.jobs.delete(&path.namespace, &path.name).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({"kind": "Status", "status": "Success", "details": {"name": path.name, "kind": "jobs"}})))
 }
@@ -207,12 +176,9 @@ async fn delete_job(
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = EventList)))]
 #[get("/api/v1/namespaces/{namespace}/jobs/{name}/events")]
 async fn job_events(
-    caller: Caller,
+    path: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<JobPath>,
 ) -> Result<web::Json<EventList>, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
     Ok(web::Json(EventList {
         items: state.jobs.events(&path.namespace, &path.name).await?,
     }))
@@ -243,13 +209,10 @@ fn last_lines(text: &[u8], n: usize) -> &[u8] {
 )]
 #[get("/api/v1/namespaces/{namespace}/jobs/{name}/logs")]
 async fn job_logs(
-    caller: Caller,
+    path: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<JobPath>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&path.namespace)?;
-    crate::auth::validate_dns_label("name", &path.name)?;
     let log = state.jobs.log(&path.namespace, &path.name, query.attempt).await?;
     let mut existing = Vec::new();
     let mut offset = 0u64;

@@ -10,15 +10,17 @@ pub mod jobs;
 pub mod kfp;
 pub mod middleware;
 pub mod openapi;
+pub mod scope;
 pub mod servingruntimes;
 pub mod system;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
-use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{App, HttpRequest, HttpResponse, ResponseError};
 use utoipa_actix_web::AppExt;
 
 use crate::auth::Auth;
@@ -76,6 +78,9 @@ impl RouteTable {
         }
         entries.push((ResourceDef::new("/openapi.json"), vec![Method::GET]));
         entries.push((ResourceDef::new("/swagger-ui/{tail}*"), vec![Method::GET]));
+        for path in web::ROUTES {
+            entries.push((ResourceDef::new(*path), vec![Method::GET]));
+        }
         RouteTable { entries }
     }
 
@@ -117,7 +122,7 @@ fn literal_len(pattern: &str) -> usize {
         .count()
 }
 
-async fn no_route(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+async fn no_route(req: HttpRequest, state: actix_web::web::Data<AppState>) -> HttpResponse {
     let error = match state.routes.allowed(req.path()) {
         Some(allowed) => ApiError::MethodNotAllowed {
             method: req.method().to_string(),
@@ -150,7 +155,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 
 /// Builds the application for one worker.
 pub fn app(
-    state: web::Data<AppState>,
+    state: actix_web::web::Data<AppState>,
     doc: utoipa::openapi::OpenApi,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
@@ -163,8 +168,8 @@ pub fn app(
 > {
     App::new()
         .app_data(state)
-        .app_data(web::PathConfig::default().error_handler(path_error))
-        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(actix_web::web::PathConfig::default().error_handler(path_error))
+        .app_data(actix_web::web::QueryConfig::default().error_handler(query_error))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::observe))
         .into_utoipa_app()
@@ -172,6 +177,7 @@ pub fn app(
         .openapi_service(move |_| {
             utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", doc)
         })
-        .default_service(web::to(no_route))
+        .default_service(actix_web::web::to(no_route))
         .into_app()
+        .configure(web::routes)
 }

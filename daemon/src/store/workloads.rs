@@ -194,3 +194,72 @@ pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<String>, S
     let ids = stmt.query_map([], |r| r.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_store;
+
+    fn workload(id: &str, ns: &str) -> Workload {
+        Workload {
+            id: id.into(),
+            owner: Owner {
+                kind: "Job".into(),
+                namespace: ns.into(),
+                name: id.into(),
+                uid: format!("uid-{id}"),
+            },
+            command: vec!["true".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_queue_is_ordered_by_class_then_first_come() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                insert(conn, &workload("batch-1", "a"), PriorityClass::Batch)?;
+                insert(conn, &workload("serving-1", "a"), PriorityClass::Serving)?;
+                insert(conn, &workload("notebook-1", "a"), PriorityClass::Notebook)?;
+                insert(conn, &workload("batch-2", "a"), PriorityClass::Batch)?;
+                insert(conn, &workload("serving-2", "a"), PriorityClass::Serving)?;
+                let (again, created) = insert(conn, &workload("batch-1", "a"), PriorityClass::Serving)?;
+                assert!(!created, "an existing id is never queued twice");
+                assert_eq!(again.priority, PriorityClass::Batch);
+                let order: Vec<String> = unfinished(conn)?.into_iter().map(|r| r.id).collect();
+                assert_eq!(
+                    order,
+                    ["serving-1", "serving-2", "notebook-1", "batch-1", "batch-2"]
+                );
+                assert!(mark_starting(
+                    conn,
+                    "batch-1",
+                    &["GPU-x".into()],
+                    &workload("batch-1", "a")
+                )?);
+                assert!(
+                    !mark_starting(conn, "batch-1", &[], &workload("batch-1", "a"))?,
+                    "claimed once"
+                );
+                let exit = ExitInfo {
+                    exit_code: Some(0),
+                    signal: None,
+                    reason: "Completed".into(),
+                    message: String::new(),
+                    started_at: None,
+                    finished_at: now_rfc3339(),
+                };
+                assert!(mark_finished(conn, "batch-1", WorkloadPhase::Succeeded, &exit)?);
+                assert!(
+                    !mark_finished(conn, "batch-1", WorkloadPhase::Failed, &exit)?,
+                    "final is final"
+                );
+                let record = get(conn, "batch-1")?.unwrap();
+                assert_eq!(record.phase, WorkloadPhase::Succeeded);
+                assert_eq!(record.gpu_uuids, ["GPU-x"]);
+                Ok(())
+            })
+            .unwrap();
+    }
+}

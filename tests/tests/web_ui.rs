@@ -1,0 +1,300 @@
+//! The web page at `/`: behind the same auth as the API (a browser's Basic prompt),
+//! served from the binary with a self-only CSP, and calling only routes that the
+//! OpenAPI document has, so the page cannot drift from the API unnoticed.
+
+use std::time::Duration;
+
+use hearth_e2e::{openapi_operations, spawn_daemon, Daemon, Reply};
+use reqwest::Method;
+
+/// What a browser sends after the prompt: any user name, the token as the password.
+fn basic(d: &Daemon, method: Method, path: &str, token: &str) -> Reply {
+    d.send(
+        d.client
+            .request(method, d.url(path))
+            .basic_auth("anyone", Some(token)),
+    )
+}
+
+fn challenges(r: &Reply) -> Vec<String> {
+    r.headers
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
+}
+
+/// The asset paths the HTML document loads (`src="..."` and `href="..."`).
+fn referenced_paths(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for attr in ["src=\"", "href=\""] {
+        for (at, _) in html.match_indices(attr) {
+            let rest = &html[at + attr.len()..];
+            if let Some(end) = rest.find('"') {
+                out.push(rest[..end].to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_page_needs_credentials_and_a_browser_gets_a_basic_prompt() {
+    let d = spawn_daemon();
+    for path in ["/", "/ui/app.js", "/ui/app.css", "/ui/favicon.svg"] {
+        let r = d.get(path, None);
+        r.assert_problem(401, "unauthorized");
+        let c = challenges(&r);
+        assert!(
+            c.iter().any(|c| c.starts_with("Basic")),
+            "{path}: no Basic challenge in {c:?}"
+        );
+    }
+    // A wrong password is refused like a wrong bearer token.
+    basic(&d, Method::GET, "/", "not-a-token").assert_problem(401, "unauthorized");
+
+    let r = basic(&d, Method::GET, "/", &d.admin_token);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.content_type(), "text/html; charset=utf-8", "{r}");
+    assert!(r.text.contains("<script src=\"/ui/app.js\""), "{r}");
+    let csp = r.header("content-security-policy").unwrap_or("");
+    for needed in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(needed), "CSP {csp:?} lacks {needed:?}");
+    }
+    assert!(!csp.contains("unsafe-"), "CSP {csp:?}");
+    assert!(!csp.contains("http"), "CSP {csp:?} names another origin");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let cache = r.header("cache-control").unwrap_or("");
+    assert!(
+        cache.contains("no-cache") && cache.contains("private"),
+        "{cache:?}"
+    );
+
+    // Revalidation: the same ETag answers 304, with the security headers still on.
+    let etag = r.header("etag").unwrap_or("").to_string();
+    assert!(etag.starts_with('"'), "{etag:?}");
+    let again = d.send(
+        d.client
+            .get(d.url("/"))
+            .basic_auth("x", Some(&d.admin_token))
+            .header("if-none-match", &etag),
+    );
+    assert_eq!(again.status, 304, "{again}");
+    assert!(again.text.is_empty());
+    assert_eq!(again.header("x-content-type-options"), Some("nosniff"));
+
+    // A bearer token works too, and so does an ordinary user's token.
+    assert_eq!(d.get("/", d.admin()).status, 200);
+    let alice = d.create_user("alice");
+    assert_eq!(basic(&d, Method::GET, "/", &alice).status, 200);
+}
+
+#[test]
+fn assets_are_served_with_their_types_and_nothing_else_is() {
+    let d = spawn_daemon();
+    let t = d.admin_token.clone();
+    let html = basic(&d, Method::GET, "/", &t).text;
+    assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+    let mut seen = Vec::new();
+    for path in referenced_paths(&html) {
+        assert!(
+            path.starts_with("/ui/") || path.starts_with("/swagger-ui/"),
+            "the page loads {path:?}: only this daemon's /ui/ assets may be loaded"
+        );
+        if path.starts_with("/ui/") {
+            seen.push(path);
+        }
+    }
+    for (path, content_type) in [
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+    ] {
+        assert!(seen.iter().any(|p| p == path), "the page does not load {path}");
+        let r = basic(&d, Method::GET, path, &t);
+        assert_eq!(r.status, 200, "{path}: {r}");
+        assert_eq!(r.content_type(), content_type, "{path}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert!(r.header("content-security-policy").is_some(), "{path}");
+        assert!(r.header("etag").is_some(), "{path}");
+        // No CDN, no external font, no other origin (the SVG's xmlns is a name,
+        // not a load).
+        if !path.ends_with(".svg") {
+            for external in ["http://", "https://", "//cdn", "@import"] {
+                assert!(!r.text.contains(external), "{path} mentions {external:?}");
+            }
+        }
+        if path.ends_with(".css") {
+            assert!(!r.text.contains("url("), "{path} loads something");
+        }
+    }
+    // Tokens stay out of storage that outlives the page and out of URLs.
+    let js = basic(&d, Method::GET, "/ui/app.js", &t).text;
+    for forbidden in [
+        "localStorage",
+        "sessionStorage",
+        "document.cookie",
+        "token=",
+        "innerHTML",
+        "eval(",
+    ] {
+        assert!(!js.contains(forbidden), "app.js uses {forbidden:?}");
+    }
+
+    basic(&d, Method::GET, "/ui/missing.js", &t).assert_problem(404, "not_found");
+    basic(&d, Method::GET, "/ui/", &t).assert_problem(404, "route_not_found");
+    basic(&d, Method::GET, "/ui/a/app.js", &t).assert_problem(404, "route_not_found");
+    for (method, path) in [(Method::POST, "/"), (Method::DELETE, "/ui/app.js")] {
+        let r = basic(&d, method.clone(), path, &t);
+        r.assert_problem(405, "method_not_allowed");
+        assert_eq!(r.header("allow"), Some("GET"), "{method} {path}: {r}");
+    }
+}
+
+/// One entry of the script's `API` table.
+#[derive(Debug)]
+struct Call {
+    key: String,
+    method: String,
+    path: String,
+    optional: bool,
+}
+
+/// The `API` table between the `// API-TABLE-BEGIN` and `// API-TABLE-END` markers,
+/// one `key: { method: "GET", path: "/..." [, optional: true] },` a line; and the
+/// script without it.
+fn api_table(js: &str) -> (Vec<Call>, String) {
+    let begin = js
+        .find("// API-TABLE-BEGIN")
+        .expect("app.js has no API-TABLE-BEGIN marker");
+    let end = js
+        .find("// API-TABLE-END")
+        .expect("app.js has no API-TABLE-END marker");
+    let quoted = |line: &str, field: &str| -> Option<String> {
+        let start = line.find(&format!("{field}: \""))? + field.len() + 3;
+        let len = line[start..].find('"')?;
+        Some(line[start..start + len].to_string())
+    };
+    let mut calls = Vec::new();
+    for line in js[begin..end].lines() {
+        let line = line.trim();
+        if !line.contains("path:") {
+            continue;
+        }
+        let key = line.split(':').next().unwrap_or("").trim().to_string();
+        let method = quoted(line, "method").unwrap_or_else(|| panic!("no method in {line:?}"));
+        let path = quoted(line, "path").unwrap_or_else(|| panic!("no path in {line:?}"));
+        calls.push(Call {
+            key,
+            method,
+            path,
+            optional: line.contains("optional: true"),
+        });
+    }
+    let rest = format!("{}{}", &js[..begin], &js[end..]);
+    (calls, rest)
+}
+
+#[test]
+fn every_url_the_script_calls_is_in_the_openapi_document() {
+    let d = spawn_daemon();
+    let t = d.admin_token.clone();
+    let js = basic(&d, Method::GET, "/ui/app.js", &t).text;
+    let (calls, rest) = api_table(&js);
+    assert!(calls.len() >= 10, "too few entries in the API table: {calls:?}");
+
+    // Outside the table the script names no route and builds every fetch URL with
+    // url(), which only fills in the table's templates.
+    for literal in ["\"/api", "'/api", "`/api", "\"/openapi", "`/openapi"] {
+        assert!(
+            !rest.contains(literal),
+            "app.js names a route outside the API table: {literal}"
+        );
+    }
+    for (at, _) in rest.match_indices("fetch(") {
+        assert!(
+            rest[at + "fetch(".len()..].starts_with("url("),
+            "a fetch in app.js does not take url(...): {}",
+            &rest[at..(at + 60).min(rest.len())]
+        );
+    }
+
+    let doc = d.get("/openapi.json", d.admin()).body;
+    let ops: Vec<(String, String)> = openapi_operations(&doc)
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p))
+        .collect();
+    let mut checked = 0;
+    for call in &calls {
+        if call.path == "/openapi.json" {
+            // The document itself is not one of its own paths.
+            assert_eq!(call.method, "GET");
+            assert_eq!(basic(&d, Method::GET, &call.path, &t).status, 200);
+            continue;
+        }
+        let documented = ops.iter().any(|(m, p)| *m == call.method && *p == call.path);
+        let path_known = ops.iter().any(|(_, p)| *p == call.path);
+        if call.optional && !path_known {
+            // The page renders that section only when /openapi.json has the route.
+            assert!(
+                js.contains(&format!("API.{}.path", call.key)),
+                "optional {} is not gated on /openapi.json",
+                call.key
+            );
+            continue;
+        }
+        assert!(
+            documented,
+            "app.js calls {} {} ({}), which /openapi.json does not list",
+            call.method, call.path, call.key
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+}
+
+/// The page's job box and log viewer, as the browser drives them: YAML with Basic
+/// credentials, a refused document's `detail`, and the streamed log.
+#[test]
+fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
+    let d = spawn_daemon();
+    let t = d.admin_token.clone();
+    let post = |yaml: &str| {
+        d.send(
+            d.client
+                .post(d.url("/api/v1/namespaces/admin/jobs"))
+                .basic_auth("anyone", Some(&t))
+                .header("content-type", "application/yaml")
+                .body(yaml.to_string()),
+        )
+    };
+    let refused = post("kind: Job\n");
+    assert!((400..500).contains(&refused.status), "{refused}");
+    assert!(
+        refused.body["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        "{refused}"
+    );
+
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      \
+               restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n        \
+               command: [sh, -c, 'echo one; sleep 0.3; echo two']\n";
+    let created = post(job);
+    assert!(created.status == 201 || created.status == 200, "{created}");
+
+    let logs = d.send(
+        d.client
+            .get(d.url("/api/v1/namespaces/admin/jobs/web/logs?follow=true"))
+            .basic_auth("anyone", Some(&t))
+            .timeout(Duration::from_secs(30)),
+    );
+    assert_eq!(logs.status, 200, "{logs}");
+    assert!(
+        logs.text.contains("one\n") && logs.text.contains("two\n"),
+        "{logs}"
+    );
+}
