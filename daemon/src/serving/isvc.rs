@@ -712,14 +712,15 @@ fn custom_workload(
         CONTAINER_REFUSED,
     )?;
     let mut command = strings(container, "command", &cp)?;
-    command.extend(strings(container, "args", &cp)?);
     if command.is_empty() {
-        // The image's entrypoint is unknown to the process runtime.
+        // `args` alone are arguments to the image's entrypoint, which the process
+        // runtime does not know.
         return Err(unsupported(
             "containers.imageEntrypoint",
-            format!("{cp} has no command or args; the process runtime runs command + args on the host and cannot run an image's entrypoint"),
+            format!("{cp} has no command; the process runtime runs command + args on the host and cannot run an image's entrypoint"),
         ));
     }
+    command.extend(strings(container, "args", &cp)?);
     let storage = match string(container, "storageUri", &cp)? {
         Some(uri) => Some(parse_storage(&uri, &format!("{cp}.storageUri"), ctx.config)?),
         None => None,
