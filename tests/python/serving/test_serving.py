@@ -275,3 +275,25 @@ def test_bearer_auth_and_response_cache(daemon, models):
         assert time.time() < deadline, "the service was not removed"
         time.sleep(0.25)
     assert v1_predict(daemon, name).status_code == 404
+
+
+def test_http_storage_uri_is_fetched_into_the_cache(daemon, models):
+    import functools
+    import http.server
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(models["b"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        name = "from-http"
+        doc = isvc(name, "unused")
+        doc["spec"]["predictor"]["model"]["storageUri"] = f"http://127.0.0.1:{server.server_port}/model.joblib"
+        daemon.create(NS, doc)
+        daemon.wait_ready(NS, name)
+    finally:
+        server.shutdown()
+    # Served from the revision's cache, with the origin gone.
+    import joblib
+    expected = joblib.load(models["b"] / "model.joblib").predict(np.array(X)).tolist()
+    r = v1_predict(daemon, name)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": expected}
