@@ -3,7 +3,7 @@
 //! it for queued keys, for keys whose requeue time came, and for every key on a
 //! periodic resync. Tests call the reconcile function directly to step a controller.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,9 +12,17 @@ use tokio::sync::Notify;
 
 use crate::health::Health;
 
+/// Keys in the order they arrived, each at most once: a job created before another
+/// reaches the scheduler's FIFO queue first.
+#[derive(Default)]
+struct Pending {
+    order: Vec<String>,
+    present: HashSet<String>,
+}
+
 #[derive(Default)]
 pub struct WorkQueue {
-    pending: Mutex<BTreeSet<String>>,
+    pending: Mutex<Pending>,
     notify: Notify,
 }
 
@@ -25,7 +33,9 @@ impl WorkQueue {
 
     pub fn add(&self, key: &str) {
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(key.to_string());
+            if pending.present.insert(key.to_string()) {
+                pending.order.push(key.to_string());
+            }
         }
         self.notify.notify_one();
     }
@@ -42,7 +52,7 @@ impl WorkQueue {
 
     fn take(&self) -> Vec<String> {
         match self.pending.lock() {
-            Ok(mut pending) => std::mem::take(&mut *pending).into_iter().collect(),
+            Ok(mut pending) => std::mem::take(&mut *pending).order,
             Err(_) => Vec::new(),
         }
     }
@@ -75,8 +85,8 @@ pub async fn run<L, LF, R, RF, E>(
             }
             next_resync = tokio::time::Instant::now() + resync;
         }
-        keys.sort();
-        keys.dedup();
+        let mut seen = HashSet::new();
+        keys.retain(|key| seen.insert(key.clone()));
         for key in keys {
             match reconcile(key.clone()).await {
                 Ok(Some(after)) => queue.add_after(&key, after),

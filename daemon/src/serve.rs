@@ -122,8 +122,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     core.block_on(scheduler.recover())?;
     let jobs = Jobs::new(store.clone(), scheduler.clone(), config.jobs.clone());
-    start_controllers(&core, &health, &scheduler, &jobs);
-
     let serving = crate::serving::service::Services {
         store: store.clone(),
         runtimes: Arc::new(crate::serving::runtimes::RuntimeTable::new(
@@ -149,8 +147,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         store.clone(),
         config.data_dir.clone(),
         config.pipelines.clone(),
-        &gpus,
+        scheduler.clone(),
+        config.workloads.path_prefix.clone(),
     );
+    start_controllers(&core, &health, &scheduler, &jobs, &controller);
     core.spawn(controller.clone().run());
     let pipelines = crate::pipelines::api::Pipelines {
         store: store.clone(),
@@ -250,8 +250,15 @@ async fn status_line(state: &AppState) -> String {
 }
 
 /// Every controller loop, and the bridge that wakes them on workload events.
-fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler: &Scheduler, jobs: &Jobs) {
+fn start_controllers(
+    core: &tokio::runtime::Runtime,
+    health: &Health,
+    scheduler: &Scheduler,
+    jobs: &Jobs,
+    pipelines: &crate::pipelines::controller::Controller,
+) {
     let jobs_queue = jobs.queue();
+    let pipelines = pipelines.clone();
     let mut events = scheduler.subscribe();
     core.spawn(async move {
         loop {
@@ -260,8 +267,13 @@ fn start_controllers(core: &tokio::runtime::Runtime, health: &Health, scheduler:
                     tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
                     jobs_queue.add(&event.owner_uid);
                 }
+                Ok(event) if event.owner_kind == crate::pipelines::controller::OWNER_KIND => {
+                    pipelines.workload_event(&event.id);
+                }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                // Missed events: the waiting steps look at their workloads again (the
+                // jobs controller's periodic pass covers it there).
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pipelines.workload_events_lost(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }

@@ -250,3 +250,83 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A step that leaves a directory artifact with a good file, a symlink out of the data
+/// dir, a symlink to a sibling beside the artifact, and that sibling.
+const ESCAPE_STEP: &str = r#"mkdir -p "$0" && printf fine > "$0/ok.txt" && printf hearth-escape-token > "$0/../secret.txt" && ln -s /etc/passwd "$0/passwd" && ln -s ../secret.txt "$0/sibling""#;
+
+#[test]
+fn artifact_download_refuses_path_traversal_and_reads_nothing_outside() {
+    let d = spawn_daemon();
+    let token = d.admin().unwrap().to_string();
+    let spec = json!({
+        "pipelineInfo": {"name": "escape"},
+        "schemaVersion": "2.1.0",
+        "components": {"comp-make": {
+            "executorLabel": "exec-make",
+            "outputDefinitions": {"artifacts": {"out": {"artifactType": {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}}}}
+        }},
+        "deploymentSpec": {"executors": {"exec-make": {"container": {
+            "image": "alpine:3.23",
+            "command": ["sh", "-c", ESCAPE_STEP, "{{$.outputs.artifacts['out'].path}}"]
+        }}}},
+        "root": {"dag": {"tasks": {"make": {"taskInfo": {"name": "make"}, "componentRef": {"name": "comp-make"}}}}}
+    });
+    let run = d.post_json(
+        "/apis/v2beta1/runs",
+        Some(&token),
+        &json!({"display_name": "escape", "pipeline_spec": spec}),
+    );
+    assert_eq!(run.status, 200, "{run}");
+    let run_id = run.body["run_id"].as_str().unwrap().to_string();
+    let done = d.wait_until(
+        &format!("/apis/v2beta1/runs/{run_id}"),
+        Duration::from_secs(30),
+        |r| r.body["state"] == "SUCCEEDED" || r.body["state"] == "FAILED",
+    );
+    assert_eq!(done.body["state"], "SUCCEEDED", "{done}");
+    let task = done.body["run_details"]["task_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["display_name"] == "make")
+        .unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = format!("/api/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts");
+
+    // The control: a file inside the artifact is served.
+    let ok = d.get(&format!("{base}/out?path=ok.txt"), Some(&token));
+    assert_eq!(ok.status, 200, "{ok}");
+    assert_eq!(ok.text, "fine");
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for rel in [
+        "../secret.txt",
+        "../../../../../../etc/passwd",
+        "/etc/passwd",
+        "sub/../../secret.txt",
+        "%2E%2E/secret.txt",
+        "passwd",
+        "sibling",
+    ] {
+        let r = d.get(&format!("{base}/out?path={rel}"), Some(&token));
+        assert!(
+            (400..500).contains(&r.status),
+            "path={rel}: expected a 4xx, got {r}"
+        );
+        assert!(r.is_problem(), "path={rel}: not problem+json: {r}");
+        assert!(
+            !r.text.contains("hearth-escape-token") && (passwd.is_empty() || !r.text.contains(&passwd)),
+            "path={rel}: the answer carries a file from outside the artifact: {r}"
+        );
+    }
+    // The artifact name is a key, never a path.
+    for name in ["..%2Fsecret.txt", "..", "%2Fetc%2Fpasswd"] {
+        let r = d.get(&format!("{base}/{name}"), Some(&token));
+        assert!((400..500).contains(&r.status), "name={name}: {r}");
+        assert!(r.is_problem(), "name={name}: {r}");
+        assert!(!r.text.contains("hearth-escape-token"), "name={name}: {r}");
+    }
+}

@@ -41,6 +41,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Conflict(m) => ApiError::Conflict(m),
             PipelineError::Auth(e) => e.into(),
             PipelineError::Store(e) => e.into(),
+            PipelineError::Scheduler(e) => e.into(),
         }
     }
 }
@@ -186,7 +187,7 @@ async fn upload_version(
     ok(api::create_version(core(&state)?, &caller.0, &pipeline_id, name, q.description, pkg).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines")]
 async fn list_pipelines(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_pipelines(core(&state)?, &caller.0, &q).await?)
@@ -275,7 +276,7 @@ async fn create_experiment(caller: Caller, state: web::Data<AppState>, payload: 
     ok(api::create_experiment(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/experiments")]
 async fn list_experiments(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_experiments(core(&state)?, &caller.0, &q).await?)
@@ -314,7 +315,7 @@ async fn create_run(caller: Caller, state: web::Data<AppState>, payload: web::Pa
     ok(api::create_run(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/runs")]
 async fn list_runs(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_runs(core(&state)?, &caller.0, &q).await?)
@@ -365,7 +366,7 @@ async fn create_recurring_run(caller: Caller, state: web::Data<AppState>, payloa
     ok(api::create_recurring_run(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/recurringruns")]
 async fn list_recurring_runs(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_recurring_runs(core(&state)?, &caller.0, &q).await?)

@@ -11,6 +11,8 @@ use super::controller::{Controller, RunStatus, TERMINAL};
 use super::ir::{self, IrError};
 use super::store::{self as pstore, find};
 use crate::auth::{AuthError, Principal};
+use crate::runtime::RuntimeError;
+use crate::scheduler::SchedulerError;
 use crate::store::resources::{self, NewResource, Resource};
 use crate::store::{now_rfc3339, Store, StoreError};
 
@@ -28,6 +30,8 @@ pub enum PipelineError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Store(StoreError),
+    #[error(transparent)]
+    Scheduler(SchedulerError),
 }
 
 impl From<StoreError> for PipelineError {
@@ -726,15 +730,20 @@ fn run_json(r: &Resource, details: bool) -> Value {
     }
     if details {
         let mut tasks = Vec::new();
+        let mut pending = Vec::new();
         let ids: std::collections::BTreeMap<&String, &String> =
             status.tasks.iter().map(|(path, t)| (path, &t.task_id)).collect();
+        let mut children: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+        for c in status.tasks.values() {
+            if let Some(parent) = c.parent.as_deref() {
+                children
+                    .entry(parent)
+                    .or_default()
+                    .push(json!({"task_id": c.task_id}));
+            }
+        }
         for (path, t) in &status.tasks {
-            let children: Vec<Value> = status
-                .tasks
-                .iter()
-                .filter(|(_, c)| c.parent.as_deref() == Some(path.as_str()))
-                .map(|(_, c)| json!({"task_id": c.task_id}))
-                .collect();
+            let children = children.remove(path.as_str()).unwrap_or_default();
             let mut d = json!({
                 "run_id": r.name,
                 "task_id": t.task_id,
@@ -759,9 +768,20 @@ fn run_json(r: &Resource, details: bool) -> Value {
             if let Some(parent) = t.parent.as_ref().and_then(|p| ids.get(p)) {
                 d["parent_task_id"] = json!(parent);
             }
+            if let Some(w) = &t.workload {
+                d["hearth_workload"] = json!(w);
+            }
+            // Why a step waits: the scheduler's queue, shown where users look.
+            if let Some(reason) = t.pending_reason.as_ref().filter(|_| t.state == "PENDING") {
+                d["hearth_pending_reason"] = json!(reason);
+                pending.push(json!({"task": path, "reason": reason}));
+            }
             tasks.push(d);
         }
         v["run_details"] = json!({"task_details": tasks});
+        if !pending.is_empty() && !TERMINAL.contains(&v["state"].as_str().unwrap_or_default()) {
+            v["hearth"] = json!({"pending": pending});
+        }
     }
     v
 }
@@ -976,6 +996,8 @@ pub async fn retry_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Va
     status.set_state("PENDING");
     let mut spec = r.spec.clone();
     spec["terminate_requested"] = json!(false);
+    // Steps run again as new workloads: their ids carry the generation.
+    spec["retry_generation"] = json!(spec["retry_generation"].as_u64().unwrap_or(0) + 1);
     replace_spec(p, &r, spec).await?;
     let uid = r.uid.clone();
     let st = serde_json::to_value(&status).map_err(|e| PipelineError::Store(StoreError::Json(e)))?;
@@ -1228,13 +1250,26 @@ pub async fn task_log(
     task_id: &str,
 ) -> Result<Vec<u8>, PipelineError> {
     let t = task(p, caller, run_id, task_id).await?;
-    let Some(dir) = t.record.dir else {
+    let Some(workload) = t.record.workload else {
         return Err(PipelineError::NotFound(format!(
             "task {task_id} has no log (it ran no process)"
         )));
     };
-    let path = PathBuf::from(dir).join("log.txt");
-    std::fs::read(&path).map_err(|e| PipelineError::NotFound(format!("log of task {task_id}: {e}")))
+    let files = match p.controller.inner.scheduler.log_files(&workload).await {
+        Ok(files) => files,
+        Err(SchedulerError::NotFound(_) | SchedulerError::Runtime(RuntimeError::NotFound(_))) => Vec::new(),
+        Err(e) => return Err(PipelineError::Scheduler(e)),
+    };
+    let mut out = Vec::new();
+    for file in files {
+        match std::fs::read(&file) {
+            Ok(bytes) => out.extend(bytes),
+            // Rotated away between listing and reading.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PipelineError::NotFound(format!("log of task {task_id}: {e}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// An output artifact's file, checked to lie under the data dir's artifact tree (or
@@ -1271,7 +1306,7 @@ pub async fn artifact_file(
             }
             joined
         }
-        None => base,
+        None => base.clone(),
     };
     let canonical = file
         .canonicalize()
@@ -1279,8 +1314,13 @@ pub async fn artifact_file(
     let root_c = root
         .canonicalize()
         .map_err(|e| PipelineError::NotFound(format!("artifact root: {e}")))?;
-    if !canonical.starts_with(&root_c) {
-        return Err(invalid("path", "must stay inside the artifact store"));
+    let base_c = base
+        .canonicalize()
+        .map_err(|e| PipelineError::NotFound(format!("artifact {name}: {e}")))?;
+    // Resolved, not only lexically: a symlink a step left inside its artifact may
+    // point at another run's (or namespace's) artifacts, still under the store.
+    if !base_c.starts_with(&root_c) || !canonical.starts_with(&base_c) {
+        return Err(invalid("path", "must stay inside the artifact"));
     }
     if canonical.is_dir() {
         return Err(invalid(

@@ -1,10 +1,13 @@
 //! The run controller. A level-triggered loop finds runs that are not finished and
-//! drives each one: it walks the IR's DAG, runs every container task as a process with
-//! the KFP executor contract, and writes every task's state and outputs to the store as
-//! it goes. A restarted daemon drives the same runs again: a task recorded as finished
-//! is never run again (its outputs are read back), and a step that was still running
-//! when the daemon died is waited for (its wrapper writes the exit code to a file), so
-//! nothing runs twice unless its retry policy says so.
+//! drives each one: it walks the IR's DAG and submits every container task, with the
+//! KFP executor contract, as a workload to the node's scheduler (which queues it for
+//! CPU, memory and GPUs, runs it under `hearth shim` and records its exit). Task state
+//! lives in memory and is written to the run's status in batches. A restarted daemon
+//! drives the same runs again: a task recorded as finished is never run again (its
+//! outputs are read back), and a step's workload id is derived from the run, the task
+//! path, the retry generation and the attempt, so resubmitting it after a crash finds
+//! the workload the previous daemon submitted (running, re-adopted by the scheduler,
+//! or finished) and nothing runs twice unless its retry policy says so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -25,7 +28,10 @@ use super::executor::{self, Artifact, PlaceholderContext, StepPaths, Values};
 use super::ir::{self, ComponentSpec, Dag, PipelineSpec, Task};
 use super::store as pstore;
 use crate::config::PipelinesConfig;
-use crate::gpu::GpuProbe;
+use crate::runtime::{Owner, ResourceRequest, Workload};
+use crate::scheduler::{
+    PriorityClass, Scheduler, SchedulerError, WorkloadPhase, WorkloadRecord, WorkloadRequest,
+};
 use crate::store::{now_rfc3339, Store, StoreError};
 
 pub const TERMINAL: &[&str] = &["SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"];
@@ -55,12 +61,18 @@ pub struct TaskRecord {
     pub attempts: u32,
     #[serde(default)]
     pub cached: bool,
+    /// The scheduler's workload of the latest attempt (logs, queue position).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
+    pub workload: Option<String>,
+    /// Why the latest attempt still waits in the scheduler's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
     #[serde(default)]
     pub gpus: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_uuids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,66 +110,20 @@ impl RunStatus {
     }
 }
 
-/// GPUs handed to steps. Stands in for the workload scheduler's GPU ledger: a step
-/// that asks for more GPUs than are free waits (its task stays PENDING) until a step
-/// gives them back.
-struct GpuLedger {
-    free: Mutex<Vec<String>>,
-    total: usize,
-    released: Notify,
-}
-
-impl GpuLedger {
-    fn new(gpus: &GpuProbe) -> GpuLedger {
-        let uuids: Vec<String> = gpus.snapshot().devices.iter().map(|d| d.uuid.clone()).collect();
-        GpuLedger {
-            total: uuids.len(),
-            free: Mutex::new(uuids),
-            released: Notify::new(),
-        }
-    }
-
-    async fn acquire(&self, n: u32, cancel: &CancellationToken) -> Result<Vec<String>, String> {
-        let n = n as usize;
-        if n > self.total {
-            return Err(format!(
-                "the step asks for {n} GPU(s); this host has {}",
-                self.total
-            ));
-        }
-        loop {
-            let notified = self.released.notified();
-            {
-                let mut free = self.free.lock().map_err(|_| "GPU ledger poisoned".to_string())?;
-                if free.len() >= n {
-                    return Ok(free.drain(..n).collect());
-                }
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = cancel.cancelled() => return Err("canceled while waiting for GPUs".into()),
-            }
-        }
-    }
-
-    fn release(&self, uuids: Vec<String>) {
-        if uuids.is_empty() {
-            return;
-        }
-        if let Ok(mut free) = self.free.lock() {
-            free.extend(uuids);
-        }
-        self.released.notify_waiters();
-    }
-}
-
 pub struct Inner {
     pub store: Store,
     pub data_dir: PathBuf,
     pub cfg: PipelinesConfig,
+    /// Every step runs as a workload through the node's one scheduler, which owns the
+    /// GPU ledger, the queue and the processes.
+    pub scheduler: Scheduler,
+    /// `[workloads] path_prefix`, kept in front of the daemon's PATH when a step's PATH
+    /// is replaced to put the step venv first.
+    path_prefix: Option<String>,
     active: Mutex<HashMap<String, CancellationToken>>,
     wake: Notify,
-    gpus: GpuLedger,
+    /// Steps waiting for their workload to change phase, by workload id.
+    waiters: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 #[derive(Clone)]
@@ -166,21 +132,48 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(store: Store, data_dir: PathBuf, cfg: PipelinesConfig, gpus: &GpuProbe) -> Controller {
+    pub fn new(
+        store: Store,
+        data_dir: PathBuf,
+        cfg: PipelinesConfig,
+        scheduler: Scheduler,
+        path_prefix: Option<String>,
+    ) -> Controller {
         Controller {
             inner: Arc::new(Inner {
                 store,
                 data_dir,
                 cfg,
+                scheduler,
+                path_prefix,
                 active: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                gpus: GpuLedger::new(gpus),
+                waiters: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// A workload of a pipeline run changed phase: wake the step waiting for it.
+    pub fn workload_event(&self, workload_id: &str) {
+        if let Ok(waiters) = self.inner.waiters.lock() {
+            if let Some(n) = waiters.get(workload_id) {
+                // `notify_one` keeps a permit, so an event between two looks is not lost.
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Events were dropped (the broadcast lagged): every waiting step looks again.
+    pub fn workload_events_lost(&self) {
+        if let Ok(waiters) = self.inner.waiters.lock() {
+            for n in waiters.values() {
+                n.notify_one();
+            }
+        }
     }
 
     /// Stops a run's steps now; the run's driver records CANCELED.
@@ -246,6 +239,17 @@ impl Controller {
     }
 }
 
+/// The owner kind of pipeline steps' workloads, in the scheduler's queue and events.
+pub const OWNER_KIND: &str = "PipelineRun";
+
+/// How long task changes gather before the run's status is written again. The status
+/// holds every task, so writing it per change would cost O(tasks) per change.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often a waiting step looks at its workload without an event: the queue's
+/// pending reason changes without a phase change.
+const WAIT_TICK: Duration = Duration::from_secs(2);
+
 /// Everything one run's driver shares between its tasks.
 struct RunCtx {
     inner: Arc<Inner>,
@@ -257,7 +261,14 @@ struct RunCtx {
     raw: Value,
     platform: BTreeMap<String, ir::PlatformExecutor>,
     enable_caching: Option<bool>,
+    /// Bumped by `:retry`, so a retried run's attempts get new workload ids.
+    generation: u64,
+    /// Workload ids the scheduler already held for this run when the driver started:
+    /// steps a previous daemon submitted, whatever the (batched) status says.
+    known: BTreeSet<String>,
     status: Mutex<RunStatus>,
+    /// Task changes not yet written.
+    changed: Notify,
     cancel: CancellationToken,
 }
 
@@ -271,7 +282,7 @@ enum Outcome {
 }
 
 impl RunCtx {
-    fn record<F: FnOnce(&mut TaskRecord)>(&self, path: &str, f: F) -> Value {
+    fn record<F: FnOnce(&mut TaskRecord)>(&self, path: &str, f: F) {
         let mut status = match self.status.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
@@ -286,14 +297,23 @@ impl RunCtx {
                 ..Default::default()
             });
         f(rec);
-        serde_json::to_value(&*status).unwrap_or(Value::Null)
     }
 
     fn existing(&self, path: &str) -> Option<TaskRecord> {
         self.status.lock().ok()?.tasks.get(path).cloned()
     }
 
-    async fn persist(&self, status: Value) {
+    fn snapshot(&self) -> Value {
+        let status = match self.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        serde_json::to_value(&*status).unwrap_or(Value::Null)
+    }
+
+    /// Writes the whole status now.
+    async fn flush(&self) {
+        let status = self.snapshot();
         let uid = self.run_uid.clone();
         let res = self
             .inner
@@ -305,9 +325,14 @@ impl RunCtx {
         }
     }
 
+    /// Changes a task in memory; the run's flusher writes it within FLUSH_INTERVAL.
+    /// Losing the last changes to a crash costs nothing that matters: steps are
+    /// workloads with deterministic ids, so a restarted driver finds each step's
+    /// workload (running or finished) in the scheduler and reads its outputs back, and
+    /// everything else is derived again from the IR.
     async fn update<F: FnOnce(&mut TaskRecord)>(&self, path: &str, f: F) {
-        let status = self.record(path, f);
-        self.persist(status).await;
+        self.record(path, f);
+        self.changed.notify_one();
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -316,6 +341,33 @@ impl RunCtx {
             .join("pipelines")
             .join("runs")
             .join(&self.run_id)
+    }
+
+    /// The workload id of one attempt of one task: stable across daemon restarts, so a
+    /// resubmission after a crash finds the workload already there and runs nothing.
+    fn workload_id(&self, path: &str, attempt: u32) -> String {
+        let digest = hex::encode(Sha256::digest(path.as_bytes()));
+        format!(
+            "kfp-{}-g{}-{}-a{attempt}",
+            self.run_uid,
+            self.generation,
+            &digest[..16]
+        )
+    }
+}
+
+/// Writes the run's status after changes, at most once per FLUSH_INTERVAL.
+async fn flusher(ctx: Arc<RunCtx>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = ctx.changed.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        ctx.flush().await;
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
@@ -327,6 +379,14 @@ async fn drive(
     let mut status: RunStatus = serde_json::from_value(run.status.clone()).unwrap_or_default();
     let pkg = ir::from_api(&run.spec["pipeline_spec"]).map_err(|e| e.to_string())?;
     let validated = ir::validate(&pkg).map_err(|e| e.to_string())?;
+    let known = inner
+        .scheduler
+        .list_by_owner(&run.uid)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
     status.set_state("RUNNING");
     if status.scheduled_at.is_none() {
         status.scheduled_at = Some(now_rfc3339());
@@ -341,11 +401,15 @@ async fn drive(
         spec: validated.spec,
         platform: validated.platform,
         enable_caching: run.spec["enable_caching"].as_bool(),
-        status: Mutex::new(status.clone()),
+        generation: run.spec["retry_generation"].as_u64().unwrap_or(0),
+        known,
+        status: Mutex::new(status),
+        changed: Notify::new(),
         cancel: cancel.clone(),
     });
-    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null))
-        .await;
+    ctx.flush().await;
+    let stop_flusher = CancellationToken::new();
+    let flushing = tokio::spawn(flusher(ctx.clone(), stop_flusher.clone()));
 
     let params = run.spec["runtime_config"]["parameters"]
         .as_object()
@@ -360,10 +424,9 @@ async fn drive(
         Ok(inputs) => run_dag_component(ctx.clone(), root, "root".to_string(), inputs).await,
         Err(e) => Outcome::Failed(e),
     };
-    let mut status = match ctx.status.lock() {
-        Ok(s) => s.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
+    // The final write comes after the flusher's last one, never before it.
+    stop_flusher.cancel();
+    let _ = flushing.await;
     let (state, error) = if cancel.is_cancelled() {
         ("CANCELED", Some("the run was terminated".to_string()))
     } else {
@@ -373,11 +436,16 @@ async fn drive(
             Outcome::NotRun => ("FAILED", Some("no task could run".to_string())),
         }
     };
-    status.set_state(state);
-    status.error = error;
-    status.finished_at = Some(now_rfc3339());
-    ctx.persist(serde_json::to_value(&status).unwrap_or(Value::Null))
-        .await;
+    {
+        let mut status = match ctx.status.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        status.set_state(state);
+        status.error = error;
+        status.finished_at = Some(now_rfc3339());
+    }
+    ctx.flush().await;
     Ok(())
 }
 
@@ -991,35 +1059,99 @@ fn cache_key(ctx: &RunCtx, comp_name: &str, label: &str, inputs: &Values) -> Str
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
-fn gpu_request(resources: Option<&Value>, inputs: &Values) -> Result<u32, String> {
-    let Some(acc) = resources.and_then(|r| r.get("accelerator")) else {
-        return Ok(0);
-    };
-    let raw = acc
-        .get("resourceCount")
-        .or_else(|| acc.get("count"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    let text = match raw {
-        Value::String(s) if s.starts_with("{{$.inputs.parameters[") => {
+/// A resource value from the IR, with `{{$.inputs.parameters['x']}}` resolved (the
+/// compiler emits that when a request comes from a pipeline parameter).
+fn resource_text(raw: Option<&Value>, inputs: &Values, what: &str) -> Result<Option<String>, String> {
+    Ok(match raw {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.starts_with("{{$.inputs.parameters[") => {
             let key = s
                 .trim_start_matches("{{$.inputs.parameters['")
                 .trim_end_matches("']}}");
             match inputs.parameters.get(key) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => return Err(format!("accelerator count parameter {key} has no value")),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Null) | None => return Err(format!("{what} parameter {key} has no value")),
+                Some(other) => Some(other.to_string()),
             }
         }
-        Value::String(s) => s,
-        Value::Number(n) => n.to_string(),
-        Value::Null => return Ok(0),
-        other => other.to_string(),
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+/// `cpuLimit`/`memoryLimit`/`accelerator` count (or their `resource*` string forms,
+/// requests when no limit is given) as the scheduler counts them.
+fn resource_request(resources: Option<&Value>, inputs: &Values) -> Result<ResourceRequest, String> {
+    let Some(r) = resources else {
+        return Ok(ResourceRequest::default());
     };
-    text.trim()
-        .parse::<f64>()
-        .map(|f| f as u32)
-        .map_err(|_| format!("accelerator count {text:?} is not a number"))
+    let first = |keys: &[&'static str]| -> Option<(&'static str, &Value)> {
+        keys.iter()
+            .find_map(|k| r.get(*k).filter(|v| !v.is_null()).map(|v| (*k, v)))
+    };
+    let cpu_millis = match first(&["resourceCpuLimit", "cpuLimit", "resourceCpuRequest", "cpuRequest"]) {
+        None => 0,
+        Some((key, v)) => {
+            let field = format!("resources.{key}");
+            match resource_text(Some(v), inputs, &field)? {
+                None => 0,
+                Some(text) => {
+                    crate::model::quantity::cpu_millis(text.trim(), &field).map_err(|e| e.to_string())?
+                }
+            }
+        }
+    };
+    let memory_bytes = match first(&[
+        "resourceMemoryLimit",
+        "memoryLimit",
+        "resourceMemoryRequest",
+        "memoryRequest",
+    ]) {
+        None => 0,
+        Some((key, v)) => {
+            let field = format!("resources.{key}");
+            match (key, v) {
+                // The numeric fields are in GB (pipeline_spec.proto).
+                ("memoryLimit" | "memoryRequest", Value::Number(n)) => {
+                    (n.as_f64().unwrap_or(0.0) * 1e9).ceil().max(0.0) as u64
+                }
+                _ => match resource_text(Some(v), inputs, &field)? {
+                    None => 0,
+                    Some(text) => {
+                        crate::model::quantity::bytes(text.trim(), &field).map_err(|e| e.to_string())?
+                    }
+                },
+            }
+        }
+    };
+    let gpus = match r.get("accelerator") {
+        None => 0,
+        Some(acc) => {
+            let raw = acc.get("resourceCount").or_else(|| acc.get("count"));
+            match resource_text(raw, inputs, "accelerator count")? {
+                None => 0,
+                Some(text) => text
+                    .trim()
+                    .parse::<f64>()
+                    .map(|f| f as u32)
+                    .map_err(|_| format!("accelerator count {text:?} is not a number"))?,
+            }
+        }
+    };
+    Ok(ResourceRequest {
+        cpu_millis,
+        memory_bytes,
+        gpus,
+    })
+}
+
+/// Why an attempt did not produce outputs.
+enum AttemptError {
+    /// The step ran and failed: its retry policy applies.
+    Failed(String),
+    /// The step can never run (a request the node cannot satisfy, an unusable
+    /// command): retrying would fail the same way.
+    Final(String),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1041,7 +1173,10 @@ async fn run_container(
         r.inputs = inputs.clone();
     })
     .await;
-    if caching {
+    // A step a previous daemon already submitted is adopted, never answered from the
+    // cache (which its own success may have filled).
+    let submitted_before = ctx.known.contains(&ctx.workload_id(&path, 1));
+    if caching && !submitted_before {
         if let Ok(Some(v)) = pstore::cache_get(&ctx.inner.store, &ctx.namespace, &key).await {
             let out = Outcome::Succeeded(v);
             ctx.update(&path, |r| r.cached = true).await;
@@ -1049,14 +1184,21 @@ async fn run_container(
             return out;
         }
     }
-    let gpus = match gpu_request(container.resources.as_ref(), &inputs) {
-        Ok(n) => n,
+    let resources = match resource_request(container.resources.as_ref(), &inputs) {
+        Ok(r) => r,
         Err(e) => return fail(&ctx, &path, &name, &task, &parent, e).await,
     };
     let retry = task.retry_policy.clone().unwrap_or_default();
+    // Start at the latest attempt the scheduler knows of (the status may lag behind it).
     let mut attempt = ctx.existing(&path).map(|r| r.attempts).unwrap_or(0).max(1);
+    while ctx.known.contains(&ctx.workload_id(&path, attempt + 1)) {
+        attempt += 1;
+    }
     loop {
-        let result = attempt_container(&ctx, &path, &comp, &label, &container, &inputs, attempt, gpus).await;
+        let result = attempt_container(
+            &ctx, &path, &comp, &label, &container, &inputs, attempt, resources,
+        )
+        .await;
         match result {
             Ok(values) => {
                 if caching {
@@ -1068,8 +1210,11 @@ async fn run_container(
                 finish(&ctx, &path, &out).await;
                 return out;
             }
-            Err(e) if ctx.cancel.is_cancelled() => return fail(&ctx, &path, &name, &task, &parent, e).await,
-            Err(e) if attempt <= retry.max_retry_count => {
+            Err(AttemptError::Final(e)) => return fail(&ctx, &path, &name, &task, &parent, e).await,
+            Err(AttemptError::Failed(e)) if ctx.cancel.is_cancelled() => {
+                return fail(&ctx, &path, &name, &task, &parent, e).await
+            }
+            Err(AttemptError::Failed(e)) if attempt <= retry.max_retry_count => {
                 let base = retry
                     .backoff_duration
                     .as_deref()
@@ -1086,30 +1231,21 @@ async fn run_container(
                 ctx.update(&path, |r| {
                     r.error = Some(format!("attempt {attempt}: {e}"));
                     r.state = "PENDING".into();
-                    r.pid = None;
                 })
                 .await;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.cancel.cancelled() => {}
+                // A next attempt a previous daemon already submitted waited out its
+                // backoff then.
+                if !ctx.known.contains(&ctx.workload_id(&path, attempt + 1)) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = ctx.cancel.cancelled() => {}
+                    }
                 }
                 attempt += 1;
             }
-            Err(e) => return fail(&ctx, &path, &name, &task, &parent, e).await,
+            Err(AttemptError::Failed(e)) => return fail(&ctx, &path, &name, &task, &parent, e).await,
         }
     }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
-fn read_exit(paths: &StepPaths) -> Option<i32> {
-    std::fs::read_to_string(paths.exit_file())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1121,11 +1257,16 @@ async fn attempt_container(
     container: &ir::Container,
     inputs: &Values,
     attempt: u32,
-    gpus: u32,
-) -> Result<Values, String> {
+    resources: ResourceRequest,
+) -> Result<Values, AttemptError> {
+    use AttemptError::{Failed, Final};
     let rel: PathBuf = path.split('/').map(executor::sanitize).collect();
+    let attempt_dir = match ctx.generation {
+        0 => format!("attempt-{attempt}"),
+        g => format!("retry-{g}-attempt-{attempt}"),
+    };
     let paths = StepPaths {
-        dir: ctx.run_dir().join(&rel).join(format!("attempt-{attempt}")),
+        dir: ctx.run_dir().join(&rel).join(attempt_dir),
         artifact_root: ctx
             .inner
             .data_dir
@@ -1135,42 +1276,108 @@ async fn attempt_container(
             .join(&rel),
     };
     let planned = executor::output_artifacts(comp, &paths);
+    let id = ctx.workload_id(path, attempt);
+    let scheduler = &ctx.inner.scheduler;
 
-    // A step that was running when the daemon died: wait for it instead of rerunning.
-    if let Some(rec) = ctx.existing(path) {
-        if rec.state == "RUNNING" && rec.attempts == attempt {
-            if let Some(pid) = rec.pid {
-                while read_exit(&paths).is_none() && pid_alive(pid) && !ctx.cancel.is_cancelled() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                if ctx.cancel.is_cancelled() {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    return Err("the run was terminated".into());
-                }
-                if let Some(code) = read_exit(&paths) {
-                    tracing::info!(task = %path, code, "adopted a step that finished while the daemon was down");
-                    return if code == 0 {
-                        executor::collect_outputs(comp, &planned, &paths)
-                    } else {
-                        Err(format!("the step exited with code {code}"))
-                    };
-                }
-            }
+    // Submitted by this driver or a previous daemon: wait for it, never start it again.
+    let existing = scheduler.get(&id).await.map_err(|e| Failed(e.to_string()))?;
+    if existing.is_none() {
+        if ctx.cancel.is_cancelled() {
+            return Err(Failed("the run was terminated".into()));
         }
+        let workload = prepare_step(
+            ctx, path, comp, container, inputs, &paths, &planned, &id, label, resources,
+        )?;
+        let dir = paths.dir.display().to_string();
+        ctx.update(path, |r| {
+            r.state = "PENDING".into();
+            r.gpus = resources.gpus;
+            r.attempts = attempt;
+            r.workload = Some(id.clone());
+            r.dir = Some(dir);
+            r.pending_reason = None;
+        })
+        .await;
+        match scheduler
+            .submit(WorkloadRequest {
+                workload,
+                priority: PriorityClass::Batch,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(SchedulerError::Unsatisfiable(m)) => return Err(Final(m)),
+            Err(SchedulerError::Invalid(m)) => return Err(Final(m)),
+            Err(
+                e @ (SchedulerError::NotFound(_) | SchedulerError::Store(_) | SchedulerError::Runtime(_)),
+            ) => return Err(Failed(e.to_string())),
+        }
+    } else {
+        let dir = paths.dir.display().to_string();
+        ctx.update(path, |r| {
+            r.gpus = resources.gpus;
+            r.attempts = attempt;
+            r.workload = Some(id.clone());
+            r.dir = Some(dir);
+        })
+        .await;
     }
+    let record = wait_workload(ctx, path, &id).await.map_err(Failed)?;
+    match record.phase {
+        WorkloadPhase::Succeeded => executor::collect_outputs(comp, &planned, &paths).map_err(Failed),
+        WorkloadPhase::Stopped if ctx.cancel.is_cancelled() => Err(Failed("the run was terminated".into())),
+        WorkloadPhase::Queued
+        | WorkloadPhase::Starting
+        | WorkloadPhase::Running
+        | WorkloadPhase::Failed
+        | WorkloadPhase::Stopped => Err(Failed(describe_exit(&record, ctx, label))),
+    }
+}
+
+fn describe_exit(record: &WorkloadRecord, ctx: &RunCtx, label: &str) -> String {
+    let Some(exit) = &record.exit else {
+        return format!("the step's workload ended {}", record.phase.as_str());
+    };
+    match (exit.reason.as_str(), exit.exit_code, exit.signal) {
+        ("DeadlineExceeded", _, _) => format!(
+            "the step ran past activeDeadlineSeconds ({}s)",
+            ctx.platform
+                .get(label)
+                .and_then(|p| p.active_deadline_seconds)
+                .unwrap_or_default()
+        ),
+        (_, Some(code), _) if code != 0 => format!("the step exited with code {code}"),
+        (_, _, Some(signal)) => format!("the step was killed by signal {signal}"),
+        (reason, _, _) if exit.message.is_empty() => format!("the step ended: {reason}"),
+        (reason, _, _) => format!("the step ended ({reason}): {}", exit.message),
+    }
+}
+
+/// The step's directory, the executor input and the workload that runs it.
+#[allow(clippy::too_many_arguments)]
+fn prepare_step(
+    ctx: &RunCtx,
+    path: &str,
+    comp: &ComponentSpec,
+    container: &ir::Container,
+    inputs: &Values,
+    paths: &StepPaths,
+    planned: &BTreeMap<String, Vec<Artifact>>,
+    id: &str,
+    label: &str,
+    resources: ResourceRequest,
+) -> Result<Workload, AttemptError> {
+    use AttemptError::{Failed, Final};
     let _ = std::fs::remove_dir_all(&paths.dir);
-    std::fs::create_dir_all(paths.dir.join("outputs")).map_err(|e| format!("step dir: {e}"))?;
+    std::fs::create_dir_all(paths.dir.join("outputs")).map_err(|e| Failed(format!("step dir: {e}")))?;
     for list in planned.values() {
         for a in list {
             if let Some(parent) = std::path::Path::new(&a.uri).parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("artifact dir: {e}"))?;
+                std::fs::create_dir_all(parent).map_err(|e| Failed(format!("artifact dir: {e}")))?;
             }
         }
     }
-    let ei = executor::executor_input(comp, inputs, &planned, &paths);
+    let ei = executor::executor_input(comp, inputs, planned, paths);
     let task_id = ctx.existing(path).map(|r| r.task_id).unwrap_or_default();
     let pctx = PlaceholderContext {
         executor_input: &ei,
@@ -1179,122 +1386,149 @@ async fn attempt_container(
         task_name: path.rsplit('/').next().unwrap_or(path),
         task_id: &task_id,
     };
-    let mut argv = executor::resolve_args(&container.command, &pctx)?;
-    argv.extend(executor::resolve_args(&container.args, &pctx)?);
+    let mut argv = executor::resolve_args(&container.command, &pctx).map_err(Final)?;
+    argv.extend(executor::resolve_args(&container.args, &pctx).map_err(Final)?);
     if argv.is_empty() {
-        return Err("the step has no command".into());
+        return Err(Final("the step has no command".into()));
     }
 
-    ctx.update(path, |r| {
-        r.state = "PENDING".into();
-        r.gpus = gpus;
-        r.attempts = attempt;
-    })
-    .await;
-    let uuids = ctx.inner.gpus.acquire(gpus, &ctx.cancel).await?;
-    let result = spawn_and_wait(ctx, path, container, &argv, &paths, &uuids, attempt, label).await;
-    ctx.inner.gpus.release(uuids);
-    let code = result?;
-    if code != 0 {
-        return Err(format!("the step exited with code {code}"));
-    }
-    executor::collect_outputs(comp, &planned, &paths)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn spawn_and_wait(
-    ctx: &Arc<RunCtx>,
-    path: &str,
-    container: &ir::Container,
-    argv: &[String],
-    paths: &StepPaths,
-    gpu_uuids: &[String],
-    attempt: u32,
-    label: &str,
-) -> Result<i32, String> {
-    let log = std::fs::File::create(paths.log()).map_err(|e| format!("log file: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
-    // The wrapper records the exit code in a file so that a restarted daemon can adopt
-    // a step that finished while it was down.
-    let mut cmd = tokio::process::Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg("\"$@\"; rc=$?; echo $rc > \"$HEARTH_EXIT_FILE.tmp\" && mv \"$HEARTH_EXIT_FILE.tmp\" \"$HEARTH_EXIT_FILE\"; exit $rc")
-        .arg("hearth-step")
-        .args(argv)
-        .current_dir(&paths.dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .process_group(0)
-        .kill_on_drop(false);
-    let mut path_var = ctx.inner.cfg.step_path_entries();
-    if let Some(p) = std::env::var_os("PATH") {
-        path_var.extend(std::env::split_paths(&p));
-    }
-    if let Ok(joined) = std::env::join_paths(path_var) {
-        cmd.env("PATH", joined);
+    let mut env = Vec::new();
+    let entries = ctx.inner.cfg.step_path_entries();
+    if !entries.is_empty() {
+        // The workload's PATH replaces the runtime's, so it carries the runtime's
+        // prefix and the daemon's PATH behind the step's own entries.
+        let mut path_var = entries;
+        if let Some(prefix) = &ctx.inner.path_prefix {
+            path_var.extend(std::env::split_paths(prefix));
+        }
+        if let Some(p) = std::env::var_os("PATH") {
+            path_var.extend(std::env::split_paths(&p));
+        }
+        if let Ok(joined) = std::env::join_paths(path_var) {
+            env.push(("PATH".to_string(), joined.to_string_lossy().into_owned()));
+        }
     }
     if let Some(venv) = &ctx.inner.cfg.step_venv {
-        cmd.env("VIRTUAL_ENV", venv);
+        env.push(("VIRTUAL_ENV".to_string(), venv.display().to_string()));
     }
-    cmd.env("HEARTH_EXIT_FILE", paths.exit_file())
-        .env("HEARTH_RUN_ID", &ctx.run_id)
-        .env("HEARTH_TASK", path)
-        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        .env("PIP_NO_INPUT", "1")
-        .env("CUDA_VISIBLE_DEVICES", gpu_uuids.join(","));
+    env.extend([
+        ("HEARTH_RUN_ID".to_string(), ctx.run_id.clone()),
+        ("HEARTH_TASK".to_string(), path.to_string()),
+        ("PIP_DISABLE_PIP_VERSION_CHECK".to_string(), "1".to_string()),
+        ("PIP_NO_INPUT".to_string(), "1".to_string()),
+    ]);
     for e in &container.env {
-        cmd.env(&e.name, &e.value);
+        env.retain(|(k, _)| k != &e.name);
+        env.push((e.name.clone(), e.value.clone()));
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", argv[0]))?;
-    let pid = child.id().map(|p| p as i32);
-    let dir = paths.dir.display().to_string();
-    ctx.update(path, |r| {
-        r.state = "RUNNING".into();
-        r.pid = pid;
-        r.attempts = attempt;
-        r.dir = Some(dir);
-        r.start_time.get_or_insert_with(now_rfc3339);
+    let attempt = id
+        .rsplit_once("-a")
+        .map(|(_, a)| a.to_string())
+        .unwrap_or_default();
+    Ok(Workload {
+        id: id.to_string(),
+        owner: Owner {
+            kind: OWNER_KIND.into(),
+            namespace: ctx.namespace.clone(),
+            name: ctx.run_id.clone(),
+            uid: ctx.run_uid.clone(),
+        },
+        labels: [
+            ("pipeline-run".to_string(), ctx.run_id.clone()),
+            ("task".to_string(), path.to_string()),
+            ("attempt".to_string(), attempt),
+        ]
+        .into(),
+        image: Some(container.image.clone()).filter(|i| !i.is_empty()),
+        command: argv,
+        env,
+        working_dir: Some(paths.dir.clone()),
+        mounts: Vec::new(),
+        ports: Vec::new(),
+        resources,
+        gpu_uuids: Vec::new(),
+        active_deadline_seconds: ctx.platform.get(label).and_then(|p| p.active_deadline_seconds),
+        termination_grace_seconds: 5,
     })
-    .await;
-    let deadline = ctx.platform.get(label).and_then(|p| p.active_deadline_seconds);
-    let timeout = async {
-        match deadline {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        status = child.wait() => {
-            let status = status.map_err(|e| format!("waiting for the step: {e}"))?;
-            Ok(status.code().unwrap_or(-1))
-        }
-        _ = ctx.cancel.cancelled() => {
-            stop_group(pid, &mut child).await;
-            Err("the run was terminated".into())
-        }
-        _ = timeout => {
-            stop_group(pid, &mut child).await;
-            Err(format!("the step ran past activeDeadlineSeconds ({}s)", deadline.unwrap_or_default()))
+}
+
+/// Removes a step's waiter when the wait ends, however it ends.
+struct Waiter<'a> {
+    inner: &'a Inner,
+    id: String,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiters) = self.inner.waiters.lock() {
+            waiters.remove(&self.id);
         }
     }
 }
 
-/// SIGTERM to the step's process group, SIGKILL after a grace period.
-async fn stop_group(pid: Option<i32>, child: &mut tokio::process::Child) {
-    use nix::sys::signal::{killpg, Signal};
-    let Some(pid) = pid else { return };
-    let pgid = nix::unistd::Pid::from_raw(pid);
-    let _ = killpg(pgid, Signal::SIGTERM);
-    if tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = killpg(pgid, Signal::SIGKILL);
-        let _ = child.wait().await;
+/// Waits until the step's workload ends, woken by the scheduler's events, and shows
+/// its queue state on the task meanwhile: PENDING with the scheduler's reason while it
+/// waits for CPU, memory or GPUs, RUNNING once admitted. A terminated run stops it.
+async fn wait_workload(ctx: &RunCtx, path: &str, id: &str) -> Result<WorkloadRecord, String> {
+    let notify = Arc::new(Notify::new());
+    if let Ok(mut waiters) = ctx.inner.waiters.lock() {
+        waiters.insert(id.to_string(), notify.clone());
     }
-    // Children that ignored SIGTERM but outlived the leader.
-    let _ = killpg(pgid, Signal::SIGKILL);
+    let _waiter = Waiter {
+        inner: &ctx.inner,
+        id: id.to_string(),
+    };
+    let mut stopping = false;
+    let mut shown: Option<(WorkloadPhase, Option<String>)> = None;
+    loop {
+        let record = ctx
+            .inner
+            .scheduler
+            .get(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the scheduler lost workload {id}"))?;
+        if record.phase.is_final() {
+            return Ok(record);
+        }
+        let seen = (record.phase, record.pending_reason.clone());
+        if shown.as_ref() != Some(&seen) {
+            let (phase, reason) = seen.clone();
+            let gpu_uuids = record.gpu_uuids.clone();
+            let started = record.started_at.clone();
+            ctx.update(path, |r| match phase {
+                WorkloadPhase::Queued => {
+                    r.state = "PENDING".into();
+                    r.pending_reason = reason;
+                }
+                WorkloadPhase::Starting
+                | WorkloadPhase::Running
+                | WorkloadPhase::Succeeded
+                | WorkloadPhase::Failed
+                | WorkloadPhase::Stopped => {
+                    r.state = "RUNNING".into();
+                    r.pending_reason = None;
+                    r.gpu_uuids = gpu_uuids;
+                    if r.start_time.is_none() {
+                        r.start_time = Some(started.unwrap_or_else(now_rfc3339));
+                    }
+                }
+            })
+            .await;
+            shown = Some(seen);
+        }
+        if ctx.cancel.is_cancelled() && !stopping {
+            stopping = true;
+            match ctx.inner.scheduler.stop(id).await {
+                Ok(()) | Err(SchedulerError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(workload = %id, error = %e, "stopping a step"),
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = ctx.cancel.cancelled(), if !stopping => {}
+            _ = tokio::time::sleep(WAIT_TICK) => {}
+        }
+    }
 }

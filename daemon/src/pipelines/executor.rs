@@ -78,12 +78,6 @@ impl StepPaths {
     pub fn parameter_file(&self, name: &str) -> PathBuf {
         self.dir.join("outputs").join(sanitize(name))
     }
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("log.txt")
-    }
-    pub fn exit_file(&self) -> PathBuf {
-        self.dir.join("exit_code")
-    }
 }
 
 /// A path segment safe for the file system: no separators, no dot-dot.

@@ -328,12 +328,33 @@ def test_cache_hit_on_second_run(client, hearth, tmp_path):
 def test_gpu_request_is_queued(client, hearth, tmp_path):
     log = tmp_path / "gpu.log"
     result = client.create_run_from_pipeline_func(gpu_pipe, arguments={"log": str(log)}, namespace="default")
+    # While one step holds the only GPU, the scheduler's queue holds the other, with
+    # its reason, and the run's task details show the same reason.
+    queued, task_reason, admitted = None, None, set()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        queue = http(hearth, "/api/v1/queue")
+        mine = [i for i in queue["items"] if i["kind"] == "PipelineRun" and i["name"] == result.run_id]
+        for item in mine:
+            if item["phase"] == "Queued" and item.get("reason"):
+                queued = queued or item
+            admitted.update(item["gpu_uuids"])
+        for t in tasks(hearth, result.run_id):
+            task_reason = task_reason or t.get("hearth_pending_reason")
+        if client.get_run(result.run_id).state in ("SUCCEEDED", "FAILED", "CANCELED"):
+            break
+        time.sleep(0.1)
+    assert queued is not None, "the second GPU step never showed in /api/v1/queue"
+    assert "GPU" in queued["reason"], queued
+    assert queued["gpus"] == 1 and queued["priority"] == "Batch", queued
+    assert task_reason and "GPU" in task_reason, "the task details never showed the pending reason"
     assert wait(client, result.run_id).state == "SUCCEEDED"
     rows = [line.split() for line in log.read_text().splitlines()]
     assert len(rows) == 2
     (a0, a1), (b0, b1) = sorted((float(r[1]), float(r[2])) for r in rows)
     assert b0 >= a1, "two 1-GPU steps overlapped on a host with one (simulated) GPU"
     assert all(len(r) == 4 and r[3] for r in rows), "the step saw no CUDA_VISIBLE_DEVICES"
+    assert {r[3] for r in rows} <= admitted, "the steps saw GPUs the scheduler did not assign"
 
 
 def test_terminate_long_run_leaves_no_process(client, hearth, tmp_path):
@@ -381,3 +402,218 @@ def test_recurring_run_fires_on_cron(client, hearth, tmp_path):
     client.disable_recurring_run(rr.recurring_run_id)
     assert client.get_recurring_run(rr.recurring_run_id).status == "DISABLED"
     client.delete_recurring_run(rr.recurring_run_id)
+
+
+# ------------------------------------------------- artifacts loops, versions, retry, periodic
+
+def http_post(hearth, path, body=None):
+    req = urllib.request.Request(
+        hearth["url"] + path,
+        data=json.dumps(body or {}).encode(),
+        method="POST",
+        headers={"Authorization": "Bearer " + hearth["token"], "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read() or b"{}")
+
+
+@dsl.component(base_image="python:3.11")
+def make_text(text: str, out: dsl.Output[dsl.Artifact]):
+    with open(out.path, "w") as f:
+        f.write(text.upper())
+
+
+@dsl.pipeline(name="make-texts")
+def make_texts(texts: List[str]) -> List[dsl.Artifact]:
+    with dsl.ParallelFor(texts) as t:
+        made = make_text(text=t)
+    return dsl.Collected(made.outputs["out"])
+
+
+@dsl.component(base_image="python:3.11")
+def read_text(a: dsl.Input[dsl.Artifact], log: str) -> str:
+    with open(a.path) as f:
+        text = f.read()
+    with open(log, "a") as f:
+        f.write(text + "\n")
+    return text
+
+
+@dsl.pipeline(name="loop-over-artifacts")
+def loop_over_artifacts(log: str = "/tmp/none"):
+    made = make_texts(texts=["x", "y", "z"])
+    with dsl.ParallelFor(made.output, parallelism=2) as a:
+        read_text(a=a, log=log)
+
+
+def test_parallel_for_over_artifacts(client, hearth, tmp_path):
+    log = tmp_path / "read.log"
+    package = tmp_path / "loop_artifacts.yaml"
+    compiler.Compiler().compile(loop_over_artifacts, str(package))
+    assert "artifactIterator" in package.read_text(), "the SDK did not compile a loop over artifacts"
+    result = client.create_run_from_pipeline_package(
+        str(package), arguments={"log": str(log)}, namespace="default"
+    )
+    assert wait(client, result.run_id).state == "SUCCEEDED"
+    # One iteration per artifact, each reading what its producer wrote.
+    assert sorted(log.read_text().split()) == ["X", "Y", "Z"]
+    said = sorted(o["outputs"]["parameters"]["Output"] for o in outputs(hearth, result.run_id, "read-text"))
+    assert said == ["X", "Y", "Z"]
+
+
+@dsl.pipeline(name="versioned")
+def versioned_v1(word: str = "one"):
+    shout(text=word)
+
+
+@dsl.pipeline(name="versioned")
+def versioned_v2(word: str = "two"):
+    shout(text=word)
+    add(a=40, b=2)
+
+
+def test_upload_version_and_run_it(client, hearth, tmp_path):
+    v1, v2 = tmp_path / "v1.yaml", tmp_path / "v2.yaml"
+    compiler.Compiler().compile(versioned_v1, str(v1))
+    compiler.Compiler().compile(versioned_v2, str(v2))
+    pipeline = client.upload_pipeline(str(v1), pipeline_name="versioned")
+    version = client.upload_pipeline_version(
+        str(v2), pipeline_version_name="versioned-v2", pipeline_id=pipeline.pipeline_id
+    )
+    assert version.pipeline_id == pipeline.pipeline_id
+    listed = client.list_pipeline_versions(pipeline.pipeline_id, page_size=10)
+    names = sorted(v.display_name for v in listed.pipeline_versions)
+    assert len(names) == 2 and "versioned-v2" in names, names
+    got = client.get_pipeline_version(pipeline.pipeline_id, version.pipeline_version_id)
+    assert "comp-add" in json.dumps(got.pipeline_spec), "the new version does not hold the uploaded spec"
+    # Uploading a version to a pipeline that does not exist is refused.
+    with pytest.raises(Exception) as refused:
+        client.upload_pipeline_version(str(v2), pipeline_version_name="x", pipeline_id="no-such-pipeline")
+    assert "404" in str(refused.value) or "not found" in str(refused.value).lower()
+
+    exp = client.create_experiment("versions", namespace="default")
+    run = client.run_pipeline(
+        experiment_id=exp.experiment_id,
+        job_name="from-v2",
+        pipeline_id=pipeline.pipeline_id,
+        version_id=version.pipeline_version_id,
+    )
+    assert wait(client, run.run_id).state == "SUCCEEDED"
+    assert [o["outputs"]["parameters"]["Output"] for o in outputs(hearth, run.run_id, "add")] == [42]
+    assert [o["outputs"]["parameters"]["Output"] for o in outputs(hearth, run.run_id, "shout")] == ["TWO!"]
+
+
+@dsl.component(base_image="python:3.11")
+def counted_step(log: str, name: str) -> str:
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    return name
+
+
+@dsl.component(base_image="python:3.11")
+def needs_flag(log: str, flag: str, upstream: str) -> str:
+    import os
+    with open(log, "a") as f:
+        f.write("needs-flag\n")
+    if not os.path.exists(flag):
+        raise SystemExit(f"no {flag}")
+    return upstream + "+flag"
+
+
+@dsl.pipeline(name="retry-run")
+def retry_run_pipe(log: str = "/tmp/none", flag: str = "/tmp/none"):
+    first = counted_step(log=log, name="first")
+    needs_flag(log=log, flag=flag, upstream=first.output).set_caching_options(False)
+
+
+def test_retry_of_a_failed_run_reruns_only_what_failed(client, hearth, tmp_path):
+    log, flag = tmp_path / "steps.log", tmp_path / "flag"
+    result = client.create_run_from_pipeline_func(
+        retry_run_pipe, arguments={"log": str(log), "flag": str(flag)}, namespace="default",
+        enable_caching=False,
+    )
+    run = wait(client, result.run_id)
+    assert run.state == "FAILED"
+    assert log.read_text().split() == ["first", "needs-flag"]
+    before = {t["display_name"]: t for t in tasks(hearth, result.run_id)}
+    assert before["counted-step"]["state"] == "SUCCEEDED"
+    assert before["needs-flag"]["state"] == "FAILED"
+
+    flag.write_text("")
+    http_post(hearth, f"/apis/v2beta1/runs/{result.run_id}:retry")
+    assert wait(client, result.run_id).state == "SUCCEEDED"
+    # The finished step was not run again; the failed one ran once more.
+    assert log.read_text().split() == ["first", "needs-flag", "needs-flag"]
+    after = {t["display_name"]: t for t in tasks(hearth, result.run_id)}
+    assert after["counted-step"]["task_id"] == before["counted-step"]["task_id"]
+    assert after["needs-flag"]["hearth_workload"] != before["needs-flag"]["hearth_workload"]
+    assert [o["outputs"]["parameters"]["Output"] for o in outputs(hearth, result.run_id, "needs-flag")] == [
+        "first+flag"
+    ]
+    # A run that has not failed is not retried.
+    with pytest.raises(urllib.error.HTTPError) as again:
+        http_post(hearth, f"/apis/v2beta1/runs/{result.run_id}:retry")
+    assert again.value.code == 409
+
+
+@dsl.container_component
+def sleep_three():
+    return dsl.ContainerSpec(image="alpine:3.23", command=["sleep", "3"])
+
+
+@dsl.pipeline(name="slow")
+def slow_pipe():
+    # Not cached: every fire must really take 3 s.
+    sleep_three().set_caching_options(False)
+
+
+def fire_times(client, recurring_run_id):
+    """The due times of a recurring run's runs (from their names), in order."""
+    runs = client.list_runs(namespace="default", page_size=100).runs or []
+    mine = [r for r in runs if r.recurring_run_id == recurring_run_id]
+    stamps = sorted(r.display_name.rsplit("-", 1)[1] for r in mine)
+    return [time.mktime(time.strptime(s, "%Y%m%d%H%M%S")) for s in stamps], mine
+
+
+def test_periodic_recurring_runs_from_a_version_with_and_without_catchup(client, hearth, tmp_path):
+    package = tmp_path / "slow.yaml"
+    compiler.Compiler().compile(slow_pipe, str(package))
+    pipeline = client.upload_pipeline(str(package), pipeline_name="slow")
+    version_id = client.list_pipeline_versions(pipeline.pipeline_id).pipeline_versions[0].pipeline_version_id
+    exp = client.create_experiment("periodic", namespace="default")
+    # Every second, one at a time, each run 3 s: fires fall behind. Without no_catchup
+    # each missed second is made up in turn; with it only the latest missed one runs.
+    made = {}
+    for catchup in (True, False):
+        rr = client.create_recurring_run(
+            experiment_id=exp.experiment_id,
+            job_name=f"periodic-catchup-{catchup}".lower(),
+            interval_second=1,
+            max_concurrency=1,
+            no_catchup=not catchup,
+            pipeline_id=pipeline.pipeline_id,
+            version_id=version_id,
+        )
+        made[catchup] = rr.recurring_run_id
+    got = client.get_recurring_run(made[False])
+    # int64 in the API, so a string in JSON, as KFP answers it.
+    assert got.no_catchup is True and got.trigger.periodic_schedule.interval_second == "1"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if all(len(fire_times(client, made[c])[0]) >= 3 for c in (True, False)):
+            break
+        time.sleep(0.5)
+    for rr in made.values():
+        client.disable_recurring_run(rr)
+
+    caught_up, runs = fire_times(client, made[True])
+    assert len(caught_up) >= 3, caught_up
+    assert all(b - a == 1 for a, b in zip(caught_up, caught_up[1:])), caught_up
+    skipped, runs_nc = fire_times(client, made[False])
+    assert len(skipped) >= 3, skipped
+    assert all(b - a >= 3 for a, b in zip(skipped, skipped[1:])), skipped
+    for r in runs + runs_nc:
+        ref = r.pipeline_version_reference
+        assert ref.pipeline_id == pipeline.pipeline_id and ref.pipeline_version_id == version_id
+    for r in runs[:2] + runs_nc[:2]:
+        assert wait(client, r.run_id).state == "SUCCEEDED"
