@@ -59,6 +59,7 @@ pub struct Config {
     pub shutdown_timeout_seconds: u64,
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
+    pub serving: ServingConfig,
     pub pipelines: PipelinesConfig,
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub workloads: crate::runtime::WorkloadsConfig,
@@ -120,6 +121,62 @@ impl Default for GpuConfig {
     }
 }
 
+/// Model serving: routing, autoscaling and storage. Defaults follow KServe/Knative;
+/// tests shorten the windows so scale-to-zero happens in seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingConfig {
+    /// Services answer at `Host: {name}.{namespace}.{domain}` (KServe's default domain).
+    pub domain: String,
+    /// Knative KPA stable window.
+    pub stable_window_seconds: f64,
+    /// Knative KPA panic window.
+    pub panic_window_seconds: f64,
+    /// Panic when the panic-window demand reaches this percentage of ready capacity.
+    pub panic_threshold_percent: f64,
+    /// How long a revision with `minReplicas: 0` must be idle before its last replica stops.
+    pub scale_to_zero_grace_seconds: f64,
+    /// How often the autoscaler decides.
+    pub autoscaler_tick_ms: u64,
+    /// Requests the activator holds per revision while it has no ready replica.
+    pub activator_queue: usize,
+    /// How long a held request waits for a replica before a 503.
+    pub activator_timeout_seconds: f64,
+    /// A replica not ready this long after it started counts as failed.
+    pub readiness_timeout_seconds: f64,
+    /// Failed replicas (exit or readiness timeout) before a revision is marked failed.
+    pub revision_failure_limit: u32,
+    /// Per-request timeout when the service sets none (KServe's default is 300 s).
+    pub default_timeout_seconds: u64,
+    /// S3-compatible endpoint for `s3://` storage URIs (`http://127.0.0.1:9000`); empty: refused.
+    pub s3_endpoint: String,
+    /// Where public `gs://` objects are read from (Google's XML and JSON APIs).
+    pub gcs_endpoint: String,
+    /// Runtimes added to (or replacing, by name) the built-in serving runtime table.
+    pub runtimes: Vec<crate::serving::runtimes::ServingRuntime>,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            domain: "example.com".to_string(),
+            stable_window_seconds: 60.0,
+            panic_window_seconds: 6.0,
+            panic_threshold_percent: 200.0,
+            scale_to_zero_grace_seconds: 30.0,
+            autoscaler_tick_ms: 2000,
+            activator_queue: 1000,
+            activator_timeout_seconds: 120.0,
+            readiness_timeout_seconds: 300.0,
+            revision_failure_limit: 3,
+            default_timeout_seconds: 300,
+            s3_endpoint: String::new(),
+            gcs_endpoint: "https://storage.googleapis.com".to_string(),
+            runtimes: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -132,6 +189,7 @@ impl Default for Config {
             shutdown_timeout_seconds: 30,
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
+            serving: ServingConfig::default(),
             pipelines: PipelinesConfig::default(),
             scheduler: Default::default(),
             workloads: Default::default(),
@@ -167,6 +225,19 @@ pub const SETTINGS: &[&str] = &[
     "gpu.simulate",
     "gpu.time_slicing_replicas",
     "gpu.refresh_seconds",
+    "serving.domain",
+    "serving.stable_window_seconds",
+    "serving.panic_window_seconds",
+    "serving.panic_threshold_percent",
+    "serving.scale_to_zero_grace_seconds",
+    "serving.autoscaler_tick_ms",
+    "serving.activator_queue",
+    "serving.activator_timeout_seconds",
+    "serving.readiness_timeout_seconds",
+    "serving.revision_failure_limit",
+    "serving.default_timeout_seconds",
+    "serving.s3_endpoint",
+    "serving.gcs_endpoint",
     "pipelines.step_venv",
     "pipelines.step_path",
     "scheduler.reserved_cpu_millis",
@@ -285,6 +356,33 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "gpu.refresh_seconds",
                 message: "must be at least 1".into(),
+            });
+        }
+        let s = &self.serving;
+        let windows = [
+            ("serving.stable_window_seconds", s.stable_window_seconds),
+            ("serving.panic_window_seconds", s.panic_window_seconds),
+            ("serving.activator_timeout_seconds", s.activator_timeout_seconds),
+            ("serving.readiness_timeout_seconds", s.readiness_timeout_seconds),
+        ];
+        for (key, value) in windows {
+            if value.is_nan() || value <= 0.0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be a positive number of seconds".into(),
+                });
+            }
+        }
+        if s.panic_window_seconds > s.stable_window_seconds {
+            return Err(ConfigError::Invalid {
+                key: "serving.panic_window_seconds",
+                message: "must not exceed serving.stable_window_seconds".into(),
+            });
+        }
+        if s.autoscaler_tick_ms == 0 || s.activator_queue == 0 {
+            return Err(ConfigError::Invalid {
+                key: "serving.autoscaler_tick_ms",
+                message: "autoscaler_tick_ms and activator_queue must be at least 1".into(),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {

@@ -122,6 +122,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
     );
     core.block_on(scheduler.recover())?;
     let jobs = Jobs::new(store.clone(), scheduler.clone(), config.jobs.clone());
+    let serving = crate::serving::service::Services {
+        store: store.clone(),
+        runtimes: Arc::new(crate::serving::runtimes::RuntimeTable::new(
+            &config.serving.runtimes,
+        )),
+        config: Arc::new(config.serving.clone()),
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let plane = crate::serving::dataplane::DataPlane::new(Arc::clone(&serving.config), Some(auth.clone()));
+    plane.metrics.register(&metrics);
+    let serving_controller = Arc::new(crate::serving::controller::Controller::new(
+        store.clone(),
+        scheduler.clone(),
+        Arc::clone(&plane),
+        Arc::clone(&serving.runtimes),
+        config.data_dir.clone(),
+        Arc::clone(&serving.wake),
+    ));
+
     let controller = crate::pipelines::controller::Controller::new(
         store.clone(),
         config.data_dir.clone(),
@@ -145,12 +166,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         gpus: gpus.clone(),
         health: health.clone(),
         metrics: {
-            let metrics = Arc::new(Metrics::new());
             metrics.set_gpus(&gpus.snapshot());
             metrics
         },
         started: begun,
         routes: Arc::new(RouteTable::from_openapi(&doc)),
+        serving,
         pipelines,
         scheduler,
         jobs,
@@ -160,6 +181,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let serving_listener = bind(config.serving_listen)?;
     let api_addr = api_listener.local_addr()?;
     let serving_addr = serving_listener.local_addr()?;
+    plane.set_address(serving_addr);
     let workers = crate::node::cpu_count().clamp(1, 4);
     let shutdown_timeout = config.shutdown_timeout_seconds;
     let max_body = config.max_body_bytes;
@@ -173,7 +195,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .listen(api_listener)?
             .run();
         let serving = actix_web::HttpServer::new(move || {
-            crate::serving::dataplane::app().app_data(web::PayloadConfig::new(max_body))
+            crate::serving::dataplane::app(Arc::clone(&plane), max_body)
         })
         .workers(workers)
         .disable_signals()
@@ -188,12 +210,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         let background = spawn_background(state.clone());
+        // On the actix thread: the controller's HTTP client (probes, model fetches) is awc.
+        let serving_loop = actix_web::rt::spawn(serving_controller.run(state.health.clone()));
         systemd::notify_ready(&status_line(&state).await);
 
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down: draining requests");
         systemd::notify_stopping();
         background.abort();
+        serving_loop.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));

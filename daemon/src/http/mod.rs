@@ -5,11 +5,13 @@ pub mod access;
 pub mod auth;
 pub mod body;
 pub mod errors;
+pub mod inferenceservices;
 pub mod jobs;
 pub mod kfp;
 pub mod middleware;
 pub mod openapi;
 pub mod scope;
+pub mod servingruntimes;
 pub mod system;
 pub mod web;
 
@@ -43,6 +45,7 @@ pub struct AppState {
     )]
     pub started: Instant,
     pub routes: Arc<RouteTable>,
+    pub serving: crate::serving::service::Services,
     pub pipelines: crate::pipelines::api::Pipelines,
     pub scheduler: crate::scheduler::Scheduler,
     pub jobs: crate::jobs::Jobs,
@@ -144,6 +147,8 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> act
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     system::routes(cfg);
     access::routes(cfg);
+    inferenceservices::routes(cfg);
+    servingruntimes::routes(cfg);
     kfp::routes(cfg);
     jobs::routes(cfg);
 }

@@ -1,11 +1,249 @@
-//! Data-plane routes. Server-level health answers with JSON bodies (the `kserve`
-//! client reads them); model routes answer 404 problem+json for models that are not
-//! served.
+//! The data plane: its own listener speaking KServe V1 and V2. A request is routed
+//! to a service by `Host: {name}.{namespace}.{domain}` or, when the model name is
+//! unique on the node, by path alone; then to a revision by the traffic split; then
+//! to the least busy ready replica (the activator holds it while none is ready). V1
+//! requests to V2-only runtimes and V2 binary tensors to runtimes without the
+//! extension are translated here, and answered in the form the client asked for.
 
-use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 
-use crate::http::errors::ApiError;
+use super::cache::{self, Cached, ResponseCache};
+use super::pool::{AcquireError, RevisionPool};
+use super::protocol::{self, BinaryOutputs, HEADER_LENGTH};
+use crate::auth::Auth;
+use crate::config::ServingConfig;
+
+pub const REVISION_HEADER: &str = "x-hearth-revision";
+
+/// One service as routed now. Replaced whole by the controller on every change.
+pub struct ServiceRoute {
+    pub namespace: String,
+    pub name: String,
+    /// (pool, percent); percents add up to 100 when any revision is routable.
+    pub targets: Vec<(Arc<RevisionPool>, u32)>,
+    /// The runtime speaks V2 only: V1 requests are translated.
+    pub runtime_v2_only: bool,
+    /// The runtime speaks the binary tensor extension itself.
+    pub runtime_binary: bool,
+    pub timeout: Duration,
+    pub cache: Option<Arc<ResponseCache>>,
+    pub require_token: bool,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabels {
+    pub namespace: String,
+    pub service: String,
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub namespace: String,
+    pub service: String,
+}
+
+/// Per-service and per-revision metrics, registered in the daemon's `/metrics`.
+pub struct ServingMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RevisionLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Family<RevisionLabels, Gauge>,
+    pub replicas_desired: Family<RevisionLabels, Gauge>,
+    pub replicas_ready: Family<RevisionLabels, Gauge>,
+    pub cold_starts: Family<RevisionLabels, Counter>,
+    pub cold_start_seconds: Family<RevisionLabels, Histogram, fn() -> Histogram>,
+    pub cache_hits: Family<ServiceLabels, Counter>,
+    pub cache_misses: Family<ServiceLabels, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl ServingMetrics {
+    pub fn new() -> ServingMetrics {
+        ServingMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(seconds_histogram),
+            in_flight: Family::default(),
+            replicas_desired: Family::default(),
+            replicas_ready: Family::default(),
+            cold_starts: Family::default(),
+            cold_start_seconds: Family::new_with_constructor(seconds_histogram),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+        }
+    }
+
+    pub fn register(&self, metrics: &crate::metrics::Metrics) {
+        metrics.register(
+            "hearth_serving_requests",
+            "Inference requests by code",
+            self.requests.clone(),
+        );
+        metrics.register(
+            "hearth_serving_request_seconds",
+            "Inference latency through the proxy",
+            self.latency.clone(),
+        );
+        metrics.register(
+            "hearth_serving_in_flight",
+            "Requests inside replicas",
+            self.in_flight.clone(),
+        );
+        metrics.register(
+            "hearth_serving_replicas_desired",
+            "Replicas the autoscaler wants",
+            self.replicas_desired.clone(),
+        );
+        metrics.register(
+            "hearth_serving_replicas_ready",
+            "Replicas taking requests",
+            self.replicas_ready.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cold_starts",
+            "Requests that waited for a replica from zero",
+            self.cold_starts.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cold_start_seconds",
+            "How long those requests waited",
+            self.cold_start_seconds.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cache_hits",
+            "Response cache hits",
+            self.cache_hits.clone(),
+        );
+        metrics.register(
+            "hearth_serving_cache_misses",
+            "Response cache misses",
+            self.cache_misses.clone(),
+        );
+    }
+}
+
+/// Shared by every data-plane worker and the controller.
+pub struct DataPlane {
+    pub config: Arc<ServingConfig>,
+    routes: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    /// Predictors behind a transformer, at `/_hearth/{namespace}/{revision}/...`.
+    internal: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    /// The listener's address, once bound (transformers are told to call it).
+    address: std::sync::OnceLock<std::net::SocketAddr>,
+    pub auth: Option<Auth>,
+    pub metrics: ServingMetrics,
+}
+
+impl DataPlane {
+    pub fn new(config: Arc<ServingConfig>, auth: Option<Auth>) -> Arc<DataPlane> {
+        Arc::new(DataPlane {
+            config,
+            routes: RwLock::new(HashMap::new()),
+            internal: RwLock::new(HashMap::new()),
+            address: std::sync::OnceLock::new(),
+            auth,
+            metrics: ServingMetrics::new(),
+        })
+    }
+
+    pub fn set_route(&self, route: ServiceRoute) {
+        let key = (route.namespace.clone(), route.name.clone());
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.insert(key, Arc::new(route));
+    }
+
+    pub fn remove_route(&self, namespace: &str, name: &str) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.remove(&(namespace.to_string(), name.to_string()));
+        let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
+        internal.retain(|(ns, _), route| !(ns == namespace && route.name == name));
+    }
+
+    pub fn set_internal(&self, namespace: &str, revision: &str, route: ServiceRoute) {
+        let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
+        internal.insert((namespace.to_string(), revision.to_string()), Arc::new(route));
+    }
+
+    pub fn set_address(&self, address: std::net::SocketAddr) {
+        let _ = self.address.set(address);
+    }
+
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.address.get().copied()
+    }
+
+    /// `/_hearth/{ns}/{revision}/v1/...`: the route and the protocol path.
+    fn resolve_internal(&self, path: &str) -> Option<(Arc<ServiceRoute>, String)> {
+        let rest = path.strip_prefix("/_hearth/")?;
+        let mut parts = rest.splitn(3, '/');
+        let (ns, revision, tail) = (parts.next()?, parts.next()?, parts.next()?);
+        let internal = self.internal.read().unwrap_or_else(|p| p.into_inner());
+        let route = internal.get(&(ns.to_string(), revision.to_string()))?;
+        Some((Arc::clone(route), format!("/{tail}")))
+    }
+
+    /// `Host: {name}.{ns}.{domain}` first; else the model name when unique.
+    fn resolve(&self, host: Option<&str>, model: &str) -> Result<Arc<ServiceRoute>, String> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(host) = host {
+            let host = host.split(':').next().unwrap_or(host);
+            let suffix = format!(".{}", self.config.domain);
+            if let Some(prefix) = host.strip_suffix(&suffix) {
+                if let Some((name, ns)) = prefix.split_once('.') {
+                    return routes
+                        .get(&(ns.to_string(), name.to_string()))
+                        .cloned()
+                        .ok_or_else(|| format!("no InferenceService {ns}/{name} is served here"));
+                }
+            }
+        }
+        let matches: Vec<&Arc<ServiceRoute>> = routes.values().filter(|r| r.name == model).collect();
+        match matches.as_slice() {
+            [one] => Ok(Arc::clone(one)),
+            [] => Err(format!("no model named {model} is served here")),
+            many => Err(format!(
+                "{} InferenceServices are named {model}; address one with Host: {model}.<namespace>.{}",
+                many.len(),
+                self.config.domain
+            )),
+        }
+    }
+}
+
+/// The problem body every client reads: KServe and tritonclient take `error`.
+fn error(status: StatusCode, message: impl Into<String>, revision: Option<&str>) -> HttpResponse {
+    let message = message.into();
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    if let Some(revision) = revision {
+        response.insert_header((REVISION_HEADER, revision.to_string()));
+    }
+    response.body(json!({"error": message, "code": status.as_u16()}).to_string())
+}
 
 async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"live": true}))
@@ -13,6 +251,10 @@ async fn live() -> HttpResponse {
 
 async fn ready() -> HttpResponse {
     HttpResponse::Ok().json(json!({"ready": true}))
+}
+
+async fn v1_root() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "alive"}))
 }
 
 async fn server_metadata() -> HttpResponse {
@@ -23,11 +265,511 @@ async fn server_metadata() -> HttpResponse {
     }))
 }
 
-async fn unknown_model(req: HttpRequest) -> HttpResponse {
-    ApiError::NotFound(format!("no model is served at {}", req.path())).error_response()
+/// What one data-plane request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    V1Ready,
+    V1Predict,
+    V2Metadata,
+    V2Ready,
+    V2Infer,
 }
 
-pub fn app() -> App<
+fn parse_path(path: &str) -> Option<(String, Call)> {
+    if let Some(rest) = path.strip_prefix("/v1/models/") {
+        if let Some(name) = rest.strip_suffix(":predict") {
+            return Some((name.to_string(), Call::V1Predict));
+        }
+        if !rest.contains('/') && !rest.contains(':') && !rest.is_empty() {
+            return Some((rest.to_string(), Call::V1Ready));
+        }
+        return None;
+    }
+    let rest = path.strip_prefix("/v2/models/")?;
+    let mut parts: Vec<&str> = rest.split('/').collect();
+    let name = parts.remove(0).to_string();
+    if name.is_empty() {
+        return None;
+    }
+    if parts.first() == Some(&"versions") && parts.len() >= 2 {
+        parts.drain(..2);
+    }
+    match parts.as_slice() {
+        [] => Some((name, Call::V2Metadata)),
+        ["ready"] => Some((name, Call::V2Ready)),
+        ["infer"] => Some((name, Call::V2Infer)),
+        _ => None,
+    }
+}
+
+fn pick_target(route: &ServiceRoute) -> Option<Arc<RevisionPool>> {
+    let total: u32 = route.targets.iter().map(|(_, p)| *p).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut roll = rand::random_range(0..total);
+    for (pool, percent) in &route.targets {
+        if roll < *percent {
+            return Some(Arc::clone(pool));
+        }
+        roll -= percent;
+    }
+    route.targets.last().map(|(p, _)| Arc::clone(p))
+}
+
+fn authorized(plane: &DataPlane, route: &ServiceRoute, req: &HttpRequest) -> bool {
+    if !route.require_token {
+        return true;
+    }
+    let Some(auth) = &plane.auth else { return false };
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    auth.authenticate(token)
+        .map(|p| p.can_access(&route.namespace))
+        .unwrap_or(false)
+}
+
+/// Headers copied to and from replicas; hop-by-hop ones are the proxy's own.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "host"
+            | "content-length"
+    )
+}
+
+struct Prepared {
+    path: String,
+    body: bytes::Bytes,
+    content_type: &'static str,
+    /// How to turn the replica's answer into the client's.
+    answer: Answer,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// Pass through as is (streamed).
+    Raw,
+    /// V2 JSON back to the client's binary/JSON request form, `model_name` set.
+    V2(BinaryOutputs),
+    /// V2 JSON to V1 predictions.
+    V1,
+}
+
+fn prepare(
+    call: Call,
+    path: &str,
+    model: &str,
+    req: &HttpRequest,
+    body: bytes::Bytes,
+    route: &ServiceRoute,
+) -> Result<Prepared, String> {
+    match call {
+        Call::V1Predict if route.runtime_v2_only => {
+            let doc = protocol::v1_to_v2(&body).map_err(|e| e.to_string())?;
+            Ok(Prepared {
+                path: format!("/v2/models/{model}/infer"),
+                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                content_type: "application/json",
+                answer: Answer::V1,
+            })
+        }
+        Call::V2Infer => {
+            let header_len = req
+                .headers()
+                .get(HEADER_LENGTH)
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|s| s.trim().parse::<usize>().ok())
+                        .ok_or("bad Inference-Header-Content-Length")
+                })
+                .transpose()?;
+            if route.runtime_binary {
+                return Ok(Prepared {
+                    path: path.to_string(),
+                    body,
+                    content_type: "application/octet-stream",
+                    answer: Answer::Raw,
+                });
+            }
+            let (doc, wanted) = protocol::request_to_json(&body, header_len).map_err(|e| e.to_string())?;
+            Ok(Prepared {
+                path: format!("/v2/models/{model}/infer"),
+                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                content_type: "application/json",
+                answer: Answer::V2(wanted),
+            })
+        }
+        Call::V1Ready if route.runtime_v2_only => Ok(Prepared {
+            path: format!("/v2/models/{model}/ready"),
+            body,
+            content_type: "application/json",
+            answer: Answer::Raw,
+        }),
+        _ => Ok(Prepared {
+            path: path.to_string(),
+            body,
+            content_type: "application/json",
+            answer: Answer::Raw,
+        }),
+    }
+}
+
+struct PlaneData {
+    plane: Arc<DataPlane>,
+    client: awc::Client,
+}
+
+async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneData>) -> HttpResponse {
+    let begun = Instant::now();
+    let plane = &data.plane;
+    // A transformer calling its predictor: only from this host.
+    let internal = if req.path().starts_with("/_hearth/") {
+        let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+        match plane.resolve_internal(req.path()) {
+            Some(found) if local => Some(found),
+            _ => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no route for {}", req.path()),
+                    None,
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let path = internal
+        .as_ref()
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| req.path().to_string());
+    let Some((model, call)) = parse_path(&path) else {
+        return error(StatusCode::NOT_FOUND, format!("no route for {path}"), None);
+    };
+    let route = match internal {
+        Some((route, _)) => route,
+        None => {
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            match plane.resolve(host, &model) {
+                Ok(route) => route,
+                Err(message) => return error(StatusCode::NOT_FOUND, message, None),
+            }
+        }
+    };
+    if !authorized(plane, &route, &req) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "this InferenceService needs a bearer token for its namespace",
+            None,
+        );
+    }
+    let Some(pool) = pick_target(&route) else {
+        let message = format!(
+            "InferenceService {}/{} has no ready revision yet",
+            route.namespace, route.name
+        );
+        return match call {
+            // The kserve client reads 503 as "not ready" and needs a JSON body.
+            Call::V1Ready | Call::V2Ready => HttpResponse::ServiceUnavailable()
+                .json(json!({"name": model, "ready": false, "error": message})),
+            _ => error(StatusCode::SERVICE_UNAVAILABLE, message, None),
+        };
+    };
+    if matches!(call, Call::V1Ready | Call::V2Ready) {
+        // A routed revision is ready by construction (it passed its readiness check);
+        // at zero replicas the activator starts one on the first request, so the
+        // model still counts as ready, as behind Knative's activator.
+        return HttpResponse::Ok()
+            .insert_header((REVISION_HEADER, pool.revision.clone()))
+            .json(json!({"name": model, "ready": true}));
+    }
+    let revision = pool.revision.clone();
+    let labels = RevisionLabels {
+        namespace: route.namespace.clone(),
+        service: route.name.clone(),
+        revision: revision.clone(),
+    };
+    let response = forward(&data, &route, &pool, (call, &path), &model, &req, body, &labels).await;
+    plane
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            namespace: labels.namespace.clone(),
+            service: labels.service.clone(),
+            revision: revision.clone(),
+            code: response.status().as_u16(),
+        })
+        .inc();
+    plane
+        .metrics
+        .latency
+        .get_or_create(&labels)
+        .observe(begun.elapsed().as_secs_f64());
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    data: &PlaneData,
+    route: &ServiceRoute,
+    pool: &Arc<RevisionPool>,
+    (call, path): (Call, &str),
+    model: &str,
+    req: &HttpRequest,
+    body: web::Bytes,
+    labels: &RevisionLabels,
+) -> HttpResponse {
+    let plane = &data.plane;
+    let revision = pool.revision.as_str();
+    let prepared = match prepare(call, path, model, req, body, route) {
+        Ok(p) => p,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message, Some(revision)),
+    };
+    let cache_key = match (&route.cache, call) {
+        (Some(_), Call::V1Predict | Call::V2Infer) => Some(cache::key(revision, path, &prepared.body)),
+        _ => None,
+    };
+    let service_labels = ServiceLabels {
+        namespace: route.namespace.clone(),
+        service: route.name.clone(),
+    };
+    if let (Some(cache), Some(key)) = (&route.cache, &cache_key) {
+        if let Some(hit) = cache.get(key) {
+            plane.metrics.cache_hits.get_or_create(&service_labels).inc();
+            return cached_response(hit, revision, &prepared.answer);
+        }
+        plane.metrics.cache_misses.get_or_create(&service_labels).inc();
+    }
+
+    let waited_from_zero = pool.serving() == 0;
+    let wait_began = Instant::now();
+    let timeout = Duration::from_secs_f64(plane.config.activator_timeout_seconds);
+    let lease = match pool.acquire(plane.config.activator_queue, timeout).await {
+        Ok(lease) => lease,
+        Err(e @ AcquireError::QueueFull(..)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision))
+        }
+        Err(e @ AcquireError::Timeout(..)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), Some(revision))
+        }
+    };
+    if waited_from_zero {
+        plane.metrics.cold_starts.get_or_create(labels).inc();
+        plane
+            .metrics
+            .cold_start_seconds
+            .get_or_create(labels)
+            .observe(wait_began.elapsed().as_secs_f64());
+    }
+    let in_flight = plane.metrics.in_flight.get_or_create(labels).clone();
+    in_flight.inc();
+    let _dec = scopeguard(move || {
+        in_flight.dec();
+    });
+
+    let url = format!("http://{}{}", lease.replica.addr, prepared.path);
+    let mut upstream = data
+        .client
+        .request(req.method().clone(), url)
+        .timeout(route.timeout);
+    for (name, value) in req.headers() {
+        if hop_by_hop(name) || name == header::CONTENT_TYPE || name.as_str() == HEADER_LENGTH {
+            continue;
+        }
+        upstream = upstream.insert_header((name.clone(), value.clone()));
+    }
+    if prepared.answer == Answer::Raw {
+        for name in [header::CONTENT_TYPE.as_str(), HEADER_LENGTH] {
+            if let Some(value) = req.headers().get(name) {
+                upstream = upstream.insert_header((name, value.clone()));
+            }
+        }
+    } else {
+        upstream = upstream.insert_header((header::CONTENT_TYPE, prepared.content_type));
+    }
+    let mut upstream_response = match upstream.send_body(prepared.body.clone()).await {
+        Ok(r) => r,
+        Err(awc::error::SendRequestError::Timeout) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the replica did not answer within {:?}", route.timeout),
+                Some(revision),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("the replica failed: {e}"),
+                Some(revision),
+            )
+        }
+    };
+    let status = upstream_response.status();
+    let mut builder = HttpResponse::build(status);
+    builder.insert_header((REVISION_HEADER, revision.to_string()));
+    if prepared.answer == Answer::Raw && cache_key.is_none() {
+        copy_headers(upstream_response.headers(), &mut builder);
+        // Streamed: the lease is released when the body has been read.
+        let stream = LeasedStream {
+            inner: upstream_response,
+            _lease: lease,
+        };
+        return builder.streaming(stream);
+    }
+    let bytes = match upstream_response.body().limit(plane_limit()).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("reading the replica's answer: {e}"),
+                Some(revision),
+            )
+        }
+    };
+    drop(lease);
+    if !status.is_success() {
+        copy_headers(upstream_response.headers(), &mut builder);
+        return builder.body(bytes);
+    }
+    let converted = match &prepared.answer {
+        Answer::Raw => Cached {
+            body: bytes,
+            header_len: upstream_response
+                .headers()
+                .get(HEADER_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            content_type: upstream_response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string(),
+        },
+        Answer::V1 => match protocol::v2_to_v1(&bytes) {
+            Ok(doc) => Cached {
+                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                header_len: None,
+                content_type: "application/json".into(),
+            },
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("translating the V2 answer to V1: {e}"),
+                    Some(revision),
+                )
+            }
+        },
+        Answer::V2(wanted) => {
+            let doc = match serde_json::from_slice(&bytes) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the replica's answer is not JSON: {e}"),
+                        Some(revision),
+                    )
+                }
+            };
+            match protocol::response_from_json(doc, model, wanted) {
+                Ok((body, header_len)) => Cached {
+                    body: body.into(),
+                    header_len,
+                    content_type: if header_len.is_some() {
+                        "application/octet-stream".into()
+                    } else {
+                        "application/json".into()
+                    },
+                },
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("encoding binary outputs: {e}"),
+                        Some(revision),
+                    )
+                }
+            }
+        }
+    };
+    if let (Some(cache), Some(key)) = (&route.cache, cache_key) {
+        cache.put(key, converted.clone());
+    }
+    cached_response(converted, revision, &Answer::Raw)
+}
+
+fn plane_limit() -> usize {
+    256 * 1024 * 1024
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
+    for (name, value) in from {
+        if !hop_by_hop(name) {
+            to.insert_header((name.clone(), value.clone()));
+        }
+    }
+}
+
+fn cached_response(value: Cached, revision: &str, _answer: &Answer) -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header((REVISION_HEADER, revision.to_string()));
+    builder.insert_header((header::CONTENT_TYPE, value.content_type.clone()));
+    if let Some(len) = value.header_len {
+        builder.insert_header((HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(len)));
+    }
+    builder.body(value.body)
+}
+
+/// The replica's body, holding the replica's lease until it has been sent.
+struct LeasedStream<S> {
+    inner: S,
+    _lease: super::pool::Lease,
+}
+
+impl<S> futures_util::Stream for LeasedStream<S>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    type Item = Result<bytes::Bytes, actix_web::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|o| o.map(|r| r.map_err(actix_web::Error::from)))
+    }
+}
+
+struct Guard<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+fn scopeguard<F: FnOnce()>(f: F) -> Guard<F> {
+    Guard(Some(f))
+}
+
+pub fn app(
+    plane: Arc<DataPlane>,
+    max_body: usize,
+) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
@@ -36,10 +778,55 @@ pub fn app() -> App<
         InitError = (),
     >,
 > {
+    // One pool of keep-alive connections per worker: awc clients live on one thread.
+    let client = awc::Client::builder()
+        .disable_timeout()
+        .connector(
+            awc::Connector::new()
+                .limit(0)
+                .conn_keep_alive(Duration::from_secs(60)),
+        )
+        .finish();
     App::new()
+        .app_data(web::Data::new(PlaneData { plane, client }))
+        .app_data(web::PayloadConfig::new(max_body))
         .route("/v2/health/live", web::get().to(live))
         .route("/v2/health/ready", web::get().to(ready))
         .route("/v2", web::get().to(server_metadata))
-        .route("/", web::get().to(live))
-        .default_service(web::to(unknown_model))
+        .route("/", web::get().to(v1_root))
+        .default_service(web::to(model_call))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path("/v1/models/iris:predict"),
+            Some(("iris".into(), Call::V1Predict))
+        );
+        assert_eq!(
+            parse_path("/v1/models/iris"),
+            Some(("iris".into(), Call::V1Ready))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/infer"),
+            Some(("iris".into(), Call::V2Infer))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/versions/3/infer"),
+            Some(("iris".into(), Call::V2Infer))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris/ready"),
+            Some(("iris".into(), Call::V2Ready))
+        );
+        assert_eq!(
+            parse_path("/v2/models/iris"),
+            Some(("iris".into(), Call::V2Metadata))
+        );
+        assert_eq!(parse_path("/v2/models/iris/bogus"), None);
+    }
 }

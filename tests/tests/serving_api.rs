@@ -1,0 +1,141 @@
+//! InferenceService control plane: CRUD, YAML and JSON bodies, namespaces, refusals
+//! by name. The upstream corpus is in `corpus_serving.rs`.
+
+use hearth_e2e::spawn_daemon;
+use serde_json::{json, Value};
+
+const IRIS_YAML: &str = r#"
+apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: sklearn-iris
+  namespace: kubeflow
+  annotations:
+    sidecar.istio.io/inject: "false"
+spec:
+  predictor:
+    minReplicas: 0
+    model:
+      modelFormat:
+        name: sklearn
+      storageUri: file:///nonexistent/model
+"#;
+
+#[test]
+fn crud_yaml_json_patch_and_namespaces() {
+    let d = spawn_daemon();
+    let base = "/api/v1/namespaces/team/inferenceservices";
+    let created = d.post_yaml(base, d.admin(), IRIS_YAML);
+    assert_eq!(created.status, 201, "{created}");
+    let doc = &created.body;
+    assert_eq!(doc["metadata"]["namespace"], "team", "the path namespace wins");
+    assert_eq!(doc["metadata"]["name"], "sklearn-iris");
+    assert_eq!(
+        doc["spec"]["predictor"]["minReplicas"], 0,
+        "the spec is answered as written"
+    );
+    assert!(doc["status"].is_object(), "{created}");
+    assert!(doc["metadata"]["uid"].is_string());
+
+    d.post_yaml(base, d.admin(), IRIS_YAML)
+        .assert_problem(409, "already_exists");
+
+    let listed = d.get(base, d.admin());
+    assert_eq!(listed.status, 200, "{listed}");
+    assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        d.get("/api/v1/namespaces/other/inferenceservices", d.admin())
+            .body["items"],
+        json!([])
+    );
+
+    let item = format!("{base}/sklearn-iris");
+    let patched = d.patch(
+        &item,
+        d.admin(),
+        &json!({"spec": {"predictor": {"canaryTrafficPercent": 10}}}),
+    );
+    assert_eq!(patched.status, 200, "{patched}");
+    assert_eq!(patched.body["spec"]["predictor"]["canaryTrafficPercent"], 10);
+    assert_eq!(patched.body["metadata"]["generation"], 2);
+
+    let mut replaced = patched.body.clone();
+    replaced["spec"]["predictor"]["maxReplicas"] = json!(3);
+    let put = d.put(&item, d.admin(), &replaced);
+    assert_eq!(put.status, 200, "{put}");
+    assert_eq!(put.body["spec"]["predictor"]["maxReplicas"], 3);
+
+    let mut renamed = replaced.clone();
+    renamed["metadata"]["name"] = json!("other-name");
+    d.put(&item, d.admin(), &renamed)
+        .assert_problem(422, "invalid_field");
+    d.patch(
+        &item,
+        d.admin(),
+        &json!({"spec": {"predictor": {"minReplicas": -1}}}),
+    )
+    .assert_problem(422, "invalid_field");
+
+    // JSON body and the runtime table.
+    let json_doc: Value = json!({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "xgb"}, "spec": {"predictor": {"xgboost": {"storageUri": "https://example.com/m.bst", "protocolVersion": "v2"}}}});
+    assert_eq!(d.post_json(base, d.admin(), &json_doc).status, 201);
+    let runtimes = d.get("/api/v1/servingruntimes", d.admin());
+    assert_eq!(runtimes.status, 200, "{runtimes}");
+    let names: Vec<&str> = runtimes.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(names.contains(&"kserve-mlserver"), "{runtimes}");
+    assert_eq!(
+        d.get("/api/v1/servingruntimes/kserve-mlserver", d.admin()).status,
+        200
+    );
+    d.get("/api/v1/servingruntimes/nope", d.admin())
+        .assert_problem(404, "not_found");
+
+    // Auth: no token, and another user's namespace.
+    assert_eq!(d.get(base, None).status, 401);
+    let user = d.post_json("/api/v1/users", d.admin(), &json!({"name": "alice"}));
+    assert_eq!(user.status, 201, "{user}");
+    let alice = user.body["token"]["token"].as_str().unwrap().to_string();
+    d.get(base, Some(&alice)).assert_problem(403, "forbidden");
+    assert_eq!(
+        d.post_yaml(
+            "/api/v1/namespaces/alice/inferenceservices",
+            Some(&alice),
+            IRIS_YAML
+        )
+        .status,
+        201
+    );
+
+    let deleted = d.delete(&item, d.admin());
+    assert_eq!(deleted.status, 200, "{deleted}");
+    d.delete(&format!("{base}/missing"), d.admin())
+        .assert_problem(404, "not_found");
+}
+
+#[test]
+fn bad_documents_are_4xx_naming_the_problem() {
+    let d = spawn_daemon();
+    let base = "/api/v1/namespaces/team/inferenceservices";
+    let cases: Vec<(&str, u16, &str, &str)> = vec![
+        ("spec: [unclosed", 400, "malformed_body", ""),
+        ("apiVersion: serving.kubeflow.org/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {}\n", 422, "invalid_field", "apiVersion"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: Notebook\nmetadata: {name: a}\nspec: {}\n", 422, "invalid_field", "kind"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: A_b}\nspec: {predictor: {sklearn: {storageUri: /m}}}\n", 422, "invalid_field", "metadata.name"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: 'pvc://b/m'}}}\n", 422, "unsupported_feature", "storageUri.pvc"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}}, explainer: {alibi: {}}}\n", 422, "unsupported_feature", "spec.explainer"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {model: {modelFormat: {name: tensorflow}, storageUri: /m}}}\n", 422, "unsupported_feature", "modelFormat.tensorflow"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}, scaleMetric: memory}}\n", 422, "unsupported_feature", "scaleMetric.memory"),
+    ];
+    for (body, status, code, named) in cases {
+        let r = d.post_yaml(base, d.admin(), body);
+        r.assert_problem(status, code);
+        let text = format!("{} {} {}", r.body["detail"], r.body["field"], r.body["feature"]);
+        assert!(text.contains(named), "{named} not named in {r}");
+    }
+}
