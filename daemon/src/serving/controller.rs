@@ -73,6 +73,18 @@ pub struct Controller {
     /// replica is a failure, whatever its code (MLServer exits 0 when a model fails
     /// to load).
     stopped: Mutex<HashSet<String>>,
+    /// Running replicas that have not passed their readiness check yet. While requests
+    /// wait at the activator only these are probed, every few milliseconds, instead of
+    /// a whole reconcile pass: a model server starting up needs the CPU.
+    unready: Mutex<HashMap<String, Unready>>,
+}
+
+/// What a readiness probe of one starting replica needs.
+struct Unready {
+    pool: Arc<RevisionPool>,
+    addr: SocketAddr,
+    component: Component,
+    model: String,
 }
 
 fn kpa_config(c: &ServingConfig) -> KpaConfig {
@@ -151,6 +163,7 @@ impl Controller {
             revisions: Mutex::new(HashMap::new()),
             draining: Mutex::new(HashSet::new()),
             stopped: Mutex::new(HashSet::new()),
+            unready: Mutex::new(HashMap::new()),
         }
     }
 
@@ -161,14 +174,19 @@ impl Controller {
         let mut events = self.scheduler.subscribe();
         let tick = Duration::from_millis(self.config.autoscaler_tick_ms);
         let http = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
+        let mut last_pass = Instant::now() - tick;
         loop {
-            self.sample();
-            if let Err(e) = self.reconcile_all(&http).await {
-                tracing::warn!(error = %e, "serving controller pass failed; retrying");
+            // While requests wait at the activator, starting replicas are probed every
+            // few milliseconds (the probe cadence is most of a cold start beyond the
+            // runtime's own start-up); whole passes keep their usual cadence.
+            let waiting = self.requests_waiting();
+            if !waiting || last_pass.elapsed() >= tick || !self.probe_unready(&http).await {
+                self.sample();
+                if let Err(e) = self.reconcile_all(&http).await {
+                    tracing::warn!(error = %e, "serving controller pass failed; retrying");
+                }
+                last_pass = Instant::now();
             }
-            // While requests wait at the activator, probe starting replicas every few
-            // milliseconds: the probe cadence is most of a cold start beyond the
-            // runtime's own start-up.
             let pause = if self.requests_waiting() {
                 Duration::from_millis(5)
             } else {
@@ -184,6 +202,37 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Probes the replicas known to be starting; true when there were any to probe
+    /// and none became ready (so a whole pass can wait).
+    async fn probe_unready(&self, http: &awc::Client) -> bool {
+        let candidates: Vec<(String, Arc<RevisionPool>, SocketAddr, Component, String)> = self
+            .unready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, u)| {
+                (
+                    id.clone(),
+                    Arc::clone(&u.pool),
+                    u.addr,
+                    u.component.clone(),
+                    u.model.clone(),
+                )
+            })
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        for (id, pool, addr, component, model) in candidates {
+            if self.probe(http, addr, &component, &model).await {
+                pool.add_ready(&id, addr);
+                self.unready.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                return false;
+            }
+        }
+        true
     }
 
     fn requests_waiting(&self) -> bool {
@@ -615,13 +664,25 @@ impl Controller {
                                 .unwrap_or_else(|p| p.into_inner())
                                 .contains(&w.id);
                         if leaving || pool.replica_ids().contains(&w.id) {
+                            self.unready
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&w.id);
                             continue;
                         }
                         let addr = SocketAddr::from(([127, 0, 0, 1], port));
                         if self.probe(http, addr, &component, &service.name).await {
                             pool.add_ready(&w.id, addr);
+                            self.unready
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&w.id);
                             became_ready = true;
                         } else if started_long_ago(w, self.config.readiness_timeout_seconds) {
+                            self.unready
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&w.id);
                             tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
                             self.stop(&w.id).await?;
                             timeouts += 1;
@@ -629,11 +690,25 @@ impl Controller {
                                 "replica {} was not ready within {} s",
                                 w.id, self.config.readiness_timeout_seconds
                             );
+                        } else {
+                            self.unready.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                                w.id.clone(),
+                                Unready {
+                                    pool: Arc::clone(&pool),
+                                    addr,
+                                    component: component.clone(),
+                                    model: service.name.clone(),
+                                },
+                            );
                         }
                     }
                     WorkloadPhase::Queued | WorkloadPhase::Starting => {}
                     WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
                         pool.remove(&w.id);
+                        self.unready
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&w.id);
                         let ours = self
                             .stopped
                             .lock()
