@@ -410,9 +410,7 @@ impl Config {
         if s.s3_access_key_id.is_empty() != s.s3_secret_access_key.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "serving.s3_secret_access_key",
-                message:
-                    "serving.s3_access_key_id and serving.s3_secret_access_key are set together or not at all"
-                        .into(),
+                message: "set together with serving.s3_access_key_id, or neither".into(),
             });
         }
         let endpoint = &s.s3_endpoint;
