@@ -150,6 +150,13 @@ pub struct ServingConfig {
     pub default_timeout_seconds: u64,
     /// S3-compatible endpoint for `s3://` storage URIs (`http://127.0.0.1:9000`); empty: refused.
     pub s3_endpoint: String,
+    /// S3 access key for `s3://` storage; empty: `AWS_ACCESS_KEY_ID` from the daemon's
+    /// environment, else anonymous requests.
+    pub s3_access_key_id: String,
+    /// The secret that goes with `s3_access_key_id` (else `AWS_SECRET_ACCESS_KEY`).
+    pub s3_secret_access_key: String,
+    /// Region requests are signed for; empty: `AWS_REGION`, else `us-east-1`.
+    pub s3_region: String,
     /// Where public `gs://` objects are read from (Google's XML and JSON APIs).
     pub gcs_endpoint: String,
     /// Runtimes added to (or replacing, by name) the built-in serving runtime table.
@@ -171,6 +178,9 @@ impl Default for ServingConfig {
             revision_failure_limit: 3,
             default_timeout_seconds: 300,
             s3_endpoint: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_region: String::new(),
             gcs_endpoint: "https://storage.googleapis.com".to_string(),
             runtimes: Vec::new(),
         }
@@ -237,6 +247,9 @@ pub const SETTINGS: &[&str] = &[
     "serving.revision_failure_limit",
     "serving.default_timeout_seconds",
     "serving.s3_endpoint",
+    "serving.s3_access_key_id",
+    "serving.s3_secret_access_key",
+    "serving.s3_region",
     "serving.gcs_endpoint",
     "pipelines.step_venv",
     "pipelines.step_path",
@@ -339,6 +352,15 @@ pub fn load(
 }
 
 impl Config {
+    /// The config as `hearth config show` prints it: secrets replaced by a marker.
+    pub fn redacted(&self) -> Config {
+        let mut config = self.clone();
+        if !config.serving.s3_secret_access_key.is_empty() {
+            config.serving.s3_secret_access_key = "(set, not shown)".to_string();
+        }
+        config
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
@@ -383,6 +405,19 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "serving.autoscaler_tick_ms",
                 message: "autoscaler_tick_ms and activator_queue must be at least 1".into(),
+            });
+        }
+        if s.s3_access_key_id.is_empty() != s.s3_secret_access_key.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "serving.s3_secret_access_key",
+                message: "set together with serving.s3_access_key_id, or neither".into(),
+            });
+        }
+        let endpoint = &s.s3_endpoint;
+        if !endpoint.is_empty() && !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+            return Err(ConfigError::Invalid {
+                key: "serving.s3_endpoint",
+                message: format!("{:?} is not an http:// or https:// URL", s.s3_endpoint),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {

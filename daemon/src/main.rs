@@ -141,7 +141,7 @@ fn main() -> ExitCode {
                 if let Some(file) = &loaded.file {
                     println!("# file: {}", file.display());
                 }
-                match toml::to_string_pretty(&loaded.config) {
+                match toml::to_string_pretty(&loaded.config.redacted()) {
                     Ok(text) => {
                         print!("{text}");
                         ExitCode::SUCCESS

@@ -938,127 +938,16 @@ impl Controller {
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("copying {path}: {e}"))?;
             }
-            Storage::Http { url } => {
-                let name = url
-                    .split(['?', '#'])
-                    .next()
-                    .and_then(|u| u.rsplit('/').next())
-                    .filter(|n| !n.is_empty() && *n != "..")
-                    .unwrap_or("model");
-                self.download(url, &tmp, name).await?
-            }
-            Storage::S3 { bucket, key } => {
-                // Anonymous ListObjectsV2 (public or endpoint-local buckets).
-                let base = self.config.s3_endpoint.trim_end_matches('/').to_string();
-                let listing = self
-                    .fetch_text(&format!("{base}/{bucket}?list-type=2&prefix={key}/"))
+            Storage::Http { .. } | Storage::S3 { .. } | Storage::Gcs { .. } => {
+                super::fetch::fetch(&storage, &self.config, &tmp)
                     .await
-                    .unwrap_or_default();
-                let keys = listing
-                    .split("<Key>")
-                    .skip(1)
-                    .filter_map(|part| part.split("</Key>").next())
-                    .map(str::to_string)
-                    .collect();
-                self.download_prefix(&base, bucket, key, keys, &tmp).await?
-            }
-            Storage::Gcs { bucket, key } => {
-                let base = self.config.gcs_endpoint.trim_end_matches('/').to_string();
-                let listing = self
-                    .fetch_text(&format!(
-                        "{base}/storage/v1/b/{bucket}/o?prefix={key}/&fields=items(name)"
-                    ))
-                    .await
-                    .unwrap_or_default();
-                let keys = serde_json::from_str::<Value>(&listing)
-                    .ok()
-                    .and_then(|v| v["items"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|i| i["name"].as_str().map(str::to_string))
-                    .collect();
-                self.download_prefix(&base, bucket, key, keys, &tmp).await?
+                    .map_err(|e| e.to_string())?;
             }
         }
         std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| format!("caching the model: {e}"))?;
         Ok(dir)
-    }
-
-    /// One object over HTTP(S) into `dir/name`. `curl` (a declared system dependency)
-    /// does the transfer: it brings TLS, redirects and proxies without a TLS stack in
-    /// the daemon, and streams large models to disk.
-    async fn download(&self, url: &str, dir: &Path, name: &str) -> Result<(), String> {
-        let target = dir.join(name);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        let output = tokio::process::Command::new("curl")
-            .args(["-fsSL", "--retry", "2", "--max-time", "3600", "-o"])
-            .arg(&target)
-            .arg(url)
-            .output()
-            .await
-            .map_err(|e| format!("fetching {url}: cannot run curl: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "fetching {url}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(())
-    }
-
-    /// The body of a small listing request.
-    async fn fetch_text(&self, url: &str) -> Result<String, String> {
-        let output = tokio::process::Command::new("curl")
-            .args(["-fsSL", "--max-time", "120"])
-            .arg(url)
-            .output()
-            .await
-            .map_err(|e| format!("listing {url}: cannot run curl: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "listing {url}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    /// A bucket path: the object itself, or every object under it as a directory (as
-    /// KServe's storage initializer does). `list` yields object keys for a prefix.
-    async fn download_prefix(
-        &self,
-        base: &str,
-        bucket: &str,
-        key: &str,
-        keys: Vec<String>,
-        dir: &Path,
-    ) -> Result<(), String> {
-        let prefix = format!("{}/", key.trim_end_matches('/'));
-        let under: Vec<&String> = keys
-            .iter()
-            .filter(|k| k.starts_with(&prefix) && !k.ends_with('/'))
-            .collect();
-        if under.is_empty() {
-            let name = key
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty())
-                .unwrap_or("model");
-            return self.download(&format!("{base}/{bucket}/{key}"), dir, name).await;
-        }
-        for object in under {
-            let relative = &object[prefix.len()..];
-            if relative.split('/').any(|part| part == ".." || part.is_empty()) {
-                return Err(format!("refusing object name {object:?}"));
-            }
-            self.download(&format!("{base}/{bucket}/{object}"), dir, relative)
-                .await?;
-        }
-        Ok(())
     }
 
     async fn start_replica(

@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod cache;
 pub mod controller;
 pub mod dataplane;
+pub mod fetch;
 pub mod isvc;
 pub mod pool;
 pub mod protocol;

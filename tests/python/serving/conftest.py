@@ -30,6 +30,7 @@ scale_to_zero_grace_seconds = 3.0
 readiness_timeout_seconds = 40.0
 revision_failure_limit = 1
 activator_timeout_seconds = 60.0
+{serving}
 [workloads]
 path_prefix = "{bin}"
 """
@@ -98,21 +99,27 @@ def ready(doc):
     return conds.get("Ready") == "True"
 
 
-@pytest.fixture(scope="session")
-def daemon():
+def start_daemon(serving="", data_dir=None, env_extra=None):
+    """A daemon with the test windows plus `serving` lines in its `[serving]` table. `data_dir` reuses a
+    directory (a restart); `env_extra` adds environment variables."""
     binary = os.environ.get("HEARTH_BIN", str(ROOT / "target" / "debug" / "hearth"))
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="hearth-serving-"))
-    (tmp / "config.toml").write_text(CONFIG.format(bin=VENV_BIN))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+    tmp = data_dir or pathlib.Path(tempfile.mkdtemp(prefix="hearth-serving-"))
+    (tmp / "config.toml").write_text(CONFIG.format(bin=VENV_BIN, serving=serving))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HEARTH_") and not k.startswith("AWS_")}
     env.pop("NOTIFY_SOCKET", None)
-    log = open(tmp / "daemon.log", "w")
+    env.update(env_extra or {})
+    log = open(tmp / "daemon.log", "a")
     proc = subprocess.Popen([binary, "serve", "--config", str(tmp / "config.toml"), "--data-dir",
                              str(tmp / "data"), "--listen", "127.0.0.1:0", "--serving-listen",
                              "127.0.0.1:0"], env=env, stderr=log, stdout=log)
     addr = tmp / "data" / "hearth.addr"
     for _ in range(600):
         if addr.exists():
-            info = json.loads(addr.read_text())
+            try:
+                info = json.loads(addr.read_text())
+            except ValueError:  # being written
+                info = {}
             if info.get("pid") == proc.pid:
                 break
         assert proc.poll() is None, (tmp / "daemon.log").read_text()
@@ -120,20 +127,29 @@ def daemon():
     else:
         raise AssertionError("the daemon did not start")
     token = (tmp / "data" / "admin.token").read_text().strip()
-    d = Daemon(f"http://{info['api']}", f"http://{info['serving']}", token, proc, tmp)
-    yield d
-    # Replicas outlive the daemon by design (their shims survive restarts), so the
-    # services are deleted, and their replicas stopped, before the daemon is.
+    return Daemon(f"http://{info['api']}", f"http://{info['serving']}", token, proc, tmp)
+
+
+def stop_daemon(d):
+    """Replicas outlive the daemon by design (their shims survive restarts), so the
+    services are deleted, and their replicas stopped, before the daemon is."""
     for item in d.session.get(d.url("kubeflow")).json().get("items", []):
         d.session.delete(d.url("kubeflow", item["metadata"]["name"]))
     deadline = time.time() + 60
     while d.session.get(d.url("kubeflow")).json().get("items") and time.time() < deadline:
         time.sleep(0.25)
-    proc.send_signal(signal.SIGTERM)
+    d.proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        d.proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        d.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def daemon():
+    d = start_daemon()
+    yield d
+    stop_daemon(d)
 
 
 def _save(model, directory):

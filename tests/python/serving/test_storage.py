@@ -1,0 +1,183 @@
+"""Remote model storage fetched by the daemon itself: s3:// against a real S3-compatible
+server (moto_server, with IAM authentication switched on, so that SigV4 signatures and
+credentials are checked), and http:// with a redirect. https:// is not tested: it needs
+a certificate the daemon trusts and nothing here can reach the Internet."""
+
+import concurrent.futures
+import functools
+import http.server
+import json
+import socket
+import subprocess
+import threading
+import time
+import types
+
+import boto3
+import joblib
+import numpy as np
+import pytest
+import requests
+
+from conftest import VENV_BIN, isvc, start_daemon, stop_daemon
+
+NS = "kubeflow"
+X = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
+BUCKET = "models"
+# More objects than one ListObjectsV2 page (1,000 keys) holds, so the fetch must follow
+# continuation tokens to get them all.
+EXTRA_OBJECTS = 1100
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def predictor_message(doc):
+    for c in doc.get("status", {}).get("conditions", []):
+        if c["type"] == "PredictorReady" and c.get("reason") == "RevisionFailed":
+            return c.get("message") or ""
+    return None
+
+
+def wait_failed(daemon, name):
+    doc = daemon.wait(NS, name, lambda d: predictor_message(d) is not None, 60, "RevisionFailed")
+    return predictor_message(doc)
+
+
+def s3_isvc(name, uri):
+    doc = isvc(name, "unused")
+    doc["spec"]["predictor"]["model"]["storageUri"] = uri
+    return doc
+
+
+def v1_predict(daemon, name):
+    return requests.post(f"{daemon.serving}/v1/models/{name}:predict", json={"instances": X},
+                         headers={"Host": f"{name}.{NS}.example.com"}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def s3(models, tmp_path_factory):
+    """moto_server with a bucket holding the model (plus enough objects to need two
+    listing pages) and an object whose key climbs out of its prefix; then IAM
+    authentication is switched on and only the created user's key works."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=log)
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, "moto_server exited"
+                time.sleep(0.1)
+        setup = dict(endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="hearth")
+        iam.put_user_policy(UserName="hearth", PolicyName="read-models", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
+                           "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="hearth")["AccessKey"]
+        client = boto3.client("s3", **setup)
+        client.create_bucket(Bucket=BUCKET)
+        client.upload_file(str(models["b"] / "model.joblib"), BUCKET, "iris/v1/model.joblib")
+
+        def put(i):
+            client.put_object(Bucket=BUCKET, Key=f"iris/v1/extra/{i:04d}.txt", Body=str(i).encode())
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, range(EXTRA_OBJECTS)))
+        client.upload_file(str(models["b"] / "model.joblib"), BUCKET, "evil/model.joblib")
+        client.put_object(Bucket=BUCKET, Key="evil/../../../escaped", Body=b"outside")
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="evil/")["Contents"]]
+        assert "evil/../../../escaped" in keys, keys
+        # From here on every request needs a valid signature by a known key.
+        r = requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10)
+        assert r.status_code == 200, r.text
+        yield types.SimpleNamespace(endpoint=endpoint, key=key["AccessKeyId"],
+                                    secret=key["SecretAccessKey"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3_daemon(s3):
+    """Credentials from the [serving] config keys."""
+    d = start_daemon(f'''s3_endpoint = "{s3.endpoint}"
+s3_access_key_id = "{s3.key}"
+s3_secret_access_key = "{s3.secret}"
+s3_region = "us-east-1"''')
+    yield d
+    stop_daemon(d)
+
+
+def test_s3_model_with_credentials_is_fetched_and_served(s3_daemon, models):
+    s3_daemon.create(NS, s3_isvc("from-s3", f"s3://{BUCKET}/iris/v1"))
+    s3_daemon.wait_ready(NS, "from-s3", timeout=120)
+    expected = joblib.load(models["b"] / "model.joblib").predict(np.array(X)).tolist()
+    r = v1_predict(s3_daemon, "from-s3")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": expected}
+    # Both listing pages were followed: every object is in the revision's cache.
+    cached = list((s3_daemon.data_dir / "data" / "serving" / "models").glob("*/extra/*.txt"))
+    assert len(cached) == EXTRA_OBJECTS, len(cached)
+    assert sorted(p.read_text() for p in cached)[:2] == ["0", "1"]
+
+
+def test_s3_object_key_with_dot_dot_is_refused(s3_daemon):
+    s3_daemon.create(NS, s3_isvc("evil", f"s3://{BUCKET}/evil"))
+    message = wait_failed(s3_daemon, "evil")
+    assert "refusing object name" in message and "evil/../../../escaped" in message, message
+    assert not list(s3_daemon.data_dir.rglob("escaped"))
+
+
+def test_s3_wrong_credentials_are_named_in_the_status(s3):
+    # The standard AWS_* environment of the daemon, with a secret that does not match.
+    d = start_daemon(f's3_endpoint = "{s3.endpoint}"',
+                     env_extra={"AWS_ACCESS_KEY_ID": s3.key, "AWS_SECRET_ACCESS_KEY": "not-the-secret"})
+    try:
+        d.create(NS, s3_isvc("wrong-key", f"s3://{BUCKET}/iris/v1"))
+        message = wait_failed(d, "wrong-key")
+        assert "HTTP 403" in message and "SignatureDoesNotMatch" in message, message
+        assert f"s3://{BUCKET}/iris/v1/" in message, message
+        assert "not-the-secret" not in message
+    finally:
+        stop_daemon(d)
+
+
+def test_http_storage_follows_redirects_and_names_a_missing_file(daemon, models):
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if self.path == "/latest/model.joblib":
+                self.send_response(302)
+                self.send_header("Location", "/model.joblib")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Handler, directory=str(models["a"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        daemon.create(NS, s3_isvc("redirected", f"{base}/latest/model.joblib"))
+        daemon.wait_ready(NS, "redirected")
+        daemon.create(NS, s3_isvc("missing", f"{base}/nothing/model.joblib"))
+        message = wait_failed(daemon, "missing")
+        assert "HTTP 404" in message and "/nothing/model.joblib" in message, message
+    finally:
+        server.shutdown()
+    expected = joblib.load(models["a"] / "model.joblib").predict(np.array(X)).tolist()
+    r = v1_predict(daemon, "redirected")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": expected}
