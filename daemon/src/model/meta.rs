@@ -198,5 +198,11 @@ mod tests {
         let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+        merge_patch(&mut target, &json!({"c": [1]}));
+        assert_eq!(
+            target,
+            json!({"a": "z", "c": [1]}),
+            "arrays are replaced, not merged"
+        );
     }
 }

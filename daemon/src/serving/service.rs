@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::isvc::{self, IsvcError, Parsed, API_VERSION, KIND};
 use super::runtimes::RuntimeTable;
@@ -69,27 +69,6 @@ fn public_status(status: &Value) -> Value {
         o.remove("hearth");
     }
     status
-}
-
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(patch) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            if let Value::Object(target) = target {
-                for (key, value) in patch {
-                    if value.is_null() {
-                        target.remove(key);
-                    } else {
-                        merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
 }
 
 impl Services {
@@ -180,7 +159,7 @@ impl Services {
             "metadata": current.metadata,
             "spec": current.spec,
         });
-        merge_patch(&mut doc, &patch);
+        crate::model::meta::merge_patch(&mut doc, &patch);
         self.replace(namespace, name, doc).await
     }
 
@@ -194,19 +173,5 @@ impl Services {
             .await?;
         self.wake.notify_one();
         Ok(document(&marked))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc7386() {
-        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
-        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
-        merge_patch(&mut target, &json!({"c": [1]}));
-        assert_eq!(target, json!({"a": "z", "c": [1]}));
     }
 }
