@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::Caller;
 use super::body::Document;
 use super::errors::ApiError;
+use super::scope::{Namespaced, NamespacedItem};
 use super::AppState;
 use crate::serving::isvc::IsvcError;
 use crate::serving::service::ServingError;
@@ -58,12 +58,11 @@ const PROBLEMS: &str = "application/problem+json";
 )]
 #[post("/api/v1/namespaces/{namespace}/inferenceservices")]
 async fn create(
-    caller: Caller,
+    scope: Namespaced,
     state: web::Data<AppState>,
-    namespace: web::Path<String>,
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
-    caller.0.authorize_namespace(&namespace)?;
+    let namespace = scope.namespace;
     let doc = state.serving.create(&namespace, body.single()?).await?;
     Ok(HttpResponse::Created().json(doc))
 }
@@ -72,11 +71,10 @@ async fn create(
 #[utoipa::path(tag = "serving", params(("namespace" = String, Path)), responses((status = 200, body = InferenceServiceList)), security(("bearer" = [])))]
 #[get("/api/v1/namespaces/{namespace}/inferenceservices")]
 async fn list(
-    caller: Caller,
+    scope: Namespaced,
     state: web::Data<AppState>,
-    namespace: web::Path<String>,
 ) -> Result<web::Json<InferenceServiceList>, ApiError> {
-    caller.0.authorize_namespace(&namespace)?;
+    let namespace = scope.namespace;
     Ok(web::Json(InferenceServiceList {
         items: state.serving.list(&namespace).await?,
     }))
@@ -85,13 +83,8 @@ async fn list(
 /// Read one InferenceService with its status.
 #[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = InferenceService)), security(("bearer" = [])))]
 #[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn read(
-    caller: Caller,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> Result<web::Json<Value>, ApiError> {
-    let (namespace, name) = path.into_inner();
-    caller.0.authorize_namespace(&namespace)?;
+async fn read(item: NamespacedItem, state: web::Data<AppState>) -> Result<web::Json<Value>, ApiError> {
+    let NamespacedItem { namespace, name } = item;
     Ok(web::Json(state.serving.get(&namespace, &name).await?))
 }
 
@@ -105,13 +98,11 @@ async fn read(
 )]
 #[put("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
 async fn replace(
-    caller: Caller,
+    item: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
     body: Document,
 ) -> Result<web::Json<Value>, ApiError> {
-    let (namespace, name) = path.into_inner();
-    caller.0.authorize_namespace(&namespace)?;
+    let NamespacedItem { namespace, name } = item;
     Ok(web::Json(
         state.serving.replace(&namespace, &name, body.single()?).await?,
     ))
@@ -128,13 +119,11 @@ async fn replace(
 )]
 #[patch("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
 async fn merge(
-    caller: Caller,
+    item: NamespacedItem,
     state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
     body: Document,
 ) -> Result<web::Json<Value>, ApiError> {
-    let (namespace, name) = path.into_inner();
-    caller.0.authorize_namespace(&namespace)?;
+    let NamespacedItem { namespace, name } = item;
     Ok(web::Json(
         state.serving.patch(&namespace, &name, body.single()?).await?,
     ))
@@ -143,13 +132,8 @@ async fn merge(
 /// Delete an InferenceService: its replicas are drained and stopped, then it is gone.
 #[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = InferenceService)), security(("bearer" = [])))]
 #[delete("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn remove(
-    caller: Caller,
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> Result<web::Json<Value>, ApiError> {
-    let (namespace, name) = path.into_inner();
-    caller.0.authorize_namespace(&namespace)?;
+async fn remove(item: NamespacedItem, state: web::Data<AppState>) -> Result<web::Json<Value>, ApiError> {
+    let NamespacedItem { namespace, name } = item;
     Ok(web::Json(state.serving.delete(&namespace, &name).await?))
 }
 

@@ -131,7 +131,8 @@ pub fn check_type(document: &Value, api_versions: &[&str], kind: &str) -> Result
 
 /// The stored resource as a document: the user's spec as written, Hearth's status.
 pub fn render(resource: &Resource, api_version: &str, kind: &str) -> Value {
-    let mut metadata = Map::new();
+    // The user's labels and annotations first; the server-owned fields always win.
+    let mut metadata = resource.metadata.as_object().cloned().unwrap_or_default();
     metadata.insert("name".into(), json!(resource.name));
     metadata.insert("namespace".into(), json!(resource.namespace));
     metadata.insert("uid".into(), json!(resource.uid));
@@ -143,11 +144,6 @@ pub fn render(resource: &Resource, api_version: &str, kind: &str) -> Value {
     metadata.insert("creationTimestamp".into(), json!(resource.created_at));
     if let Some(deleting) = &resource.deletion_requested_at {
         metadata.insert("deletionTimestamp".into(), json!(deleting));
-    }
-    if let Some(user) = resource.metadata.as_object() {
-        for (k, v) in user {
-            metadata.insert(k.clone(), v.clone());
-        }
     }
     json!({
         "apiVersion": api_version,

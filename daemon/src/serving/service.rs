@@ -35,30 +35,13 @@ pub struct Services {
 /// The document as answered: the user's metadata and spec, Hearth's identity fields
 /// and the status the controller wrote.
 pub fn document(resource: &Resource) -> Value {
-    let mut metadata = resource.metadata.as_object().cloned().unwrap_or_default();
-    metadata.insert("name".into(), json!(resource.name));
-    metadata.insert("namespace".into(), json!(resource.namespace));
-    metadata.insert("uid".into(), json!(resource.uid));
-    metadata.insert("generation".into(), json!(resource.generation));
-    metadata.insert(
-        "resourceVersion".into(),
-        json!(resource.resource_version.to_string()),
-    );
-    metadata.insert("creationTimestamp".into(), json!(resource.created_at));
-    if let Some(at) = &resource.deletion_requested_at {
-        metadata.insert("deletionTimestamp".into(), json!(at));
-    }
     let status = match &resource.status {
         Value::Object(o) if !o.is_empty() => resource.status.clone(),
         _ => json!({"observedGeneration": 0, "conditions": []}),
     };
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": metadata,
-        "spec": resource.spec,
-        "status": public_status(&status),
-    })
+    let mut doc = crate::model::meta::render(resource, API_VERSION, KIND);
+    doc["status"] = public_status(&status);
+    doc
 }
 
 /// The controller keeps its bookkeeping under `status.hearth`; the public status is
