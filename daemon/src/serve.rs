@@ -206,6 +206,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let serving_handle = serving.handle();
         let servers = actix_web::rt::spawn(async move { futures_util::future::join(api, serving).await });
 
+        // Handlers go in before anyone can learn the address: a SIGTERM sent right after
+        // start must drain and exit 0, not kill the daemon with the default action.
+        let shutdown = shutdown_signals();
         write_addr_file(&state.config.data_dir, &api_addr.to_string(), &serving_addr.to_string())?;
         tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
@@ -214,7 +217,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let serving_loop = actix_web::rt::spawn(serving_controller.run(state.health.clone()));
         systemd::notify_ready(&status_line(&state).await);
 
-        wait_for_shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: draining requests");
         systemd::notify_stopping();
         background.abort();
@@ -319,16 +322,19 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
     })
 }
 
-async fn wait_for_shutdown_signal() {
+/// Registers the SIGTERM/SIGINT handlers now; the returned future ends at the first one.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        // Without signal handlers the daemon can only be killed; keep serving.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the daemon can only be killed; keep serving.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
     }
 }

@@ -13,7 +13,8 @@ fn starts_restarts_and_keeps_its_data() {
     let who = d.get("/api/v1/whoami", Some(&token));
     assert_eq!(who.status, 200, "{who}");
     assert_eq!(who.body["user"], "alice");
-    assert!(d.terminate().success());
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", d.logs());
 }
 
 #[test]

@@ -580,7 +580,8 @@ fn a_graceful_daemon_restart_leaves_running_jobs_alone() {
     d.wait_until(&format!("{JOBS}/steady"), Duration::from_secs(10), |r| {
         r.body["status"]["ready"] == 1
     });
-    assert!(d.terminate().success());
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}; stderr:\n{}", d.logs());
     d.restart();
     let job = wait_finished(&d, "steady", Duration::from_secs(15));
     assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
