@@ -627,6 +627,9 @@ impl Controller {
                         &revision.name,
                         component.scaling.container_concurrency as usize,
                         Arc::clone(&self.wake),
+                        self.plane
+                            .metrics
+                            .for_revision(&service.namespace, &service.name, &revision.name),
                     ),
                     kpa: Kpa::default(),
                     created: Instant::now(),

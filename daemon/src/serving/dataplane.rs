@@ -57,6 +57,17 @@ pub struct RevisionLabels {
     pub revision: String,
 }
 
+impl RevisionLabels {
+    fn with_code(&self, code: u16) -> RequestLabels {
+        RequestLabels {
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            revision: self.revision.clone(),
+            code,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub namespace: String,
@@ -74,6 +85,19 @@ pub struct ServingMetrics {
     pub cold_start_seconds: Family<RevisionLabels, Histogram, fn() -> Histogram>,
     pub cache_hits: Family<ServiceLabels, Counter>,
     pub cache_misses: Family<ServiceLabels, Counter>,
+}
+
+/// One revision's series, looked up once when its pool is made: the per-request path
+/// then touches atomics only.
+#[derive(Debug)]
+pub struct RevisionMetrics {
+    pub labels: RevisionLabels,
+    pub latency: Histogram,
+    pub in_flight: Gauge,
+    /// `requests{code="200"}`, the common case; other codes go through the family.
+    pub succeeded: Counter,
+    /// The `x-hearth-revision` value.
+    pub header: HeaderValue,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -94,6 +118,22 @@ impl ServingMetrics {
             cold_start_seconds: Family::new_with_constructor(seconds_histogram),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
+        }
+    }
+
+    pub fn for_revision(&self, namespace: &str, service: &str, revision: &str) -> RevisionMetrics {
+        let labels = RevisionLabels {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+            revision: revision.to_string(),
+        };
+        let succeeded = self.requests.get_or_create(&labels.with_code(200)).clone();
+        RevisionMetrics {
+            latency: self.latency.get_or_create(&labels).clone(),
+            in_flight: self.in_flight.get_or_create(&labels).clone(),
+            succeeded,
+            header: HeaderValue::from_str(revision).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            labels,
         }
     }
 
@@ -403,6 +443,17 @@ fn prepare(
                     answer: Answer::Raw,
                 });
             }
+            if header_len.is_none() && memchr::memmem::find(&body, b"binary_data").is_none() {
+                // Plain JSON asking for no binary outputs: nothing to translate, so the
+                // body goes as it came (the runtime judges it) and the answer is only
+                // checked for `model_name`.
+                return Ok(Prepared {
+                    path: format!("/v2/models/{model}/infer"),
+                    body,
+                    content_type: "application/json",
+                    answer: Answer::V2(BinaryOutputs::default()),
+                });
+            }
             let (doc, wanted) = protocol::request_to_json(&body, header_len).map_err(|e| e.to_string())?;
             Ok(Prepared {
                 path: format!("/v2/models/{model}/infer"),
@@ -494,28 +545,17 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
             .insert_header((REVISION_HEADER, pool.revision.clone()))
             .json(json!({"name": model, "ready": true}));
     }
-    let revision = pool.revision.clone();
-    let labels = RevisionLabels {
-        namespace: route.namespace.clone(),
-        service: route.name.clone(),
-        revision: revision.clone(),
+    let response = forward(&data, &route, &pool, (call, &path), &model, &req, body).await;
+    let metrics = &pool.metrics;
+    match response.status().as_u16() {
+        200 => metrics.succeeded.inc(),
+        code => plane
+            .metrics
+            .requests
+            .get_or_create(&metrics.labels.with_code(code))
+            .inc(),
     };
-    let response = forward(&data, &route, &pool, (call, &path), &model, &req, body, &labels).await;
-    plane
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            namespace: labels.namespace.clone(),
-            service: labels.service.clone(),
-            revision: revision.clone(),
-            code: response.status().as_u16(),
-        })
-        .inc();
-    plane
-        .metrics
-        .latency
-        .get_or_create(&labels)
-        .observe(begun.elapsed().as_secs_f64());
+    metrics.latency.observe(begun.elapsed().as_secs_f64());
     response
 }
 
@@ -528,7 +568,6 @@ async fn forward(
     model: &str,
     req: &HttpRequest,
     body: web::Bytes,
-    labels: &RevisionLabels,
 ) -> HttpResponse {
     let plane = &data.plane;
     let revision = pool.revision.as_str();
@@ -565,6 +604,7 @@ async fn forward(
         }
     };
     if waited_from_zero {
+        let labels = &pool.metrics.labels;
         plane.metrics.cold_starts.get_or_create(labels).inc();
         plane
             .metrics
@@ -572,10 +612,10 @@ async fn forward(
             .get_or_create(labels)
             .observe(wait_began.elapsed().as_secs_f64());
     }
-    let in_flight = plane.metrics.in_flight.get_or_create(labels).clone();
-    in_flight.inc();
+    pool.metrics.in_flight.inc();
+    let in_flight_pool = Arc::clone(pool);
     let _dec = scopeguard(move || {
-        in_flight.dec();
+        in_flight_pool.metrics.in_flight.dec();
     });
 
     let url = format!("http://{}{}", lease.replica.addr, prepared.path);
@@ -617,7 +657,7 @@ async fn forward(
     };
     let status = upstream_response.status();
     let mut builder = HttpResponse::build(status);
-    builder.insert_header((REVISION_HEADER, revision.to_string()));
+    builder.insert_header((REVISION_HEADER, pool.metrics.header.clone()));
     if prepared.answer == Answer::Raw && cache_key.is_none() {
         copy_headers(upstream_response.headers(), &mut builder);
         // Streamed: the lease is released when the body has been read.
@@ -671,6 +711,13 @@ async fn forward(
                 )
             }
         },
+        Answer::V2(wanted) if !wanted.any() && memchr::memmem::find(&bytes, b"\"model_name\"").is_some() => {
+            Cached {
+                body: bytes,
+                header_len: None,
+                content_type: "application/json".into(),
+            }
+        }
         Answer::V2(wanted) => {
             let doc = match serde_json::from_slice(&bytes) {
                 Ok(doc) => doc,

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::dataplane::RevisionMetrics;
+
 #[derive(Debug)]
 pub struct Replica {
     /// The workload id.
@@ -37,7 +39,11 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.replica.outstanding.fetch_sub(1, Ordering::SeqCst);
         self.pool.in_flight.fetch_sub(1, Ordering::SeqCst);
-        self.pool.changed.notify_waiters();
+        // A waiter counts itself in `queued` before it looks for a slot, so with none
+        // counted nobody can miss this release; most requests skip the wake-up.
+        if self.pool.queued.load(Ordering::SeqCst) > 0 {
+            self.pool.changed.notify_waiters();
+        }
     }
 }
 
@@ -57,10 +63,17 @@ pub struct RevisionPool {
     last_request: Mutex<Option<Instant>>,
     /// Woken when a request waits at zero ready replicas: the scale-from-zero signal.
     pub demand: Arc<Notify>,
+    /// This revision's metric handles, resolved once rather than per request.
+    pub metrics: RevisionMetrics,
 }
 
 impl RevisionPool {
-    pub fn new(revision: &str, container_concurrency: usize, demand: Arc<Notify>) -> Arc<RevisionPool> {
+    pub fn new(
+        revision: &str,
+        container_concurrency: usize,
+        demand: Arc<Notify>,
+        metrics: RevisionMetrics,
+    ) -> Arc<RevisionPool> {
         Arc::new(RevisionPool {
             revision: revision.to_string(),
             replicas: Mutex::new(Vec::new()),
@@ -71,6 +84,7 @@ impl RevisionPool {
             requests_total: AtomicU64::new(0),
             last_request: Mutex::new(None),
             demand,
+            metrics,
         })
     }
 
@@ -198,7 +212,8 @@ mod tests {
 
     #[tokio::test]
     async fn least_outstanding_activator_and_drain() {
-        let pool = RevisionPool::new("r-00001", 0, Arc::new(Notify::new()));
+        let metrics = super::super::dataplane::ServingMetrics::new().for_revision("ns", "svc", "r-00001");
+        let pool = RevisionPool::new("r-00001", 0, Arc::new(Notify::new()), metrics);
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         // Held at zero replicas until one is ready.
         let waiter = {
