@@ -390,10 +390,22 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 struct Prepared {
     path: String,
-    body: bytes::Bytes,
+    body: RequestBody,
     content_type: &'static str,
     /// How to turn the replica's answer into the client's.
     answer: Answer,
+}
+
+/// The client's request body: read whole only when the proxy must look inside it
+/// (translation, the response cache); otherwise handed to the replica as it arrives.
+enum RequestBody {
+    Full(bytes::Bytes),
+    Streamed {
+        payload: web::Payload,
+        /// The client's `Content-Length`, kept so the replica gets a sized body
+        /// rather than a chunked one.
+        length: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -406,20 +418,82 @@ enum Answer {
     V1,
 }
 
-fn prepare(
-    call: Call,
-    path: &str,
+/// Why a request body was refused before anything reached a replica.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the request body is larger than the {0} bytes allowed (max_body_bytes)")]
+    TooLarge(usize),
+    #[error("reading the request body: {0}")]
+    Read(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Read(_) | BodyError::Invalid(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn read_whole(mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, BodyError> {
+    use futures_util::StreamExt;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// What is sent to the replica for `call`, reading the body only when it must.
+async fn prepare(
+    (call, path): (Call, &str),
     model: &str,
     req: &HttpRequest,
-    body: bytes::Bytes,
+    payload: web::Payload,
     route: &ServiceRoute,
-) -> Result<Prepared, String> {
+    max_body: usize,
+) -> Result<Prepared, BodyError> {
+    if declared_length(req).is_some_and(|n| n > max_body as u64) {
+        return Err(BodyError::TooLarge(max_body));
+    }
+    let cached = route.cache.is_some() && matches!(call, Call::V1Predict | Call::V2Infer);
+    let pass_through = |payload: web::Payload, content_type| async move {
+        let body = if cached {
+            RequestBody::Full(read_whole(payload, max_body).await?)
+        } else {
+            RequestBody::Streamed {
+                payload,
+                length: declared_length(req),
+            }
+        };
+        Ok::<_, BodyError>(Prepared {
+            path: path.to_string(),
+            body,
+            content_type,
+            answer: Answer::Raw,
+        })
+    };
     match call {
         Call::V1Predict if route.runtime_v2_only => {
-            let doc = protocol::v1_to_v2(&body).map_err(|e| e.to_string())?;
+            let body = read_whole(payload, max_body).await?;
+            let doc = protocol::v1_to_v2(&body).map_err(|e| BodyError::Invalid(e.to_string()))?;
             Ok(Prepared {
                 path: format!("/v2/models/{model}/infer"),
-                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                body: RequestBody::Full(serde_json::to_vec(&doc).unwrap_or_default().into()),
                 content_type: "application/json",
                 answer: Answer::V1,
             })
@@ -432,57 +506,76 @@ fn prepare(
                     v.to_str()
                         .ok()
                         .and_then(|s| s.trim().parse::<usize>().ok())
-                        .ok_or("bad Inference-Header-Content-Length")
+                        .ok_or_else(|| BodyError::Invalid("bad Inference-Header-Content-Length".into()))
                 })
                 .transpose()?;
             if route.runtime_binary {
-                return Ok(Prepared {
-                    path: path.to_string(),
-                    body,
-                    content_type: "application/octet-stream",
-                    answer: Answer::Raw,
-                });
+                return pass_through(payload, "application/octet-stream").await;
             }
+            let body = read_whole(payload, max_body).await?;
             if header_len.is_none() && memchr::memmem::find(&body, b"binary_data").is_none() {
                 // Plain JSON asking for no binary outputs: nothing to translate, so the
                 // body goes as it came (the runtime judges it) and the answer is only
                 // checked for `model_name`.
                 return Ok(Prepared {
                     path: format!("/v2/models/{model}/infer"),
-                    body,
+                    body: RequestBody::Full(body),
                     content_type: "application/json",
                     answer: Answer::V2(BinaryOutputs::default()),
                 });
             }
-            let (doc, wanted) = protocol::request_to_json(&body, header_len).map_err(|e| e.to_string())?;
+            let (doc, wanted) = protocol::request_to_json(&body, header_len)
+                .map_err(|e| BodyError::Invalid(e.to_string()))?;
             Ok(Prepared {
                 path: format!("/v2/models/{model}/infer"),
-                body: serde_json::to_vec(&doc).unwrap_or_default().into(),
+                body: RequestBody::Full(serde_json::to_vec(&doc).unwrap_or_default().into()),
                 content_type: "application/json",
                 answer: Answer::V2(wanted),
             })
         }
-        Call::V1Ready if route.runtime_v2_only => Ok(Prepared {
-            path: format!("/v2/models/{model}/ready"),
-            body,
-            content_type: "application/json",
-            answer: Answer::Raw,
-        }),
-        _ => Ok(Prepared {
-            path: path.to_string(),
-            body,
-            content_type: "application/json",
-            answer: Answer::Raw,
-        }),
+        Call::V1Ready if route.runtime_v2_only => {
+            let mut prepared = pass_through(payload, "application/json").await?;
+            prepared.path = format!("/v2/models/{model}/ready");
+            Ok(prepared)
+        }
+        _ => pass_through(payload, "application/json").await,
+    }
+}
+
+/// The client's body on its way to the replica, cut off past the size limit (a
+/// chunked body declares no length up front).
+struct Limited {
+    payload: web::Payload,
+    left: usize,
+    overflowed: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl futures_util::Stream for Limited {
+    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = std::pin::Pin::new(&mut self.payload).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            if chunk.len() > self.left {
+                self.overflowed.set(true);
+                return std::task::Poll::Ready(Some(Err(actix_web::error::PayloadError::Overflow)));
+            }
+            self.left -= chunk.len();
+        }
+        polled
     }
 }
 
 struct PlaneData {
     plane: Arc<DataPlane>,
     client: awc::Client,
+    max_body: usize,
 }
 
-async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneData>) -> HttpResponse {
+async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<PlaneData>) -> HttpResponse {
     let begun = Instant::now();
     let plane = &data.plane;
     // A transformer calling its predictor: only from this host.
@@ -545,7 +638,7 @@ async fn model_call(req: HttpRequest, body: web::Bytes, data: web::Data<PlaneDat
             .insert_header((REVISION_HEADER, pool.revision.clone()))
             .json(json!({"name": model, "ready": true}));
     }
-    let response = forward(&data, &route, &pool, (call, &path), &model, &req, body).await;
+    let response = forward(&data, &route, &pool, (call, &path), &model, &req, payload).await;
     let metrics = &pool.metrics;
     match response.status().as_u16() {
         200 => metrics.succeeded.inc(),
@@ -567,16 +660,18 @@ async fn forward(
     (call, path): (Call, &str),
     model: &str,
     req: &HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let plane = &data.plane;
     let revision = pool.revision.as_str();
-    let prepared = match prepare(call, path, model, req, body, route) {
+    let prepared = match prepare((call, path), model, req, payload, route, data.max_body).await {
         Ok(p) => p,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message, Some(revision)),
+        Err(e) => return error(e.status(), e.to_string(), Some(revision)),
     };
-    let cache_key = match (&route.cache, call) {
-        (Some(_), Call::V1Predict | Call::V2Infer) => Some(cache::key(revision, path, &prepared.body)),
+    let cache_key = match (&route.cache, call, &prepared.body) {
+        (Some(_), Call::V1Predict | Call::V2Infer, RequestBody::Full(body)) => {
+            Some(cache::key(revision, path, body))
+        }
         _ => None,
     };
     let service_labels = ServiceLabels {
@@ -638,8 +733,31 @@ async fn forward(
     } else {
         upstream = upstream.insert_header((header::CONTENT_TYPE, prepared.content_type));
     }
-    let mut upstream_response = match upstream.send_body(prepared.body.clone()).await {
+    let overflowed = std::rc::Rc::new(std::cell::Cell::new(false));
+    let sent = match prepared.body {
+        RequestBody::Full(body) => upstream.send_body(body).await,
+        RequestBody::Streamed { payload, length } => {
+            let limited = Limited {
+                payload,
+                left: data.max_body,
+                overflowed: std::rc::Rc::clone(&overflowed),
+            };
+            match length {
+                Some(n) => {
+                    upstream
+                        .send_body(actix_web::body::SizedStream::new(n, limited))
+                        .await
+                }
+                None => upstream.send_stream(limited).await,
+            }
+        }
+    };
+    let mut upstream_response = match sent {
         Ok(r) => r,
+        Err(_) if overflowed.get() => {
+            let e = BodyError::TooLarge(data.max_body);
+            return error(e.status(), e.to_string(), Some(revision));
+        }
         Err(awc::error::SendRequestError::Timeout) => {
             return error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -835,8 +953,11 @@ pub fn app(
         )
         .finish();
     App::new()
-        .app_data(web::Data::new(PlaneData { plane, client }))
-        .app_data(web::PayloadConfig::new(max_body))
+        .app_data(web::Data::new(PlaneData {
+            plane,
+            client,
+            max_body,
+        }))
         .route("/v2/health/live", web::get().to(live))
         .route("/v2/health/ready", web::get().to(ready))
         .route("/v2", web::get().to(server_metadata))
