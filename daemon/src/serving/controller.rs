@@ -429,6 +429,13 @@ impl Controller {
             cache,
             require_token: parsed.service.require_token,
         });
+        self.drop_idle_model_caches(
+            &revisions,
+            &workloads,
+            &latest_name,
+            [&rolled, &previous],
+            &traffic,
+        );
 
         // Status in KServe's shape.
         let ready = !traffic.is_empty();
@@ -899,6 +906,47 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// Model caches of revisions that can get no traffic without a spec change (not
+    /// the latest, not rolled out now or before, no replica left) are removed: on a
+    /// workstation every edit of a service would otherwise keep another copy of the
+    /// model on disk. Such a revision that comes back fetches its model again.
+    fn drop_idle_model_caches(
+        &self,
+        revisions: &[Resource],
+        workloads: &[WorkloadRecord],
+        latest: &str,
+        kept: [&Option<String>; 2],
+        traffic: &[(String, u32)],
+    ) {
+        for revision in revisions {
+            let needed = revision.name == latest
+                || kept.iter().any(|k| k.as_deref() == Some(revision.name.as_str()))
+                || traffic.iter().any(|(name, _)| *name == revision.name);
+            let keys: Vec<String> = Self::units(revision).into_iter().map(|u| u.key).collect();
+            let running = workloads.iter().any(|w| {
+                w.phase.is_active()
+                    && w.workload
+                        .labels
+                        .get(REVISION_LABEL)
+                        .is_some_and(|key| keys.contains(key))
+            });
+            if needed || running {
+                continue;
+            }
+            let dir = self.data_dir.join("serving/models").join(&revision.uid);
+            if dir.exists() {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(revision = %revision.name, "removed the model cache of an idle revision")
+                    }
+                    Err(e) => {
+                        tracing::warn!(revision = %revision.name, error = %e, "removing an idle revision's model cache")
+                    }
+                }
+            }
+        }
     }
 
     /// Model files into `<data dir>/serving/models/<revision uid>`, once.

@@ -1,7 +1,8 @@
-"""Request bodies stream through the data plane to replicas that take them as they
-are (no translation, no response cache): a chunked body reaches the replica while the
-client is still sending it, a sized body keeps its Content-Length, and the size limit
-holds for both without a byte too many reaching the replica."""
+"""A custom predictor that reports what reached it. Request bodies stream through the
+data plane to replicas that take them as they are (no translation, no response cache):
+a chunked body reaches the replica while the client is still sending it, a sized body
+keeps its Content-Length, and the size limit holds for both without a byte too many
+reaching the replica. Edits of a service leave no stale model copies behind."""
 
 import hashlib
 import pathlib
@@ -106,3 +107,33 @@ def test_bodies_over_the_limit_are_413_and_never_reach_the_replica(small_daemon)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     # The replica read no whole request in between: the next one is its only other one.
     assert predict(small_daemon, b"{}")["completed"] == before + 1
+
+
+def test_model_caches_of_idle_revisions_are_removed(small_daemon, tmp_path):
+    """Every edit makes a revision with its own copy of the model; only the latest and
+    the one rolled out before it (the rollback target) keep theirs."""
+    (tmp_path / "weights.bin").write_bytes(b"w" * 4096)
+    name = "cached"
+    doc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+           "metadata": {"name": name, "namespace": NS},
+           "spec": {"predictor": {"minReplicas": 1, "containers": [{
+               "name": "kserve-container", "image": "example/echo:latest",
+               "command": ["python3", str(ECHO)], "env": [{"name": "EDIT", "value": "0"}],
+               "storageUri": f"file://{tmp_path}"}]}}}
+    small_daemon.create(NS, doc)
+    small_daemon.wait_ready(NS, name)
+    caches = small_daemon.data_dir / "data" / "serving" / "models"
+    for edit in range(1, 4):
+        doc["spec"]["predictor"]["containers"][0]["env"][0]["value"] = str(edit)
+        r = small_daemon.session.put(small_daemon.url(NS, name), json=doc)
+        assert r.status_code == 200, r.text
+        revision = f"{name}-predictor-{edit + 1:05d}"
+        small_daemon.wait(NS, name, lambda d: d.get("status", {}).get("components", {}).get("predictor", {})
+                          .get("latestRolledoutRevision") == revision, what=revision)
+    deadline = time.time() + 30
+    while len([p for p in caches.iterdir() if (p / "weights.bin").exists()]) != 2:
+        assert time.time() < deadline, sorted(p.name for p in caches.iterdir())
+        time.sleep(0.2)
+    r = requests.post(f"{small_daemon.serving}/v1/models/{name}:predict", data=b"{}",
+                      headers={"Host": f"{name}.{NS}.example.com"}, timeout=30)
+    assert r.status_code == 200 and r.headers["x-hearth-revision"] == f"{name}-predictor-00004", r.text
