@@ -129,6 +129,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         )),
         config: Arc::new(config.serving.clone()),
         wake: Arc::new(tokio::sync::Notify::new()),
+        scheduler: scheduler.clone(),
     };
 
     let metrics = Arc::new(Metrics::new());

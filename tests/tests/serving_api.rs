@@ -139,3 +139,88 @@ fn bad_documents_are_4xx_naming_the_problem() {
         assert!(text.contains(named), "{named} not named in {r}");
     }
 }
+
+/// A custom predictor that writes a line, waits, writes another and exits: it never
+/// becomes ready, which is enough to read its replicas and logs.
+fn chatty(name: &str) -> Value {
+    json!({
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"predictor": {"minReplicas": 1, "containers": [{
+            "name": "kserve-container",
+            "image": "example/chatty:latest",
+            "command": ["/bin/sh", "-c", "echo serving on $PORT; sleep 1; echo second line; exit 3"]
+        }]}}
+    })
+}
+
+#[test]
+fn replicas_and_their_logs_like_kubectl() {
+    let d = spawn_daemon();
+    let alice = d.create_user("alice");
+    let base = "/api/v1/namespaces/alice/inferenceservices";
+    let created = d.post_json(base, Some(&alice), &chatty("chatty"));
+    assert_eq!(created.status, 201, "{created}");
+
+    let listed = d.wait_until(
+        &format!("{base}/chatty/replicas"),
+        std::time::Duration::from_secs(20),
+        |r| r.body["items"].as_array().is_some_and(|i| !i.is_empty()),
+    );
+    let first = &listed.body["items"][0];
+    assert_eq!(first["revision"], "chatty-predictor-00001", "{listed}");
+    assert_eq!(first["component"], "predictor");
+    assert!(first["port"].as_u64().is_some_and(|p| p > 0), "{listed}");
+    let replica = first["name"].as_str().unwrap().to_string();
+
+    // Following one replica ends when it does, with everything it wrote.
+    let mut response = d
+        .client
+        .get(d.url(&format!("{base}/chatty/logs?follow=true&replica={replica}")))
+        .bearer_auth(&alice)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("x-hearth-replica")
+            .and_then(|v| v.to_str().ok()),
+        Some(replica.as_str())
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut response, &mut text).unwrap();
+    assert!(text.starts_with("serving on "), "{text:?}");
+    assert!(text.ends_with("second line\n"), "{text:?}");
+
+    let ended = d.wait_until(
+        &format!("{base}/chatty/replicas"),
+        std::time::Duration::from_secs(20),
+        |r| r.body["items"][0]["exit"]["exitCode"] == 3,
+    );
+    assert_ne!(ended.body["items"][0]["phase"], "Running", "{ended}");
+    let tail = d.get(
+        &format!("{base}/chatty/logs?replica={replica}&tail=1"),
+        Some(&alice),
+    );
+    assert_eq!(tail.status, 200, "{tail}");
+    assert_eq!(tail.text, "second line\n");
+    assert!(tail.content_type().starts_with("text/plain"), "{tail}");
+
+    d.get(&format!("{base}/chatty/logs?component=transformer"), Some(&alice))
+        .assert_problem(404, "not_found");
+    d.get(&format!("{base}/chatty/logs?replica=nope"), Some(&alice))
+        .assert_problem(404, "not_found");
+    d.get(&format!("{base}/chatty/logs?component=explainer"), Some(&alice))
+        .assert_problem(400, "bad_request");
+    d.get(&format!("{base}/chatty/logs?container=x"), Some(&alice))
+        .assert_problem(400, "bad_request");
+    d.get(&format!("{base}/nothing/replicas"), Some(&alice))
+        .assert_problem(404, "not_found");
+    let bob = d.create_user("bob");
+    d.get(&format!("{base}/chatty/logs"), Some(&bob))
+        .assert_problem(403, "forbidden");
+    d.get(&format!("{base}/chatty/replicas"), Some(&bob))
+        .assert_problem(403, "forbidden");
+}

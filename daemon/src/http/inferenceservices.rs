@@ -2,16 +2,16 @@
 //! parse, authorize, call `serving::service`, map the error.
 
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::body::Document;
 use super::errors::ApiError;
 use super::scope::{Namespaced, NamespacedItem};
 use super::AppState;
 use crate::serving::isvc::IsvcError;
-use crate::serving::service::ServingError;
+use crate::serving::service::{Component, Replica, ReplicaSelector, ServingError};
 
 /// A `serving.kserve.io/v1beta1` InferenceService (JSON or YAML), answered with
 /// `metadata` completed and `status` in KServe's shape.
@@ -37,7 +37,9 @@ impl From<ServingError> for ApiError {
                 ApiError::unsupported(feature, detail)
             }
             ServingError::Store(inner) => inner.into(),
+            ServingError::Scheduler(inner) => inner.into(),
             ServingError::PatchNotObject => ApiError::BadRequest(e.to_string()),
+            ServingError::NoReplica(message) => ApiError::NotFound(message),
         }
     }
 }
@@ -137,11 +139,93 @@ async fn remove(item: NamespacedItem, state: web::Data<AppState>) -> Result<web:
     Ok(web::Json(state.serving.delete(&namespace, &name).await?))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaList {
+    pub items: Vec<Replica>,
+}
+
+/// The replicas of an InferenceService, running and ended (`kubectl get pods` for it).
+#[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = ReplicaList)), security(("bearer" = [])))]
+#[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}/replicas")]
+async fn replicas(
+    item: NamespacedItem,
+    state: web::Data<AppState>,
+) -> Result<web::Json<ReplicaList>, ApiError> {
+    let NamespacedItem { namespace, name } = item;
+    Ok(web::Json(ReplicaList {
+        items: state.serving.replicas(&namespace, &name).await?,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaLogQuery {
+    /// `predictor` (the default) or `transformer`.
+    component: Option<Component>,
+    /// Only replicas of this revision (e.g. `iris-predictor-00002`).
+    revision: Option<String>,
+    /// This replica (a name from `.../replicas`); else the newest running one.
+    replica: Option<String>,
+    /// Keep the connection open and stream new output until the replica ends.
+    #[serde(default)]
+    follow: bool,
+    /// Only the last N lines.
+    #[param(maximum = 100000000)]
+    tail: Option<usize>,
+}
+
+/// A replica's output, stdout and stderr interleaved (`kubectl logs` for it); the
+/// replica's name is in `x-hearth-replica`.
+#[utoipa::path(
+    tag = "serving",
+    params(("namespace" = String, Path), ("name" = String, Path), ReplicaLogQuery),
+    responses((status = 200, description = "Log text", body = String, content_type = "text/plain")),
+    security(("bearer" = []))
+)]
+#[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}/logs")]
+async fn replica_logs(
+    item: NamespacedItem,
+    state: web::Data<AppState>,
+    query: web::Query<ReplicaLogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let NamespacedItem { namespace, name } = item;
+    let query = query.into_inner();
+    let select = ReplicaSelector {
+        component: query.component.unwrap_or_default(),
+        revision: query.revision,
+        replica: query.replica,
+    };
+    let (replica, log) = state.serving.replica_log(&namespace, &name, &select).await?;
+    let mut builder = HttpResponse::Ok();
+    builder.insert_header(("x-hearth-replica", replica.clone()));
+    // Following sticks to the replica chosen now, as `kubectl logs -f` does.
+    let services = state.serving.clone();
+    let refresh = move || {
+        let (services, namespace, name) = (services.clone(), namespace.clone(), name.clone());
+        let select = ReplicaSelector {
+            component: select.component,
+            revision: None,
+            replica: Some(replica.clone()),
+        };
+        async move {
+            services
+                .replica_log(&namespace, &name, &select)
+                .await
+                .ok()
+                .map(|(_, log)| Some(log))
+        }
+    };
+    Ok(super::logs::respond(builder, Some(log), query.tail, query.follow, refresh).await)
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(create)
         .service(list)
         .service(read)
         .service(replace)
         .service(merge)
-        .service(remove);
+        .service(remove)
+        .service(replicas)
+        .service(replica_logs);
 }

@@ -1,7 +1,5 @@
 //! `/api/v1/namespaces/{namespace}/jobs`: Kubernetes `batch/v1` Jobs.
 
-use std::time::Duration;
-
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::Value;
@@ -184,23 +182,6 @@ async fn job_events(
     }))
 }
 
-fn last_lines(text: &[u8], n: usize) -> &[u8] {
-    if n == 0 {
-        return &text[text.len()..];
-    }
-    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut seen = 0;
-    for (i, b) in trimmed.iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == n {
-                return &text[i + 1..];
-            }
-        }
-    }
-    text
-}
-
 /// The job's output (stdout and stderr interleaved); `follow=true` streams it.
 #[utoipa::path(
     tag = "jobs",
@@ -214,81 +195,13 @@ async fn job_logs(
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let log = state.jobs.log(&path.namespace, &path.name, query.attempt).await?;
-    let mut existing = Vec::new();
-    let mut offset = 0u64;
-    if let Some(log) = &log {
-        for file in &log.files {
-            if let Ok(bytes) = tokio::fs::read(file).await {
-                offset = bytes.len() as u64;
-                existing.extend_from_slice(&bytes);
-            }
-        }
-    }
-    let initial = match query.tail {
-        Some(n) => last_lines(&existing, n).to_vec(),
-        None => existing,
-    };
-    let response = || {
-        let mut r = HttpResponse::Ok();
-        r.content_type("text/plain; charset=utf-8");
-        r
-    };
-    if !query.follow {
-        return Ok(response().body(initial));
-    }
     let jobs = state.jobs.clone();
     let (namespace, name, attempt) = (path.namespace.clone(), path.name.clone(), query.attempt);
-    let first =
-        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(web::Bytes::from(initial)) });
-    // Follow: read what the attempt appends until it has ended and nothing is left.
-    let rest = futures_util::stream::unfold((offset, false), move |(offset, done)| {
-        let jobs = jobs.clone();
-        let (namespace, name) = (namespace.clone(), name.clone());
-        async move {
-            if done {
-                return None;
-            }
-            let mut offset = offset;
-            loop {
-                let log = match jobs.log(&namespace, &name, attempt).await {
-                    Ok(Some(log)) => log,
-                    Ok(None) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(_) => return None,
-                };
-                let finished = log.finished;
-                let Some(current) = log.files.last() else {
-                    if finished {
-                        return None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let len = tokio::fs::metadata(current).await.map(|m| m.len()).unwrap_or(0);
-                if len < offset {
-                    // Rotated underneath us: the live file starts again from zero.
-                    offset = 0;
-                }
-                if len > offset {
-                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                    if let Ok(mut file) = tokio::fs::File::open(current).await {
-                        let _ = file.seek(std::io::SeekFrom::Start(offset)).await;
-                        let mut chunk = Vec::with_capacity((len - offset) as usize);
-                        let _ = file.take(len - offset).read_to_end(&mut chunk).await;
-                        let next = offset + chunk.len() as u64;
-                        return Some((Ok(web::Bytes::from(chunk)), (next, false)));
-                    }
-                }
-                if finished {
-                    return None;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    });
-    Ok(response().streaming(futures_util::StreamExt::chain(first, rest)))
+    let refresh = move || {
+        let (jobs, namespace, name) = (jobs.clone(), namespace.clone(), name.clone());
+        async move { jobs.log(&namespace, &name, attempt).await.ok() }
+    };
+    Ok(super::logs::respond(HttpResponse::Ok(), log, query.tail, query.follow, refresh).await)
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {

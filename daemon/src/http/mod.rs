@@ -8,6 +8,7 @@ pub mod errors;
 pub mod inferenceservices;
 pub mod jobs;
 pub mod kfp;
+pub mod logs;
 pub mod middleware;
 pub mod openapi;
 pub mod scope;

@@ -5,7 +5,6 @@
 pub mod controller;
 pub mod spec;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use serde_json::Value;
 use crate::controller::WorkQueue;
 use crate::model::meta;
 use crate::model::strict::FieldError;
-use crate::scheduler::{Scheduler, SchedulerError, WorkloadPhase};
+use crate::scheduler::{Scheduler, SchedulerError, WorkloadLog};
 use crate::store::resources::{self, NewResource};
 use crate::store::{access, EventRecord, Store, StoreError};
 
@@ -65,12 +64,6 @@ pub struct Jobs {
     scheduler: Scheduler,
     queue: Arc<WorkQueue>,
     config: JobsConfig,
-}
-
-/// Where a job's log is, and whether more may come.
-pub struct JobLog {
-    pub files: Vec<PathBuf>,
-    pub finished: bool,
 }
 
 fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
@@ -223,7 +216,7 @@ impl Jobs {
         namespace: &str,
         name: &str,
         attempt: Option<usize>,
-    ) -> Result<Option<JobLog>, JobError> {
+    ) -> Result<Option<WorkloadLog>, JobError> {
         let job = self.load(namespace, name).await?;
         let attempts = self.scheduler.list_by_owner(&job.uid).await?;
         let chosen = match attempt {
@@ -231,13 +224,6 @@ impl Jobs {
             None => attempts.last(),
         };
         let Some(record) = chosen else { return Ok(None) };
-        let files = match record.phase {
-            WorkloadPhase::Queued => Vec::new(),
-            _ => self.scheduler.log_files(&record.id).await.unwrap_or_default(),
-        };
-        Ok(Some(JobLog {
-            files,
-            finished: record.phase.is_final(),
-        }))
+        Ok(Some(self.scheduler.log_of(record).await))
     }
 }

@@ -97,6 +97,13 @@ pub struct WorkloadRequest {
     pub priority: PriorityClass,
 }
 
+/// A workload's log files, oldest first, and whether the workload has ended.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadLog {
+    pub files: Vec<PathBuf>,
+    pub finished: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadRecord {
     pub id: String,
@@ -377,6 +384,19 @@ impl Scheduler {
 
     pub async fn log_files(&self, id: &str) -> Result<Vec<PathBuf>, SchedulerError> {
         Ok(self.inner.runtime.logs(id).await?.files)
+    }
+
+    /// Where a workload's output is (nothing yet while it is queued), and whether more
+    /// may come.
+    pub async fn log_of(&self, record: &WorkloadRecord) -> WorkloadLog {
+        let files = match record.phase {
+            WorkloadPhase::Queued => Vec::new(),
+            _ => self.log_files(&record.id).await.unwrap_or_default(),
+        };
+        WorkloadLog {
+            files,
+            finished: record.phase.is_final(),
+        }
     }
 
     /// Removes a queued workload, or stops a running one (its watcher records the end).

@@ -31,8 +31,8 @@ use crate::scheduler::{
 use crate::store::{resources, NewResource, Resource, Store, StoreError};
 
 pub const REVISION_KIND: &str = "InferenceServiceRevision";
-const REVISION_LABEL: &str = "serving.hearth.dev/revision";
-const PORT_LABEL: &str = "serving.hearth.dev/port";
+pub(crate) const REVISION_LABEL: &str = "serving.hearth.dev/revision";
+pub(crate) const PORT_LABEL: &str = "serving.hearth.dev/port";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {

@@ -4,11 +4,16 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use super::controller::{PORT_LABEL, REVISION_LABEL};
 use super::isvc::{self, IsvcError, Parsed, API_VERSION, KIND};
 use super::runtimes::RuntimeTable;
 use crate::config::ServingConfig;
+use crate::runtime::ExitInfo;
+use crate::scheduler::{Scheduler, SchedulerError, WorkloadLog, WorkloadRecord};
 use crate::store::{resources, NewResource, Resource, Store, StoreError};
 
 pub const STORE_KIND: &str = "InferenceService";
@@ -19,8 +24,101 @@ pub enum ServingError {
     Isvc(#[from] IsvcError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
     #[error("the merge patch must be a JSON object")]
     PatchNotObject,
+    #[error("{0}")]
+    NoReplica(String),
+}
+
+/// The two parts of a service that run replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    #[default]
+    Predictor,
+    Transformer,
+}
+
+/// One replica of a service, as `kubectl get pods` would list it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Replica {
+    /// The workload id, as `/api/v1/queue` shows it.
+    pub name: String,
+    pub revision: String,
+    pub component: Component,
+    /// `Queued`, `Starting`, `Running`, `Succeeded`, `Failed` or `Stopped`.
+    pub phase: &'static str,
+    /// The loopback port the replica serves on.
+    pub port: Option<u16>,
+    pub created_at: String,
+    /// Why it waits, while queued.
+    pub pending_reason: Option<String>,
+    /// How it ended, once it has.
+    pub exit: Option<ReplicaExit>,
+}
+
+/// An ended replica, in the shape of a Kubernetes container's `state.terminated`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaExit {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// `Completed`, `Error`, `DeadlineExceeded`, `Stopped`, `StartError` or `Lost`.
+    pub reason: String,
+    pub message: String,
+    pub started_at: Option<String>,
+    pub finished_at: String,
+}
+
+impl From<&ExitInfo> for ReplicaExit {
+    fn from(e: &ExitInfo) -> ReplicaExit {
+        ReplicaExit {
+            exit_code: e.exit_code,
+            signal: e.signal,
+            reason: e.reason.clone(),
+            message: e.message.clone(),
+            started_at: e.started_at.clone(),
+            finished_at: e.finished_at.clone(),
+        }
+    }
+}
+
+/// Which replica's log: like `kubectl logs`, the newest running one unless named.
+#[derive(Debug, Default)]
+pub struct ReplicaSelector {
+    pub component: Component,
+    pub revision: Option<String>,
+    pub replica: Option<String>,
+}
+
+fn replica_view(record: &WorkloadRecord) -> Replica {
+    let key = record
+        .workload
+        .labels
+        .get(REVISION_LABEL)
+        .cloned()
+        .unwrap_or_default();
+    let (revision, component) = match key.strip_suffix("/transformer") {
+        Some(revision) => (revision.to_string(), Component::Transformer),
+        None => (key, Component::Predictor),
+    };
+    Replica {
+        name: record.id.clone(),
+        revision,
+        component,
+        phase: record.phase.as_str(),
+        port: record
+            .workload
+            .labels
+            .get(PORT_LABEL)
+            .and_then(|p| p.parse().ok()),
+        created_at: record.created_at.clone(),
+        pending_reason: record.pending_reason.clone(),
+        exit: record.exit.as_ref().map(ReplicaExit::from),
+    }
 }
 
 /// What the API layer needs to manage InferenceServices. Cheap to clone.
@@ -30,6 +128,7 @@ pub struct Services {
     pub runtimes: Arc<RuntimeTable>,
     pub config: Arc<ServingConfig>,
     pub wake: Arc<tokio::sync::Notify>,
+    pub scheduler: Scheduler,
 }
 
 /// The document as answered: the user's metadata and spec, Hearth's identity fields
@@ -144,6 +243,56 @@ impl Services {
         });
         crate::model::meta::merge_patch(&mut doc, &patch);
         self.replace(namespace, name, doc).await
+    }
+
+    /// The service's replicas, oldest first, ended ones included.
+    pub async fn replicas(&self, namespace: &str, name: &str) -> Result<Vec<Replica>, ServingError> {
+        let service = self.get_resource(namespace, name).await?;
+        let records = self.scheduler.list_by_owner(&service.uid).await?;
+        Ok(records.iter().map(replica_view).collect())
+    }
+
+    /// The chosen replica's name and log.
+    pub async fn replica_log(
+        &self,
+        namespace: &str,
+        name: &str,
+        select: &ReplicaSelector,
+    ) -> Result<(String, WorkloadLog), ServingError> {
+        let service = self.get_resource(namespace, name).await?;
+        let records = self.scheduler.list_by_owner(&service.uid).await?;
+        let matching: Vec<&WorkloadRecord> = records
+            .iter()
+            .filter(|r| {
+                let view = replica_view(r);
+                view.component == select.component
+                    && select.revision.as_ref().is_none_or(|want| *want == view.revision)
+                    && select.replica.as_ref().is_none_or(|want| *want == view.name)
+            })
+            .collect();
+        let chosen = matching
+            .iter()
+            .rev()
+            .find(|r| r.phase.is_active())
+            .or(matching.last())
+            .ok_or_else(|| {
+                ServingError::NoReplica(match &select.replica {
+                    Some(replica) => format!("InferenceService {namespace}/{name} has no replica {replica}"),
+                    None => format!(
+                        "InferenceService {namespace}/{name} has no {} replica{} (at zero replicas there is no log until a request starts one)",
+                        match select.component {
+                            Component::Predictor => "predictor",
+                            Component::Transformer => "transformer",
+                        },
+                        select
+                            .revision
+                            .as_ref()
+                            .map(|r| format!(" of revision {r}"))
+                            .unwrap_or_default()
+                    ),
+                })
+            })?;
+        Ok((chosen.id.clone(), self.scheduler.log_of(chosen).await))
     }
 
     /// Marks the service for deletion; the controller stops its replicas and then
