@@ -146,6 +146,9 @@ pub struct ServingConfig {
     pub readiness_timeout_seconds: f64,
     /// Failed replicas (exit or readiness timeout) before a revision is marked failed.
     pub revision_failure_limit: u32,
+    /// Ended replicas (with their logs) kept per service once their revision has
+    /// settled; older ones are removed. Scale-to-zero makes one per idle period.
+    pub ended_replicas_kept: usize,
     /// Per-request timeout when the service sets none (KServe's default is 300 s).
     pub default_timeout_seconds: u64,
     /// S3-compatible endpoint for `s3://` storage URIs (`http://127.0.0.1:9000`); empty: refused.
@@ -176,6 +179,7 @@ impl Default for ServingConfig {
             activator_timeout_seconds: 120.0,
             readiness_timeout_seconds: 300.0,
             revision_failure_limit: 3,
+            ended_replicas_kept: 10,
             default_timeout_seconds: 300,
             s3_endpoint: String::new(),
             s3_access_key_id: String::new(),
@@ -245,6 +249,7 @@ pub const SETTINGS: &[&str] = &[
     "serving.activator_timeout_seconds",
     "serving.readiness_timeout_seconds",
     "serving.revision_failure_limit",
+    "serving.ended_replicas_kept",
     "serving.default_timeout_seconds",
     "serving.s3_endpoint",
     "serving.s3_access_key_id",
@@ -258,6 +263,7 @@ pub const SETTINGS: &[&str] = &[
     "scheduler.namespace_gpu_quota",
     "workloads.log_max_bytes",
     "workloads.path_prefix",
+    "workloads.gc_interval_seconds",
     "jobs.backoff_base_seconds",
 ];
 
@@ -371,6 +377,12 @@ impl Config {
         if self.gpu.time_slicing_replicas == 0 {
             return Err(ConfigError::Invalid {
                 key: "gpu.time_slicing_replicas",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.workloads.gc_interval_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "workloads.gc_interval_seconds",
                 message: "must be at least 1".into(),
             });
         }

@@ -152,6 +152,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.workloads.path_prefix.clone(),
     );
     start_controllers(&core, &health, &scheduler, &jobs, &controller);
+    let (collector, every) = (
+        scheduler.clone(),
+        Duration::from_secs(config.workloads.gc_interval_seconds),
+    );
+    core.spawn(async move {
+        loop {
+            if let Err(e) = collector.collect_garbage().await {
+                tracing::warn!(error = %e, "removing ended workloads of deleted owners");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
     core.spawn(controller.clone().run(health.clone()));
     let pipelines = crate::pipelines::api::Pipelines {
         store: store.clone(),

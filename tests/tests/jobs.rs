@@ -591,3 +591,42 @@ fn a_graceful_daemon_restart_leaves_running_jobs_alone() {
     );
     assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
 }
+
+#[test]
+fn a_deleted_jobs_workloads_and_logs_are_removed() {
+    let d = daemon("[workloads]\ngc_interval_seconds = 1");
+    let workloads = d.data_dir.join("workloads");
+    let entries = |dir: &Path| std::fs::read_dir(dir).map(|e| e.count()).unwrap_or(0);
+    assert_eq!(create(&d, &job_yaml("kept", "echo kept", "", "")).status, 201);
+    assert_eq!(
+        create(
+            &d,
+            &job_yaml("brief", "echo brief", "  ttlSecondsAfterFinished: 0", "")
+        )
+        .status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.get(&format!("{JOBS}/brief"), d.admin()).status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the finished job was not deleted after its TTL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_until(&format!("{JOBS}/kept"), Duration::from_secs(20), |r| {
+        r.body["status"]["succeeded"] == 1
+    });
+    // Only the kept job's attempt is left once the collector has run.
+    while entries(&workloads) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "workload directories left: {:?}",
+            std::fs::read_dir(&workloads).map(|e| e.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = d.get(&format!("{JOBS}/kept/logs"), d.admin());
+    assert_eq!(logs.text, "kept\n", "{logs}");
+    d.wait_logs_containing(&["removed ended workloads of deleted owners"]);
+}

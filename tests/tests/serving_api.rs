@@ -224,3 +224,48 @@ fn replicas_and_their_logs_like_kubectl() {
     d.get(&format!("{base}/chatty/replicas"), Some(&bob))
         .assert_problem(403, "forbidden");
 }
+
+#[test]
+fn ended_replicas_beyond_the_kept_number_and_those_of_deleted_services_are_removed() {
+    use hearth_e2e::{spawn_daemon_with, Options};
+    use std::time::{Duration, Instant};
+    let d = spawn_daemon_with(Options::default().config(
+        "[serving]\nended_replicas_kept = 1\nrevision_failure_limit = 2\n[workloads]\ngc_interval_seconds = 1",
+    ));
+    let base = "/api/v1/namespaces/team/inferenceservices";
+    assert_eq!(d.post_json(base, d.admin(), &chatty("chatty")).status, 201);
+    // Two replicas exit before they are ready: the revision fails, and of the two
+    // ended replicas only the newest is kept.
+    d.wait_until(&format!("{base}/chatty"), Duration::from_secs(30), |r| {
+        r.body["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "RevisionFailed"))
+    });
+    let kept = d.wait_until(&format!("{base}/chatty/replicas"), Duration::from_secs(20), |r| {
+        r.body["items"].as_array().map(Vec::len) == Some(1)
+    });
+    assert_eq!(
+        kept.body["items"][0]["name"].as_str().map(|n| n.ends_with("-1")),
+        Some(true),
+        "{kept}"
+    );
+    let count = |dir: &str| {
+        std::fs::read_dir(d.data_dir.join(dir))
+            .map(|e| e.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(count("workloads"), 1);
+    assert_eq!(count("serving/replicas"), 1);
+
+    assert_eq!(d.delete(&format!("{base}/chatty"), d.admin()).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count("workloads") + count("serving/replicas") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "workloads {} replica dirs {}",
+            count("workloads"),
+            count("serving/replicas")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -201,6 +201,7 @@ impl From<crate::scheduler::SchedulerError> for ApiError {
             SchedulerError::Store(inner) => inner.into(),
             SchedulerError::Runtime(inner) => match inner {
                 RuntimeError::NotFound(_) => ApiError::NotFound(inner.to_string()),
+                RuntimeError::StillRunning(_) => ApiError::Conflict(inner.to_string()),
                 RuntimeError::Start { .. } | RuntimeError::Io { .. } => ApiError::Internal(inner.to_string()),
             },
         }

@@ -21,6 +21,9 @@ pub struct WorkloadsConfig {
     /// Directories put in front of `PATH` for every process workload, e.g. a venv's
     /// `bin` so that pipeline steps find the Python and packages they need.
     pub path_prefix: Option<String>,
+    /// How often ended workloads of deleted owners (their rows, directories and logs)
+    /// are removed.
+    pub gc_interval_seconds: u64,
 }
 
 impl Default for WorkloadsConfig {
@@ -28,6 +31,7 @@ impl Default for WorkloadsConfig {
         WorkloadsConfig {
             log_max_bytes: 32 * 1024 * 1024,
             path_prefix: None,
+            gc_interval_seconds: 60,
         }
     }
 }
@@ -129,6 +133,8 @@ pub enum RuntimeError {
     Start { id: String, message: String },
     #[error("runtime I/O on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("workload {0} is still running")]
+    StillRunning(String),
 }
 
 /// The log of a workload: both streams interleaved, oldest rotated file first.
@@ -153,6 +159,8 @@ pub trait Runtime: Send + Sync {
     async fn list(&self, owner_uid: Option<&str>) -> Result<Vec<String>, RuntimeError>;
     /// Frees what the runtime keeps for a finished workload (logs excepted).
     async fn forget(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Deletes everything left of an ended workload, its logs included. Idempotent.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// One line about limits enforcement, for `/api/v1/node` and status.
     fn limits_note(&self) -> String;
 }

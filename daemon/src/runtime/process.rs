@@ -370,6 +370,18 @@ impl Runtime for ProcessRuntime {
         Ok(())
     }
 
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Ok(RunState::Running { .. }) = self.observe(id) {
+            return Err(RuntimeError::StillRunning(id.to_string()));
+        }
+        self.forget(id).await?;
+        let dir = self.dir(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
     fn limits_note(&self) -> String {
         self.cgroups.note()
     }

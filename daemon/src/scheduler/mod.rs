@@ -399,6 +399,41 @@ impl Scheduler {
         }
     }
 
+    /// Deletes an ended workload: its files (logs included), then its row. A crash in
+    /// between leaves the row, and the next call finishes the job.
+    pub async fn purge(&self, id: &str) -> Result<(), SchedulerError> {
+        let Some(record) = self.get(id).await? else {
+            return Ok(());
+        };
+        if !record.phase.is_final() {
+            return Err(RuntimeError::StillRunning(id.to_string()).into());
+        }
+        self.inner.runtime.remove(id).await?;
+        let owned = id.to_string();
+        self.inner
+            .store
+            .call(move |conn| workloads::delete_ended(conn, &owned))
+            .await?;
+        Ok(())
+    }
+
+    /// Purges every ended workload whose owner is gone (a deleted Job, pipeline run or
+    /// InferenceService): nothing can show its log any more. Returns how many.
+    pub async fn collect_garbage(&self) -> Result<usize, SchedulerError> {
+        let orphans = self
+            .inner
+            .store
+            .call(|conn| workloads::ended_orphans(conn))
+            .await?;
+        for id in &orphans {
+            self.purge(id).await?;
+        }
+        if !orphans.is_empty() {
+            tracing::info!(count = orphans.len(), "removed ended workloads of deleted owners");
+        }
+        Ok(orphans.len())
+    }
+
     /// Removes a queued workload, or stops a running one (its watcher records the end).
     pub async fn stop(&self, id: &str) -> Result<(), SchedulerError> {
         let Some(record) = self.get(id).await? else {

@@ -335,6 +335,7 @@ impl Controller {
         for revision in revisions.iter_mut() {
             self.observe(service, revision, &workloads, http).await?;
         }
+        self.prune_ended_replicas(&revisions, &workloads).await?;
 
         // Traffic.
         let hearth = service.status.get("hearth").cloned().unwrap_or(json!({}));
@@ -908,6 +909,41 @@ impl Controller {
         Ok(())
     }
 
+    /// Ended replicas (rows, logs, working directories) beyond the newest
+    /// `ended_replicas_kept` of the service go, once their revision has settled: a
+    /// pending revision still counts its failed replicas.
+    async fn prune_ended_replicas(
+        &self,
+        revisions: &[Resource],
+        workloads: &[WorkloadRecord],
+    ) -> Result<(), ControllerError> {
+        let settled = |w: &WorkloadRecord| {
+            let key = w
+                .workload
+                .labels
+                .get(REVISION_LABEL)
+                .map(String::as_str)
+                .unwrap_or("");
+            let revision = key.strip_suffix("/transformer").unwrap_or(key);
+            revisions
+                .iter()
+                .find(|r| r.name == revision)
+                .is_none_or(|r| matches!(r.status["phase"].as_str(), Some("Ready" | "Failed")))
+        };
+        let ended: Vec<&WorkloadRecord> = workloads.iter().filter(|w| w.phase.is_final()).collect();
+        let excess = ended.len().saturating_sub(self.config.ended_replicas_kept);
+        // `workloads` is in submission order: the oldest come first.
+        for w in ended.into_iter().take(excess).filter(|w| settled(w)) {
+            self.scheduler.purge(&w.id).await?;
+            self.stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&w.id);
+            let _ = tokio::fs::remove_dir_all(self.data_dir.join("serving/replicas").join(&w.id)).await;
+        }
+        Ok(())
+    }
+
     /// Model caches of revisions that can get no traffic without a spec change (not
     /// the latest, not rolled out now or before, no replica left) are removed: on a
     /// workstation every edit of a service would otherwise keep another copy of the
@@ -1164,6 +1200,11 @@ impl Controller {
         }
         if active {
             return Ok(());
+        }
+        // The workloads themselves go with the next garbage collection (their owner is
+        // gone then); their working directories are the controller's own.
+        for w in workloads {
+            let _ = tokio::fs::remove_dir_all(self.data_dir.join("serving/replicas").join(&w.id)).await;
         }
         for revision in revisions {
             self.revisions

@@ -189,6 +189,25 @@ pub fn mark_finished(
     Ok(changed == 1)
 }
 
+/// Ended workloads whose owner (a Job, a pipeline run, an InferenceService) is gone.
+pub fn ended_orphans(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM workloads w WHERE phase IN ('Succeeded', 'Failed', 'Stopped') \
+         AND NOT EXISTS (SELECT 1 FROM resources r WHERE r.uid = w.owner_uid)",
+    )?;
+    let ids = stmt.query_map([], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// Removes an ended workload's row; `false` when there was none or it has not ended.
+pub fn delete_ended(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    let deleted = conn.execute(
+        "DELETE FROM workloads WHERE id = ?1 AND phase IN ('Succeeded', 'Failed', 'Stopped')",
+        params![id],
+    )?;
+    Ok(deleted == 1)
+}
+
 pub fn all_ids(conn: &Connection) -> Result<std::collections::HashSet<String>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT id FROM workloads")?;
     let ids = stmt.query_map([], |r| r.get(0))?;
