@@ -331,6 +331,11 @@ impl Jobs {
                 let left = (deadline - now).to_std().unwrap_or_default();
                 requeue = Some(requeue.map_or(left, |r: Duration| r.min(left)));
             }
+        } else if let Some(ttl) = job.spec.get("ttlSecondsAfterFinished").and_then(Value::as_u64) {
+            // Finished in this pass: come back when the TTL runs out, not at the next
+            // periodic resync.
+            let ttl = Duration::from_secs(ttl);
+            requeue = Some(requeue.map_or(ttl, |r: Duration| r.min(ttl)));
         }
 
         if status != before {
