@@ -73,6 +73,8 @@ pub struct Controller {
     /// replica is a failure, whatever its code (MLServer exits 0 when a model fails
     /// to load).
     stopped: Mutex<HashSet<String>>,
+    /// Model fetches under way, by revision uid.
+    fetches: Mutex<HashMap<String, tokio::task::JoinHandle<Result<PathBuf, FetchFailure>>>>,
     /// Running replicas that have not passed their readiness check yet. While requests
     /// wait at the activator only these are probed, every few milliseconds, instead of
     /// a whole reconcile pass: a model server starting up needs the CPU.
@@ -163,6 +165,7 @@ impl Controller {
             revisions: Mutex::new(HashMap::new()),
             draining: Mutex::new(HashSet::new()),
             stopped: Mutex::new(HashSet::new()),
+            fetches: Mutex::new(HashMap::new()),
             unready: Mutex::new(HashMap::new()),
         }
     }
@@ -466,7 +469,13 @@ impl Controller {
                 } else {
                     "RevisionPending"
                 },
-                if failed_latest { latest_message } else { "" },
+                // A pending revision's message says what it waits for (a fetch
+                // being retried, say); a failed one's why it failed.
+                if ready && !failed_latest {
+                    ""
+                } else {
+                    latest_message
+                },
             ),
             condition("Ready", ready, if ready { "Ready" } else { "NotReady" }, ""),
         ];
@@ -870,13 +879,40 @@ impl Controller {
             if revision.status["phase"] == "Failed" {
                 return Ok(());
             }
-            let model_dir = match self.fetch_model(revision, &unit.component).await {
-                Ok(dir) => dir,
-                Err(message) => {
+            let model_dir = match self.model_dir(revision, &unit.component) {
+                ModelDir::Ready(dir) if revision.status.get("fetchRetryAt").is_some() => {
+                    // Fetched after earlier failures: their message no longer holds.
+                    let mut status = revision.status.clone();
+                    if let Some(o) = status.as_object_mut() {
+                        o.remove("fetchRetryAt");
+                        o.remove("message");
+                    }
+                    let uid = revision.uid.clone();
+                    self.store
+                        .call(move |conn| resources::update_status(conn, &uid, &status, None))
+                        .await?;
+                    dir
+                }
+                ModelDir::Ready(dir) => dir,
+                ModelDir::Fetching => return Ok(()),
+                ModelDir::Failed(failure) => {
                     let uid = revision.uid.clone();
                     let mut status = revision.status.clone();
-                    status["phase"] = json!("Failed");
-                    status["message"] = json!(message);
+                    let age = created_seconds_ago(revision);
+                    if failure.transient && age < self.config.readiness_timeout_seconds {
+                        // As KServe's storage initializer is restarted with a backoff
+                        // until the revision's deadline: the store or network may be
+                        // back in a moment (a MinIO that starts after Hearth at boot).
+                        let attempts = status["fetchAttempts"].as_u64().unwrap_or(0) + 1;
+                        let backoff = FETCH_BACKOFF_BASE_SECONDS * 2f64.powi(attempts.min(6) as i32 - 1);
+                        status["fetchAttempts"] = json!(attempts);
+                        status["fetchRetryAt"] = json!(now_plus(backoff));
+                        status["message"] =
+                            json!(format!("{}; trying again in {backoff:.0} s", failure.message));
+                    } else {
+                        status["phase"] = json!("Failed");
+                        status["message"] = json!(failure.message);
+                    }
                     self.store
                         .call(move |conn| resources::update_status(conn, &uid, &status, None))
                         .await?;
@@ -907,6 +943,55 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// The revision's model directory once its files are in the cache. A fetch runs
+    /// in its own task: a large download must not hold up scaling and routing of every
+    /// other service while it lasts.
+    fn model_dir(&self, revision: &Resource, component: &Component) -> ModelDir {
+        let dir = self.data_dir.join("serving/models").join(&revision.uid);
+        let storage = match &component.workload {
+            Spec::Model { storage, .. } => Some(storage.clone()),
+            Spec::Custom { storage, .. } => storage.clone(),
+        };
+        let Some(storage) = storage else {
+            return ModelDir::Ready(dir);
+        };
+        if dir.join(".complete").exists() {
+            return ModelDir::Ready(dir);
+        }
+        let mut fetches = self.fetches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = fetches.get(&revision.uid) {
+            if !running.is_finished() {
+                return ModelDir::Fetching;
+            }
+            let outcome = fetches
+                .remove(&revision.uid)
+                .and_then(|handle| futures_util::FutureExt::now_or_never(handle))
+                .map(|joined| joined.unwrap_or_else(|e| Err(format!("the fetch task failed: {e}").into())));
+            return match outcome {
+                Some(Ok(dir)) => ModelDir::Ready(dir),
+                Some(Err(failure)) => ModelDir::Failed(failure),
+                None => ModelDir::Fetching,
+            };
+        }
+        if fetch_backoff_left(&revision.status).is_some() {
+            return ModelDir::Fetching;
+        }
+        let (data_dir, config, uid, wake) = (
+            self.data_dir.clone(),
+            Arc::clone(&self.config),
+            revision.uid.clone(),
+            Arc::clone(&self.wake),
+        );
+        // On this (the controller's) thread: the storage client is awc.
+        let task = actix_web::rt::spawn(async move {
+            let outcome = fetch_model(data_dir, config, uid, storage).await;
+            wake.notify_one();
+            outcome
+        });
+        fetches.insert(revision.uid.clone(), task);
+        ModelDir::Fetching
     }
 
     /// Ended replicas (rows, logs, working directories) beyond the newest
@@ -983,58 +1068,6 @@ impl Controller {
                 }
             }
         }
-    }
-
-    /// Model files into `<data dir>/serving/models/<revision uid>`, once.
-    async fn fetch_model(&self, revision: &Resource, component: &Component) -> Result<PathBuf, String> {
-        let dir = self.data_dir.join("serving/models").join(&revision.uid);
-        let storage = match &component.workload {
-            Spec::Model { storage, .. } => Some(storage.clone()),
-            Spec::Custom { storage, .. } => storage.clone(),
-        };
-        let Some(storage) = storage else { return Ok(dir) };
-        if dir.join(".complete").exists() {
-            return Ok(dir);
-        }
-        let tmp = self
-            .data_dir
-            .join("serving/models")
-            .join(format!("{}.partial", revision.uid));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        match &storage {
-            Storage::File { path } => {
-                let from = PathBuf::from(path);
-                if ["/", "/proc", "/sys", "/dev"]
-                    .iter()
-                    .any(|p| from == Path::new(p) || from.starts_with(format!("{p}/")) && *p != "/")
-                {
-                    return Err(format!("storageUri: {path} is not a model directory"));
-                }
-                if !from.exists() {
-                    return Err(format!("storageUri: {path} does not exist"));
-                }
-                let target = if from.is_dir() {
-                    tmp.clone()
-                } else {
-                    tmp.join(from.file_name().unwrap_or_default())
-                };
-                // Off the controller's thread: a large copy must not stall routing.
-                tokio::task::spawn_blocking(move || copy_tree(&from, &target, &mut (0, 0)))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("copying {path}: {e}"))?;
-            }
-            Storage::Http { .. } | Storage::S3 { .. } | Storage::Gcs { .. } => {
-                super::fetch::fetch(&storage, &self.config, &tmp)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir).map_err(|e| format!("caching the model: {e}"))?;
-        Ok(dir)
     }
 
     async fn start_replica(
@@ -1299,6 +1332,103 @@ pub fn split_traffic(
         previous,
         traffic,
     }
+}
+
+/// Where a revision's model stands.
+enum ModelDir {
+    Ready(PathBuf),
+    Fetching,
+    Failed(FetchFailure),
+}
+
+/// Why a model could not be fetched, and whether trying again may help.
+#[derive(Debug)]
+struct FetchFailure {
+    transient: bool,
+    message: String,
+}
+
+impl From<String> for FetchFailure {
+    fn from(message: String) -> FetchFailure {
+        FetchFailure {
+            transient: false,
+            message,
+        }
+    }
+}
+
+/// First delay before a revision's model is fetched again after a transient
+/// failure; it doubles up to 64 times this.
+const FETCH_BACKOFF_BASE_SECONDS: f64 = 2.0;
+
+/// How long until a revision may fetch again, while its backoff runs.
+fn fetch_backoff_left(status: &Value) -> Option<Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(status["fetchRetryAt"].as_str()?).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+}
+
+fn created_seconds_ago(resource: &Resource) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(&resource.created_at)
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn now_plus(seconds: f64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Model files into `<data dir>/serving/models/<revision uid>` (`dir`), from `storage`.
+async fn fetch_model(
+    data_dir: PathBuf,
+    config: Arc<ServingConfig>,
+    revision_uid: String,
+    storage: Storage,
+) -> Result<PathBuf, FetchFailure> {
+    let dir = data_dir.join("serving/models").join(&revision_uid);
+    let tmp = data_dir
+        .join("serving/models")
+        .join(format!("{revision_uid}.partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    match &storage {
+        Storage::File { path } => {
+            let from = PathBuf::from(path);
+            if ["/", "/proc", "/sys", "/dev"]
+                .iter()
+                .any(|p| from == Path::new(p) || from.starts_with(format!("{p}/")) && *p != "/")
+            {
+                return Err(format!("storageUri: {path} is not a model directory").into());
+            }
+            if !from.exists() {
+                return Err(format!("storageUri: {path} does not exist").into());
+            }
+            let target = if from.is_dir() {
+                tmp.clone()
+            } else {
+                tmp.join(from.file_name().unwrap_or_default())
+            };
+            // Off the controller's thread: a large copy must not stall routing.
+            tokio::task::spawn_blocking(move || copy_tree(&from, &target, &mut (0, 0)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("copying {path}: {e}"))?;
+        }
+        Storage::Http { .. } | Storage::S3 { .. } | Storage::Gcs { .. } => {
+            super::fetch::fetch(&storage, &config, &tmp)
+                .await
+                .map_err(|e| FetchFailure {
+                    transient: e.transient(),
+                    message: e.to_string(),
+                })?;
+        }
+    }
+    std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| format!("caching the model: {e}"))?;
+    Ok(dir)
 }
 
 fn started_long_ago(w: &WorkloadRecord, seconds: f64) -> bool {

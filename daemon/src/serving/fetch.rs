@@ -72,7 +72,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// Worth another attempt: the same request may well succeed in a moment.
-    fn transient(&self) -> bool {
+    pub fn transient(&self) -> bool {
         match self {
             FetchError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             FetchError::Transport { .. } => true,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import VENV_BIN, isvc, start_daemon, stop_daemon
+from conftest import VENV_BIN, isvc, ready, start_daemon, stop_daemon
 
 NS = "kubeflow"
 X = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
@@ -181,3 +181,68 @@ def test_http_storage_follows_redirects_and_names_a_missing_file(daemon, models)
     r = v1_predict(daemon, "redirected")
     assert r.status_code == 200, r.text
     assert r.json() == {"predictions": expected}
+
+
+def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
+    """More 503s than one fetch retries: the revision stays pending, says why, fetches
+    again after a backoff and becomes ready (KServe's storage initializer is restarted
+    until the revision's deadline the same way)."""
+    failures_left = [6]
+
+    class Flaky(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if failures_left[0] > 0:
+                failures_left[0] -= 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Flaky, directory=str(models["a"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        daemon.create(NS, s3_isvc("outage", f"http://127.0.0.1:{server.server_port}/model.joblib"))
+
+        def says_retrying(doc):
+            return any(c["type"] == "PredictorReady" and "HTTP 503" in (c.get("message") or "")
+                       and "trying again" in c["message"] for c in doc.get("status", {}).get("conditions", []))
+        daemon.wait(NS, "outage", says_retrying, 60, "a retry message")
+        doc = daemon.wait_ready(NS, "outage", timeout=90)
+    finally:
+        server.shutdown()
+    assert failures_left[0] == 0
+    assert all(not c.get("message") for c in doc["status"]["conditions"] if c["type"] == "PredictorReady"), doc
+    r = v1_predict(daemon, "outage")
+    assert r.status_code == 200, r.text
+
+
+def test_a_slow_download_does_not_hold_up_other_services(daemon, models):
+    release = threading.Event()
+
+    class Stalled(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            release.wait(60)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Stalled, directory=str(models["a"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        daemon.create(NS, s3_isvc("stalled", f"http://127.0.0.1:{server.server_port}/model.joblib"))
+        time.sleep(0.5)
+        daemon.create(NS, isvc("beside", models["b"]))
+        daemon.wait_ready(NS, "beside", timeout=60)
+        assert not ready(daemon.get(NS, "stalled")), "the stalled download cannot have finished"
+        release.set()
+        daemon.wait_ready(NS, "stalled", timeout=60)
+    finally:
+        release.set()
+        server.shutdown()
