@@ -967,7 +967,7 @@ impl Controller {
             }
             let outcome = fetches
                 .remove(&revision.uid)
-                .and_then(|handle| futures_util::FutureExt::now_or_never(handle))
+                .and_then(futures_util::FutureExt::now_or_never)
                 .map(|joined| joined.unwrap_or_else(|e| Err(format!("the fetch task failed: {e}").into())));
             return match outcome {
                 Some(Ok(dir)) => ModelDir::Ready(dir),
