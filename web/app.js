@@ -26,6 +26,9 @@ const API = {
   run: { method: "GET", path: "/apis/v2beta1/runs/{run_id}" },
   taskLogs: { method: "GET", path: "/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs" },
   inferenceServices: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices", optional: true },
+  inferenceService: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
+  isvcReplicas: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
+  isvcLogs: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
 };
 // API-TABLE-END
 
@@ -38,6 +41,7 @@ const state = {
   paths: null, // the set of path templates in /openapi.json
   runDetail: "", // the run_id whose details are open
   jobDetail: "", // the job name whose details are open
+  isvcDetail: "", // the InferenceService name whose details are open
   logAbort: null, // aborts the log stream being shown
   timer: 0,
 };
@@ -301,14 +305,46 @@ function renderIsvcs(list) {
     const pred = (x.spec && x.spec.predictor) || {};
     const model = pred.model || {};
     const format = (model.modelFormat && model.modelFormat.name) || Object.keys(pred).find((k) => typeof pred[k] === "object") || "";
-    return h("tr", {},
-      h("td", {}, x.metadata.name),
+    const name = x.metadata.name;
+    return h("tr", { class: "clickable", onclick: () => openIsvc(name) },
+      h("td", {}, name),
       h("td", {}, phase(ready ? (ready.status === "True" ? "Ready" : ready.status) : "?")),
       h("td", {}, format),
       h("td", {}, s.url || ""),
       h("td", {}, ready ? ready.message || ready.reason || "" : ""));
   });
   replace("isvcs", table(["name", "ready", "model", "URL", "note"], rows, "no InferenceServices in this namespace"));
+}
+
+// Revisions and traffic from the status, and the replicas with their logs.
+function renderIsvcDetail(x, replicas) {
+  const s = x.status || {};
+  const pred = (s.components && s.components.predictor) || {};
+  const traffic = (pred.traffic || []).map((t) =>
+    h("tr", {}, h("td", {}, t.revisionName), h("td", {}, `${t.percent} %`), h("td", {}, t.tag || ""), h("td", {}, t.latestRevision ? "latest" : "")));
+  const conditions = (s.conditions || []).map((c) =>
+    h("tr", {}, h("td", {}, c.type), h("td", {}, phase(c.status)), h("td", {}, c.reason), h("td", {}, c.message), h("td", {}, age(c.lastTransitionTime))));
+  const name = x.metadata.name;
+  const rows = (replicas.items || []).slice().reverse().map((r) => {
+    const exit = r.exit ? `${r.exit.reason}${r.exit.exitCode != null ? ` (${r.exit.exitCode})` : ""}` : "";
+    return h("tr", {},
+      h("td", {}, r.name),
+      h("td", {}, r.revision),
+      h("td", {}, r.component),
+      h("td", {}, phase(r.phase)),
+      h("td", {}, age(r.createdAt)),
+      h("td", {}, r.pendingReason || exit),
+      h("td", {}, button("logs", () => showReplicaLogs(name, r.name))));
+  });
+  replace("detail",
+    dl([["URL", s.url], ["latest created", pred.latestCreatedRevision], ["latest ready", pred.latestReadyRevision],
+      ["rolled out", pred.latestRolledoutRevision], ["previous", pred.previousRolledoutRevision]]),
+    h("h3", {}, "Traffic"),
+    table(["revision", "share", "tag", ""], traffic, "no revision takes traffic yet"),
+    h("h3", {}, "Conditions"),
+    table(["type", "status", "reason", "message", "since"], conditions),
+    h("h3", {}, "Replicas"),
+    table(["replica", "revision", "component", "phase", "created", "note", ""], rows, "no replicas (scaled to zero, or not started yet)"));
 }
 
 // --- actions ---------------------------------------------------------------------
@@ -321,13 +357,23 @@ function openDetail(title) {
 async function openJob(name) {
   state.jobDetail = name;
   state.runDetail = "";
+  state.isvcDetail = "";
   openDetail(`Job ${state.namespace}/${name}`);
+  await refreshDetail();
+}
+
+async function openIsvc(name) {
+  state.isvcDetail = name;
+  state.jobDetail = "";
+  state.runDetail = "";
+  openDetail(`InferenceService ${state.namespace}/${name}`);
   await refreshDetail();
 }
 
 async function openRun(runId) {
   state.runDetail = runId;
   state.jobDetail = "";
+  state.isvcDetail = "";
   openDetail(`Run ${runId}`);
   await refreshDetail();
 }
@@ -336,6 +382,11 @@ async function refreshDetail() {
   try {
     if (state.jobDetail) renderJobDetail(await call("job", { params: { namespace: state.namespace, name: state.jobDetail } }));
     else if (state.runDetail) renderRunDetail(await call("run", { params: { run_id: state.runDetail } }));
+    else if (state.isvcDetail) {
+      const params = { namespace: state.namespace, name: state.isvcDetail };
+      const [x, replicas] = await Promise.all([call("inferenceService", { params }), call("isvcReplicas", { params })]);
+      renderIsvcDetail(x, replicas);
+    }
     clearError("details");
   } catch (e) {
     showError("details", e);
@@ -345,6 +396,7 @@ async function refreshDetail() {
 function closeDetail() {
   state.jobDetail = "";
   state.runDetail = "";
+  state.isvcDetail = "";
   $("detail-section").hidden = true;
   clearError("details");
 }
@@ -365,19 +417,27 @@ function stopLogs() {
   state.logAbort = null;
 }
 
-// Streams `.../logs?follow=true` into the log pane until the attempt ends, the pane is
-// closed, or another log is opened.
-async function showJobLogs(name) {
+function showJobLogs(name) {
+  return streamLogs(`Logs of job ${state.namespace}/${name}`, "jobLogs", { namespace: state.namespace, name }, {});
+}
+
+function showReplicaLogs(name, replica) {
+  return streamLogs(`Logs of replica ${replica}`, "isvcLogs", { namespace: state.namespace, name }, { replica });
+}
+
+// Streams `.../logs?follow=true` into the log pane until the workload ends, the pane
+// is closed, or another log is opened.
+async function streamLogs(title, key, params, query) {
   stopLogs();
   const abort = new AbortController();
   state.logAbort = abort;
   $("logs-section").hidden = false;
-  $("logs-title").textContent = `Logs of job ${state.namespace}/${name}`;
+  $("logs-title").textContent = title;
   const pane = $("logs");
   pane.textContent = "";
   $("logs-state").textContent = "streaming…";
   try {
-    const res = await fetch(url("jobLogs", { namespace: state.namespace, name }, { follow: "true" }), {
+    const res = await fetch(url(key, params, { ...query, follow: "true" }), {
       headers: { Accept: "text/plain" },
       credentials: "same-origin",
       cache: "no-store",
