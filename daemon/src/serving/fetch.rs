@@ -55,9 +55,12 @@ pub enum FetchError {
         status: u16,
         detail: String,
     },
-    /// Connection, TLS, timeout or a body cut short.
+    /// Connection, timeout or a body cut short.
     #[error("{what}: {message}")]
     Transport { what: String, message: String },
+    /// The server's certificate (or its TLS) was refused: no retry changes that.
+    #[error("{what}: TLS: {message}")]
+    Tls { what: String, message: String },
     #[error("{what}: the listing is not understood: {message}")]
     Listing { what: String, message: String },
     #[error("writing {path}: {source}")]
@@ -76,7 +79,8 @@ impl FetchError {
         match self {
             FetchError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             FetchError::Transport { .. } => true,
-            FetchError::Listing { .. }
+            FetchError::Tls { .. }
+            | FetchError::Listing { .. }
             | FetchError::Io { .. }
             | FetchError::UnsafeKey { .. }
             | FetchError::TooLarge { .. }
@@ -420,13 +424,19 @@ async fn send(
             request = request.insert_header((name, value));
         }
     }
-    let response = request.send().await.map_err(|e| FetchError::Transport {
-        what: what.to_string(),
-        message: match e {
-            awc::error::SendRequestError::Timeout => {
-                format!("no answer in {} s", RESPONSE_TIMEOUT.as_secs())
-            }
-            other => other.to_string(),
+    let response = request.send().await.map_err(|e| match tls_failure(&e) {
+        Some(tls) => FetchError::Tls {
+            what: what.to_string(),
+            message: tls.to_string(),
+        },
+        None => FetchError::Transport {
+            what: what.to_string(),
+            message: match e {
+                awc::error::SendRequestError::Timeout => {
+                    format!("no answer in {} s", RESPONSE_TIMEOUT.as_secs())
+                }
+                other => other.to_string(),
+            },
         },
     })?;
     if response.status().is_success() {
@@ -439,6 +449,17 @@ async fn send(
         status: status.as_u16(),
         detail: error_detail(status, &body),
     })
+}
+
+/// The rustls error under a failed connection (an unknown issuer, a name mismatch,
+/// an expired certificate), if that is what failed.
+fn tls_failure(e: &awc::error::SendRequestError) -> Option<&rustls::Error> {
+    match e {
+        awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)) => {
+            io.get_ref()?.downcast_ref::<rustls::Error>()
+        }
+        _ => None,
+    }
 }
 
 /// A whole small body (a listing page, an error document).
@@ -850,6 +871,16 @@ mod tests {
         assert!(!status(403).transient());
         assert!(!status(404).transient());
         assert!(!FetchError::UnsafeKey { key: "../x".into() }.transient());
+        let transport = FetchError::Transport {
+            what: "x".into(),
+            message: "connection refused".into(),
+        };
+        assert!(transport.transient());
+        let tls = FetchError::Tls {
+            what: "x".into(),
+            message: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(!tls.transient());
     }
 
     #[test]

@@ -246,3 +246,50 @@ def test_a_slow_download_does_not_hold_up_other_services(daemon, models):
     finally:
         release.set()
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def https_models(models, tmp_path_factory):
+    """An HTTPS server for the model directory, with a certificate from a CA of the
+    test's own (trusted only where `SSL_CERT_FILE` names it)."""
+    import ssl
+    tls = tmp_path_factory.mktemp("tls")
+    run = lambda *args: subprocess.run(["openssl", *args], cwd=tls, check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hearth test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (tls / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+        "-extfile", "ext.cnf", "-out", "server.pem")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(models["a"])))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "server.pem", tls / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield types.SimpleNamespace(url=f"https://127.0.0.1:{server.server_port}/model.joblib", ca=tls / "ca.pem")
+    server.shutdown()
+
+
+def test_https_storage_with_a_ca_the_host_trusts(https_models, models):
+    d = start_daemon(env_extra={"SSL_CERT_FILE": str(https_models.ca)})
+    try:
+        d.create(NS, s3_isvc("tls", https_models.url))
+        d.wait_ready(NS, "tls")
+        r = v1_predict(d, "tls")
+        assert r.status_code == 200, r.text
+    finally:
+        stop_daemon(d)
+
+
+def test_https_storage_with_an_unknown_issuer_fails_at_once_naming_it(daemon, https_models):
+    began = time.monotonic()
+    daemon.create(NS, s3_isvc("untrusted", https_models.url))
+    message = wait_failed(daemon, "untrusted")
+    assert "certificate" in message.lower() and "UnknownIssuer" in message, message
+    # Not a transient failure: no backoff, no inline retries.
+    assert time.monotonic() - began < 10, message
