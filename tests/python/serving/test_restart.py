@@ -1,7 +1,11 @@
 """A daemon killed with SIGKILL while it serves a Ready InferenceService, then started
 again on the same data directory, adopts the running replica: the same workload, no
-second replica, and predictions answer at once (no cold start)."""
+second replica, and predictions answer at once (no cold start). Killed in the middle
+of a model download, it fetches again after the restart."""
 
+import functools
+import http.server
+import threading
 import time
 
 import joblib
@@ -71,4 +75,47 @@ def test_a_killed_daemon_adopts_its_replica_on_restart(models):
         assert after == before, (before, after)
         assert sorted(p.name for p in (data_dir / "data" / "serving" / "replicas").iterdir()) == replica_dirs
     finally:
+        stop_daemon(d)
+
+
+def test_a_daemon_killed_mid_download_fetches_again_after_restart(models):
+    release = threading.Event()
+    requests_seen = []
+
+    class Stalled(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests_seen.append(self.path)
+            if len(requests_seen) == 1:
+                release.wait(60)  # the first download hangs until the daemon is gone
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Stalled, directory=str(models["a"])))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    doc = isvc("refetched", models["a"])
+    doc["spec"]["predictor"]["model"]["storageUri"] = f"http://127.0.0.1:{server.server_port}/model.joblib"
+    d = start_daemon()
+    data_dir = d.data_dir
+    try:
+        d.create(NS, doc)
+        deadline = time.monotonic() + 20
+        while not requests_seen:
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        d.proc.kill()
+        d.proc.wait(timeout=10)
+        release.set()
+        d = start_daemon(data_dir=data_dir)
+        d.wait_ready(NS, "refetched", timeout=60)
+        assert len(requests_seen) >= 2, requests_seen
+        r = requests.post(f"{d.serving}/v1/models/refetched:predict", json={"instances": X},
+                          headers={"Host": f"refetched.{NS}.example.com"}, timeout=60)
+        assert r.status_code == 200, r.text
+        partial = [p.name for p in (data_dir / "data" / "serving" / "models").iterdir() if p.name.endswith(".partial")]
+        assert not partial, partial
+    finally:
+        release.set()
+        server.shutdown()
         stop_daemon(d)
