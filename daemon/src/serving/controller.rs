@@ -1244,9 +1244,20 @@ impl Controller {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&revision.name);
+            // A download under way would write its files after the revision is gone.
+            if let Some(fetch) = self
+                .fetches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&revision.uid)
+            {
+                fetch.abort();
+            }
             let uid = revision.uid.clone();
             self.store.call(move |conn| resources::delete(conn, &uid)).await?;
-            let _ = std::fs::remove_dir_all(self.data_dir.join("serving/models").join(&revision.uid));
+            let models = self.data_dir.join("serving/models");
+            let _ = std::fs::remove_dir_all(models.join(&revision.uid));
+            let _ = std::fs::remove_dir_all(models.join(format!("{}.partial", revision.uid)));
         }
         let uid = service.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;

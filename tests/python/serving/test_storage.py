@@ -293,3 +293,37 @@ def test_https_storage_with_an_unknown_issuer_fails_at_once_naming_it(daemon, ht
     assert "certificate" in message.lower() and "UnknownIssuer" in message, message
     # Not a transient failure: no backoff, no inline retries.
     assert time.monotonic() - began < 10, message
+
+
+def test_deleting_a_service_mid_download_leaves_no_files(daemon, models):
+    release = threading.Event()
+    seen = []
+
+    class Stalled(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            release.wait(60)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Stalled, directory=str(models["a"])))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    caches = daemon.data_dir / "data" / "serving" / "models"
+    before = set(p.name for p in caches.iterdir()) if caches.exists() else set()
+    try:
+        daemon.create(NS, s3_isvc("abandoned", f"http://127.0.0.1:{server.server_port}/model.joblib"))
+        deadline = time.time() + 20
+        while not seen:
+            assert time.time() < deadline, "the download did not start"
+            time.sleep(0.05)
+        assert daemon.session.delete(daemon.url(NS, "abandoned")).status_code == 200
+        while daemon.session.get(daemon.url(NS, "abandoned")).status_code != 404:
+            assert time.time() < deadline + 20, "the service was not deleted"
+            time.sleep(0.1)
+    finally:
+        release.set()
+        server.shutdown()
+    time.sleep(1)  # what an unstopped download would write, it would have written now
+    assert set(p.name for p in caches.iterdir()) == before
