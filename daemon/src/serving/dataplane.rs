@@ -471,9 +471,15 @@ async fn prepare(
         return Err(BodyError::TooLarge(max_body));
     }
     let cached = route.cache.is_some() && matches!(call, Call::V1Predict | Call::V2Infer);
+    // HTTP/1.1: a request without Content-Length or Transfer-Encoding has no body; the
+    // replica gets none either (not an empty chunked one on a GET).
+    let has_body =
+        declared_length(req).is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
     let pass_through = |payload: web::Payload, content_type| async move {
         let body = if cached {
             RequestBody::Full(read_whole(payload, max_body).await?)
+        } else if !has_body {
+            RequestBody::Full(bytes::Bytes::new())
         } else {
             RequestBody::Streamed {
                 payload,
