@@ -36,6 +36,17 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         return body, time.monotonic() - first, False
 
+    def do_GET(self):
+        # Model metadata, with what framing the request arrived in.
+        answer = json.dumps({"name": "echo", "platform": "echo", "inputs": [], "outputs": [],
+                             "transfer_encoding": self.headers.get("Transfer-Encoding"),
+                             "content_length": self.headers.get("Content-Length")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
     def do_POST(self):
         global COMPLETED
         body, spread, chunked = self.read_body()

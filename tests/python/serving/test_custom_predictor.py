@@ -91,6 +91,13 @@ def test_a_sized_body_keeps_its_length(small_daemon):
                     "sha256": hashlib.sha256(body).hexdigest()}
 
 
+def test_a_request_without_a_body_gets_to_the_replica_without_one(small_daemon):
+    r = requests.get(f"{small_daemon.serving}/v2/models/echo", headers={"Host": f"echo.{NS}.example.com"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["transfer_encoding"] is None, r.json()
+    assert r.json()["content_length"] in (None, "0"), r.json()
+
+
 def test_bodies_over_the_limit_are_413_and_never_reach_the_replica(small_daemon):
     before = predict(small_daemon, b"{}")["completed"]
     host = f"echo.{NS}.example.com"
