@@ -337,21 +337,49 @@ async fn download(
                 source,
             })?;
     }
+    let used = budget.bytes;
+    budget.bytes += retrying(what, || download_once(client, signer, url, what, target, used)).await?;
+    Ok(())
+}
+
+/// `op` again after a transient failure, up to `ATTEMPTS` times in all, waiting 1 s,
+/// 2 s, 4 s, ... in between.
+async fn retrying<T, F, Fut>(what: &str, op: F) -> Result<T, FetchError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
     let mut attempt = 1;
     loop {
-        match download_once(client, signer, url, what, target, budget.bytes).await {
-            Ok(written) => {
-                budget.bytes += written;
-                return Ok(());
-            }
+        match op().await {
             Err(e) if e.transient() && attempt < ATTEMPTS => {
-                tracing::info!(object = %what, attempt, error = %e, "model download failed; retrying");
+                tracing::info!(object = %what, attempt, error = %e, "fetching failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            other => return other,
         }
     }
+}
+
+/// The next piece of a response body; `None` at its end.
+async fn next_chunk<S>(
+    response: &mut awc::ClientResponse<S>,
+    what: &str,
+) -> Result<Option<bytes::Bytes>, FetchError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let chunk = tokio::time::timeout(IDLE_TIMEOUT, response.next())
+        .await
+        .map_err(|_| FetchError::Transport {
+            what: what.to_string(),
+            message: format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
+        })?;
+    chunk.transpose().map_err(|e| FetchError::Transport {
+        what: what.to_string(),
+        message: format!("reading the body: {e}"),
+    })
 }
 
 async fn download_once(
@@ -375,17 +403,9 @@ async fn download_once(
     let mut file = tokio::fs::File::create(target).await.map_err(io)?;
     let mut written: u64 = 0;
     loop {
-        let chunk = tokio::time::timeout(IDLE_TIMEOUT, response.next())
-            .await
-            .map_err(|_| FetchError::Transport {
-                what: what.to_string(),
-                message: format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
-            })?;
-        let Some(chunk) = chunk else { break };
-        let chunk = chunk.map_err(|e| FetchError::Transport {
-            what: what.to_string(),
-            message: format!("reading the body: {e}"),
-        })?;
+        let Some(chunk) = next_chunk(&mut response, what).await? else {
+            break;
+        };
         written += chunk.len() as u64;
         if used + written > MAX_MODEL_BYTES {
             return Err(FetchError::TooLarge {
@@ -469,17 +489,9 @@ where
 {
     let mut body = Vec::new();
     loop {
-        let chunk = tokio::time::timeout(IDLE_TIMEOUT, response.next())
-            .await
-            .map_err(|_| FetchError::Transport {
-                what: what.to_string(),
-                message: format!("no data for {} s", IDLE_TIMEOUT.as_secs()),
-            })?;
-        let Some(chunk) = chunk else { break };
-        let chunk = chunk.map_err(|e| FetchError::Transport {
-            what: what.to_string(),
-            message: format!("reading the body: {e}"),
-        })?;
+        let Some(chunk) = next_chunk(&mut response, what).await? else {
+            break;
+        };
         if body.len() + chunk.len() > MAX_SMALL_BODY {
             return Err(FetchError::TooLarge {
                 what: what.to_string(),
@@ -497,20 +509,11 @@ async fn get_small(
     url: &str,
     what: &str,
 ) -> Result<String, FetchError> {
-    let mut attempt = 1;
-    loop {
-        let result = match send(client, signer, url, what).await {
-            Ok(response) => read_small(response, what).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(e) if e.transient() && attempt < ATTEMPTS => {
-                tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    retrying(what, || async {
+        let response = send(client, signer, url, what).await?;
+        read_small(response, what).await
+    })
+    .await
 }
 
 /// The S3 error document (`<Error><Code>AccessDenied</Code><Message>...`).
