@@ -151,6 +151,9 @@ pub struct ServingConfig {
     pub ended_replicas_kept: usize,
     /// Per-request timeout when the service sets none (KServe's default is 300 s).
     pub default_timeout_seconds: u64,
+    /// Data-plane worker threads; 0: one per CPU. The proxy is CPU-bound under load,
+    /// so on a many-core workstation it should not be capped like the control plane.
+    pub workers: usize,
     /// S3-compatible endpoint for `s3://` storage URIs (`http://127.0.0.1:9000`); empty: refused.
     pub s3_endpoint: String,
     /// S3 access key for `s3://` storage; empty: `AWS_ACCESS_KEY_ID` from the daemon's
@@ -181,6 +184,7 @@ impl Default for ServingConfig {
             revision_failure_limit: 3,
             ended_replicas_kept: 10,
             default_timeout_seconds: 300,
+            workers: 0,
             s3_endpoint: String::new(),
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
@@ -251,6 +255,7 @@ pub const SETTINGS: &[&str] = &[
     "serving.revision_failure_limit",
     "serving.ended_replicas_kept",
     "serving.default_timeout_seconds",
+    "serving.workers",
     "serving.s3_endpoint",
     "serving.s3_access_key_id",
     "serving.s3_secret_access_key",
@@ -419,6 +424,12 @@ impl Config {
                 message: "autoscaler_tick_ms and activator_queue must be at least 1".into(),
             });
         }
+        if s.workers > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "serving.workers",
+                message: "must be at most 1024 (0: one per CPU)".into(),
+            });
+        }
         if s.s3_access_key_id.is_empty() != s.s3_secret_access_key.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "serving.s3_secret_access_key",
@@ -551,5 +562,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime") || err.contains("podman"), "{err}");
+    }
+
+    /// The README's configuration table is the user's reference: a setting missing
+    /// from it is a setting nobody finds.
+    #[test]
+    fn every_setting_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for key in SETTINGS {
+            let env = env_name(key);
+            // Rows that pair two settings abbreviate the second as `..._TAIL`.
+            let section = key.split_once('.').map(|(s, _)| s.to_uppercase());
+            let abbreviated = section.and_then(|s| {
+                env.strip_prefix(&format!("HEARTH_{s}"))
+                    .map(|tail| format!("`...{tail}`"))
+            });
+            let found =
+                readme.contains(&format!("`{env}`")) || abbreviated.is_some_and(|a| readme.contains(&a));
+            assert!(found, "README's configuration table lacks {key} ({env})");
+        }
     }
 }

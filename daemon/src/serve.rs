@@ -195,7 +195,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let api_addr = api_listener.local_addr()?;
     let serving_addr = serving_listener.local_addr()?;
     plane.set_address(serving_addr);
-    let workers = crate::node::cpu_count().clamp(1, 4);
+    let cpus = crate::node::cpu_count();
+    let workers = cpus.clamp(1, 4);
+    let serving_workers = match config.serving.workers {
+        0 => cpus.max(1),
+        n => n,
+    };
     let shutdown_timeout = config.shutdown_timeout_seconds;
     let max_body = config.max_body_bytes;
 
@@ -210,7 +215,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let serving = actix_web::HttpServer::new(move || {
             crate::serving::dataplane::app(Arc::clone(&plane), max_body)
         })
-        .workers(workers)
+        .workers(serving_workers)
         .disable_signals()
         .shutdown_timeout(shutdown_timeout)
         .listen(serving_listener)?
@@ -223,7 +228,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         // start must drain and exit 0, not kill the daemon with the default action.
         let shutdown = shutdown_signals();
         write_addr_file(&state.config.data_dir, &api_addr.to_string(), &serving_addr.to_string())?;
-        tracing::info!(api = %api_addr, serving = %serving_addr, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
+        tracing::info!(api = %api_addr, serving = %serving_addr, serving_workers, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         let background = spawn_background(state.clone());
         // On the actix thread: the controller's HTTP client (probes, model fetches) is awc.

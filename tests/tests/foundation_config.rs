@@ -219,3 +219,44 @@ fn unavailable_runtime_is_refused_clearly() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("docker"), "{}", stderr(&out));
 }
+
+/// The data plane is sized apart from the control plane: `serving.workers` threads
+/// (one per CPU by default), while the API keeps at most 4.
+#[test]
+fn serving_workers_sizes_the_data_plane() {
+    let worker_threads = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "actix-rt|system")
+            .count()
+    };
+    // Workers start beside the listener; give them a moment to appear.
+    let settled = |pid: u32, want: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let seen = worker_threads(pid);
+            if seen == want || std::time::Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let api_workers = cpus.min(4);
+    let d = spawn_daemon_with(Options::default().config("[serving]\nworkers = 3"));
+    assert_eq!(settled(d.pid(), api_workers + 3), api_workers + 3);
+    let d = spawn_daemon_with(Options::default());
+    assert_eq!(settled(d.pid(), api_workers + cpus), api_workers + cpus);
+    let empty = config_file("");
+    let refused = run(
+        &["config", "show", "--config", empty.path().to_str().unwrap()],
+        &[("HEARTH_SERVING_WORKERS", "5000")],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("serving.workers"),
+        "{}",
+        stderr(&refused)
+    );
+}
