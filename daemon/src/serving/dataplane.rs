@@ -26,6 +26,8 @@ use crate::auth::Auth;
 use crate::config::ServingConfig;
 
 pub const REVISION_HEADER: &str = "x-hearth-revision";
+/// The same name, parsed once rather than on every answer.
+const REVISION_HEADER_NAME: HeaderName = HeaderName::from_static(REVISION_HEADER);
 
 /// One service as routed now. Replaced whole by the controller on every change.
 pub struct ServiceRoute {
@@ -680,14 +682,14 @@ async fn forward(
         }
         _ => None,
     };
-    let service_labels = ServiceLabels {
-        namespace: route.namespace.clone(),
-        service: route.name.clone(),
-    };
     if let (Some(cache), Some(key)) = (&route.cache, &cache_key) {
+        let service_labels = ServiceLabels {
+            namespace: route.namespace.clone(),
+            service: route.name.clone(),
+        };
         if let Some(hit) = cache.get(key) {
             plane.metrics.cache_hits.get_or_create(&service_labels).inc();
-            return cached_response(hit, revision, &prepared.answer);
+            return cached_response(hit, &pool.metrics.header);
         }
         plane.metrics.cache_misses.get_or_create(&service_labels).inc();
     }
@@ -719,7 +721,9 @@ async fn forward(
         in_flight_pool.metrics.in_flight.dec();
     });
 
-    let url = format!("http://{}{}", lease.replica.addr, prepared.path);
+    let mut url = String::with_capacity(lease.replica.origin.len() + prepared.path.len());
+    url.push_str(&lease.replica.origin);
+    url.push_str(&prepared.path);
     let mut upstream = data
         .client
         .request(req.method().clone(), url)
@@ -781,7 +785,7 @@ async fn forward(
     };
     let status = upstream_response.status();
     let mut builder = HttpResponse::build(status);
-    builder.insert_header((REVISION_HEADER, pool.metrics.header.clone()));
+    builder.insert_header((REVISION_HEADER_NAME, pool.metrics.header.clone()));
     if prepared.answer == Answer::Raw && cache_key.is_none() {
         copy_headers(upstream_response.headers(), &mut builder);
         // Streamed: the lease is released when the body has been read.
@@ -876,7 +880,7 @@ async fn forward(
     if let (Some(cache), Some(key)) = (&route.cache, cache_key) {
         cache.put(key, converted.clone());
     }
-    cached_response(converted, revision, &Answer::Raw)
+    cached_response(converted, &pool.metrics.header)
 }
 
 fn plane_limit() -> usize {
@@ -891,10 +895,10 @@ fn copy_headers(from: &HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
     }
 }
 
-fn cached_response(value: Cached, revision: &str, _answer: &Answer) -> HttpResponse {
+fn cached_response(value: Cached, revision: &HeaderValue) -> HttpResponse {
     let mut builder = HttpResponse::Ok();
-    builder.insert_header((REVISION_HEADER, revision.to_string()));
-    builder.insert_header((header::CONTENT_TYPE, value.content_type.clone()));
+    builder.insert_header((REVISION_HEADER_NAME, revision.clone()));
+    builder.insert_header((header::CONTENT_TYPE, value.content_type));
     if let Some(len) = value.header_len {
         builder.insert_header((HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(len)));
     }
