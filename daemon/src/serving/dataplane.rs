@@ -253,8 +253,10 @@ impl DataPlane {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         if let Some(host) = host {
             let host = host.split(':').next().unwrap_or(host);
-            let suffix = format!(".{}", self.config.domain);
-            if let Some(prefix) = host.strip_suffix(&suffix) {
+            let prefix = host
+                .strip_suffix(self.config.domain.as_str())
+                .and_then(|h| h.strip_suffix('.'));
+            if let Some(prefix) = prefix {
                 if let Some((name, ns)) = prefix.split_once('.') {
                     return routes
                         .get(&(ns.to_string(), name.to_string()))
