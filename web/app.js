@@ -349,34 +349,18 @@ function renderIsvcDetail(x, replicas) {
 
 // --- actions ---------------------------------------------------------------------
 
-function openDetail(title) {
+// Opens one detail pane (which: "jobDetail", "runDetail" or "isvcDetail"), closing the others.
+async function openDetail(which, id, title) {
+  state.jobDetail = state.runDetail = state.isvcDetail = "";
+  state[which] = id;
   $("detail-section").hidden = false;
   $("detail-title").textContent = title;
-}
-
-async function openJob(name) {
-  state.jobDetail = name;
-  state.runDetail = "";
-  state.isvcDetail = "";
-  openDetail(`Job ${state.namespace}/${name}`);
   await refreshDetail();
 }
 
-async function openIsvc(name) {
-  state.isvcDetail = name;
-  state.jobDetail = "";
-  state.runDetail = "";
-  openDetail(`InferenceService ${state.namespace}/${name}`);
-  await refreshDetail();
-}
-
-async function openRun(runId) {
-  state.runDetail = runId;
-  state.jobDetail = "";
-  state.isvcDetail = "";
-  openDetail(`Run ${runId}`);
-  await refreshDetail();
-}
+const openJob = (name) => openDetail("jobDetail", name, `Job ${state.namespace}/${name}`);
+const openIsvc = (name) => openDetail("isvcDetail", name, `InferenceService ${state.namespace}/${name}`);
+const openRun = (runId) => openDetail("runDetail", runId, `Run ${runId}`);
 
 async function refreshDetail() {
   try {
@@ -394,9 +378,7 @@ async function refreshDetail() {
 }
 
 function closeDetail() {
-  state.jobDetail = "";
-  state.runDetail = "";
-  state.isvcDetail = "";
+  state.jobDetail = state.runDetail = state.isvcDetail = "";
   $("detail-section").hidden = true;
   clearError("details");
 }

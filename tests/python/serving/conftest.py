@@ -1,6 +1,9 @@
 """Fixtures for the serving e2e: a real hearth daemon (its replicas run MLServer from
 this venv), a trained scikit-learn model on disk, and small HTTP helpers."""
 
+import contextlib
+import functools
+import http.server
 import json
 import os
 import pathlib
@@ -8,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import joblib
@@ -176,3 +180,23 @@ def isvc(name, storage, **predictor):
     spec.update(predictor)
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {"name": name, "namespace": "kubeflow"}, "spec": {"predictor": spec}}
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory without logging every request into the test's output."""
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def file_server(directory, handler=QuietFiles, tls=None):
+    """An HTTP(S) server for `directory` on a free port, for as long as the block runs."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()

@@ -3,8 +3,6 @@ again on the same data directory, adopts the running replica: the same workload,
 second replica, and predictions answer at once (no cold start). Killed in the middle
 of a model download, it fetches again after the restart."""
 
-import functools
-import http.server
 import threading
 import time
 
@@ -12,7 +10,7 @@ import joblib
 import numpy as np
 import requests
 
-from conftest import isvc, start_daemon, stop_daemon
+from conftest import QuietFiles, file_server, isvc, start_daemon, stop_daemon
 
 NS = "kubeflow"
 X = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
@@ -82,40 +80,35 @@ def test_a_daemon_killed_mid_download_fetches_again_after_restart(models):
     release = threading.Event()
     requests_seen = []
 
-    class Stalled(http.server.SimpleHTTPRequestHandler):
+    class Stalled(QuietFiles):
         def do_GET(self):
             requests_seen.append(self.path)
             if len(requests_seen) == 1:
                 release.wait(60)  # the first download hangs until the daemon is gone
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Stalled, directory=str(models["a"])))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    doc = isvc("refetched", models["a"])
-    doc["spec"]["predictor"]["model"]["storageUri"] = f"http://127.0.0.1:{server.server_port}/model.joblib"
-    d = start_daemon()
-    data_dir = d.data_dir
-    try:
-        d.create(NS, doc)
-        deadline = time.monotonic() + 20
-        while not requests_seen:
-            assert time.monotonic() < deadline, "the download did not start"
-            time.sleep(0.05)
-        d.proc.kill()
-        d.proc.wait(timeout=10)
-        release.set()
-        d = start_daemon(data_dir=data_dir)
-        d.wait_ready(NS, "refetched", timeout=60)
-        assert len(requests_seen) >= 2, requests_seen
-        r = requests.post(f"{d.serving}/v1/models/refetched:predict", json={"instances": X},
-                          headers={"Host": f"refetched.{NS}.example.com"}, timeout=60)
-        assert r.status_code == 200, r.text
-        partial = [p.name for p in (data_dir / "data" / "serving" / "models").iterdir() if p.name.endswith(".partial")]
-        assert not partial, partial
-    finally:
-        release.set()
-        server.shutdown()
-        stop_daemon(d)
+    with file_server(models["a"], Stalled) as server:
+        doc = isvc("refetched", models["a"])
+        doc["spec"]["predictor"]["model"]["storageUri"] = f"http://127.0.0.1:{server.server_port}/model.joblib"
+        d = start_daemon()
+        data_dir = d.data_dir
+        try:
+            d.create(NS, doc)
+            deadline = time.monotonic() + 20
+            while not requests_seen:
+                assert time.monotonic() < deadline, "the download did not start"
+                time.sleep(0.05)
+            d.proc.kill()
+            d.proc.wait(timeout=10)
+            release.set()
+            d = start_daemon(data_dir=data_dir)
+            d.wait_ready(NS, "refetched", timeout=60)
+            assert len(requests_seen) >= 2, requests_seen
+            r = requests.post(f"{d.serving}/v1/models/refetched:predict", json={"instances": X},
+                              headers={"Host": f"refetched.{NS}.example.com"}, timeout=60)
+            assert r.status_code == 200, r.text
+            partial = [p.name for p in (data_dir / "data" / "serving" / "models").iterdir() if p.name.endswith(".partial")]
+            assert not partial, partial
+        finally:
+            release.set()
+            stop_daemon(d)

@@ -16,7 +16,7 @@ import pytest
 import requests
 import tritonclient.http as triton
 
-from conftest import ROOT, isvc, ready
+from conftest import ROOT, file_server, isvc, ready
 
 NS = "kubeflow"
 X = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
@@ -278,19 +278,12 @@ def test_bearer_auth_and_response_cache(daemon, models):
 
 
 def test_http_storage_uri_is_fetched_into_the_cache(daemon, models):
-    import functools
-    import http.server
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(models["b"]))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        name = "from-http"
+    name = "from-http"
+    with file_server(models["b"]) as server:
         doc = isvc(name, "unused")
         doc["spec"]["predictor"]["model"]["storageUri"] = f"http://127.0.0.1:{server.server_port}/model.joblib"
         daemon.create(NS, doc)
         daemon.wait_ready(NS, name)
-    finally:
-        server.shutdown()
     # Served from the revision's cache, with the origin gone.
     import joblib
     expected = joblib.load(models["b"] / "model.joblib").predict(np.array(X)).tolist()

@@ -4,8 +4,6 @@ credentials are checked), and http:// with a redirect. https:// is not tested: i
 a certificate the daemon trusts and nothing here can reach the Internet."""
 
 import concurrent.futures
-import functools
-import http.server
 import json
 import socket
 import subprocess
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import VENV_BIN, isvc, ready, start_daemon, stop_daemon
+from conftest import VENV_BIN, QuietFiles, file_server, isvc, ready, start_daemon, stop_daemon
 
 NS = "kubeflow"
 X = [[6.8, 2.8, 4.8, 1.4], [5.1, 3.5, 1.4, 0.2], [7.7, 3.0, 6.1, 2.3]]
@@ -153,7 +151,7 @@ def test_s3_wrong_credentials_are_named_in_the_status(s3):
 
 
 def test_http_storage_follows_redirects_and_names_a_missing_file(daemon, models):
-    class Handler(http.server.SimpleHTTPRequestHandler):
+    class Handler(QuietFiles):
         def do_GET(self):
             if self.path == "/latest/model.joblib":
                 self.send_response(302)
@@ -162,21 +160,13 @@ def test_http_storage_follows_redirects_and_names_a_missing_file(daemon, models)
                 return
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Handler, directory=str(models["a"]))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with file_server(models["a"], Handler) as server:
+        base = f"http://127.0.0.1:{server.server_port}"
         daemon.create(NS, s3_isvc("redirected", f"{base}/latest/model.joblib"))
         daemon.wait_ready(NS, "redirected")
         daemon.create(NS, s3_isvc("missing", f"{base}/nothing/model.joblib"))
         message = wait_failed(daemon, "missing")
         assert "HTTP 404" in message and "/nothing/model.joblib" in message, message
-    finally:
-        server.shutdown()
     expected = joblib.load(models["a"] / "model.joblib").predict(np.array(X)).tolist()
     r = v1_predict(daemon, "redirected")
     assert r.status_code == 200, r.text
@@ -189,7 +179,7 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
     until the revision's deadline the same way)."""
     failures_left = [6]
 
-    class Flaky(http.server.SimpleHTTPRequestHandler):
+    class Flaky(QuietFiles):
         def do_GET(self):
             if failures_left[0] > 0:
                 failures_left[0] -= 1
@@ -199,13 +189,7 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
                 return
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Flaky, directory=str(models["a"]))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with file_server(models["a"], Flaky) as server:
         daemon.create(NS, s3_isvc("outage", f"http://127.0.0.1:{server.server_port}/model.joblib"))
 
         def says_retrying(doc):
@@ -213,8 +197,6 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
                        and "trying again" in c["message"] for c in doc.get("status", {}).get("conditions", []))
         daemon.wait(NS, "outage", says_retrying, 60, "a retry message")
         doc = daemon.wait_ready(NS, "outage", timeout=90)
-    finally:
-        server.shutdown()
     assert failures_left[0] == 0
     assert all(not c.get("message") for c in doc["status"]["conditions"] if c["type"] == "PredictorReady"), doc
     r = v1_predict(daemon, "outage")
@@ -224,28 +206,22 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
 def test_a_slow_download_does_not_hold_up_other_services(daemon, models):
     release = threading.Event()
 
-    class Stalled(http.server.SimpleHTTPRequestHandler):
+    class Stalled(QuietFiles):
         def do_GET(self):
             release.wait(60)
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Stalled, directory=str(models["a"]))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        daemon.create(NS, s3_isvc("stalled", f"http://127.0.0.1:{server.server_port}/model.joblib"))
-        time.sleep(0.5)
-        daemon.create(NS, isvc("beside", models["b"]))
-        daemon.wait_ready(NS, "beside", timeout=60)
-        assert not ready(daemon.get(NS, "stalled")), "the stalled download cannot have finished"
-        release.set()
-        daemon.wait_ready(NS, "stalled", timeout=60)
-    finally:
-        release.set()
-        server.shutdown()
+    with file_server(models["a"], Stalled) as server:
+        try:
+            daemon.create(NS, s3_isvc("stalled", f"http://127.0.0.1:{server.server_port}/model.joblib"))
+            time.sleep(0.5)
+            daemon.create(NS, isvc("beside", models["b"]))
+            daemon.wait_ready(NS, "beside", timeout=60)
+            assert not ready(daemon.get(NS, "stalled")), "the stalled download cannot have finished"
+            release.set()
+            daemon.wait_ready(NS, "stalled", timeout=60)
+        finally:
+            release.set()
 
 
 @pytest.fixture(scope="module")
@@ -261,18 +237,10 @@ def https_models(models, tmp_path_factory):
     (tls / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
         "-extfile", "ext.cnf", "-out", "server.pem")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(models["a"])))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(tls / "server.pem", tls / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield types.SimpleNamespace(url=f"https://127.0.0.1:{server.server_port}/model.joblib", ca=tls / "ca.pem")
-    server.shutdown()
+    with file_server(models["a"], tls=context) as server:
+        yield types.SimpleNamespace(url=f"https://127.0.0.1:{server.server_port}/model.joblib", ca=tls / "ca.pem")
 
 
 def test_https_storage_with_a_ca_the_host_trusts(https_models, models):
@@ -299,31 +267,26 @@ def test_deleting_a_service_mid_download_leaves_no_files(daemon, models):
     release = threading.Event()
     seen = []
 
-    class Stalled(http.server.SimpleHTTPRequestHandler):
+    class Stalled(QuietFiles):
         def do_GET(self):
             seen.append(self.path)
             release.wait(60)
             super().do_GET()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Stalled, directory=str(models["a"])))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     caches = daemon.data_dir / "data" / "serving" / "models"
     before = set(p.name for p in caches.iterdir()) if caches.exists() else set()
-    try:
-        daemon.create(NS, s3_isvc("abandoned", f"http://127.0.0.1:{server.server_port}/model.joblib"))
-        deadline = time.time() + 20
-        while not seen:
-            assert time.time() < deadline, "the download did not start"
-            time.sleep(0.05)
-        assert daemon.session.delete(daemon.url(NS, "abandoned")).status_code == 200
-        while daemon.session.get(daemon.url(NS, "abandoned")).status_code != 404:
-            assert time.time() < deadline + 20, "the service was not deleted"
-            time.sleep(0.1)
-    finally:
-        release.set()
-        server.shutdown()
+    with file_server(models["a"], Stalled) as server:
+        try:
+            daemon.create(NS, s3_isvc("abandoned", f"http://127.0.0.1:{server.server_port}/model.joblib"))
+            deadline = time.time() + 20
+            while not seen:
+                assert time.time() < deadline, "the download did not start"
+                time.sleep(0.05)
+            assert daemon.session.delete(daemon.url(NS, "abandoned")).status_code == 200
+            while daemon.session.get(daemon.url(NS, "abandoned")).status_code != 404:
+                assert time.time() < deadline + 20, "the service was not deleted"
+                time.sleep(0.1)
+        finally:
+            release.set()
     time.sleep(1)  # what an unstopped download would write, it would have written now
     assert set(p.name for p in caches.iterdir()) == before
