@@ -94,3 +94,60 @@ pub fn string_list(value: &Value, key: &str, path: &str) -> Result<Vec<String>, 
         )),
     }
 }
+
+/// The longest time span, in seconds, that any duration, deadline or TTL field may
+/// hold: 2^31-1 s (about 68 years), the range Kubernetes gives its `int32` second
+/// fields. Bounding every user-given span here keeps the arithmetic done on it
+/// (`Instant + Duration`, `DateTime + TimeDelta`) far from overflow.
+pub const MAX_SECONDS: u64 = i32::MAX as u64;
+
+/// An optional integer at `path.key` within `min..=max`; anything else (a negative,
+/// a fraction, a number past the range, NaN written as a string, a string) is
+/// `FieldError::Invalid` naming the field and the range allowed.
+pub fn opt_u64_in(
+    value: &Value,
+    key: &str,
+    path: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, FieldError> {
+    let field = || {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(FieldError::invalid(
+                field(),
+                format!("must be an integer from {min} to {max}, not {v}"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bounded_integers_name_the_field_and_the_range() {
+        let doc =
+            json!({"a": 5, "b": -1, "c": 1e300, "d": "NaN", "e": 9_223_372_036_854_775_807u64, "f": 1.5});
+        assert_eq!(opt_u64_in(&doc, "a", "spec", 0, 10), Ok(Some(5)));
+        assert_eq!(opt_u64_in(&doc, "missing", "spec", 0, 10), Ok(None));
+        for key in ["b", "c", "d", "e", "f"] {
+            let err = opt_u64_in(&doc, key, "spec", 0, MAX_SECONDS).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("spec.{key}: must be an integer from 0 to 2147483647")),
+                "{text}"
+            );
+        }
+    }
+}
