@@ -1083,16 +1083,20 @@ pub async fn create_recurring_run(
     let src = run_source(p, caller, body).await?;
     let experiment_id = experiment_for(p, caller, &ns, body["experiment_id"].as_str()).await?;
     let trigger = super::schedule::Trigger::parse(&body["trigger"])?;
-    let start = super::schedule::time_field(body, "start_time")?;
-    let end = super::schedule::time_field(body, "end_time")?;
-    if let Some(t) = body.get("trigger") {
-        for sub in ["cron_schedule", "periodic_schedule"] {
-            for key in ["start_time", "end_time"] {
-                if let Some(Value::String(s)) = t.get(sub).and_then(|s| s.get(key)) {
-                    super::schedule::parse_time(s)
-                        .map_err(|e| invalid(&format!("trigger.{sub}.{key}"), e))?;
-                }
-            }
+    // recurring_run.proto keeps the times in the trigger's schedule; a top-level
+    // `start_time`/`end_time` is taken too when the schedule has none.
+    let mut start = super::schedule::time_field(body, "start_time")?;
+    let mut end = super::schedule::time_field(body, "end_time")?;
+    for sub in ["cron_schedule", "periodic_schedule"] {
+        if let Some(inner) = body["trigger"].get(sub).filter(|s| !s.is_null()) {
+            let field = |key: &str| {
+                super::schedule::time_field(inner, key).map_err(|e| match e {
+                    PipelineError::Invalid { detail, .. } => invalid(&format!("trigger.{sub}.{key}"), detail),
+                    other => other,
+                })
+            };
+            start = field("start_time")?.or(start);
+            end = field("end_time")?.or(end);
         }
     }
     // Range [1-10], as recurring_run.proto documents it.

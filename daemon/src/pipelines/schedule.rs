@@ -22,7 +22,7 @@ pub enum Trigger {
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+        .map_err(|e| format!("must be an RFC 3339 time such as \"2030-01-01T00:00:00Z\", not {s:?} ({e})"))
 }
 
 pub fn time_field(body: &Value, key: &str) -> Result<Option<String>, PipelineError> {
@@ -38,7 +38,10 @@ pub fn time_field(body: &Value, key: &str) -> Result<Option<String>, PipelineErr
         }
         _ => Err(PipelineError::Invalid {
             field: key.to_string(),
-            detail: "must be an RFC 3339 string".into(),
+            detail: format!(
+                "must be an RFC 3339 time such as \"2030-01-01T00:00:00Z\", not {}",
+                body[key]
+            ),
         }),
     }
 }
