@@ -476,8 +476,13 @@ impl RunCtx {
             .store
             .call(move |conn| crate::store::resources::update_status(conn, &uid, &status, None))
             .await;
-        if let Err(e) = res {
-            tracing::warn!(run = %self.run_id, error = %e, "writing run status");
+        match res {
+            Ok(_) => {}
+            // A deleted run's driver winds down; its status has nowhere to go.
+            Err(e) if self.cancel.is_cancelled() => {
+                tracing::debug!(run = %self.run_id, error = %e, "writing the status of a stopped run")
+            }
+            Err(e) => tracing::warn!(run = %self.run_id, error = %e, "writing run status"),
         }
     }
 
