@@ -2,7 +2,8 @@
 //! driver writes it with Go's `protojson.Marshal`: default and empty fields are left
 //! out (an empty `parameterValues`, `artifacts` or `parameters` map, an artifact's
 //! empty `metadata`), and an exit handler's `PipelineTaskFinalStatus` carries the empty
-//! `google.rpc.Status` (`"error": {}`) after a success, so the SDK reads `None`.
+//! `google.rpc.Status` (`"error": {}`) after a success, so the SDK reads `None`. API
+//! answers leave unset fields out too, as KFP's server (protojson) does.
 
 use std::path::Path;
 use std::time::Duration;
@@ -139,4 +140,27 @@ fn executor_inputs_leave_out_what_protojson_leaves_out() {
     assert_eq!(status["error"], json!({}), "{handler}");
     assert_eq!(status["pipelineTaskName"], "consume", "{handler}");
     assert_eq!(status["pipelineJobResourceName"], json!(id), "{handler}");
+
+    // The API answers as KFP's server writes them (protojson, unpopulated fields left
+    // out): no top-level `null` or empty string in a run or its task details.
+    let unset = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| f.is_null() || f.as_str() == Some(""))
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(unset(&run.body), Vec::<String>::new(), "{run}");
+    for task in run.body["run_details"]["task_details"].as_array().unwrap() {
+        assert_eq!(unset(task), Vec::<String>::new(), "{task}");
+    }
+    let experiment = d.get(
+        &format!(
+            "/apis/v2beta1/experiments/{}",
+            run.body["experiment_id"].as_str().unwrap()
+        ),
+        Some(&token),
+    );
+    assert_eq!(unset(&experiment.body), Vec::<String>::new(), "{experiment}");
 }
