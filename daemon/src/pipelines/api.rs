@@ -1029,7 +1029,7 @@ pub async fn retry_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Va
     let mut spec = r.spec.clone();
     spec["terminate_requested"] = json!(false);
     // Steps run again as new workloads: their ids carry the generation.
-    spec["retry_generation"] = json!(spec["retry_generation"].as_u64().unwrap_or(0) + 1);
+    spec["retry_generation"] = json!(spec["retry_generation"].as_u64().unwrap_or(0).saturating_add(1));
     replace_spec(p, &r, spec).await?;
     let uid = r.uid.clone();
     let st = serde_json::to_value(&status).map_err(|e| PipelineError::Store(StoreError::Json(e)))?;
