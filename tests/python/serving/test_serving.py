@@ -117,10 +117,13 @@ def test_canary_promotion_rollback_and_broken_revision(daemon, models):
     assert doc["status"]["components"]["predictor"]["previousRolledoutRevision"] == first
     assert revision_counts(daemon, name, 50) == {second: 50}
 
-    # Rollback: canaryTrafficPercent 0 sends everything to the previous rolled-out revision.
+    # Rollback: canaryTrafficPercent 0 sends everything to the previous rolled-out revision;
+    # the latest stays listed at 0 %, as KServe lists it.
     daemon.patch(NS, name, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
-    daemon.wait(NS, name, lambda d: [t["revisionName"] for t in d["status"]["components"]["predictor"]["traffic"]] == [first],
-                what="rollback")
+    doc = daemon.wait(NS, name, lambda d: {t["revisionName"]: t["percent"] for t in d["status"]["components"]["predictor"]["traffic"]}
+                      == {second: 0, first: 100}, what="rollback")
+    targets = {t["revisionName"]: t for t in doc["status"]["components"]["predictor"]["traffic"]}
+    assert targets[second]["latestRevision"] is True and targets[first]["latestRevision"] is False, targets
     assert revision_counts(daemon, name, 50) == {first: 50}
 
     # A broken model: its revision fails and never receives traffic.
