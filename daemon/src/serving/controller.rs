@@ -1166,7 +1166,7 @@ impl Controller {
         );
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
-        std::fs::create_dir_all(&work_dir)?;
+        tokio::fs::create_dir_all(&work_dir).await?;
         let vars: BTreeMap<&str, String> = [
             ("{model_name}", service.name.clone()),
             ("{model_dir}", model_dir.display().to_string()),
@@ -1509,8 +1509,15 @@ async fn fetch_model(
     let tmp = data_dir
         .join("serving/models")
         .join(format!("{revision_uid}.partial"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    // Filesystem work runs on the blocking pool: this task shares the controller's
+    // thread, and a leftover partial tree can be large.
+    let fresh = tmp.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).map_err(|e| format!("creating {}: {e}", fresh.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     match &storage {
         Storage::File { path } => {
             let from = PathBuf::from(path);
@@ -1543,9 +1550,14 @@ async fn fetch_model(
                 })?;
         }
     }
-    std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| format!("caching the model: {e}"))?;
+    let cached = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&cached);
+        std::fs::rename(&tmp, &cached).map_err(|e| format!("caching the model: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     Ok(dir)
 }
 
