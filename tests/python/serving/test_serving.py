@@ -207,10 +207,15 @@ def test_scale_to_zero_then_load_scales_up_and_down(daemon, models):
         for f in futures:
             f.result()
     assert peak >= 2, f"replicas never went above {peak}\n{daemon.log_tail()}"
+    # Down again means the replica processes stop, all the way to zero (minReplicas 0,
+    # a 6 s stable window and a 3 s grace here), not only that the data plane stops
+    # routing to them: a drained replica that is never stopped would keep running.
     deadline = time.time() + 60
-    while daemon.replicas_ready(NS, name) >= peak and daemon.replicas_ready(NS, name) > 1:
-        assert time.time() < deadline, "replicas did not scale down"
+    while daemon.replicas_active(NS, name) > 0:
+        assert time.time() < deadline, (f"replicas did not scale down to zero: {daemon.replicas_active(NS, name)} "
+                                         f"still active\n{daemon.log_tail()}")
         time.sleep(0.5)
+    assert daemon.replicas_ready(NS, name) == 0
     print(f"load: {dict(results)}, peak replicas {peak}")
     assert not errors, errors[:5]
     assert results[200] > 100
