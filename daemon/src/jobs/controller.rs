@@ -800,6 +800,21 @@ impl Jobs {
                                 requeue = Some(Duration::ZERO);
                                 break;
                             }
+                            // Deterministic: waiting would not change it, so the Job
+                            // ends with the reason instead of a retry every second.
+                            Err(SchedulerError::Invalid(message)) => {
+                                set_condition(
+                                    &mut status,
+                                    "FailureTarget",
+                                    true,
+                                    "InvalidSpec",
+                                    &message,
+                                    now,
+                                );
+                                events.push(("Warning", "InvalidSpec".into(), message));
+                                requeue = Some(Duration::ZERO);
+                                break;
+                            }
                             Err(e) => return Err(e.into()),
                         }
                     }
