@@ -66,10 +66,13 @@ pub const STOP: &str = "stop";
 /// `HEARTH_FAULT_INJECT`: a test hook, never set in production. A comma-separated list
 /// of fault points; see `fault_injected`.
 pub const FAULT_INJECT_ENV: &str = "HEARTH_FAULT_INJECT";
-/// Fault point: the daemon kills itself (SIGKILL) right after spawning a shim, and that
-/// shim waits before claiming the workload, so the restarted daemon's recovery races
-/// its claim (the worst case for "never two copies").
+/// Fault point: the daemon kills itself (SIGKILL) right after spawning a shim, before
+/// it hears whether the shim started the workload.
 pub const FAULT_AFTER_SHIM_SPAWN: &str = "after-shim-spawn";
+/// Fault point: the shim waits 2 s before it claims the workload, so that a restarted
+/// daemon's recovery races its claim (the worst case for "never two copies") or a stop
+/// finds the workload still starting.
+pub const FAULT_SHIM_SLOW_CLAIM: &str = "shim-slow-claim";
 pub const LOG: &str = "output.log";
 pub const LOG_ROTATED: &str = "output.log.1";
 
@@ -115,7 +118,7 @@ fn run(dir: &Path) -> Result<(), String> {
     // Signals before the claim: once shim.pid names this process the daemon may send
     // SIGTERM, which must become a stop of the tree, not the shim's death.
     let signals = block_signals()?;
-    if fault_injected(FAULT_AFTER_SHIM_SPAWN) {
+    if fault_injected(FAULT_SHIM_SLOW_CLAIM) {
         std::thread::sleep(Duration::from_secs(2));
     }
     if !claim(dir)? {
