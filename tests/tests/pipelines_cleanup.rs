@@ -148,12 +148,14 @@ fn a_run_deleted_while_no_driver_is_live_has_its_step_stopped_after_restart() {
     }
 }
 
-// The pipelines controller asks the scheduler to stop every step of each deleted run
-// (all 100 runs' workloads end `Stopped` in the store); a stop that lands while the
-// process runtime is starting a step is lost there today, and the step runs on. The
-// runtime's fix (issue 19, item 3) makes this pass; run it with `--ignored` until then.
+// The pipelines controller asks the scheduler to stop every step of each deleted run,
+// and asks again every 2 s while one has not ended. With main as of 2026-12-01 this
+// passes about two runs in three: in the others one to three steps stay `Running`
+// with live processes, and the runtime answers each stop of such a step with "runtime
+// I/O on <data>/workloads/<id>: No such file or directory" (a stop racing the step's
+// start). Run it with `--run-ignored all` once the runtime honours those stops.
 #[test]
-#[ignore = "needs the process runtime to honour a stop during Starting (issue 19 item 3)"]
+#[ignore = "the process runtime loses some stops that race a step's start (issue 19 item 3)"]
 fn a_hundred_create_delete_pairs_leave_no_step_running() {
     let d = spawn_daemon();
     let token = d.admin().unwrap().to_string();
@@ -170,18 +172,34 @@ fn a_hundred_create_delete_pairs_leave_no_step_running() {
         ids.push(id);
     }
     let running = || -> Vec<u32> { pids(dir.path()).into_iter().filter(|p| alive(*p)).collect() };
-    wait_for(
-        "every step of a deleted run to end",
-        Duration::from_secs(20),
-        || running().is_empty(),
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !running().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A step launched late (a stop lost while it was starting) would show up now.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        running(),
-        Vec::<u32>::new(),
-        "steps still run after their runs were deleted"
-    );
+    let left = running();
+    if !left.is_empty() {
+        let db = rusqlite::Connection::open(d.data_dir.join("hearth.db")).unwrap();
+        let mut st = db
+            .prepare("SELECT phase, count(*) FROM workloads GROUP BY phase")
+            .unwrap();
+        let phases: Vec<(String, i64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let logs = d.logs();
+        let warnings: Vec<&str> = logs
+            .lines()
+            .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("writing run status"))
+            .take(20)
+            .collect();
+        panic!(
+            "steps {left:?} still run after their runs were deleted; workloads by phase: {phases:?}; \
+             daemon warnings: {warnings:#?}"
+        );
+    }
     for id in &ids {
         for f in run_files(&d, id) {
             wait_for(

@@ -4,7 +4,7 @@
 //! interrupted (steps and files of runs that no longer exist) and prunes the KFP cache
 //! to `CACHE_MAX_ENTRIES` entries of at most `CACHE_MAX_AGE`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub async fn deleted_run(
     run_id: &str,
 ) {
     let deadline = tokio::time::Instant::now() + STOP_WAIT;
-    let mut stopped: HashSet<String> = HashSet::new();
+    let mut stopped: HashMap<String, tokio::time::Instant> = HashMap::new();
     loop {
         let active = match stop_steps(inner, uid, &mut stopped).await {
             Ok(n) => n,
@@ -77,18 +77,27 @@ pub async fn deleted_run(
     }
 }
 
-/// Asks the scheduler to stop each step of the run not yet asked; returns how many
-/// have not ended.
+/// How long a step asked to stop gets before it is asked again: a stop that reaches
+/// a step while it is starting may be lost on the way.
+const RESTOP_AFTER: Duration = Duration::from_secs(2);
+
+/// Asks the scheduler to stop each step of the run not asked in the last
+/// `RESTOP_AFTER`; returns how many have not ended.
 async fn stop_steps(
     inner: &Inner,
     uid: &str,
-    stopped: &mut HashSet<String>,
+    stopped: &mut HashMap<String, tokio::time::Instant>,
 ) -> Result<usize, SchedulerError> {
     let steps = inner.scheduler.list_by_owner(uid).await?;
     let mut active = 0;
+    let now = tokio::time::Instant::now();
     for step in steps.iter().filter(|w| !w.phase.is_final()) {
         active += 1;
-        if stopped.insert(step.id.clone()) {
+        let due = stopped
+            .get(&step.id)
+            .is_none_or(|asked| now.duration_since(*asked) >= RESTOP_AFTER);
+        if due {
+            stopped.insert(step.id.clone(), now);
             match inner.scheduler.stop(&step.id).await {
                 Ok(()) | Err(SchedulerError::NotFound(_)) => {}
                 Err(e) => tracing::warn!(workload = %step.id, error = %e, "stopping a step of a deleted run"),

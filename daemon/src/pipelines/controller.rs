@@ -1705,7 +1705,12 @@ async fn wait_workload(ctx: &RunCtx, path: &str, id: &str) -> Result<WorkloadRec
             stopping = true;
             match ctx.inner.scheduler.stop(id).await {
                 Ok(()) | Err(SchedulerError::NotFound(_)) => {}
-                Err(e) => tracing::warn!(workload = %id, error = %e, "stopping a step"),
+                Err(e) => {
+                    // Refused while the step was starting: ask again after a tick.
+                    tracing::warn!(workload = %id, error = %e, "stopping a step");
+                    stopping = false;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
             continue;
         }
