@@ -1,7 +1,6 @@
 //! `/api/v1/namespaces/{namespace}/jobs`: Kubernetes `batch/v1` Jobs.
 
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
-use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -68,19 +67,53 @@ pub struct EventList {
     pub items: Vec<EventRecord>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Keep the connection open and stream new output until the attempt ends.
-    #[serde(default)]
-    follow: bool,
+    follow: Option<bool>,
     /// Only the last N lines.
     #[param(maximum = 100000000)]
     tail: Option<usize>,
     /// Which attempt (0-based); the latest by default.
     #[param(maximum = 1000000)]
     attempt: Option<usize>,
+}
+
+/// The largest `tail` and `attempt` a log request may ask for (as documented on
+/// [`LogQuery`]).
+const MAX_TAIL: u64 = 100_000_000;
+const MAX_ATTEMPT: u64 = 1_000_000;
+
+/// Reads [`LogQuery`] from the raw query so that a bad value is a 400 naming its
+/// parameter and the range, not serde's bare "invalid digit found in string".
+fn log_query(raw: &std::collections::BTreeMap<String, String>) -> Result<LogQuery, ApiError> {
+    let bad = |key: &str, detail: String| ApiError::BadRequest(format!("query parameter {key}: {detail}"));
+    let number = |key: &str, max: u64| -> Result<Option<usize>, ApiError> {
+        let Some(text) = raw.get(key) else { return Ok(None) };
+        text.parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| bad(key, format!("must be an integer from 0 to {max}, not {text:?}")))
+    };
+    if let Some(key) = raw
+        .keys()
+        .find(|k| !["follow", "tail", "attempt"].contains(&k.as_str()))
+    {
+        return Err(bad(key, "is not known (follow, tail, attempt)".into()));
+    }
+    let follow = match raw.get("follow").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad("follow", format!("must be true or false, not {other:?}"))),
+    };
+    Ok(LogQuery {
+        follow: Some(follow),
+        tail: number("tail", MAX_TAIL)?,
+        attempt: number("attempt", MAX_ATTEMPT)?,
+    })
 }
 
 fn list_json(items: Vec<Value>) -> HttpResponse {
@@ -192,8 +225,9 @@ async fn job_events(
 async fn job_logs(
     path: NamespacedItem,
     state: web::Data<AppState>,
-    query: web::Query<LogQuery>,
+    raw: web::Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = log_query(&raw)?;
     let log = state.jobs.log(&path.namespace, &path.name, query.attempt).await?;
     let jobs = state.jobs.clone();
     let (namespace, name, attempt) = (path.namespace.clone(), path.name.clone(), query.attempt);
@@ -201,7 +235,14 @@ async fn job_logs(
         let (jobs, namespace, name) = (jobs.clone(), namespace.clone(), name.clone());
         async move { jobs.log(&namespace, &name, attempt).await.ok() }
     };
-    Ok(super::logs::respond(HttpResponse::Ok(), log, query.tail, query.follow, refresh).await)
+    Ok(super::logs::respond(
+        HttpResponse::Ok(),
+        log,
+        query.tail,
+        query.follow.unwrap_or(false),
+        refresh,
+    )
+    .await)
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
