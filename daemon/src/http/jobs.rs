@@ -37,8 +37,11 @@ impl From<JobError> for ApiError {
 
 /// A Kubernetes `batch/v1` Job document (see the Kubernetes API reference); `status`
 /// is Hearth's, in the upstream shape, with Hearth's queue view under `status.hearth`.
-#[derive(ToSchema)]
-#[schema(value_type = Object, example = json!({
+/// The schema types the fields Hearth bounds, with the bounds it enforces; Hearth checks
+/// the rest of the document beyond it and answers 422 naming the field.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
     "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"},
     "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
         {"name": "main", "image": "python:3.11", "command": ["python", "-c", "print('hi')"],
@@ -48,7 +51,55 @@ impl From<JobError> for ApiError {
     dead_code,
     reason = "documents the document shape for OpenAPI; bodies are handled as JSON values"
 )]
-pub struct JobDocument(Value);
+pub struct JobDocument {
+    #[schema(example = "batch/v1")]
+    api_version: String,
+    #[schema(example = "Job")]
+    kind: String,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    spec: JobSpecSchema,
+}
+
+/// The bounded fields of a `batch/v1` `JobSpec` (`crate::jobs::spec` has them all).
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "documents the document shape for OpenAPI; bodies are handled as JSON values"
+)]
+pub struct JobSpecSchema {
+    /// The pod template: one container, `restartPolicy` Never or OnFailure.
+    #[schema(value_type = Object)]
+    template: Value,
+    #[schema(minimum = 0, maximum = 100000)]
+    completions: Option<u32>,
+    #[schema(minimum = 0, maximum = 100000)]
+    parallelism: Option<u32>,
+    /// `NonIndexed` (the default) or `Indexed`.
+    completion_mode: Option<String>,
+    suspend: Option<bool>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    backoff_limit: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    backoff_limit_per_index: Option<u32>,
+    /// At most `completions`.
+    #[schema(minimum = 0, maximum = 100000)]
+    max_failed_indexes: Option<u32>,
+    /// Seconds, from `status.startTime`.
+    #[schema(minimum = 0, maximum = 2147483647)]
+    active_deadline_seconds: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    ttl_seconds_after_finished: Option<u32>,
+    #[schema(value_type = Option<Object>)]
+    pod_failure_policy: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    success_policy: Option<Value>,
+    /// Only `Failed`.
+    pod_replacement_policy: Option<String>,
+    /// Only `kubernetes.io/job-controller`.
+    managed_by: Option<String>,
+}
 
 /// A `JobList`, as `kubectl get jobs -o json` shows it.
 #[derive(serde::Serialize, ToSchema)]
