@@ -330,8 +330,13 @@ impl Tally {
                     }
                 }
                 // Stopped by Hearth (suspension, a Job deadline, the Job ending): shown
-                // as failed, as Kubernetes counts a deleted pod, but no retry is owed.
-                WorkloadPhase::Stopped => tally.failed_pods += 1,
+                // as failed, as Kubernetes counts a deleted pod that ran, but no retry is
+                // owed. One stopped while still queued never ran and is not counted.
+                WorkloadPhase::Stopped => {
+                    if attempt.record.started_at.is_some() {
+                        tally.failed_pods += 1;
+                    }
+                }
                 _ => {
                     let deadline = attempt
                         .record
@@ -718,8 +723,14 @@ impl Jobs {
             if let Some(e) = &ending {
                 set_condition(&mut status, e.interim(), true, &e.reason, &e.message, now);
                 let kind = if e.success { "Normal" } else { "Warning" };
-                let reason = if e.success { "Completed" } else { e.reason.as_str() };
-                events.push((kind, reason.to_string(), e.message.clone()));
+                // As the Job controller records them: `Completed` / "Job completed", or
+                // the failure reason with its message.
+                let (reason, message) = if e.success {
+                    ("Completed", "Job completed")
+                } else {
+                    (e.reason.as_str(), e.message.as_str())
+                };
+                events.push((kind, reason.to_string(), message.to_string()));
             }
         }
 

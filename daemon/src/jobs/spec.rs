@@ -891,6 +891,63 @@ mod tests {
     }
 
     #[test]
+    fn policies_are_checked_as_kubernetes_checks_them() {
+        let with = |extra: Value| {
+            let mut doc = job(json!({"name": "main", "command": ["true"]}));
+            for (k, v) in extra.as_object().unwrap() {
+                doc[k] = v.clone();
+            }
+            parse(&doc)
+        };
+        let rule = |action: &str, operator: &str, values: Value| json!({"podFailurePolicy": {"rules": [{"action": action, "onExitCodes": {"operator": operator, "values": values}}]}});
+        let field = |r: Result<JobSpec, FieldError>| match r {
+            Err(FieldError::Invalid { path, .. } | FieldError::Unsupported { path, .. }) => path,
+            Ok(_) => "accepted".into(),
+        };
+        assert_eq!(
+            field(with(rule("FailJob", "In", json!([0])))),
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[0]"
+        );
+        assert_eq!(
+            field(with(rule("FailJob", "In", json!([3, 3])))),
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[1]"
+        );
+        assert_eq!(
+            field(with(rule("FailIndex", "In", json!([3])))),
+            "spec.podFailurePolicy.rules[0].action"
+        );
+        assert_eq!(field(with(rule("Count", "NotIn", json!([0, 1])))), "accepted");
+        assert_eq!(
+            field(with(json!({"successPolicy": {"rules": [{"succeededCount": 1}]}}))),
+            "spec.successPolicy"
+        );
+        assert_eq!(
+            field(with(json!({"completionMode": "Indexed"}))),
+            "spec.completions"
+        );
+        assert_eq!(
+            field(with(
+                json!({"completionMode": "Indexed", "completions": 3, "successPolicy": {"rules": [{"succeededIndexes": "0-3"}]}})
+            )),
+            "spec.successPolicy.rules[0].succeededIndexes"
+        );
+        assert_eq!(
+            field(with(json!({"maxFailedIndexes": 1}))),
+            "spec.maxFailedIndexes"
+        );
+        let mut on_failure = job(json!({"command": ["true"]}));
+        on_failure["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        on_failure["podFailurePolicy"] = rule("FailJob", "In", json!([1]))["podFailurePolicy"].clone();
+        assert_eq!(field(parse(&on_failure)), "spec.podFailurePolicy");
+        let spec =
+            with(json!({"completionMode": "Indexed", "completions": 4, "backoffLimitPerIndex": 1})).unwrap();
+        assert_eq!(
+            spec.backoff_limit, MAX_COUNT,
+            "per-index backoff turns the Job-wide limit off"
+        );
+    }
+
+    #[test]
     fn failure_rules_match_exit_codes() {
         let rule = FailureRule {
             action: FailureAction::FailJob,
