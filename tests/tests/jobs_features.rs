@@ -424,6 +424,12 @@ fn a_suspended_job_waits_and_resumes() {
         })
         .body;
     assert_eq!(job["status"]["hearth"]["phase"], "Suspended", "{job}");
+    let job = d
+        .wait_until(&format!("{JOBS}/paused"), Duration::from_secs(5), |r| {
+            r.body["status"]["startTime"].is_null()
+        })
+        .body;
+    assert_eq!(job["status"]["failed"], 1, "the stopped attempt is shown: {job}");
     d.patch(
         &format!("{JOBS}/paused"),
         d.admin(),

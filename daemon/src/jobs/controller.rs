@@ -766,6 +766,10 @@ impl Jobs {
             terminating = self.stop_all(&records).await?;
             if terminating > 0 {
                 requeue = Some(WIND_DOWN_POLL);
+            } else if let Some(map) = status.as_object_mut() {
+                // As upstream clears it: a suspended Job is not active, and resuming
+                // starts its deadline afresh.
+                map.remove("startTime");
             }
         } else {
             let backoff = self.backoff(tally.counted_failures);
