@@ -782,8 +782,16 @@ impl Jobs {
                     let wanted = plan(&spec, &attempts, &tally);
                     let job_left = deadline_at.map(|d| until(d, now).as_secs().max(1));
                     let full = wanted.len() >= SUBMIT_PER_PASS;
+                    // Past every attempt number in use, so that a record removed from the
+                    // middle can never make a new attempt reuse an old one's id.
+                    let next_number = records
+                        .iter()
+                        .filter_map(|r| r.id.rsplit('-').next()?.parse::<usize>().ok())
+                        .max()
+                        .map_or(0, |n| n.saturating_add(1))
+                        .max(records.len());
                     for (offset, new) in wanted.iter().enumerate() {
-                        let number = records.len() + offset;
+                        let number = next_number.saturating_add(offset);
                         let workload = self.workload(&job, &spec, number, new, job_left);
                         let request = WorkloadRequest {
                             workload,
