@@ -6,6 +6,7 @@
 
 pub mod cgroups;
 pub mod process;
+pub mod proctree;
 pub mod shim;
 
 use std::collections::BTreeMap;
