@@ -476,8 +476,13 @@ impl RunCtx {
             .store
             .call(move |conn| crate::store::resources::update_status(conn, &uid, &status, None))
             .await;
-        if let Err(e) = res {
-            tracing::warn!(run = %self.run_id, error = %e, "writing run status");
+        match res {
+            Ok(_) => {}
+            // A deleted run's driver winds down; its status has nowhere to go.
+            Err(e) if self.cancel.is_cancelled() => {
+                tracing::debug!(run = %self.run_id, error = %e, "writing the status of a stopped run")
+            }
+            Err(e) => tracing::warn!(run = %self.run_id, error = %e, "writing run status"),
         }
     }
 
@@ -764,15 +769,26 @@ async fn execute_dag(ctx: Arc<RunCtx>, dag: &Dag, path: &str, inputs: &Values) -
     results
 }
 
+/// A `PipelineTaskFinalStatus` in proto3 JSON, as KFP's driver writes it: `error` is
+/// the empty `google.rpc.Status` (`{}`) after a success, so the SDK's
+/// `error_code`/`error_message` are `None`; after a failure, code 2 (`UNKNOWN`; 1,
+/// `CANCELLED`, for a terminated run) and the message.
 fn final_status(producer: &str, results: &BTreeMap<String, Outcome>, ctx: &RunCtx) -> Value {
-    let (state, msg) = match results.get(producer) {
-        Some(Outcome::Succeeded(_)) | Some(Outcome::Skipped) => ("SUCCEEDED", String::new()),
-        Some(Outcome::Failed(e)) => ("FAILED", e.clone()),
-        Some(Outcome::NotRun) | None => ("FAILED", "did not run".to_string()),
+    let failure = match results.get(producer) {
+        Some(Outcome::Succeeded(_)) | Some(Outcome::Skipped) => None,
+        Some(Outcome::Failed(e)) => Some(e.clone()),
+        Some(Outcome::NotRun) | None => Some("the task did not run: an upstream task failed".to_string()),
+    };
+    let (state, error) = match failure {
+        None => ("SUCCEEDED", serde_json::json!({})),
+        Some(message) if ctx.cancel.is_cancelled() => {
+            ("CANCELLED", serde_json::json!({"code": 1, "message": message}))
+        }
+        Some(message) => ("FAILED", serde_json::json!({"code": 2, "message": message})),
     };
     serde_json::json!({
         "state": state,
-        "error": {"code": if state == "FAILED" { 2 } else { 0 }, "message": msg},
+        "error": error,
         "pipelineJobResourceName": ctx.run_id,
         "pipelineTaskName": producer,
     })
