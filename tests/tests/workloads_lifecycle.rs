@@ -334,3 +334,62 @@ fn a_daemon_killed_between_shim_spawn_and_its_report_runs_the_workload_once() {
     assert_eq!(job["status"]["hearth"]["attempts"], 1, "{job}");
     drop(first);
 }
+
+#[test]
+fn running_workloads_of_a_deleted_owner_are_stopped_and_a_bad_row_does_not_end_the_pass() {
+    let mut d = daemon("[workloads]\ngc_interval_seconds = 1");
+    let marker = unique("orphan");
+    let pids = d.data_dir.join("pids");
+    let script = format!("sleep 300 & echo $! >> {}; wait", pids.display());
+    create(&d, &job_yaml("orphan", &script, &marker, ""));
+    let recorded = read_pids(&pids, 1);
+    let job = d
+        .wait_until(&format!("{JOBS}/orphan"), Duration::from_secs(10), |r| {
+            r.body["status"]["ready"] == 1
+        })
+        .body;
+    let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+    // While the daemon is down its owner vanishes (as a pipeline run deleted without a
+    // live driver did), and a row the daemon cannot read comes first in the queue.
+    d.kill9();
+    {
+        let db = rusqlite::Connection::open(d.data_dir.join("hearth.db")).unwrap();
+        db.execute("DELETE FROM resources WHERE uid = ?1", [&uid])
+            .unwrap();
+        db.execute(
+            "INSERT INTO workloads (id, owner_uid, owner_kind, namespace, owner_name, priority, seq, phase,
+                                    spec, cpu_millis, memory_bytes, gpu_count, created_at)
+             VALUES ('unreadable', 'gone', 'Job', 'team', 'gone', 1, -1, 'Succeeded', '{not json', 0, 0, 0,
+                     '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    d.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while recorded.iter().any(|p| alive(*p)) || !marked(&marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the workload of a deleted owner still runs: {:?}\n{}",
+            marked(&marker),
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stopped, then removed with its directory on a later pass.
+    let workloads = d.data_dir.join("workloads");
+    while std::fs::read_dir(&workloads).map(|e| e.count()).unwrap_or(0) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the workload was not removed\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_nothing_held(&d);
+    d.wait_logs_containing(&[
+        "collecting a workload of a deleted owner",
+        "stopping workloads of deleted owners",
+        "removed ended workloads of deleted owners",
+    ]);
+}
