@@ -393,3 +393,33 @@ fn running_workloads_of_a_deleted_owner_are_stopped_and_a_bad_row_does_not_end_t
         "removed ended workloads of deleted owners",
     ]);
 }
+
+#[test]
+fn a_shim_killed_with_sigkill_leaves_nothing_behind() {
+    let d = daemon("");
+    let marker = unique("lost");
+    let pids = d.data_dir.join("pids");
+    let p = pids.display();
+    let script =
+        format!("setsid sh -c 'sleep 300 & echo $! >> {p}; wait' & sleep 300 & echo $! >> {p}; wait");
+    create(&d, &job_yaml("lost", &script, &marker, ""));
+    let recorded = read_pids(&pids, 2);
+    let shims = shims_in(&d.data_dir);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Recorded only once what the shim left is gone.
+    let job = d
+        .wait_until(&format!("{JOBS}/lost"), Duration::from_secs(15), |r| {
+            r.body["status"]["failed"] == 1
+        })
+        .body;
+    assert_eq!(job["status"]["hearth"]["lastExit"]["reason"], "Lost", "{job}");
+    let survivors: Vec<_> = recorded.iter().filter(|p| alive(**p)).collect();
+    assert!(survivors.is_empty(), "left by a killed shim: {survivors:?}");
+    assert!(marked(&marker).is_empty());
+    assert_nothing_held(&d);
+}

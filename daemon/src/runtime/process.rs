@@ -254,8 +254,10 @@ impl Shared {
     fn request_stop(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        shim::write_atomic(&dir.join(shim::STOP), crate::store::now_rfc3339().as_bytes())
-            .map_err(io_err(&dir))?;
+        let stop = dir.join(shim::STOP);
+        if !stop.exists() {
+            shim::write_atomic(&stop, crate::store::now_rfc3339().as_bytes()).map_err(io_err(&dir))?;
+        }
         if exit_of(&dir).is_some() {
             return Ok(());
         }
