@@ -415,9 +415,20 @@ impl ProcessRuntime {
             .is_ok(),
             None => false,
         };
-        if line.starts_with("started ") {
+        if let Some(pid) = line.strip_prefix("started ") {
             self.keep_child(&workload.id, child);
-            return self.observe(&workload.id).await;
+            // It runs: an error reading its files must not pass for a failed start,
+            // which would free its GPUs.
+            return match self.observe(&workload.id).await {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    tracing::warn!(workload = %workload.id, error = %e, "reading the state of a started workload");
+                    Ok(RunState::Running {
+                        pid: pid.trim().parse().unwrap_or_default(),
+                        started_at: crate::store::now_rfc3339(),
+                    })
+                }
+            };
         }
         if reported {
             // `busy`, `stopped`, `failed` or nothing: this shim is ending (or ended).
