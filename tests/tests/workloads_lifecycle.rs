@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hearth_e2e::{spawn_daemon_with, Daemon, Options};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const JOBS: &str = "/api/v1/namespaces/team/jobs";
 const GPU: &str = "        resources:\n          limits:\n            nvidia.com/gpu: 1";
@@ -421,5 +421,66 @@ fn a_shim_killed_with_sigkill_leaves_nothing_behind() {
     let survivors: Vec<_> = recorded.iter().filter(|p| alive(**p)).collect();
     assert!(survivors.is_empty(), "left by a killed shim: {survivors:?}");
     assert!(marked(&marker).is_empty());
+    assert_nothing_held(&d);
+}
+
+/// A one-step KFP pipeline whose step asks for a GPU and sleeps, marked like the Jobs.
+fn sleeping_pipeline(marker: &str) -> Value {
+    json!({
+        "pipelineInfo": {"name": "churn"},
+        "schemaVersion": "2.1.0",
+        "sdkVersion": "kfp-2.17.0",
+        "components": {"comp-step": {"executorLabel": "exec-step"}},
+        "deploymentSpec": {"executors": {"exec-step": {"container": {
+            "image": "alpine:3.23",
+            "command": ["sh", "-c", "sleep 300"],
+            "env": [{"name": "LIFECYCLE_MARKER", "value": marker}],
+            "resources": {"accelerator": {"resourceType": "nvidia.com/gpu", "resourceCount": "1"}},
+        }}}},
+        "root": {"dag": {"tasks": {"step": {
+            "taskInfo": {"name": "step"},
+            "componentRef": {"name": "comp-step"},
+        }}}},
+    })
+}
+
+#[test]
+fn a_hundred_pipeline_runs_created_and_deleted_leave_no_process_and_no_gpu() {
+    let d = daemon("[gpu]\nsimulate = 2\n[workloads]\ngc_interval_seconds = 1\n");
+    let marker = unique("runs");
+    let spec = sleeping_pipeline(&marker);
+    let pair = |d: &Daemon| {
+        let body = json!({"display_name": "churn", "pipeline_spec": spec});
+        let run = d.post_json("/apis/v2beta1/runs", d.admin(), &body);
+        assert_eq!(run.status, 200, "{run}");
+        let id = run.body["run_id"].as_str().unwrap().to_string();
+        let gone = d.delete(&format!("/apis/v2beta1/runs/{id}"), d.admin());
+        assert_eq!(gone.status, 200, "{gone}");
+    };
+    // The first run creates the namespace's Default experiment; concurrent first runs
+    // race on it (a 409), which is not what this test is about.
+    pair(&d);
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let (d, pair) = (&d, &pair);
+            scope.spawn(move || (0..33).for_each(|_| pair(d)));
+        }
+    });
+    // A deleted run answers 404 at once and its steps are stopped after: they must all
+    // go, and with them every claim on a GPU.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = marked(&marker);
+        let queue = d.get("/api/v1/queue", d.admin());
+        let idle = queue.body["items"] == Value::Array(Vec::new());
+        if left.is_empty() && idle && shims_in(&d.data_dir).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steps of deleted runs still run: {left:?}; queue: {queue}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_nothing_held(&d);
 }
