@@ -254,8 +254,10 @@ impl Shared {
     fn request_stop(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        shim::write_atomic(&dir.join(shim::STOP), crate::store::now_rfc3339().as_bytes())
-            .map_err(io_err(&dir))?;
+        let stop = dir.join(shim::STOP);
+        if !stop.exists() {
+            shim::write_atomic(&stop, crate::store::now_rfc3339().as_bytes()).map_err(io_err(&dir))?;
+        }
         if exit_of(&dir).is_some() {
             return Ok(());
         }
@@ -413,9 +415,20 @@ impl ProcessRuntime {
             .is_ok(),
             None => false,
         };
-        if line.starts_with("started ") {
+        if let Some(pid) = line.strip_prefix("started ") {
             self.keep_child(&workload.id, child);
-            return self.observe(&workload.id).await;
+            // It runs: an error reading its files must not pass for a failed start,
+            // which would free its GPUs.
+            return match self.observe(&workload.id).await {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    tracing::warn!(workload = %workload.id, error = %e, "reading the state of a started workload");
+                    Ok(RunState::Running {
+                        pid: pid.trim().parse().unwrap_or_default(),
+                        started_at: crate::store::now_rfc3339(),
+                    })
+                }
+            };
         }
         if reported {
             // `busy`, `stopped`, `failed` or nothing: this shim is ending (or ended).
