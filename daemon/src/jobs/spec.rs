@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::model::quantity;
 use crate::model::strict::{object, only_keys, opt_string, opt_u64, string_list, FieldError};
+use crate::runtime::identity::SecurityContext;
 use crate::runtime::ResourceRequest;
 
 pub const API_VERSION: &str = "batch/v1";
@@ -25,6 +26,8 @@ pub struct JobSpec {
     pub ttl_seconds_after_finished: Option<u64>,
     pub termination_grace_seconds: u64,
     pub restart_policy: String,
+    /// The pod's and container's `securityContext`, merged (see `runtime::identity`).
+    pub security_context: Option<SecurityContext>,
 }
 
 fn resources(container: &Value, path: &str) -> Result<ResourceRequest, FieldError> {
@@ -190,6 +193,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
             "restartPolicy",
             "terminationGracePeriodSeconds",
             "tolerations",
+            "securityContext",
         ],
         NOT_IN_PROCESS_MODE,
     )?;
@@ -239,6 +243,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
             "ports",
             "terminationMessagePolicy",
             "terminationMessagePath",
+            "securityContext",
         ],
         NOT_IN_PROCESS_MODE,
     )?;
@@ -263,6 +268,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
         termination_grace_seconds: opt_u64(pod, "terminationGracePeriodSeconds", "spec.template.spec")?
             .unwrap_or(30),
         restart_policy,
+        security_context: SecurityContext::parse(pod, "spec.template.spec", container, path)?,
     })
 }
 

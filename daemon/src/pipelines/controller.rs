@@ -1374,10 +1374,23 @@ fn prepare_step(
     use AttemptError::{Failed, Final};
     let _ = std::fs::remove_dir_all(&paths.dir);
     std::fs::create_dir_all(paths.dir.join("outputs")).map_err(|e| Failed(format!("step dir: {e}")))?;
+    // The step runs as its namespace's user: its directories are handed over to it.
+    let identities = crate::runtime::identity::global();
+    let run_as = identities
+        .for_workload(&ctx.namespace, None)
+        .map_err(|e| Failed(e.to_string()))?;
+    let runs = ctx.inner.data_dir.join("pipelines").join("runs");
+    identities
+        .hand_over(&run_as, &runs, &paths.dir.join("outputs"))
+        .map_err(|e| Failed(format!("step dir: {e}")))?;
+    let artifacts = ctx.inner.data_dir.join("artifacts");
     for list in planned.values() {
         for a in list {
             if let Some(parent) = std::path::Path::new(&a.uri).parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Failed(format!("artifact dir: {e}")))?;
+                identities
+                    .hand_over(&run_as, &artifacts, parent)
+                    .map_err(|e| Failed(format!("artifact dir: {e}")))?;
             }
         }
     }
@@ -1453,6 +1466,7 @@ fn prepare_step(
         gpu_uuids: Vec::new(),
         active_deadline_seconds: ctx.platform.get(label).and_then(|p| p.active_deadline_seconds),
         termination_grace_seconds: 5,
+        security_context: None,
     })
 }
 

@@ -978,15 +978,16 @@ impl Controller {
         if fetch_backoff_left(&revision.status).is_some() {
             return ModelDir::Fetching;
         }
-        let (data_dir, config, uid, wake) = (
+        let (data_dir, config, uid, wake, namespace) = (
             self.data_dir.clone(),
             Arc::clone(&self.config),
             revision.uid.clone(),
             Arc::clone(&self.wake),
+            revision.namespace.clone(),
         );
         // On this (the controller's) thread: the storage client is awc.
         let task = actix_web::rt::spawn(async move {
-            let outcome = fetch_model(data_dir, config, uid, storage).await;
+            let outcome = fetch_model(data_dir, config, uid, storage, namespace).await;
             wake.notify_one();
             outcome
         });
@@ -1102,6 +1103,11 @@ impl Controller {
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
         std::fs::create_dir_all(&work_dir)?;
+        // The replica runs as its namespace's user: its directory is handed over to it.
+        let identities = crate::runtime::identity::global();
+        if let Ok(run_as) = identities.for_workload(&service.namespace, None) {
+            identities.hand_over(&run_as, &self.data_dir.join("serving/replicas"), &work_dir)?;
+        }
         let vars: BTreeMap<&str, String> = [
             ("{model_name}", service.name.clone()),
             ("{model_dir}", model_dir.display().to_string()),
@@ -1207,6 +1213,7 @@ impl Controller {
             gpu_uuids: Vec::new(),
             active_deadline_seconds: None,
             termination_grace_seconds: 10,
+            security_context: None,
         };
         tracing::info!(replica = %id, revision = %revision.name, port, "starting a replica");
         self.scheduler
@@ -1397,13 +1404,21 @@ async fn fetch_model(
     config: Arc<ServingConfig>,
     revision_uid: String,
     storage: Storage,
+    namespace: String,
 ) -> Result<PathBuf, FetchFailure> {
-    let dir = data_dir.join("serving/models").join(&revision_uid);
-    let tmp = data_dir
-        .join("serving/models")
-        .join(format!("{revision_uid}.partial"));
+    let models = data_dir.join("serving/models");
+    let dir = models.join(&revision_uid);
+    let tmp = models.join(format!("{revision_uid}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    // The cache belongs to the namespace's user: its replicas read it, no one else can.
+    let identities = crate::runtime::identity::global();
+    let run_as = identities
+        .for_workload(&namespace, None)
+        .map_err(|e| e.to_string())?;
+    identities
+        .hand_over(&run_as, &models, &tmp)
+        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     match &storage {
         Storage::File { path } => {
             let from = PathBuf::from(path);
@@ -1413,17 +1428,22 @@ async fn fetch_model(
             {
                 return Err(format!("storageUri: {path} is not a model directory").into());
             }
-            if !from.exists() {
-                return Err(format!("storageUri: {path} does not exist").into());
-            }
-            let target = if from.is_dir() {
-                tmp.clone()
-            } else {
-                tmp.join(from.file_name().unwrap_or_default())
+            let tmp = tmp.clone();
+            // Read as the namespace's user (never with the daemon's rights on its
+            // behalf), off the controller's thread: a large copy must not stall routing.
+            let copy = move || -> Result<(), String> {
+                let from_text = from.display().to_string();
+                std::fs::metadata(&from).map_err(|e| format!("storageUri: {from_text}: {e}"))?;
+                let target = if from.is_dir() {
+                    tmp.clone()
+                } else {
+                    tmp.join(from.file_name().unwrap_or_default())
+                };
+                copy_tree(&from, &target, &mut (0, 0))
             };
-            // Off the controller's thread: a large copy must not stall routing.
-            tokio::task::spawn_blocking(move || copy_tree(&from, &target, &mut (0, 0)))
+            tokio::task::spawn_blocking(move || crate::runtime::identity::as_user(&run_as, copy))
                 .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("copying {path}: {e}"))?;
         }
@@ -1434,6 +1454,9 @@ async fn fetch_model(
                     transient: e.transient(),
                     message: e.to_string(),
                 })?;
+            identities
+                .hand_over_tree(&run_as, &tmp)
+                .map_err(|e| format!("caching the model: {e}"))?;
         }
     }
     std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
