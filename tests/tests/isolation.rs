@@ -269,7 +269,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
         .status()
         .unwrap();
     let isvc = json!({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": "echo"},
+        "metadata": {"name": "echo", "annotations": {"serving.hearth.dev/require-token": "true"}},
         "spec": {"predictor": {"minReplicas": 1, "containers": [{"name": "kserve-container",
             "image": "python", "command": ["/usr/bin/python3", "-c", PREDICTOR],
             "storageUri": format!("file://{}", model_src.path().display())}]}}});
@@ -281,13 +281,25 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
     });
-    let predicted = d
-        .client
-        .post(format!("{}/v1/models/echo:predict", d.serving_url()))
-        .header("Host", "echo.bob.example.com")
-        .json(&json!({"instances": [1]}))
+    assert!(ready.to_string().contains("requests need a token"), "{ready}");
+    let predict = |auth: &dyn Fn(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder| {
+        auth(
+            d.client
+                .post(format!("{}/v1/models/echo:predict", d.serving_url()))
+                .header("Host", "echo.bob.example.com")
+                .json(&json!({"instances": [1]})),
+        )
         .send()
-        .unwrap();
+        .unwrap()
+    };
+    // require-token: none, or alice's, is refused; bob's bearer or web login passes.
+    assert!(predict(&|r| r).status().is_client_error());
+    assert!(predict(&|r| r.bearer_auth(&alice)).status().is_client_error());
+    assert_eq!(
+        predict(&|r| r.basic_auth("bob", Some(&bob))).status().as_u16(),
+        200
+    );
+    let predicted = predict(&|r| r.bearer_auth(&bob));
     assert_eq!(predicted.status().as_u16(), 200, "{ready}");
     let body: Value = predicted.json().unwrap();
     assert_eq!(body["predictions"], json!(["bob-model-weights", bob_uid]));
@@ -304,7 +316,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
     )
     .unwrap();
     let mut stolen = isvc.clone();
-    stolen["metadata"]["name"] = json!("stolen");
+    stolen["metadata"] = json!({"name": "stolen"});
     stolen["spec"]["predictor"]["containers"][0]["storageUri"] =
         json!(format!("file://{}", secret_model.path().display()));
     assert_eq!(d.post_json(base, Some(&bob), &stolen).status, 201);
@@ -312,6 +324,10 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
         r.to_string().contains("Permission denied")
     });
     assert!(!failed.to_string().contains(SECRET));
+    assert!(
+        failed.to_string().contains("any local process may call it"),
+        "{failed}"
+    );
 
     // alice's job reads none of it.
     let bob_job_log = d

@@ -452,13 +452,20 @@ impl Controller {
             .as_ref()
             .and_then(|r| r.status["message"].as_str())
             .unwrap_or("");
+        // Who may call it: without require-token, any local process (KServe's default).
+        let access = if parsed.service.require_token {
+            format!(
+                "the data plane routes this service; requests need a token (or web login) with access to namespace {}",
+                service.namespace
+            )
+        } else {
+            format!(
+                "the data plane routes this service; any local process may call it (annotate {}: \"true\" to require a token)",
+                crate::serving::isvc::AUTH_ANNOTATION
+            )
+        };
         let mut conditions = vec![
-            condition(
-                "IngressReady",
-                true,
-                "Routed",
-                "the data plane routes this service",
-            ),
+            condition("IngressReady", true, "Routed", &access),
             condition(
                 "PredictorReady",
                 ready,
