@@ -359,6 +359,79 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
         "{log}"
     );
 
+    // A step of alice's that points its artifact at bob's (executor_output.json, as
+    // KFP lets a step set its artifact's uri) gets nothing of it through the API.
+    let output = json!({"artifacts": {"out": {"artifacts": [{"uri": copy.display().to_string()}]}}});
+    let spec = json!({
+        "pipelineInfo": {"name": "pointer"},
+        "schemaVersion": "2.1.0",
+        "components": {"comp-make": {"executorLabel": "exec-make",
+            "outputDefinitions": {"artifacts": {"out": {"artifactType": {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}}}}}},
+        "deploymentSpec": {"executors": {"exec-make": {"container": {"image": "alpine", "command": ["sh", "-c",
+            format!("printf mine > \"$0\"; printf '%s' '{output}' > executor_output.json"),
+            "{{$.outputs.artifacts['out'].path}}"]}}}},
+        "root": {"dag": {"tasks": {"make": {"taskInfo": {"name": "make"}, "componentRef": {"name": "comp-make"}}}}}
+    });
+    let run = d.post_json(
+        "/apis/v2beta1/runs",
+        Some(&alice),
+        &json!({"display_name": "pointer", "pipeline_spec": spec}),
+    );
+    assert_eq!(run.status, 200, "{run}");
+    let run_id = run.body["run_id"].as_str().unwrap().to_string();
+    let done = d.wait_until(
+        &format!("/apis/v2beta1/runs/{run_id}"),
+        Duration::from_secs(30),
+        |r| r.body["state"] == "SUCCEEDED" || r.body["state"] == "FAILED",
+    );
+    assert_eq!(done.body["state"], "SUCCEEDED", "{done}");
+    let task = done.body["run_details"]["task_details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["display_name"] == "make")
+        .unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = d.get(
+        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts/out"),
+        Some(&alice),
+    );
+    assert!(
+        got.status >= 400 && !got.text.contains("bob-artifact-data"),
+        "{got}"
+    );
+
+    // Nothing of root's under the data dir is readable or writable by group or others;
+    // its directories may at most be traversable (0711), so users reach their own
+    // directories, which are 0700 (what a workload writes inside is its own business).
+    let mut stack = vec![d.data_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if path == d.log_path() || meta.file_type().is_symlink() {
+                continue;
+            }
+            let loose = if meta.is_dir() && meta.uid() == 0 {
+                0o066
+            } else {
+                0o077
+            };
+            assert_eq!(
+                meta.mode() & loose,
+                0,
+                "{} is mode {:o}",
+                path.display(),
+                meta.mode() & 0o7777
+            );
+            if meta.is_dir() && meta.uid() == 0 {
+                stack.push(path);
+            }
+        }
+    }
+
     // securityContext: root is refused with the reason, alice's own uid is honoured.
     let jobs = "/api/v1/namespaces/alice/jobs";
     let root = d.post_json(

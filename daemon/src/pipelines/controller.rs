@@ -1328,7 +1328,26 @@ async fn attempt_container(
     }
     let record = wait_workload(ctx, path, &id).await.map_err(Failed)?;
     match record.phase {
-        WorkloadPhase::Succeeded => executor::collect_outputs(comp, &planned, &paths).map_err(Failed),
+        WorkloadPhase::Succeeded => {
+            // Read as the step's user: a file it wrote may be a symlink to one only root reads.
+            let run_as = crate::runtime::identity::global()
+                .for_workload(&ctx.namespace, None)
+                .map_err(|e| Failed(e.to_string()))?;
+            let (comp, planned) = (comp.clone(), planned.clone());
+            let paths = StepPaths {
+                dir: paths.dir.clone(),
+                artifact_root: paths.artifact_root.clone(),
+            };
+            tokio::task::spawn_blocking(move || {
+                crate::runtime::identity::as_user(&run_as, move || {
+                    executor::collect_outputs(&comp, &planned, &paths)
+                })
+            })
+            .await
+            .map_err(|e| Failed(e.to_string()))?
+            .map_err(|e| Failed(format!("reading the step's outputs: {e}")))?
+            .map_err(Failed)
+        }
         WorkloadPhase::Stopped if ctx.cancel.is_cancelled() => Err(Failed("the run was terminated".into())),
         WorkloadPhase::Queued
         | WorkloadPhase::Starting
