@@ -646,6 +646,35 @@ mod tests {
         assert!(err.contains("runtime") || err.contains("podman"), "{err}");
     }
 
+    #[test]
+    fn isolation_settings_are_checked() {
+        for (var, value) in [
+            ("HEARTH_ISOLATION_UID_RANGE", "0-99"),
+            ("HEARTH_ISOLATION_UID_RANGE", "30000-20000"),
+            ("HEARTH_ISOLATION_UID_RANGE", "20000"),
+            ("HEARTH_ISOLATION_USER_PREFIX", "Root/"),
+        ] {
+            let env = |k: &str| (k == var).then(|| value.to_string());
+            let err = load(None, &env, &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            let key = format!(
+                "isolation.{}",
+                var.trim_start_matches("HEARTH_ISOLATION_").to_lowercase()
+            );
+            assert!(err.contains(&key), "{var}={value}: {err}");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[isolation]\nuid_range = \"30000-30099\"\naccounts = {{ alice = \"alice\" }}\nprivileged_namespaces = [\"ops\"]"
+        )
+        .unwrap();
+        let loaded = load(Some(file.path()), &no_env, &FlagOverrides::default()).unwrap();
+        assert_eq!(loaded.config.isolation.uid_bounds(), Ok((30000, 30099)));
+        assert_eq!(loaded.config.isolation.accounts["alice"], "alice");
+    }
+
     /// The README's configuration table is the user's reference: a setting missing
     /// from it is a setting nobody finds.
     #[test]

@@ -161,6 +161,8 @@ pub enum IdentityError {
     Lookup(#[from] nix::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("workloads run as their namespaces' users but cannot reach the data dir: {path} is mode {mode:o}, not traversable by others; chmod o+x it, choose a data dir under traversable directories, or set [isolation] enabled = false")]
+    Unreachable { path: PathBuf, mode: u32 },
 }
 
 impl IdentityError {
@@ -192,6 +194,23 @@ static GLOBAL: OnceLock<Identities> = OnceLock::new();
 /// access, except the trees workloads must traverse to reach their own directories.
 pub fn install(identities: Identities, data_dir: &Path) -> Result<&'static Identities, IdentityError> {
     if identities.isolated {
+        // Each directory above the data dir must let a namespace's user pass.
+        let absolute = std::fs::canonicalize(data_dir).map_err(|source| IdentityError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        for ancestor in absolute.ancestors().skip(1) {
+            let meta = std::fs::metadata(ancestor).map_err(|source| IdentityError::Io {
+                path: ancestor.to_path_buf(),
+                source,
+            })?;
+            if meta.mode() & 0o001 == 0 {
+                return Err(IdentityError::Unreachable {
+                    path: ancestor.to_path_buf(),
+                    mode: meta.mode() & 0o7777,
+                });
+            }
+        }
         nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
         for tree in SHARED_TREES {
             let path = data_dir.join(tree);
