@@ -880,8 +880,18 @@ fn import(
     if local.contains("://") {
         return Err(format!("importer URI {uri}: Hearth imports local files only"));
     }
-    if !std::path::Path::new(local).exists() {
-        return Err(format!("importer: {local} does not exist on this host"));
+    // Checked as the namespace's user, as the steps that read it will run.
+    let run_as = crate::runtime::identity::global()
+        .for_workload(&ctx.namespace, None)
+        .map_err(|e| e.to_string())?;
+    let path = std::path::PathBuf::from(local);
+    let visible = crate::runtime::identity::as_user(&run_as, move || std::fs::metadata(&path).is_ok())
+        .map_err(|e| format!("importer: {e}"))?;
+    if !visible {
+        return Err(format!(
+            "importer: {local} does not exist on this host or {} may not read it",
+            run_as.user
+        ));
     }
     let mut metadata = Map::new();
     if let Some(Value::Object(m)) = &importer.metadata {
