@@ -527,3 +527,20 @@ fn a_job_cannot_start_in_a_directory_its_user_cannot_read() {
     let log = d.get("/api/v1/namespaces/dave/jobs/nosy/logs", Some(&dave)).text;
     assert!(log.contains("Permission denied"), "{done}\n{log}");
 }
+
+#[test]
+fn without_isolation_the_node_view_says_namespaces_are_not_isolated() {
+    // The harness's default: isolation off, so workloads run as the daemon's (root) user.
+    let d = hearth_e2e::spawn_daemon();
+    let node = d.get("/api/v1/node", d.admin());
+    assert_eq!(node.body["isolation"]["isolated"], false, "{node}");
+    assert!(
+        node.body["isolation"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not isolated"),
+        "{node}"
+    );
+    let log = run_job(&d, d.admin().unwrap(), "team", "who", "id -u");
+    assert_eq!(log, "0\n");
+}
