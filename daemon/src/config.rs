@@ -465,13 +465,21 @@ impl Config {
             ("serving.activator_timeout_seconds", s.activator_timeout_seconds),
             ("serving.readiness_timeout_seconds", s.readiness_timeout_seconds),
         ];
+        let max = crate::model::strict::MAX_SECONDS as f64;
         for (key, value) in windows {
-            if value.is_nan() || value <= 0.0 {
+            if value.is_nan() || value <= 0.0 || value > max {
                 return Err(ConfigError::Invalid {
                     key,
-                    message: "must be a positive number of seconds".into(),
+                    message: format!("must be a positive number of seconds, at most {max}"),
                 });
             }
+        }
+        let grace = s.scale_to_zero_grace_seconds;
+        if grace.is_nan() || !(0.0..=max).contains(&grace) {
+            return Err(ConfigError::Invalid {
+                key: "serving.scale_to_zero_grace_seconds",
+                message: format!("must be a number of seconds from 0 to {max}"),
+            });
         }
         if s.panic_window_seconds > s.stable_window_seconds {
             return Err(ConfigError::Invalid {

@@ -158,7 +158,14 @@ impl<'de> serde::de::Visitor<'de> for YamlJsonVisitor {
             .map(Value::from)
             .unwrap_or_else(|_| double(v as f64)))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        // `.nan` and `.inf` have no JSON form; read as null they would quietly drop
+        // the field they were given for.
+        if !v.is_finite() {
+            return Err(E::custom(format!(
+                "{v} is not a finite number, and every Hearth field takes a finite one"
+            )));
+        }
         Ok(double(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
@@ -369,6 +376,12 @@ mod tests {
         assert!(docs[0]["big"].as_f64().unwrap() > 3.1e21);
         let merged = parse_yaml_documents(b"base: &b {x: 1}\nderived: {<<: *b, y: 2}\n").unwrap();
         assert_eq!(merged[0]["derived"], serde_json::json!({"x": 1, "y": 2}));
+        for not_finite in ["a: .nan\n", "a: -.inf\n", "a: 1e400\n"] {
+            assert!(
+                parse_yaml_documents(not_finite.as_bytes()).is_err(),
+                "{not_finite}"
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,19 @@
 //! Jobs and InferenceService replicas answer through here.
 
 use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse, HttpResponseBuilder};
+use futures_util::stream::{self, LocalBoxStream, StreamExt};
 
 use crate::scheduler::WorkloadLog;
+
+/// How much of a log one read takes; the answer streams in pieces of this size.
+const CHUNK: u64 = 64 * 1024;
+
+type Chunks = LocalBoxStream<'static, Result<web::Bytes, actix_web::Error>>;
 
 /// `refresh` looks the log up again while following: `None` ends the answer (the
 /// owner is gone), `Some(None)` means no workload yet.
@@ -22,29 +30,28 @@ where
     F: Fn() -> Fut + 'static,
     Fut: Future<Output = Option<Option<WorkloadLog>>> + 'static,
 {
-    let mut existing = Vec::new();
-    let mut offset = 0u64;
-    if let Some(log) = &log {
-        for file in &log.files {
-            if let Ok(bytes) = tokio::fs::read(file).await {
-                offset = bytes.len() as u64;
-                existing.extend_from_slice(&bytes);
-            }
+    let files = log.map(|l| l.files).unwrap_or_default();
+    // What is in the live file now is the answer; following goes on from there.
+    let offset = match files.last() {
+        Some(live) => tokio::fs::metadata(live).await.map(|m| m.len()).unwrap_or(0),
+        None => 0,
+    };
+    let initial: Chunks = match tail {
+        Some(n) => {
+            let tail = tokio::task::spawn_blocking(move || read_tail(&files, offset, n))
+                .await
+                .unwrap_or_default();
+            stream::once(async move { Ok(web::Bytes::from(tail)) }).boxed_local()
         }
-    }
-    let initial = match tail {
-        Some(n) => last_lines(&existing, n).to_vec(),
-        None => existing,
+        None => whole(files, offset),
     };
     builder.content_type("text/plain; charset=utf-8");
     if !follow {
-        return builder.body(initial);
+        return builder.streaming(initial);
     }
-    let first =
-        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(web::Bytes::from(initial)) });
     let refresh = std::rc::Rc::new(refresh);
     // Read what the workload appends until it has ended and nothing is left.
-    let rest = futures_util::stream::unfold((offset, false), move |(offset, done)| {
+    let rest = stream::unfold((offset, false), move |(offset, done)| {
         let refresh = std::rc::Rc::clone(&refresh);
         async move {
             if done {
@@ -74,11 +81,7 @@ where
                     offset = 0;
                 }
                 if len > offset {
-                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                    if let Ok(mut file) = tokio::fs::File::open(current).await {
-                        let _ = file.seek(std::io::SeekFrom::Start(offset)).await;
-                        let mut chunk = Vec::with_capacity((len - offset) as usize);
-                        let _ = file.take(len - offset).read_to_end(&mut chunk).await;
+                    if let Some(chunk) = read_at(current, offset, (len - offset).min(CHUNK)).await {
                         let next = offset + chunk.len() as u64;
                         return Some((Ok(web::Bytes::from(chunk)), (next, false)));
                     }
@@ -90,7 +93,79 @@ where
             }
         }
     });
-    builder.streaming(futures_util::StreamExt::chain(first, rest))
+    builder.streaming(initial.chain(rest))
+}
+
+/// Up to `len` bytes of `path` from `offset`; `None` when it cannot be read.
+async fn read_at(path: &Path, offset: u64, len: u64) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    file.seek(SeekFrom::Start(offset)).await.ok()?;
+    let mut chunk = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut chunk).await.ok()?;
+    Some(chunk)
+}
+
+/// All of `files` in order, the live (last) one up to `live_len`, a chunk at a time.
+fn whole(files: Vec<PathBuf>, live_len: u64) -> Chunks {
+    let count = files.len();
+    let parts = files.into_iter().enumerate().map(move |(i, path)| {
+        let limit = (i + 1 == count).then_some(live_len);
+        stream::unfold(0u64, move |offset| {
+            let path = path.clone();
+            async move {
+                let end = match limit {
+                    Some(end) => end,
+                    None => tokio::fs::metadata(&path).await.map(|m| m.len()).ok()?,
+                };
+                if offset >= end {
+                    return None;
+                }
+                let chunk = read_at(&path, offset, (end - offset).min(CHUNK)).await?;
+                if chunk.is_empty() {
+                    return None;
+                }
+                let next = offset + chunk.len() as u64;
+                Some((Ok(web::Bytes::from(chunk)), next))
+            }
+        })
+    });
+    stream::iter(parts).flatten().boxed_local()
+}
+
+/// The last `n` lines of `files` taken as one text (the live, last, one up to
+/// `live_len`), read backwards from the end a chunk at a time: only as much of the log
+/// as the lines take is read. Blocking.
+fn read_tail(files: &[PathBuf], live_len: u64, n: usize) -> Vec<u8> {
+    // Pieces from the end backwards; one newline more than `n` fixes where the last
+    // `n` lines start, whether or not the text ends with a newline.
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0usize;
+    'files: for (i, path) in files.iter().enumerate().rev() {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let mut end = if i + 1 == files.len() {
+            live_len
+        } else {
+            file.metadata().map(|m| m.len()).unwrap_or(0)
+        };
+        while end > 0 {
+            if newlines > n {
+                break 'files;
+            }
+            let start = end.saturating_sub(CHUNK);
+            let mut piece = vec![0; (end - start) as usize];
+            if file.seek(SeekFrom::Start(start)).is_err() || file.read_exact(&mut piece).is_err() {
+                break;
+            }
+            newlines += memchr::memchr_iter(b'\n', &piece).count();
+            pieces.push(piece);
+            end = start;
+        }
+    }
+    let text: Vec<u8> = pieces.into_iter().rev().flatten().collect();
+    last_lines(&text, n).to_vec()
 }
 
 fn last_lines(text: &[u8], n: usize) -> &[u8] {
@@ -112,7 +187,7 @@ fn last_lines(text: &[u8], n: usize) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::last_lines;
+    use super::{last_lines, read_tail};
 
     #[test]
     fn last_lines_counts_from_the_end() {
@@ -120,5 +195,27 @@ mod tests {
         assert_eq!(last_lines(b"a\nb\nc", 1), b"c");
         assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
         assert_eq!(last_lines(b"a\n", 0), b"");
+    }
+
+    #[test]
+    fn the_tail_is_read_from_the_end_across_the_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, live) = (dir.path().join("output.log.1"), dir.path().join("output.log"));
+        let long: String = (0..20_000).map(|i| format!("old {i}\n")).collect();
+        std::fs::write(&old, &long).unwrap();
+        std::fs::write(&live, "new 1\nnew 2\npartial").unwrap();
+        let files = [old.clone(), live.clone()];
+        let len = std::fs::metadata(&live).unwrap().len();
+        assert_eq!(read_tail(&files, len, 1), b"partial");
+        assert_eq!(read_tail(&files, len, 3), b"new 1\nnew 2\npartial");
+        assert_eq!(
+            read_tail(&files, len, 5),
+            b"old 19998\nold 19999\nnew 1\nnew 2\npartial"
+        );
+        assert_eq!(read_tail(&files, len, 0), b"");
+        // Bytes appended after `len` are not part of the answer.
+        assert_eq!(read_tail(&files, 12, 2), b"new 1\nnew 2\n");
+        let all = read_tail(&files, len, usize::MAX);
+        assert_eq!(all, [long.as_bytes(), b"new 1\nnew 2\npartial"].concat());
     }
 }

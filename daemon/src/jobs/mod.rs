@@ -163,17 +163,22 @@ impl Jobs {
         Ok(all.iter().map(render).collect())
     }
 
-    /// PUT: as in Kubernetes, the pod template of a job is immutable; limits such as
-    /// `backoffLimit`, `activeDeadlineSeconds` and `ttlSecondsAfterFinished` may change.
+    /// PUT: as in Kubernetes, the pod template, `completions`, `completionMode`, the
+    /// policies and `backoffLimitPerIndex` are immutable ([`spec::IMMUTABLE_FIELDS`]);
+    /// `parallelism`, `suspend`, `backoffLimit`, `maxFailedIndexes`,
+    /// `activeDeadlineSeconds` and `ttlSecondsAfterFinished` may change. The new spec
+    /// passes the same checks (and bounds) as on create.
     pub async fn replace(&self, namespace: &str, name: &str, document: Value) -> Result<Value, JobError> {
         let current = self.load(namespace, name).await?;
         let (metadata, spec_value, _) = self.validate(&document, Some(name))?;
-        if current.spec.get("template") != spec_value.get("template") {
-            return Err(FieldError::invalid(
-                "spec.template",
-                "is immutable once a job exists; delete and re-create the job",
-            )
-            .into());
+        for field in spec::IMMUTABLE_FIELDS {
+            if current.spec.get(*field) != spec_value.get(*field) {
+                return Err(FieldError::invalid(
+                    format!("spec.{field}"),
+                    "is immutable once a job exists; delete and re-create the job",
+                )
+                .into());
+            }
         }
         let (ns, n) = (namespace.to_string(), name.to_string());
         let updated = self

@@ -61,16 +61,6 @@ pub fn opt_string(value: &Value, key: &str, path: &str) -> Result<Option<String>
     }
 }
 
-pub fn opt_u64(value: &Value, key: &str, path: &str) -> Result<Option<u64>, FieldError> {
-    match value.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| FieldError::invalid(format!("{path}.{key}"), "must be a non-negative integer")),
-    }
-}
-
 pub fn string_list(value: &Value, key: &str, path: &str) -> Result<Vec<String>, FieldError> {
     match value.get(key) {
         None | Some(Value::Null) => Ok(Vec::new()),

@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 use super::controller::{Controller, RunStatus, TERMINAL};
 use super::ir::{self, IrError};
 use super::store::{self as pstore, find};
+use super::{protojson, schedule};
 use crate::auth::{AuthError, Principal};
+use crate::model::strict::FieldError;
 use crate::runtime::RuntimeError;
 use crate::scheduler::SchedulerError;
 use crate::store::resources::{self, NewResource, Resource};
@@ -32,6 +34,18 @@ pub enum PipelineError {
     Store(StoreError),
     #[error(transparent)]
     Scheduler(SchedulerError),
+}
+
+impl From<FieldError> for PipelineError {
+    fn from(e: FieldError) -> Self {
+        match e {
+            FieldError::Invalid { path, detail } => PipelineError::Invalid { field: path, detail },
+            FieldError::Unsupported { path, detail } => PipelineError::Ir(IrError::Unsupported {
+                feature: path,
+                detail,
+            }),
+        }
+    }
 }
 
 impl From<StoreError> for PipelineError {
@@ -287,6 +301,9 @@ impl Filter {
     }
 }
 
+/// The largest `page_size`: the field is `int32` in the v2beta1 list requests.
+const MAX_PAGE_SIZE: u64 = i32::MAX as u64;
+
 /// Filters, sorts (`sort_by`: `"created_at desc"`, `"name"`, ...) and pages the items.
 fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, PipelineError> {
     let filter = Filter::parse(q.filter.as_deref())?;
@@ -315,10 +332,11 @@ fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, Pipelin
         }
     });
     let total = items.len();
-    let size: usize = match q.page_size.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => s
-            .parse()
-            .map_err(|_| invalid("page_size", format!("{s:?} is not a number")))?,
+    // int32 in the list requests' protos; 0 or absent: everything.
+    let size = match q.page_size.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => {
+            protojson::int_in(&json!({"page_size": s}), "page_size", "", 0, MAX_PAGE_SIZE)?.unwrap_or(0)
+        }
         None => 0,
     };
     let offset: usize = match q.page_token.as_deref().filter(|s| !s.is_empty()) {
@@ -327,8 +345,11 @@ fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, Pipelin
             .map_err(|_| invalid("page_token", format!("{t:?} is not a token this server issued")))?,
         None => 0,
     };
-    let size = if size == 0 { total.max(1) } else { size };
-    let end = (offset + size).min(total);
+    let size = match usize::try_from(size) {
+        Ok(0) | Err(_) => total.max(1),
+        Ok(n) => n,
+    };
+    let end = offset.saturating_add(size).min(total);
     let slice: Vec<Value> = items
         .into_iter()
         .skip(offset)
@@ -1023,11 +1044,9 @@ pub async fn set_run_storage(
 
 pub async fn delete_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Value, PipelineError> {
     let r = get_authorized(p, caller, pstore::RUN, id).await?;
-    let state = r.status["state"].as_str().unwrap_or("PENDING");
-    if !TERMINAL.contains(&state) {
-        p.controller.cancel(id);
-    }
     delete(p, &r.uid).await?;
+    // After the delete, so a driver starting meanwhile cannot outlive the cleanup.
+    p.controller.run_deleted(&r.uid, &r.namespace, &r.name);
     Ok(json!({}))
 }
 
@@ -1042,6 +1061,9 @@ pub fn recurring_json(r: &Resource) -> Value {
     v["updated_at"] = json!(r.updated_at);
     let mode = r.spec["mode"].as_str().unwrap_or("ENABLE");
     v["status"] = json!(if mode == "DISABLE" { "DISABLED" } else { "ENABLED" });
+    if let Some(e) = r.status["error"].as_str() {
+        v["error"] = json!(e);
+    }
     v
 }
 
@@ -1061,29 +1083,25 @@ pub async fn create_recurring_run(
     let src = run_source(p, caller, body).await?;
     let experiment_id = experiment_for(p, caller, &ns, body["experiment_id"].as_str()).await?;
     let trigger = super::schedule::Trigger::parse(&body["trigger"])?;
-    let start = super::schedule::time_field(body, "start_time")?;
-    let end = super::schedule::time_field(body, "end_time")?;
-    if let Some(t) = body.get("trigger") {
-        for sub in ["cron_schedule", "periodic_schedule"] {
-            for key in ["start_time", "end_time"] {
-                if let Some(Value::String(s)) = t.get(sub).and_then(|s| s.get(key)) {
-                    super::schedule::parse_time(s)
-                        .map_err(|e| invalid(&format!("trigger.{sub}.{key}"), e))?;
-                }
-            }
+    // recurring_run.proto keeps the times in the trigger's schedule; a top-level
+    // `start_time`/`end_time` is taken too when the schedule has none.
+    let mut start = super::schedule::time_field(body, "start_time")?;
+    let mut end = super::schedule::time_field(body, "end_time")?;
+    for sub in ["cron_schedule", "periodic_schedule"] {
+        if let Some(inner) = body["trigger"].get(sub).filter(|s| !s.is_null()) {
+            let field = |key: &str| {
+                super::schedule::time_field(inner, key).map_err(|e| match e {
+                    PipelineError::Invalid { detail, .. } => invalid(&format!("trigger.{sub}.{key}"), detail),
+                    other => other,
+                })
+            };
+            start = field("start_time")?.or(start);
+            end = field("end_time")?.or(end);
         }
     }
-    let max_concurrency = match &body["max_concurrency"] {
-        Value::Null => 1,
-        Value::Number(n) => n.as_i64().unwrap_or(1),
-        Value::String(s) => s
-            .parse()
-            .map_err(|_| invalid("max_concurrency", "is not an integer"))?,
-        _ => return Err(invalid("max_concurrency", "is not an integer")),
-    };
-    if !(1..=10).contains(&max_concurrency) {
-        return Err(invalid("max_concurrency", "must be between 1 and 10, as in KFP"));
-    }
+    // Range [1-10], as recurring_run.proto documents it.
+    let max_concurrency =
+        protojson::int_in(body, "max_concurrency", "", 1, schedule::MAX_CONCURRENCY)?.unwrap_or(1);
     let mode = body["mode"].as_str().unwrap_or("ENABLE");
     if !["ENABLE", "DISABLE", "MODE_UNSPECIFIED"].contains(&mode) {
         return Err(invalid("mode", format!("unknown mode {mode}")));

@@ -133,6 +133,16 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
+    /// Set when the text is CEL but names what this subset does not evaluate.
+    unsupported: bool,
+}
+
+/// Why an expression was not taken: it is not CEL at all, or it is CEL that uses an
+/// identifier or function this subset does not evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CelError {
+    Syntax(String),
+    Unsupported(String),
 }
 
 const FUNCTIONS: &[&str] = &["int", "double", "string", "bool", "parseJson"];
@@ -235,7 +245,10 @@ impl Parser {
                     self.expect(")")?;
                     Ok(Expr::Call(f.to_string(), Box::new(arg)))
                 }
-                other => Err(format!("unsupported identifier or function {other:?}")),
+                other => {
+                    self.unsupported = true;
+                    Err(format!("unsupported identifier or function {other:?}"))
+                }
             },
             Tok::Sym(s) => Err(format!("unexpected {s:?}")),
         }
@@ -243,13 +256,30 @@ impl Parser {
 }
 
 pub fn parse(src: &str) -> Result<Expr, String> {
+    parse_checked(src).map_err(|e| match e {
+        CelError::Syntax(e) | CelError::Unsupported(e) => e,
+    })
+}
+
+/// Parses, telling text that is not an expression from one this subset lacks.
+pub fn parse_checked(src: &str) -> Result<Expr, CelError> {
     let mut p = Parser {
-        toks: lex(src)?,
+        toks: lex(src).map_err(CelError::Syntax)?,
         pos: 0,
+        unsupported: false,
     };
-    let e = p.or()?;
+    let e = p.or().map_err(|e| {
+        if p.unsupported {
+            CelError::Unsupported(e)
+        } else {
+            CelError::Syntax(e)
+        }
+    })?;
     if p.pos != p.toks.len() {
-        return Err(format!("unexpected trailing input at token {}", p.pos));
+        return Err(CelError::Syntax(format!(
+            "unexpected trailing input at token {}",
+            p.pos
+        )));
     }
     Ok(e)
 }
@@ -402,7 +432,15 @@ mod tests {
             eval(&e, &ps, &json!("{\"A_a\":1,\"B_b\":\"x\"}")).unwrap(),
             json!("x")
         );
-        assert!(parse("size(inputs.parameter_values['x']) > 1").is_err());
+        assert!(matches!(
+            parse_checked("size(inputs.parameter_values['x']) > 1"),
+            Err(CelError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse_checked("inputs.parameter_values['x'] == == 'a'"),
+            Err(CelError::Syntax(_))
+        ));
+        assert!(matches!(parse_checked("'unterminated"), Err(CelError::Syntax(_))));
         assert!(condition("inputs.parameter_values['missing'] == 1", &ps).is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! the workload the previous daemon submitted (running, re-adopted by the scheduler,
 //! or finished) and nothing runs twice unless its retry policy says so.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,8 +24,10 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::cel;
+use super::cleanup;
 use super::executor::{self, Artifact, PlaceholderContext, StepPaths, Values};
 use super::ir::{self, ComponentSpec, Dag, PipelineSpec, Task};
+use super::protojson;
 use super::store as pstore;
 use crate::config::PipelinesConfig;
 use crate::runtime::{Owner, ResourceRequest, Workload};
@@ -124,6 +126,11 @@ pub struct Inner {
     wake: Notify,
     /// Steps waiting for their workload to change phase, by workload id.
     waiters: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Runs whose driver failed to start: failures so far and the next try's time.
+    start_failures: Mutex<HashMap<String, (u32, tokio::time::Instant)>>,
+    /// Runs deleted whose cleanup has not finished: a driver started for one from a
+    /// listing taken before the delete is cancelled at once.
+    deleted: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -149,6 +156,8 @@ impl Controller {
                 active: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 waiters: Mutex::new(HashMap::new()),
+                start_failures: Mutex::new(HashMap::new()),
+                deleted: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -186,9 +195,40 @@ impl Controller {
         self.wake();
     }
 
+    /// A run's resource was deleted: stop its driver and every step it has, whether
+    /// or not a driver is live, then remove its files (in the background).
+    pub fn run_deleted(&self, uid: &str, namespace: &str, run_id: &str) {
+        if let Ok(mut deleted) = self.inner.deleted.lock() {
+            deleted.insert(run_id.to_string());
+        }
+        self.cancel(run_id);
+        let this = self.clone();
+        let (uid, namespace, run_id) = (uid.to_string(), namespace.to_string(), run_id.to_string());
+        tokio::spawn(async move {
+            let driving = || {
+                this.inner
+                    .active
+                    .lock()
+                    .map(|a| a.contains_key(&run_id))
+                    .unwrap_or(false)
+            };
+            cleanup::deleted_run(&this.inner, driving, &uid, &namespace, &run_id).await;
+            if let Ok(mut deleted) = this.inner.deleted.lock() {
+                deleted.remove(&run_id);
+            }
+        });
+    }
+
     /// The reconcile loop: runs forever, woken by new runs or every second.
     pub async fn run(self, health: crate::health::Health) {
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_sweep {
+                if let Err(e) = cleanup::sweep(&self.inner).await {
+                    tracing::warn!(error = %e, "sweeping deleted pipeline runs");
+                }
+                next_sweep = tokio::time::Instant::now() + SWEEP_INTERVAL;
+            }
             match self.reconcile().await {
                 Ok(()) => health.set("pipelines-controller", true, "running"),
                 Err(e) => {
@@ -214,6 +254,9 @@ impl Controller {
             if TERMINAL.contains(&state.as_str()) {
                 continue;
             }
+            if self.start_backing_off(&run.name) {
+                continue;
+            }
             let token = {
                 let Ok(mut active) = self.inner.active.lock() else {
                     continue;
@@ -225,14 +268,37 @@ impl Controller {
                 active.insert(run.name.clone(), token.clone());
                 token
             };
+            // Listed just before a delete: `run_deleted` found no driver to cancel.
+            if self
+                .inner
+                .deleted
+                .lock()
+                .map(|d| d.contains(&run.name))
+                .unwrap_or(false)
+            {
+                token.cancel();
+            }
             if run.spec["terminate_requested"].as_bool() == Some(true) {
                 token.cancel();
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let id = run.name.clone();
-                if let Err(e) = drive(this.inner.clone(), run, token).await {
-                    tracing::warn!(run = %id, error = %e, "pipeline run driver");
+                let (id, uid) = (run.name.clone(), run.uid.clone());
+                let failed = match drive(this.inner.clone(), run, token).await {
+                    Ok(()) => None,
+                    Err(StartError::Invalid(e)) => Some(format!("the run cannot start: {e}")),
+                    Err(StartError::Transient(e)) => {
+                        tracing::warn!(run = %id, error = %e, "pipeline run driver could not start");
+                        let tries = this.start_failed(&id);
+                        (tries >= MAX_START_TRIES)
+                            .then(|| format!("the run could not start after {tries} tries: {e}"))
+                    }
+                };
+                if let Some(reason) = failed {
+                    if let Err(e) = fail_run(&this.inner, &uid, &reason).await {
+                        tracing::warn!(run = %id, error = %e, "recording a run that cannot start");
+                    }
+                    this.clear_start_failures(&id);
                 }
                 if let Ok(mut active) = this.inner.active.lock() {
                     active.remove(&id);
@@ -241,6 +307,92 @@ impl Controller {
         }
         Ok(())
     }
+
+    /// Counts a failed start of a run's driver and sets when the next may be tried
+    /// (2 s doubling to a minute); returns the failures so far.
+    fn start_failed(&self, run_id: &str) -> u32 {
+        let Ok(mut failures) = self.inner.start_failures.lock() else {
+            return MAX_START_TRIES;
+        };
+        let entry = failures
+            .entry(run_id.to_string())
+            .or_insert((0, tokio::time::Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        let wait = Duration::from_secs(2u64.saturating_pow(entry.0).min(60));
+        entry.1 = tokio::time::Instant::now() + wait;
+        entry.0
+    }
+
+    fn clear_start_failures(&self, run_id: &str) {
+        if let Ok(mut failures) = self.inner.start_failures.lock() {
+            failures.remove(run_id);
+        }
+    }
+
+    /// Whether a run whose driver failed to start must still wait before another try.
+    fn start_backing_off(&self, run_id: &str) -> bool {
+        self.inner
+            .start_failures
+            .lock()
+            .map(|f| {
+                f.get(run_id)
+                    .is_some_and(|(_, next)| *next > tokio::time::Instant::now())
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// How often steps and files of deleted runs are looked for, and the cache pruned.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many times a run's driver may fail to start for a passing reason (the store or
+/// the scheduler failing) before the run ends FAILED.
+const MAX_START_TRIES: u32 = 8;
+
+/// Why a run's driver did not start.
+#[derive(Debug)]
+enum StartError {
+    /// The stored run can never run (its pipeline spec does not validate: stored by an
+    /// older version, or written to the database by hand).
+    Invalid(String),
+    /// The store or the scheduler failed; a later try may work.
+    Transient(String),
+}
+
+/// Ends a run FAILED with `reason`, and stops any step it still has, so that a run
+/// that cannot proceed neither retries forever nor leaves processes behind.
+async fn fail_run(inner: &Inner, uid: &str, reason: &str) -> Result<(), String> {
+    if let Ok(steps) = inner.scheduler.list_by_owner(uid).await {
+        for step in steps.iter().filter(|w| !w.phase.is_final()) {
+            if let Err(e) = inner.scheduler.stop(&step.id).await {
+                tracing::warn!(workload = %step.id, error = %e, "stopping a step of a failed run");
+            }
+        }
+    }
+    let owned = uid.to_string();
+    let Some(run) = inner
+        .store
+        .call(move |conn| crate::store::resources::get_by_uid(conn, &owned))
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(());
+    };
+    let mut status: RunStatus = serde_json::from_value(run.status.clone()).unwrap_or_default();
+    if TERMINAL.contains(&status.state.as_str()) {
+        return Ok(());
+    }
+    status.set_state("FAILED");
+    status.error = Some(reason.to_string());
+    status.finished_at = Some(now_rfc3339());
+    let status = serde_json::to_value(&status).map_err(|e| e.to_string())?;
+    let uid = uid.to_string();
+    inner
+        .store
+        .call(move |conn| crate::store::resources::update_status(conn, &uid, &status, None))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The owner kind of pipeline steps' workloads, in the scheduler's queue and events.
@@ -340,11 +492,7 @@ impl RunCtx {
     }
 
     fn run_dir(&self) -> PathBuf {
-        self.inner
-            .data_dir
-            .join("pipelines")
-            .join("runs")
-            .join(&self.run_id)
+        cleanup::run_dir(&self.inner.data_dir, &self.run_id)
     }
 
     /// The workload id of one attempt of one task: stable across daemon restarts, so a
@@ -379,15 +527,15 @@ async fn drive(
     inner: Arc<Inner>,
     run: crate::store::Resource,
     cancel: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let mut status: RunStatus = serde_json::from_value(run.status.clone()).unwrap_or_default();
-    let pkg = ir::from_api(&run.spec["pipeline_spec"]).map_err(|e| e.to_string())?;
-    let validated = ir::validate(&pkg).map_err(|e| e.to_string())?;
+    let pkg = ir::from_api(&run.spec["pipeline_spec"]).map_err(|e| StartError::Invalid(e.to_string()))?;
+    let validated = ir::validate(&pkg).map_err(|e| StartError::Invalid(e.to_string()))?;
     let known = inner
         .scheduler
         .list_by_owner(&run.uid)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StartError::Transient(e.to_string()))?
         .into_iter()
         .map(|w| w.id)
         .collect();
@@ -1144,11 +1292,15 @@ fn resource_request(resources: Option<&Value>, inputs: &Values) -> Result<Resour
             let raw = acc.get("resourceCount").or_else(|| acc.get("count"));
             match resource_text(raw, inputs, "accelerator count")? {
                 None => 0,
-                Some(text) => text
-                    .trim()
-                    .parse::<f64>()
-                    .map(|f| f as u32)
-                    .map_err(|_| format!("accelerator count {text:?} is not a number"))?,
+                Some(text) => match text.trim().parse::<f64>() {
+                    // The SDK writes counts as text of a whole number ("1").
+                    Ok(f) if f.fract() == 0.0 && (0.0..=f64::from(MAX_GPUS)).contains(&f) => f as u32,
+                    _ => {
+                        return Err(format!(
+                            "accelerator count {text:?} must be a whole number from 0 to {MAX_GPUS}"
+                        ))
+                    }
+                },
             }
         }
     };
@@ -1158,6 +1310,9 @@ fn resource_request(resources: Option<&Value>, inputs: &Values) -> Result<Resour
         gpus,
     })
 }
+
+/// The most GPUs one step may ask for; the scheduler refuses what the node lacks.
+const MAX_GPUS: u32 = 1024;
 
 /// Why an attempt did not produce outputs.
 enum AttemptError {
@@ -1229,18 +1384,7 @@ async fn run_container(
                 return fail(&ctx, &path, &name, &task, &parent, e).await
             }
             Err(AttemptError::Failed(e)) if attempt <= retry.max_retry_count => {
-                let base = retry
-                    .backoff_duration
-                    .as_deref()
-                    .and_then(ir::parse_duration)
-                    .unwrap_or_default();
-                let factor = retry.backoff_factor.unwrap_or(2.0).max(1.0);
-                let cap = retry
-                    .backoff_max_duration
-                    .as_deref()
-                    .and_then(ir::parse_duration)
-                    .unwrap_or(Duration::from_secs(3600));
-                let wait = base.mul_f64(factor.powi(attempt as i32 - 1)).min(cap);
+                let wait = retry_wait(&retry, attempt);
                 tracing::info!(task = %path, attempt, error = %e, "step failed; retrying");
                 ctx.update(&path, |r| {
                     r.error = Some(format!("attempt {attempt}: {e}"));
@@ -1262,6 +1406,32 @@ async fn run_container(
     }
 }
 
+/// How long a step waits before attempt `attempt + 1`: `backoffDuration` (default
+/// 0s) times `backoffFactor` (default 2) to the power `attempt - 1`, at most
+/// `backoffMaxDuration` (default 3600s), as KFP's SDK documents `set_retry`. Computed
+/// without a panicking operation whatever the stored policy holds: validation bounds
+/// new policies, but a run stored before it may carry any value.
+fn retry_wait(retry: &ir::RetryPolicy, attempt: u32) -> Duration {
+    let base = retry
+        .backoff_duration
+        .as_deref()
+        .and_then(protojson::parse_duration)
+        .unwrap_or_default();
+    let cap = retry
+        .backoff_max_duration
+        .as_deref()
+        .and_then(protojson::parse_duration)
+        .unwrap_or(Duration::from_secs(3600));
+    let factor = retry
+        .backoff_factor
+        .filter(|f| f.is_finite())
+        .unwrap_or(2.0)
+        .clamp(1.0, ir::MAX_BACKOFF_FACTOR);
+    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+    let secs = base.as_secs_f64() * factor.powi(exponent);
+    Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempt_container(
     ctx: &Arc<RunCtx>,
@@ -1281,13 +1451,7 @@ async fn attempt_container(
     };
     let paths = StepPaths {
         dir: ctx.run_dir().join(&rel).join(attempt_dir),
-        artifact_root: ctx
-            .inner
-            .data_dir
-            .join("artifacts")
-            .join(executor::sanitize(&ctx.namespace))
-            .join(&ctx.run_id)
-            .join(&rel),
+        artifact_root: cleanup::artifact_dir(&ctx.inner.data_dir, &ctx.namespace, &ctx.run_id).join(&rel),
     };
     let planned = executor::output_artifacts(comp, &paths);
     let id = ctx.workload_id(path, attempt);
@@ -1576,6 +1740,37 @@ async fn wait_workload(ctx: &RunCtx, path: &str, id: &str) -> Result<WorkloadRec
             _ = notify.notified() => {}
             _ = ctx.cancel.cancelled(), if !stopping => {}
             _ = tokio::time::sleep(WAIT_TICK) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_grow_by_the_factor_up_to_the_cap_whatever_is_stored() {
+        let policy = |d: &str, f: Option<f64>, m: Option<&str>| ir::RetryPolicy {
+            max_retry_count: 3,
+            backoff_duration: Some(d.to_string()),
+            backoff_factor: f,
+            backoff_max_duration: m.map(str::to_string),
+        };
+        let p = policy("2s", Some(3.0), Some("60s"));
+        assert_eq!(retry_wait(&p, 1), Duration::from_secs(2));
+        assert_eq!(retry_wait(&p, 2), Duration::from_secs(6));
+        assert_eq!(retry_wait(&p, 3), Duration::from_secs(18));
+        assert_eq!(retry_wait(&p, 5), Duration::from_secs(60));
+        assert_eq!(retry_wait(&p, u32::MAX), Duration::from_secs(60));
+        // Values only an older version could have stored: never a panic.
+        for (d, f) in [
+            ("1e300s", Some(2.0)),
+            ("NaN s", Some(f64::NAN)),
+            ("-1s", Some(f64::INFINITY)),
+            ("5s", Some(1e300)),
+        ] {
+            let w = retry_wait(&policy(d, f, None), u32::MAX);
+            assert!(w <= Duration::from_secs(3600), "{d}: {w:?}");
         }
     }
 }

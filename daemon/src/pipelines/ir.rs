@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cel;
+use super::protojson::{duration_in, int_in, number_in};
+use crate::model::strict::{FieldError, MAX_SECONDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IrError {
@@ -634,10 +636,55 @@ fn check_interface(iface: &Interface, path: &str) -> Result<(), IrError> {
     Ok(())
 }
 
-/// Parses a duration as the IR writes them (`"0s"`, `"3600s"`, `"1.5s"`).
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let n: f64 = s.strip_suffix('s')?.parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| std::time::Duration::from_secs_f64(n))
+impl From<FieldError> for IrError {
+    fn from(e: FieldError) -> IrError {
+        match e {
+            FieldError::Invalid { path, detail } => invalid(path, detail),
+            FieldError::Unsupported { path, detail } => unsupported(path, detail),
+        }
+    }
+}
+
+/// The largest count a task's `maxRetryCount` or `parallelismLimit` may hold: both are
+/// `int32` in pipeline_spec.proto.
+pub const MAX_COUNT: u64 = i32::MAX as u64;
+
+/// The largest `backoffFactor`: past it every retry after the first waits the
+/// `backoffMaxDuration` anyway.
+pub const MAX_BACKOFF_FACTOR: f64 = 1000.0;
+
+/// Bounds every number of every task as written, before the typed model reads them,
+/// so that a bad value is refused naming its field (not as a shapeless parse error).
+fn check_task_numbers(spec: &Value) -> Result<(), IrError> {
+    let mut dags: Vec<(String, &Value)> = vec![("root".into(), &spec["root"])];
+    if let Some(map) = spec.get("components").and_then(Value::as_object) {
+        dags.extend(map.iter().map(|(k, v)| (format!("components.{k}"), v)));
+    }
+    for (path, comp) in dags {
+        let Some(tasks) = comp.pointer("/dag/tasks").and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, task) in tasks {
+            let tpath = format!("{path}.dag.tasks.{name}");
+            if let Some(r) = task.get("retryPolicy").filter(|r| !r.is_null()) {
+                let rpath = format!("{tpath}.retryPolicy");
+                int_in(r, "maxRetryCount", &rpath, 0, MAX_COUNT)?;
+                duration_in(r, "backoffDuration", &rpath)?;
+                duration_in(r, "backoffMaxDuration", &rpath)?;
+                number_in(r, "backoffFactor", &rpath, 0.0, MAX_BACKOFF_FACTOR)?;
+            }
+            if let Some(p) = task.get("iteratorPolicy").filter(|p| !p.is_null()) {
+                int_in(
+                    p,
+                    "parallelismLimit",
+                    &format!("{tpath}.iteratorPolicy"),
+                    0,
+                    MAX_COUNT,
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates a package and returns the typed spec, or the first problem found.
@@ -659,6 +706,7 @@ pub fn validate(pkg: &Package) -> Result<Validated, IrError> {
         Some(Value::String(s)) if !s.trim().is_empty() => {}
         _ => return Err(invalid("pipelineInfo.name", "must be a non-empty string")),
     }
+    check_task_numbers(&pkg.spec)?;
     let spec: PipelineSpec =
         serde_json::from_value(pkg.spec.clone()).map_err(|e| invalid("pipeline_spec", e.to_string()))?;
     if spec.pipeline_info.name.trim().is_empty() {
@@ -790,6 +838,9 @@ fn check_import_uri(uri: &str, path: &str) -> Result<(), IrError> {
     Ok(())
 }
 
+/// The most accelerators one step may ask for.
+const MAX_ACCELERATORS: f64 = 1024.0;
+
 fn check_accelerator(resources: &Value, path: &str) -> Result<(), IrError> {
     let Some(acc) = resources.get("accelerator") else {
         return Ok(());
@@ -800,6 +851,26 @@ fn check_accelerator(resources: &Value, path: &str) -> Result<(), IrError> {
         &format!("{path}.container.resources.accelerator"),
         "accelerator.",
     )?;
+    for key in ["count", "resourceCount"] {
+        let whole = |f: f64| f.fract() == 0.0 && (0.0..=MAX_ACCELERATORS).contains(&f);
+        let ok = match acc.get(key) {
+            None | Some(Value::Null) => true,
+            // Placeholders are checked again when the step is about to run.
+            Some(Value::String(t)) if t.starts_with("{{$") => true,
+            Some(Value::String(t)) => t.trim().parse::<f64>().is_ok_and(whole),
+            Some(Value::Number(n)) => n.as_f64().is_some_and(whole),
+            Some(_) => false,
+        };
+        if !ok {
+            return Err(invalid(
+                format!("{path}.container.resources.accelerator.{key}"),
+                format!(
+                    "must be a whole number from 0 to {MAX_ACCELERATORS}, not {}",
+                    acc[key]
+                ),
+            ));
+        }
+    }
     for key in ["type", "resourceType"] {
         if let Some(Value::String(t)) = acc.get(key) {
             // Placeholders are checked again when the step is about to run.
@@ -901,25 +972,19 @@ fn check_dag(
             }
         }
         if let Some(cond) = &task.trigger_policy.condition {
-            cel::parse(cond)
-                .map_err(|e| unsupported("triggerPolicy.condition", format!("{tpath}: {cond:?}: {e}")))?;
+            cel::parse_checked(cond).map_err(|e| match e {
+                cel::CelError::Syntax(e) => invalid(
+                    format!("{tpath}.triggerPolicy.condition"),
+                    format!("{cond:?} does not parse: {e}"),
+                ),
+                cel::CelError::Unsupported(e) => {
+                    unsupported("triggerPolicy.condition", format!("{tpath}: {cond:?}: {e}"))
+                }
+            })?;
         }
         if let Some(s) = &task.trigger_policy.strategy {
             if s != "ALL_UPSTREAM_TASKS_SUCCEEDED" && s != "ALL_UPSTREAM_TASKS_COMPLETED" {
                 return Err(unsupported(format!("triggerPolicy.strategy {s}"), tpath));
-            }
-        }
-        if let Some(r) = &task.retry_policy {
-            for d in [&r.backoff_duration, &r.backoff_max_duration]
-                .into_iter()
-                .flatten()
-            {
-                if parse_duration(d).is_none() {
-                    return Err(invalid(
-                        format!("{tpath}.retryPolicy"),
-                        format!("bad duration {d:?}"),
-                    ));
-                }
             }
         }
         if let Some(it) = &task.parameter_iterator {
@@ -1128,16 +1193,16 @@ fn validate_platform(
                 }
                 match key.as_str() {
                     "activeDeadlineSeconds" => {
-                        px.active_deadline_seconds = v
-                            .as_u64()
-                            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                            .or_else(|| v.as_f64().map(|f| f as u64));
-                        if px.active_deadline_seconds.is_none() {
-                            return Err(invalid(
-                                format!("platforms.kubernetes.deploymentSpec.executors.{label}.activeDeadlineSeconds"),
-                                "must be a whole number of seconds",
-                            ));
-                        }
+                        // int64 in kubernetes_executor_config.proto; 0 (proto3's
+                        // default) means no deadline.
+                        px.active_deadline_seconds = int_in(
+                            &Value::Object(cfg.clone()),
+                            key,
+                            &format!("platforms.kubernetes.deploymentSpec.executors.{label}"),
+                            0,
+                            MAX_SECONDS,
+                        )?
+                        .filter(|s| *s > 0);
                     }
                     _ => {
                         // podMetadata: labels and annotations become workload labels.

@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod cel;
+pub mod cleanup;
 pub mod controller;
 pub mod executor;
 pub mod ir;
+pub mod protojson;
 pub mod schedule;
 pub mod store;

@@ -90,6 +90,26 @@ impl Cgroups {
         Ok(Some(dir))
     }
 
+    /// Processes in the workload's cgroup; none when limits are not enforced.
+    pub fn procs(&self, id: &str) -> Vec<i32> {
+        let Cgroups::Enforced { workloads } = self else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(workloads.join(id).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// SIGKILL to every process in the workload's cgroup at once (`cgroup.kill`, Linux
+    /// 5.14); a no-op without it, when callers kill `procs` one by one.
+    pub fn kill(&self, id: &str) {
+        if let Cgroups::Enforced { workloads } = self {
+            let _ = std::fs::write(workloads.join(id).join("cgroup.kill"), b"1");
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         if let Cgroups::Enforced { workloads } = self {
             let _ = std::fs::remove_dir(workloads.join(id));

@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod identity;
 pub mod process;
+pub mod proctree;
 pub mod shim;
 
 use std::collections::BTreeMap;

@@ -3,9 +3,20 @@
 //! `systemctl restart` with `KillMode=process`). It starts the command in its own
 //! process group with stdout and stderr appended to `output.log` (copied to
 //! `output.log.1` and truncated past the size cap), enforces the deadline, turns
-//! SIGTERM into "TERM the group, KILL it after the grace period", kills what is left of
-//! the tree when the command ends, and records how it ended in `exit.json`. Everything
-//! the daemon needs later is a file in `<dir>`.
+//! SIGTERM into "TERM the whole tree, KILL it after the grace period", kills what is
+//! left of the tree when the command ends, and records how the command ended in
+//! `exit.json` only once nothing it started is left. Everything the daemon needs later
+//! is a file in `<dir>`.
+//!
+//! Nothing escapes: the shim is the child subreaper of everything below it, so a
+//! process that leaves the group (`setsid`) or whose parent exits (a double fork) is
+//! re-parented to the shim and is found among its descendants; with cgroups the
+//! workload's cgroup is killed as well.
+//!
+//! At most one shim ever runs a workload: each claims `<dir>/shim.pid` by linking a
+//! complete file into place (which fails when another shim did), before anything runs.
+//! A daemon that died between spawning a shim and hearing from it may therefore spawn
+//! another after its restart: one of the two claims, the other reports `busy`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -22,7 +33,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::ExitInfo;
+use super::{proctree, ExitInfo};
 
 /// What the daemon hands the shim, as `<dir>/spec.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +64,19 @@ pub const SPEC: &str = "spec.json";
 pub const STARTED: &str = "started.json";
 pub const EXIT: &str = "exit.json";
 pub const SHIM_PID: &str = "shim.pid";
+/// Written by the daemon to ask for a stop; a shim that has not started the command
+/// yet records `Stopped` instead of starting it.
+pub const STOP: &str = "stop";
+/// `HEARTH_FAULT_INJECT`: a test hook, never set in production. A comma-separated list
+/// of fault points; see `fault_injected`.
+pub const FAULT_INJECT_ENV: &str = "HEARTH_FAULT_INJECT";
+/// Fault point: the daemon kills itself (SIGKILL) right after spawning a shim, before
+/// it hears whether the shim started the workload.
+pub const FAULT_AFTER_SHIM_SPAWN: &str = "after-shim-spawn";
+/// Fault point: the shim waits 2 s before it claims the workload, so that a restarted
+/// daemon's recovery races its claim (the worst case for "never two copies") or a stop
+/// finds the workload still starting.
+pub const FAULT_SHIM_SLOW_CLAIM: &str = "shim-slow-claim";
 pub const LOG: &str = "output.log";
 pub const LOG_ROTATED: &str = "output.log.1";
 
@@ -64,11 +88,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Whether the test hook `HEARTH_FAULT_INJECT` names `point`.
+pub fn fault_injected(point: &str) -> bool {
+    std::env::var(FAULT_INJECT_ENV).is_ok_and(|v| v.split(',').any(|p| p.trim() == point))
+}
+
 fn now() -> String {
     crate::store::now_rfc3339()
 }
 
-/// Entry point of `hearth shim`. Reports `started <pid>` or `failed <reason>` on
+/// Entry point of `hearth shim`. Reports `started <pid>`, `failed <reason>`, `stopped`
+/// (a stop came before the start) or `busy` (another shim claimed the workload) on
 /// stdout (the daemon waits for that line), then supervises.
 pub fn main(dir: &Path) -> ExitCode {
     match run(dir) {
@@ -89,17 +119,33 @@ fn run(dir: &Path) -> Result<(), String> {
     let spec: ShimSpec = std::fs::read(dir.join(SPEC))
         .map_err(|e| format!("reading spec.json: {e}"))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing spec.json: {e}")))?;
-    std::fs::write(dir.join(SHIM_PID), std::process::id().to_string()).map_err(|e| e.to_string())?;
-    // Orphaned grandchildren are re-parented here, so none can outlive the workload.
-    let _ = nix::sys::prctl::set_child_subreaper(true);
-
-    let mut mask = SigSet::empty();
-    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(signal);
+    // Signals before the claim: once shim.pid names this process the daemon may send
+    // SIGTERM, which must become a stop of the tree, not the shim's death.
+    let signals = block_signals()?;
+    if fault_injected(FAULT_SHIM_SLOW_CLAIM) {
+        std::thread::sleep(Duration::from_secs(2));
     }
-    mask.thread_block().map_err(|e| e.to_string())?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| e.to_string())?;
+    if !claim(dir)? {
+        let _ = writeln!(std::io::stdout(), "busy");
+        return Ok(());
+    }
+    // Orphans below the shim are re-parented to it, so none can outlive the workload.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    if stop_requested(dir, &signals) {
+        record_exit(
+            dir,
+            &ExitInfo {
+                exit_code: None,
+                signal: None,
+                reason: "Stopped".into(),
+                message: "stopped before it started".into(),
+                started_at: None,
+                finished_at: now(),
+            },
+        )?;
+        let _ = writeln!(std::io::stdout(), "stopped");
+        return Ok(());
+    }
 
     let log = OpenOptions::new()
         .create(true)
@@ -201,11 +247,49 @@ fn run(dir: &Path) -> Result<(), String> {
     supervise(dir, &spec, &signals, pid, started_at)
 }
 
+fn block_signals() -> Result<SignalFd, String> {
+    let mut mask = SigSet::empty();
+    for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(signal);
+    }
+    mask.thread_block().map_err(|e| e.to_string())?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| e.to_string())
+}
+
+/// Claims the workload for this shim: `shim.pid` appears complete (a hard link of a
+/// written file) or not at all, and only once. `false`: another shim holds it.
+fn claim(dir: &Path) -> Result<bool, String> {
+    let me = std::process::id();
+    let tmp = dir.join(format!("{SHIM_PID}.{me}"));
+    std::fs::write(&tmp, me.to_string()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    let claimed = match std::fs::hard_link(&tmp, dir.join(SHIM_PID)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(format!("claiming {SHIM_PID}: {e}")),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    claimed
+}
+
+/// A stop asked for before the command started: the daemon's `stop` file (written
+/// before it looks for shim.pid, while this shim wrote shim.pid before looking for the
+/// file, so one of the two sees the other) or a signal already pending.
+fn stop_requested(dir: &Path, signals: &SignalFd) -> bool {
+    let mut asked = dir.join(STOP).exists();
+    while let Ok(Some(info)) = signals.read_signal() {
+        asked |= info.ssi_signo as i32 != Signal::SIGCHLD as i32;
+    }
+    asked
+}
+
 struct Termination {
     reason: &'static str,
     message: String,
     kill_at: Instant,
 }
+
+/// How the main command ended: exit code, or the signal that killed it.
+type MainExit = (Option<i32>, Option<i32>);
 
 fn supervise(
     dir: &Path,
@@ -215,9 +299,17 @@ fn supervise(
     started_at: String,
 ) -> Result<(), String> {
     let begun = Instant::now();
-    let deadline = spec.deadline_seconds.map(|s| begun + Duration::from_secs(s));
+    let deadline = spec
+        .deadline_seconds
+        .and_then(|s| begun.checked_add(Duration::from_secs(s)));
     let grace = Duration::from_secs(spec.grace_seconds);
+    let kill_at = |from: Instant| from.checked_add(grace).unwrap_or(from);
+    let tree = Tree {
+        main: pid,
+        cgroup: spec.cgroup.clone(),
+    };
     let mut terminating: Option<Termination> = None;
+    let mut main_exit: Option<MainExit> = None;
     let mut last_rotation_check = Instant::now();
 
     loop {
@@ -236,99 +328,112 @@ fn supervise(
         while let Ok(Some(info)) = signals.read_signal() {
             let signo = info.ssi_signo as i32;
             if signo != Signal::SIGCHLD as i32 && terminating.is_none() {
-                let _ = killpg(pid, Signal::SIGTERM);
+                tree.signal(Signal::SIGTERM);
                 terminating = Some(Termination {
                     reason: "Stopped",
                     message: "stopped on request".into(),
-                    kill_at: Instant::now() + grace,
+                    kill_at: kill_at(Instant::now()),
                 });
             }
         }
 
-        // Reap everything that ended; the main command's status is the result.
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, code)) if p == pid => {
-                    return finish(dir, pid, Some(code), None, terminating, started_at);
-                }
-                Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => {
-                    return finish(dir, pid, None, Some(signal as i32), terminating, started_at);
-                }
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
-            }
+        let none_left = reap(pid, &mut main_exit);
+        if main_exit.is_some() && (terminating.is_none() || none_left) {
+            // The command is gone; nothing it started may stay (Kubernetes kills the
+            // pod). While stopping, the rest of the tree keeps its grace period.
+            break;
         }
 
         let now_instant = Instant::now();
         if terminating.is_none() && deadline.is_some_and(|d| now_instant >= d) {
-            let _ = killpg(pid, Signal::SIGTERM);
+            tree.signal(Signal::SIGTERM);
             terminating = Some(Termination {
                 reason: "DeadlineExceeded",
                 message: format!(
                     "ran longer than activeDeadlineSeconds ({}s)",
                     spec.deadline_seconds.unwrap_or_default()
                 ),
-                kill_at: now_instant + grace,
+                kill_at: kill_at(now_instant),
             });
         }
-        if let Some(t) = &terminating {
-            if now_instant >= t.kill_at {
-                kill_tree(pid);
-            }
+        if terminating.as_ref().is_some_and(|t| now_instant >= t.kill_at) {
+            break;
         }
         if last_rotation_check.elapsed() >= Duration::from_secs(1) {
             last_rotation_check = Instant::now();
             rotate_if_needed(dir, spec.log_max_bytes);
         }
     }
+    tree.kill_and_reap(&mut main_exit);
+    finish(dir, main_exit, terminating, started_at)
 }
 
-/// SIGKILL to the process group and to every process re-parented to this shim.
-fn kill_tree(pid: Pid) {
-    let _ = killpg(pid, Signal::SIGKILL);
-    let me = std::process::id() as i32;
-    for child in children_of(me) {
-        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+/// Reaps every child that ended, noting the main command's status. `true` when the
+/// shim has no children left at all.
+fn reap(main: Pid, main_exit: &mut Option<MainExit>) -> bool {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, code)) if p == main => *main_exit = Some((Some(code), None)),
+            Ok(WaitStatus::Signaled(p, signal, _)) if p == main => {
+                *main_exit = Some((None, Some(signal as i32)));
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+            Ok(_) => continue,
+        }
     }
 }
 
-/// Direct children of `parent`, from `/proc/*/stat`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                })
-                == Some(parent)
-        })
-        .collect()
+/// Everything the workload started: the main command's process group, every process
+/// below the shim (setsid and double forks included, the shim being their subreaper),
+/// and the workload's cgroup when there is one.
+struct Tree {
+    main: Pid,
+    cgroup: Option<PathBuf>,
+}
+
+impl Tree {
+    fn signal(&self, signal: Signal) {
+        let _ = killpg(self.main, signal);
+        if let Some(cgroup) = &self.cgroup {
+            // cgroup.kill (Linux 5.14) takes the whole cgroup at once, forks included.
+            let killed =
+                signal == Signal::SIGKILL && std::fs::write(cgroup.join("cgroup.kill"), b"1").is_ok();
+            if !killed {
+                let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = kill(Pid::from_raw(pid), signal);
+                }
+            }
+        }
+        for pid in proctree::descendants(std::process::id() as i32) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// SIGKILL to the tree until the shim has no child left, reaping as it goes. No
+    /// time limit: the exit is recorded (and the GPUs freed) only once all are gone.
+    fn kill_and_reap(&self, main_exit: &mut Option<MainExit>) {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.signal(Signal::SIGKILL);
+            if reap(self.main, main_exit) {
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
 }
 
 fn finish(
     dir: &Path,
-    pid: Pid,
-    code: Option<i32>,
-    signal: Option<i32>,
+    main_exit: Option<MainExit>,
     terminating: Option<Termination>,
     started_at: String,
 ) -> Result<(), String> {
-    // The command is gone; nothing it started may stay (Kubernetes kills the pod).
-    kill_tree(pid);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(5)),
-            Ok(_) => continue,
-            Err(_) => break,
-        }
-    }
+    let (code, signal) = main_exit.unwrap_or((None, None));
     let (reason, message) = match terminating {
         Some(t) => (t.reason.to_string(), t.message),
         None => match (code, signal) {

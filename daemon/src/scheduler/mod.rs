@@ -417,59 +417,76 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Purges every ended workload whose owner is gone (a deleted Job, pipeline run or
-    /// InferenceService): nothing can show its log any more. Returns how many.
+    /// Collects the workloads whose owner is gone (a deleted Job, pipeline run or
+    /// InferenceService): running ones are stopped, ended ones purged (nothing can show
+    /// their log any more). A row that fails is reported and left for the next pass;
+    /// the pass goes on. Returns how many were purged.
     pub async fn collect_garbage(&self) -> Result<usize, SchedulerError> {
-        let orphans = self
-            .inner
-            .store
-            .call(|conn| workloads::ended_orphans(conn))
-            .await?;
-        for id in &orphans {
-            self.purge(id).await?;
+        let orphans = self.inner.store.call(|conn| workloads::orphans(conn)).await?;
+        let (mut purged, mut stopped) = (0, 0);
+        for (id, phase) in &orphans {
+            let outcome = match phase {
+                Some(phase) if phase.is_final() => self.purge(id).await.map(|()| purged += 1),
+                Some(_) => self.stop(id).await.map(|()| stopped += 1),
+                None => {
+                    tracing::warn!(workload = %id, "a workload of a deleted owner has an unknown phase; leaving it");
+                    Ok(())
+                }
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(workload = %id, error = %e, "collecting a workload of a deleted owner");
+            }
         }
-        if !orphans.is_empty() {
-            tracing::info!(count = orphans.len(), "removed ended workloads of deleted owners");
+        if stopped > 0 {
+            tracing::info!(count = stopped, "stopping workloads of deleted owners");
         }
-        Ok(orphans.len())
+        if purged > 0 {
+            tracing::info!(count = purged, "removed ended workloads of deleted owners");
+        }
+        Ok(purged)
     }
 
-    /// Removes a queued workload, or stops a running one (its watcher records the end).
+    /// Removes a queued workload, or asks the runtime to stop a starting or running one.
+    /// The runtime records the request, so a workload still starting never runs (or is
+    /// stopped as soon as it does); its watcher records the end, and only then are its
+    /// GPUs, CPU and memory free again.
     pub async fn stop(&self, id: &str) -> Result<(), SchedulerError> {
         let Some(record) = self.get(id).await? else {
             return Err(SchedulerError::NotFound(id.to_string()));
         };
-        match record.phase {
-            WorkloadPhase::Queued => {
-                let exit = ExitInfo {
-                    exit_code: None,
-                    signal: None,
-                    reason: "Stopped".into(),
-                    message: "stopped before it started".into(),
-                    started_at: None,
-                    finished_at: now_rfc3339(),
-                };
-                self.finish(&record.id, &record.owner, exit).await?;
+        if record.phase == WorkloadPhase::Queued {
+            let exit = ExitInfo {
+                exit_code: None,
+                signal: None,
+                reason: "Stopped".into(),
+                message: "stopped before it started".into(),
+                started_at: None,
+                finished_at: now_rfc3339(),
+            };
+            let owned = record.id.clone();
+            let ended = self
+                .inner
+                .store
+                .call(move |conn| workloads::stop_queued(conn, &owned, &exit))
+                .await?;
+            if ended {
+                self.emit(&record.id, &record.owner, WorkloadPhase::Stopped);
                 // Its place in the queue may have held others back.
-                self.admit().await?;
+                return self.admit().await;
             }
-            WorkloadPhase::Starting | WorkloadPhase::Running => match self.inner.runtime.stop(id).await {
-                Ok(()) => {}
-                // Never reached the runtime: nothing to kill.
-                Err(RuntimeError::NotFound(_)) => {
-                    let exit = ExitInfo {
-                        exit_code: None,
-                        signal: None,
-                        reason: "Stopped".into(),
-                        message: "stopped while starting".into(),
-                        started_at: None,
-                        finished_at: now_rfc3339(),
-                    };
-                    self.finish(&record.id, &record.owner, exit).await?;
-                }
-                Err(e) => return Err(e.into()),
-            },
-            WorkloadPhase::Succeeded | WorkloadPhase::Failed | WorkloadPhase::Stopped => {}
+            // Admitted in the meantime: the runtime stops it below.
+        }
+        match self.get(id).await?.map(|r| r.phase) {
+            Some(WorkloadPhase::Starting | WorkloadPhase::Running) => {
+                self.inner.runtime.stop(id).await?;
+            }
+            Some(
+                WorkloadPhase::Queued
+                | WorkloadPhase::Succeeded
+                | WorkloadPhase::Failed
+                | WorkloadPhase::Stopped,
+            )
+            | None => {}
         }
         Ok(())
     }
@@ -651,16 +668,26 @@ impl Scheduler {
         let this = self.clone();
         let (id, owner) = (id.to_string(), owner.clone());
         self.inner.tasks.spawn(async move {
-            let exit = match this.inner.runtime.wait(&id).await {
-                Ok(exit) => exit,
-                Err(e) => ExitInfo {
-                    exit_code: None,
-                    signal: None,
-                    reason: "Lost".into(),
-                    message: e.to_string(),
-                    started_at: None,
-                    finished_at: now_rfc3339(),
-                },
+            let exit = loop {
+                match this.inner.runtime.wait(&id).await {
+                    Ok(exit) => break exit,
+                    // No shim ever claimed it: nothing of it can be running.
+                    Err(e @ RuntimeError::NotFound(_)) => {
+                        break ExitInfo {
+                            exit_code: None,
+                            signal: None,
+                            reason: "Lost".into(),
+                            message: e.to_string(),
+                            started_at: None,
+                            finished_at: now_rfc3339(),
+                        }
+                    }
+                    // It may still run: its resources stay held until the runtime knows.
+                    Err(e) => {
+                        tracing::warn!(workload = %id, error = %e, "watching a workload; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
             };
             if let Ok(mut w) = this.inner.watching.lock() {
                 w.remove(&id);

@@ -64,7 +64,7 @@ impl Kpa {
                 if span <= 0.0 {
                     0.0
                 } else {
-                    (last.2 - first.2) as f64 / span
+                    last.2.saturating_sub(first.2) as f64 / span
                 }
             }
         }
@@ -99,7 +99,7 @@ impl Kpa {
         // Knative compares panic-window demand with what the ready pods can take.
         let capacity = ready.max(1) as f64 * target;
         if panic / capacity >= config.panic_threshold && panic_want > ready {
-            self.panic_until = Some(now + config.stable_window);
+            self.panic_until = Some(now.checked_add(config.stable_window).unwrap_or(now));
         }
         let panicking = self.panic_until.is_some_and(|until| now < until);
         let mut desired = if panicking {

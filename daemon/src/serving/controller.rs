@@ -22,8 +22,10 @@ use super::dataplane::{DataPlane, RevisionLabels, ServiceRoute};
 use super::isvc::{self, Component, Storage, Workload as Spec};
 use super::pool::RevisionPool;
 use super::runtimes::RuntimeTable;
+use super::seconds;
 use super::service::STORE_KIND;
 use crate::config::ServingConfig;
+use crate::model::strict::MAX_SECONDS;
 use crate::runtime::{Owner, ResourceRequest, Workload};
 use crate::scheduler::{
     PriorityClass, Scheduler, SchedulerError, WorkloadPhase, WorkloadRecord, WorkloadRequest,
@@ -79,6 +81,9 @@ pub struct Controller {
     /// wait at the activator only these are probed, every few milliseconds, instead of
     /// a whole reconcile pass: a model server starting up needs the CPU.
     unready: Mutex<HashMap<String, Unready>>,
+    /// Uids of revisions whose state and model cache have been given back (see
+    /// `retire_idle_revisions`), so that each is retired once rather than every pass.
+    retired: Mutex<HashSet<String>>,
 }
 
 /// What a readiness probe of one starting replica needs.
@@ -91,10 +96,10 @@ struct Unready {
 
 fn kpa_config(c: &ServingConfig) -> KpaConfig {
     KpaConfig {
-        stable_window: Duration::from_secs_f64(c.stable_window_seconds),
-        panic_window: Duration::from_secs_f64(c.panic_window_seconds),
+        stable_window: seconds(c.stable_window_seconds),
+        panic_window: seconds(c.panic_window_seconds),
         panic_threshold: c.panic_threshold_percent / 100.0,
-        scale_to_zero_grace: Duration::from_secs_f64(c.scale_to_zero_grace_seconds),
+        scale_to_zero_grace: seconds(c.scale_to_zero_grace_seconds),
     }
 }
 
@@ -167,6 +172,7 @@ impl Controller {
             stopped: Mutex::new(HashSet::new()),
             fetches: Mutex::new(HashMap::new()),
             unready: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashSet::new()),
         }
     }
 
@@ -177,7 +183,7 @@ impl Controller {
         let mut events = self.scheduler.subscribe();
         let tick = Duration::from_millis(self.config.autoscaler_tick_ms);
         let http = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
-        let mut last_pass = Instant::now() - tick;
+        let mut last_pass = Instant::now().checked_sub(tick).unwrap_or_else(Instant::now);
         loop {
             // While requests wait at the activator, starting replicas are probed every
             // few milliseconds (the probe cadence is most of a cold start beyond the
@@ -247,7 +253,7 @@ impl Controller {
 
     /// Feeds each revision's autoscaler with its load now.
     pub fn sample(&self) {
-        let keep = Duration::from_secs_f64(self.config.stable_window_seconds);
+        let keep = seconds(self.config.stable_window_seconds);
         let now = Instant::now();
         let mut revisions = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
         for state in revisions.values_mut() {
@@ -316,7 +322,7 @@ impl Controller {
                 .last()
                 .and_then(|r| r.spec["number"].as_i64())
                 .unwrap_or(0)
-                + 1;
+                .saturating_add(1);
             let new = NewResource {
                 kind: REVISION_KIND.into(),
                 namespace: service.namespace.clone(),
@@ -334,14 +340,26 @@ impl Controller {
         }
         let latest = revisions.last().cloned();
 
-        // Observe each revision's replicas: readiness, failures.
+        // Observe each revision's replicas: readiness, failures. A revision that can get
+        // no traffic without a spec change and has no replica left is not observed: that
+        // would make its pool, autoscaler and metric series again.
+        let hearth = service.status.get("hearth").cloned().unwrap_or(json!({}));
+        let latest_name = latest.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+        let before = current_traffic(&service.status);
         for revision in revisions.iter_mut() {
+            let kept = [hearth["rolledout"].as_str(), hearth["previous"].as_str()];
+            if revision_idle(revision, &workloads, &latest_name, kept, &before) {
+                continue;
+            }
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&revision.uid);
             self.observe(service, revision, &workloads, http).await?;
         }
         self.prune_ended_replicas(&revisions, &workloads).await?;
 
         // Traffic.
-        let hearth = service.status.get("hearth").cloned().unwrap_or(json!({}));
         let mut rolled = hearth["rolledout"].as_str().map(str::to_string);
         let mut previous = hearth["previous"].as_str().map(str::to_string);
         let phase = |name: &str| {
@@ -352,7 +370,6 @@ impl Controller {
                 .unwrap_or("Gone")
                 .to_string()
         };
-        let latest_name = latest.as_ref().map(|r| r.name.clone()).unwrap_or_default();
         let latest_phase = phase(&latest_name);
         let latest_ready = revisions
             .iter()
@@ -400,7 +417,8 @@ impl Controller {
             Spec::Custom { .. } => None,
         };
         let cache = targets
-            .first()
+            .iter()
+            .find(|(_, percent)| *percent > 0)
             .and_then(|(p, _)| self.cache_of(&p.revision, &parsed.service));
         let v2_only = runtime.as_ref().is_some_and(|r| !r.speaks("v1"));
         let binary = runtime.as_ref().is_some_and(|r| r.binary_tensors);
@@ -415,7 +433,7 @@ impl Controller {
                     targets: vec![(pool, 100)],
                     runtime_v2_only: v2_only,
                     runtime_binary: binary,
-                    timeout: Duration::from_secs(component.timeout_seconds),
+                    timeout: Duration::from_secs(component.timeout_seconds.min(MAX_SECONDS)),
                     cache: None,
                     require_token: false,
                 },
@@ -429,17 +447,18 @@ impl Controller {
             targets,
             runtime_v2_only: transformer.is_none() && v2_only,
             runtime_binary: transformer.is_none() && binary,
-            timeout: Duration::from_secs(front.timeout_seconds),
+            timeout: Duration::from_secs(front.timeout_seconds.min(MAX_SECONDS)),
             cache,
             require_token: parsed.service.require_token,
         });
-        self.drop_idle_model_caches(
+        self.retire_idle_revisions(
             &revisions,
             &workloads,
             &latest_name,
-            [&rolled, &previous],
+            [rolled.as_deref(), previous.as_deref()],
             &traffic,
-        );
+        )
+        .await;
 
         // Status in KServe's shape.
         let ready = !traffic.is_empty();
@@ -548,14 +567,17 @@ impl Controller {
         let state = revisions.get_mut(revision)?;
         Some(Arc::clone(state.cache.get_or_insert_with(|| {
             Arc::new(ResponseCache::new(
-                Duration::from_secs(wanted.ttl_seconds),
+                Duration::from_secs(wanted.ttl_seconds.min(MAX_SECONDS)),
                 wanted.max_entries,
             ))
         })))
     }
 
+    /// The revision's predictor as stored, within today's bounds.
     fn component_of(revision: &Resource) -> Option<Component> {
-        serde_json::from_value(revision.spec["component"].clone()).ok()
+        serde_json::from_value(revision.spec["component"].clone())
+            .ok()
+            .map(Component::within_bounds)
     }
 
     /// What runs for a revision: the predictor and, when set, the transformer, each
@@ -573,7 +595,7 @@ impl Controller {
         {
             units.push(Unit {
                 key: format!("{}/transformer", revision.name),
-                component: c,
+                component: c.within_bounds(),
                 transformer: true,
             });
         }
@@ -712,7 +734,7 @@ impl Controller {
                                 .remove(&w.id);
                             tracing::warn!(replica = %w.id, "not ready within the readiness timeout; stopping it");
                             self.stop(&w.id).await?;
-                            timeouts += 1;
+                            timeouts = timeouts.saturating_add(1);
                             last_failure = format!(
                                 "replica {} was not ready within {} s",
                                 w.id, self.config.readiness_timeout_seconds
@@ -760,7 +782,7 @@ impl Controller {
             any_new |= became_ready;
             all_ready &= pool.serving() > 0;
         }
-        failures += timeouts;
+        failures = timeouts.saturating_add(failures);
         let phase = revision.status["phase"].as_str().unwrap_or("Pending").to_string();
         let mut status = revision.status.clone();
         // Ready once every unit (predictor, transformer) has had a ready replica.
@@ -910,7 +932,7 @@ impl Controller {
                         // As KServe's storage initializer is restarted with a backoff
                         // until the revision's deadline: the store or network may be
                         // back in a moment (a MinIO that starts after Hearth at boot).
-                        let attempts = status["fetchAttempts"].as_u64().unwrap_or(0) + 1;
+                        let attempts = status["fetchAttempts"].as_u64().unwrap_or(0).saturating_add(1);
                         let backoff = FETCH_BACKOFF_BASE_SECONDS * 2f64.powi(attempts.min(6) as i32 - 1);
                         status["fetchAttempts"] = json!(attempts);
                         status["fetchRetryAt"] = json!(now_plus(backoff));
@@ -1037,44 +1059,87 @@ impl Controller {
         Ok(())
     }
 
-    /// Model caches of revisions that can get no traffic without a spec change (not
-    /// the latest, not rolled out now or before, no replica left) are removed: on a
-    /// workstation every edit of a service would otherwise keep another copy of the
-    /// model on disk. Such a revision that comes back fetches its model again.
-    fn drop_idle_model_caches(
+    /// Revisions that can get no traffic without a spec change (not the latest, not
+    /// rolled out now or before, no replica left) give back what they hold: their model
+    /// cache on disk (on a workstation every edit of a service would otherwise keep
+    /// another copy of the model), and their pool, autoscaler, response cache, internal
+    /// route and metric series in memory. Such a revision that comes back fetches its
+    /// model again and starts afresh.
+    async fn retire_idle_revisions(
         &self,
         revisions: &[Resource],
         workloads: &[WorkloadRecord],
         latest: &str,
-        kept: [&Option<String>; 2],
+        kept: [Option<&str>; 2],
         traffic: &[(String, u32)],
     ) {
         for revision in revisions {
-            let needed = revision.name == latest
-                || kept.iter().any(|k| k.as_deref() == Some(revision.name.as_str()))
-                || traffic.iter().any(|(name, _)| *name == revision.name);
-            let keys: Vec<String> = Self::units(revision).into_iter().map(|u| u.key).collect();
-            let running = workloads.iter().any(|w| {
-                w.phase.is_active()
-                    && w.workload
-                        .labels
-                        .get(REVISION_LABEL)
-                        .is_some_and(|key| keys.contains(key))
-            });
-            if needed || running {
+            if !revision_idle(revision, workloads, latest, kept, traffic)
+                || !self
+                    .retired
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(revision.uid.clone())
+            {
                 continue;
             }
+            self.forget_revision(revision);
             let dir = self.data_dir.join("serving/models").join(&revision.uid);
-            if dir.exists() {
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {
-                        tracing::info!(revision = %revision.name, "removed the model cache of an idle revision")
-                    }
-                    Err(e) => {
-                        tracing::warn!(revision = %revision.name, error = %e, "removing an idle revision's model cache")
-                    }
+            let name = revision.name.clone();
+            // Off the controller's thread, which the API and the watchdog share: a large
+            // model tree takes seconds to unlink.
+            let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            })
+            .await;
+            match removed {
+                Ok(Ok(true)) => {
+                    tracing::info!(revision = %name, "removed the model cache of an idle revision")
+                }
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(revision = %name, error = %e, "removing an idle revision's model cache")
+                }
+                Err(e) => {
+                    tracing::warn!(revision = %name, error = %e, "removing an idle revision's model cache")
                 }
             }
+        }
+    }
+
+    /// Drops a revision's in-memory state: pools and autoscalers of its units, their
+    /// metric series, its internal route and a fetch still under way.
+    fn forget_revision(&self, revision: &Resource) {
+        let keys = [revision.name.clone(), format!("{}/transformer", revision.name)];
+        let states: Vec<RevState> = {
+            let mut map = self.revisions.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let service = revision
+            .name
+            .rsplit_once("-predictor-")
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default();
+        for (state, key) in states.iter().zip(keys.iter()) {
+            self.plane.metrics.forget_revision(&state.pool.metrics.labels);
+            self.plane.metrics.forget_revision(&RevisionLabels {
+                namespace: revision.namespace.clone(),
+                service: service.clone(),
+                revision: key.clone(),
+            });
+        }
+        if !states.is_empty() {
+            self.plane.remove_internal(&revision.namespace, &revision.name);
+        }
+        if let Some(fetch) = self
+            .fetches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&revision.uid)
+        {
+            fetch.abort();
         }
     }
 
@@ -1097,7 +1162,7 @@ impl Controller {
             .await?;
         let slot = slot.max(current.status["nextSlot"].as_u64().unwrap_or(0));
         let mut status = current.status.clone();
-        status["nextSlot"] = json!(slot + 1);
+        status["nextSlot"] = json!(slot.saturating_add(1));
         self.store
             .call(move |conn| resources::update_status(conn, &uid, &status, None))
             .await?;
@@ -1109,7 +1174,7 @@ impl Controller {
         );
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
-        std::fs::create_dir_all(&work_dir)?;
+        tokio::fs::create_dir_all(&work_dir).await?;
         // The replica runs as its namespace's user: its directory is handed over to it.
         let identities = crate::runtime::identity::global();
         if let Ok(run_as) = identities.for_workload(&service.namespace, None) {
@@ -1253,30 +1318,68 @@ impl Controller {
         for w in workloads {
             let _ = tokio::fs::remove_dir_all(self.data_dir.join("serving/replicas").join(&w.id)).await;
         }
-        for revision in revisions {
-            self.revisions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&revision.name);
-            // A download under way would write its files after the revision is gone.
-            if let Some(fetch) = self
-                .fetches
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&revision.uid)
-            {
-                fetch.abort();
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+            let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+            let mut unready = self.unready.lock().unwrap_or_else(|p| p.into_inner());
+            for w in workloads {
+                stopped.remove(&w.id);
+                draining.remove(&w.id);
+                unready.remove(&w.id);
             }
+        }
+        self.plane
+            .metrics
+            .forget_service(&service.namespace, &service.name);
+        for revision in revisions {
+            // Also aborts a download under way, which would write its files after the
+            // revision is gone.
+            self.forget_revision(revision);
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&revision.uid);
             let uid = revision.uid.clone();
             self.store.call(move |conn| resources::delete(conn, &uid)).await?;
             let models = self.data_dir.join("serving/models");
-            let _ = std::fs::remove_dir_all(models.join(&revision.uid));
-            let _ = std::fs::remove_dir_all(models.join(format!("{}.partial", revision.uid)));
+            let (dir, partial) = (
+                models.join(&revision.uid),
+                models.join(format!("{}.partial", revision.uid)),
+            );
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(dir);
+                let _ = std::fs::remove_dir_all(partial);
+            })
+            .await;
         }
         let uid = service.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(())
     }
+}
+
+/// Whether a revision can get no traffic without a spec change and has no replica
+/// left: not the latest, not one of `kept` (rolled out now or before), not in
+/// `traffic`, no active workload.
+fn revision_idle(
+    revision: &Resource,
+    workloads: &[WorkloadRecord],
+    latest: &str,
+    kept: [Option<&str>; 2],
+    traffic: &[(String, u32)],
+) -> bool {
+    let name = revision.name.as_str();
+    if name == latest || kept.contains(&Some(name)) || traffic.iter().any(|(n, _)| n == name) {
+        return false;
+    }
+    let transformer = format!("{name}/transformer");
+    !workloads.iter().any(|w| {
+        w.phase.is_active()
+            && w.workload
+                .labels
+                .get(REVISION_LABEL)
+                .is_some_and(|key| *key == name || *key == transformer)
+    })
 }
 
 /// The split written in the last status.
@@ -1307,8 +1410,8 @@ pub struct Split {
 /// KServe's rollout rules. The latest revision, once ready, is rolled out unless a
 /// canary percentage is set, in which case it gets that share and the rolled-out one
 /// the rest. A canary percentage on an already rolled-out latest splits with the
-/// previous rolled-out revision (0 = rollback). A latest revision that is not ready,
-/// or failed, leaves traffic where it was.
+/// previous rolled-out revision (0 = rollback, the latest listed at 0 %). A latest
+/// revision that is not ready, or failed, leaves traffic where it was.
 pub fn split_traffic(
     latest: &str,
     latest_phase: &str,
@@ -1349,9 +1452,9 @@ pub fn split_traffic(
         (Some(r), _) => traffic.push((r.clone(), 100)),
         (None, _) => {}
     }
-    if traffic.len() > 1 {
-        traffic.retain(|(_, p)| *p > 0);
-    }
+    // A revision at 0 % stays listed, as KServe's status lists the latest revision
+    // after a rollback (`canaryTrafficPercent: 0`): its traffic target is kept, with
+    // `latestRevision: true` and `percent: 0`; the data plane never picks it.
     Split {
         rolled,
         previous,
@@ -1400,8 +1503,12 @@ fn created_seconds_ago(resource: &Resource) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn now_plus(seconds: f64) -> String {
-    (chrono::Utc::now() + chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+fn now_plus(span: f64) -> String {
+    let now = chrono::Utc::now();
+    chrono::TimeDelta::from_std(seconds(span))
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .unwrap_or(now)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -1416,8 +1523,15 @@ async fn fetch_model(
     let models = data_dir.join("serving/models");
     let dir = models.join(&revision_uid);
     let tmp = models.join(format!("{revision_uid}.partial"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    // Filesystem work runs on the blocking pool: this task shares the controller's
+    // thread, and a leftover partial tree can be large.
+    let fresh = tmp.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).map_err(|e| format!("creating {}: {e}", fresh.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     // The cache belongs to the namespace's user: its replicas read it, no one else can.
     let identities = crate::runtime::identity::global();
     let run_as = identities
@@ -1466,9 +1580,14 @@ async fn fetch_model(
                 .map_err(|e| format!("caching the model: {e}"))?;
         }
     }
-    std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| format!("caching the model: {e}"))?;
+    let cached = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        std::fs::write(tmp.join(".complete"), b"").map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&cached);
+        std::fs::rename(&tmp, &cached).map_err(|e| format!("caching the model: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     Ok(dir)
 }
 
@@ -1540,7 +1659,8 @@ mod tests {
             (Some("r2"), Some("r1"))
         );
         assert_eq!(s.traffic, t(&[("r2", 100)]));
-        // Rollback: 0 % on the rolled-out latest sends all to the previous one.
+        // Rollback: 0 % on the rolled-out latest sends all to the previous one; the
+        // latest stays listed at 0 %, as KServe lists it.
         let s = split_traffic(
             "r2",
             "Ready",
@@ -1550,7 +1670,10 @@ mod tests {
             vec![],
             &ready,
         );
-        assert_eq!(s.traffic, t(&[("r1", 100)]));
+        assert_eq!(s.traffic, t(&[("r2", 0), ("r1", 100)]));
+        // The same before promotion: a canary set to 0 keeps r2 listed.
+        let s = split_traffic("r2", "Ready", Some("r1".into()), None, Some(0), vec![], &ready);
+        assert_eq!(s.traffic, t(&[("r2", 0), ("r1", 100)]));
         // A failed r3 never gets traffic, canary or not.
         let s = split_traffic(
             "r3",

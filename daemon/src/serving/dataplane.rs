@@ -139,6 +139,32 @@ impl ServingMetrics {
         }
     }
 
+    /// Removes every series of one revision, so that revisions that come and go leave
+    /// no label sets behind in `/metrics`.
+    pub fn forget_revision(&self, labels: &RevisionLabels) {
+        // Request series are kept by status code; the proxy answers with upstream's
+        // codes, so every HTTP code is tried (once per revision, not per request).
+        for code in 100..600 {
+            self.requests.remove(&labels.with_code(code));
+        }
+        self.latency.remove(labels);
+        self.in_flight.remove(labels);
+        self.replicas_desired.remove(labels);
+        self.replicas_ready.remove(labels);
+        self.cold_starts.remove(labels);
+        self.cold_start_seconds.remove(labels);
+    }
+
+    /// Removes the per-service series of a deleted service.
+    pub fn forget_service(&self, namespace: &str, service: &str) {
+        let labels = ServiceLabels {
+            namespace: namespace.to_string(),
+            service: service.to_string(),
+        };
+        self.cache_hits.remove(&labels);
+        self.cache_misses.remove(&labels);
+    }
+
     pub fn register(&self, metrics: &crate::metrics::Metrics) {
         metrics.register(
             "hearth_serving_requests",
@@ -228,6 +254,11 @@ impl DataPlane {
     pub fn set_internal(&self, namespace: &str, revision: &str, route: ServiceRoute) {
         let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
         internal.insert((namespace.to_string(), revision.to_string()), Arc::new(route));
+    }
+
+    pub fn remove_internal(&self, namespace: &str, revision: &str) {
+        let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
+        internal.remove(&(namespace.to_string(), revision.to_string()));
     }
 
     pub fn set_address(&self, address: std::net::SocketAddr) {
@@ -719,7 +750,7 @@ async fn forward(
 
     let waited_from_zero = pool.serving() == 0;
     let wait_began = Instant::now();
-    let timeout = Duration::from_secs_f64(plane.config.activator_timeout_seconds);
+    let timeout = super::seconds(plane.config.activator_timeout_seconds);
     let lease = match pool.acquire(plane.config.activator_queue, timeout).await {
         Ok(lease) => lease,
         Err(e @ AcquireError::QueueFull(..)) => {

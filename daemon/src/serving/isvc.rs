@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::runtimes::{RuntimeTable, Selection};
 use crate::config::ServingConfig;
+use crate::model::strict;
 
 pub const API_VERSION: &str = "serving.kserve.io/v1beta1";
 pub const KIND: &str = "InferenceService";
@@ -133,6 +134,31 @@ pub struct Component {
     pub timeout_seconds: u64,
 }
 
+impl Component {
+    /// The component with every number within the bounds validation applies now: a
+    /// revision stored by an older Hearth (or edited in the database) is read through
+    /// this, so that no stored value can start a thousand replicas or overflow a
+    /// deadline.
+    pub fn within_bounds(mut self) -> Component {
+        let s = &mut self.scaling;
+        let replicas = bounds::REPLICAS as u32;
+        s.min_replicas = s.min_replicas.min(replicas);
+        s.max_replicas = s.max_replicas.clamp(s.min_replicas, replicas.max(s.min_replicas));
+        s.container_concurrency = s.container_concurrency.min(bounds::CONTAINER_CONCURRENCY as u32);
+        s.target = if s.target.is_nan() {
+            bounds::SCALE_TARGET_MIN
+        } else {
+            s.target
+                .clamp(bounds::SCALE_TARGET_MIN, bounds::SCALE_TARGET as f64)
+        };
+        self.timeout_seconds = self.timeout_seconds.clamp(1, bounds::TIMEOUT_SECONDS);
+        self.resources.gpus = self.resources.gpus.min(bounds::GPUS as u32);
+        self.resources.cpu_millis = self.resources.cpu_millis.min(bounds::CPU_MILLIS);
+        self.resources.memory_bytes = self.resources.memory_bytes.min(bounds::MEMORY_BYTES);
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CacheSpec {
     pub ttl_seconds: u64,
@@ -194,19 +220,44 @@ fn string(obj: &Obj, key: &str, path: &str) -> Result<Option<String>, IsvcError>
     }
 }
 
-fn integer(obj: &Obj, key: &str, path: &str, min: i64, max: i64) -> Result<Option<i64>, IsvcError> {
-    let field = || format!("{path}.{key}");
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(i) if (min..=max).contains(&i) => Ok(Some(i)),
-            _ => Err(invalid(
-                field(),
-                format!("must be an integer from {min} to {max}"),
-            )),
-        },
-        Some(_) => Err(invalid(field(), "must be an integer")),
+/// An integer field within `min..=max`, checked by `model::strict::opt_u64_in` so that
+/// every kind words its range errors alike.
+fn integer(obj: &Obj, key: &str, path: &str, min: u64, max: u64) -> Result<Option<u64>, IsvcError> {
+    let Some(raw) = obj.get(key) else {
+        return Ok(None);
+    };
+    let single = Value::Object(Map::from_iter([(key.to_string(), raw.clone())]));
+    Ok(strict::opt_u64_in(&single, key, path, min, max)?)
+}
+
+impl From<strict::FieldError> for IsvcError {
+    fn from(e: strict::FieldError) -> IsvcError {
+        match e {
+            strict::FieldError::Invalid { path, detail } => invalid(path, detail),
+            strict::FieldError::Unsupported { path, detail } => unsupported(path, detail),
+        }
     }
+}
+
+/// The largest value of each bounded field, shared by validation and by
+/// `Component::within_bounds`, which applies them to revisions stored before them.
+pub mod bounds {
+    /// minReplicas, maxReplicas and `autoscaling.knative.dev/min-scale`.
+    pub const REPLICAS: u64 = 1000;
+    pub const CONTAINER_CONCURRENCY: u64 = 100_000;
+    /// scaleTarget and `autoscaling.knative.dev/target` (concurrency or rps).
+    pub const SCALE_TARGET: u64 = 1_000_000;
+    /// The smallest `autoscaling.knative.dev/target`, as Knative's `TargetMin`.
+    pub const SCALE_TARGET_MIN: f64 = 0.01;
+    /// A request's timeout, seconds.
+    pub const TIMEOUT_SECONDS: u64 = 86_400;
+    /// Response cache entries per service.
+    pub const CACHE_ENTRIES: u64 = 1_000_000;
+    /// CPU, millicores (one million cores).
+    pub const CPU_MILLIS: u64 = 1_000_000_000;
+    /// Memory, bytes (1 PiB).
+    pub const MEMORY_BYTES: u64 = 1 << 50;
+    pub const GPUS: u64 = 1024;
 }
 
 fn strings(obj: &Obj, key: &str, path: &str) -> Result<Vec<String>, IsvcError> {
@@ -252,8 +303,9 @@ fn env(obj: &Obj, path: &str) -> Result<Vec<(String, String)>, IsvcError> {
     Ok(out)
 }
 
-/// Kubernetes quantities: `500m`, `2`, `1.5`; memory `2Gi`, `512M`, `1e9`.
-pub fn parse_quantity(raw: &Value, field: &str, cpu: bool) -> Result<u64, IsvcError> {
+/// Kubernetes quantities: `500m`, `2`, `1.5`; memory `2Gi`, `512M`, `1e9`. The result
+/// is millicores when `cpu`, else units (bytes, devices), at most `max`.
+pub fn parse_quantity(raw: &Value, field: &str, cpu: bool, max: u64) -> Result<u64, IsvcError> {
     let text = match raw {
         Value::String(s) => s.trim().to_string(),
         Value::Number(n) => n.to_string(),
@@ -283,15 +335,19 @@ pub fn parse_quantity(raw: &Value, field: &str, cpu: bool) -> Result<u64, IsvcEr
         "Ti" => 1024.0f64.powi(4),
         _ => return Err(bad()),
     };
-    let value = number * factor;
+    let value = (number * factor * if cpu { 1000.0 } else { 1.0 }).round();
     if !value.is_finite() || value < 0.0 {
         return Err(bad());
     }
-    Ok(if cpu {
-        (value * 1000.0).round() as u64
-    } else {
-        value.round() as u64
-    })
+    // Compared as f64 before the cast: `as u64` would saturate 1e300 silently.
+    if value > max as f64 {
+        let unit = if cpu { "millicores" } else { "" };
+        return Err(invalid(
+            field,
+            format!("{text:?} is more than the most allowed ({max}{unit})"),
+        ));
+    }
+    Ok(value as u64)
 }
 
 fn resources(obj: &Obj, path: &str) -> Result<Resources, IsvcError> {
@@ -315,10 +371,10 @@ fn resources(obj: &Obj, path: &str) -> Result<Resources, IsvcError> {
         for (key, raw) in object(values, &sp)? {
             let field = format!("{sp}.{key}");
             match key.as_str() {
-                "cpu" => out.cpu_millis = parse_quantity(raw, &field, true)?,
-                "memory" => out.memory_bytes = parse_quantity(raw, &field, false)?,
+                "cpu" => out.cpu_millis = parse_quantity(raw, &field, true, bounds::CPU_MILLIS)?,
+                "memory" => out.memory_bytes = parse_quantity(raw, &field, false, bounds::MEMORY_BYTES)?,
                 "nvidia.com/gpu" => {
-                    let n = parse_quantity(raw, &field, false)?;
+                    let n = parse_quantity(raw, &field, false, bounds::GPUS)?;
                     out.gpus = u32::try_from(n).map_err(|_| invalid(&field, "too many GPUs"))?;
                 }
                 other => {
@@ -738,22 +794,40 @@ fn custom_workload(
     ))
 }
 
-fn annotation_f64(ctx: &Context<'_>, key: &str) -> Result<Option<f64>, IsvcError> {
-    match ctx.annotations.get(key) {
-        None => Ok(None),
-        Some(raw) => raw
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(Some)
-            .ok_or_else(|| {
-                invalid(
-                    format!("metadata.annotations.{key}"),
-                    format!("{raw:?} is not a positive number"),
-                )
-            }),
-    }
+/// A number annotation within `min..=max` (annotations are strings: `"10"`, `"0.5"`).
+fn annotation_f64(ctx: &Context<'_>, key: &str, min: f64, max: f64) -> Result<Option<f64>, IsvcError> {
+    let Some(raw) = ctx.annotations.get(key) else {
+        return Ok(None);
+    };
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && (min..=max).contains(v))
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                format!("metadata.annotations.{key}"),
+                format!("must be a number from {min} to {max}, not {raw:?}"),
+            )
+        })
+}
+
+/// A whole-number annotation within `min..=max`.
+fn annotation_u64(ctx: &Context<'_>, key: &str, min: u64, max: u64) -> Result<Option<u64>, IsvcError> {
+    let Some(raw) = ctx.annotations.get(key) else {
+        return Ok(None);
+    };
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                format!("metadata.annotations.{key}"),
+                format!("must be an integer from {min} to {max}, not {raw:?}"),
+            )
+        })
 }
 
 fn component(
@@ -823,15 +897,11 @@ fn component(
         }
     };
 
-    let min = integer(obj, "minReplicas", path, 0, 1000)?;
-    let max = integer(obj, "maxReplicas", path, 0, 1000)?;
-    let min_replicas = min
-        .or_else(|| {
-            ctx.annotations
-                .get("autoscaling.knative.dev/min-scale")
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(1) as u32;
+    let min = integer(obj, "minReplicas", path, 0, bounds::REPLICAS)?;
+    let max = integer(obj, "maxReplicas", path, 0, bounds::REPLICAS)?;
+    let min_scale = annotation_u64(ctx, "autoscaling.knative.dev/min-scale", 0, bounds::REPLICAS)?;
+    // Bounded above, so the narrowing cannot truncate.
+    let min_replicas = min.or(min_scale).unwrap_or(1) as u32;
     // KServe: maxReplicas 0 means "no limit"; on one node the CPU count bounds it.
     let max_replicas = match max.unwrap_or(0) {
         0 => (crate::node::cpu_count() as u32).max(min_replicas).max(1),
@@ -843,7 +913,14 @@ fn component(
             format!("{max_replicas} is less than minReplicas {min_replicas}"),
         ));
     }
-    let container_concurrency = integer(obj, "containerConcurrency", path, 0, 100_000)?.unwrap_or(0) as u32;
+    let container_concurrency = integer(
+        obj,
+        "containerConcurrency",
+        path,
+        0,
+        bounds::CONTAINER_CONCURRENCY,
+    )?
+    .unwrap_or(0) as u32;
     let metric_annotation = ctx.annotations.get("autoscaling.knative.dev/metric").cloned();
     let metric = match string(obj, "scaleMetric", path)?.or(metric_annotation).as_deref() {
         None | Some("concurrency") => ScaleMetric::Concurrency,
@@ -861,9 +938,14 @@ fn component(
             ))
         }
     };
-    let target = match integer(obj, "scaleTarget", path, 1, 1_000_000)? {
+    let target = match integer(obj, "scaleTarget", path, 1, bounds::SCALE_TARGET)? {
         Some(t) => t as f64,
-        None => match annotation_f64(ctx, "autoscaling.knative.dev/target")? {
+        None => match annotation_f64(
+            ctx,
+            "autoscaling.knative.dev/target",
+            bounds::SCALE_TARGET_MIN,
+            bounds::SCALE_TARGET as f64,
+        )? {
             Some(t) => t,
             // Knative: the soft target defaults to containerConcurrency when set, else 100
             // (concurrency) or 200 (rps).
@@ -876,8 +958,7 @@ fn component(
             },
         },
     };
-    let timeout_seconds = integer(obj, "timeout", path, 1, 86_400)?
-        .map(|t| t as u64)
+    let timeout_seconds = integer(obj, "timeout", path, 1, bounds::TIMEOUT_SECONDS)?
         .unwrap_or(ctx.config.default_timeout_seconds);
     let canary = if is_predictor {
         integer(obj, "canaryTrafficPercent", path, 0, 100)?.map(|p| p as u8)
@@ -957,20 +1038,32 @@ fn cache_spec(annotations: &BTreeMap<String, String>) -> Result<Option<CacheSpec
         other => other
             .parse::<u64>()
             .ok()
-            .filter(|t| *t > 0)
-            .ok_or_else(|| invalid(&field, "must be \"true\", \"false\" or a TTL in seconds"))?,
+            .filter(|t| (1..=strict::MAX_SECONDS).contains(t))
+            .ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!(
+                        "must be \"true\", \"false\" or a TTL in seconds from 1 to {}, not {raw:?}",
+                        strict::MAX_SECONDS
+                    ),
+                )
+            })?,
     };
     let max_entries = match annotations.get(CACHE_SIZE_ANNOTATION) {
         None => 1024,
         Some(raw) => raw
             .trim()
-            .parse::<usize>()
+            .parse::<u64>()
             .ok()
-            .filter(|n| *n > 0)
+            .filter(|n| (1..=bounds::CACHE_ENTRIES).contains(n))
+            .map(|n| n as usize)
             .ok_or_else(|| {
                 invalid(
                     format!("metadata.annotations.{CACHE_SIZE_ANNOTATION}"),
-                    "must be a positive integer",
+                    format!(
+                        "must be an integer from 1 to {}, not {raw:?}",
+                        bounds::CACHE_ENTRIES
+                    ),
                 )
             })?,
     };
@@ -1223,6 +1316,90 @@ mod tests {
         );
         assert_eq!(c.scaling.metric, ScaleMetric::Rps);
         assert_eq!(p.service.canary_percent, Some(10));
+    }
+
+    #[test]
+    fn every_number_is_bounded_and_named() {
+        let fields = [
+            "minReplicas",
+            "maxReplicas",
+            "scaleTarget",
+            "containerConcurrency",
+            "timeout",
+            "canaryTrafficPercent",
+        ];
+        let bad = [
+            json!(-1),
+            json!(9_223_372_036_854_775_807u64),
+            json!(1e300),
+            json!("NaN"),
+            json!("12x"),
+            json!(1.5),
+        ];
+        for field in fields {
+            for value in &bad {
+                let mut predictor = json!({"sklearn": {"storageUri": "/m"}});
+                predictor[field] = value.clone();
+                let err = check(sklearn(predictor)).unwrap_err();
+                let name = format!("spec.predictor.{field}");
+                assert!(
+                    matches!(&err, IsvcError::Invalid { field, detail } if *field == name && detail.contains(" to ")),
+                    "{field} = {value}: {err}"
+                );
+            }
+        }
+        for quantity in ["-1", "1e300", "NaN", "12x", "inf", "9223372036854775807"] {
+            for resource in ["cpu", "memory", "nvidia.com/gpu"] {
+                let err = check(sklearn(
+                    json!({"sklearn": {"storageUri": "/m", "resources": {"limits": {resource: quantity}}}}),
+                ))
+                .unwrap_err();
+                assert!(
+                    err.to_string().contains(&format!("limits.{resource}")),
+                    "{resource} = {quantity}: {err}"
+                );
+            }
+        }
+        for (key, value) in [
+            ("autoscaling.knative.dev/min-scale", "-1"),
+            ("autoscaling.knative.dev/min-scale", "99999999999"),
+            ("autoscaling.knative.dev/min-scale", "x"),
+            ("autoscaling.knative.dev/target", "1e300"),
+            ("autoscaling.knative.dev/target", "NaN"),
+            ("autoscaling.knative.dev/target", "0"),
+            (CACHE_ANNOTATION, "9223372036854775807"),
+            (CACHE_ANNOTATION, "-1"),
+            (CACHE_SIZE_ANNOTATION, "1e300"),
+        ] {
+            let mut doc = sklearn(json!({"sklearn": {"storageUri": "/m"}}));
+            doc["metadata"]["annotations"] = json!({key: value, CACHE_ANNOTATION: "true"});
+            if key == CACHE_ANNOTATION {
+                doc["metadata"]["annotations"] = json!({key: value});
+            }
+            let err = check(doc).unwrap_err();
+            assert!(
+                matches!(&err, IsvcError::Invalid { field, .. } if *field == format!("metadata.annotations.{key}")),
+                "{key} = {value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_components_are_read_within_the_bounds() {
+        let mut c = check(sklearn(json!({"sklearn": {"storageUri": "/m"}})))
+            .unwrap()
+            .service
+            .predictor;
+        c.scaling.min_replicas = u32::MAX;
+        c.scaling.max_replicas = 3;
+        c.scaling.target = f64::NAN;
+        c.timeout_seconds = u64::MAX;
+        c.resources.memory_bytes = u64::MAX;
+        let c = c.within_bounds();
+        assert_eq!((c.scaling.min_replicas, c.scaling.max_replicas), (1000, 1000));
+        assert_eq!(c.scaling.target, bounds::SCALE_TARGET_MIN);
+        assert_eq!(c.timeout_seconds, bounds::TIMEOUT_SECONDS);
+        assert_eq!(c.resources.memory_bytes, bounds::MEMORY_BYTES);
     }
 
     #[test]

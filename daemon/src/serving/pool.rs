@@ -185,7 +185,13 @@ impl RevisionPool {
             return Err(AcquireError::QueueFull(self.revision.clone(), waiting));
         }
         self.demand.notify_one();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // Past the clock's range means no deadline in practice; waiting out `now`
+        // instead would fail every request at once.
+        let deadline = now
+            .checked_add(timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(crate::model::strict::MAX_SECONDS)))
+            .unwrap_or(now);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);

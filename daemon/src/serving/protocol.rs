@@ -236,11 +236,17 @@ pub fn request_to_json(
             }
             let data = decode(&name, &datatype, &rest[..size])?;
             rest = &rest[size..];
-            let expected: u64 = input["shape"]
+            // `None`: a product past u64, which no body can hold.
+            let expected: Option<u64> = input["shape"]
                 .as_array()
-                .map(|s| s.iter().filter_map(Value::as_u64).product())
-                .unwrap_or(data.len() as u64);
-            if expected != data.len() as u64 {
+                .map(|s| {
+                    s.iter()
+                        .filter_map(Value::as_u64)
+                        .try_fold(1u64, u64::checked_mul)
+                })
+                .unwrap_or(Some(data.len() as u64));
+            if expected != Some(data.len() as u64) {
+                let expected = expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
                 return Err(tensor_err(
                     &name,
                     format!("shape holds {expected} elements, the binary data {}", data.len()),
@@ -330,7 +336,7 @@ pub fn v1_to_v2(body: &[u8]) -> Result<Value, ProtocolError> {
     let shape = shape_of(instances);
     let mut flat = Vec::new();
     flatten(instances, &mut flat);
-    if flat.len() != shape.iter().product::<usize>() {
+    if elements(&shape) != Some(flat.len()) {
         return Err(ProtocolError::Shape(
             "\"instances\" must be a rectangular list".into(),
         ));
@@ -356,14 +362,29 @@ pub fn v1_to_v2(body: &[u8]) -> Result<Value, ProtocolError> {
     Ok(json!({"inputs": [{"name": "input-0", "shape": shape, "datatype": datatype, "data": flat}]}))
 }
 
+/// The number of elements a shape holds; `None` past `usize`.
+fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, d| n.checked_mul(*d))
+}
+
+/// Rows built for a shape whose elements are none (a dimension of 0): the outer
+/// dimensions of `[1000000000, 0]` would otherwise be built one empty list at a time.
+const MAX_EMPTY_ROWS: usize = 1 << 16;
+
+/// `flat` as nested lists of `shape`; the caller has checked that the shape holds
+/// exactly `flat.len()` elements.
 fn reshape(flat: &[Value], shape: &[usize]) -> Value {
     match shape {
         [] | [_] => Value::Array(flat.to_vec()),
         [first, rest @ ..] => {
-            let stride: usize = rest.iter().product::<usize>().max(1);
+            let stride: usize = elements(rest).unwrap_or(0).max(1);
             Value::Array(
                 (0..*first)
-                    .map(|i| reshape(flat.get(i * stride..(i + 1) * stride).unwrap_or(&[]), rest))
+                    .map(|i| {
+                        let start = i.saturating_mul(stride);
+                        let end = start.saturating_add(stride);
+                        reshape(flat.get(start..end).unwrap_or(&[]), rest)
+                    })
                     .collect(),
             )
         }
@@ -386,6 +407,24 @@ pub fn v2_to_v1(body: &[u8]) -> Result<Value, ProtocolError> {
         .unwrap_or_else(|| vec![flat.len()]);
     while shape.len() > 1 && shape.last() == Some(&1) {
         shape.pop();
+    }
+    // The replica's answer is checked as a request would be: a shape that does not
+    // hold its data, or that would build more empty rows than any answer needs,
+    // is refused rather than followed.
+    let rows_before_empty = shape
+        .iter()
+        .take_while(|d| **d != 0)
+        .try_fold(1usize, |n, d| n.checked_mul(*d));
+    let fits = match elements(&shape) {
+        Some(0) => rows_before_empty.is_some_and(|rows| rows <= MAX_EMPTY_ROWS),
+        Some(n) => n == flat.len(),
+        None => false,
+    };
+    if !fits {
+        return Err(ProtocolError::Shape(format!(
+            "the V2 answer's shape {shape:?} does not hold its {} elements",
+            flat.len()
+        )));
     }
     Ok(json!({"predictions": reshape(&flat, &shape)}))
 }
@@ -422,6 +461,36 @@ mod tests {
         assert_eq!(head["model_name"], "iris");
         assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 16);
         assert_eq!(&bytes[header..header + 8], &1i64.to_le_bytes());
+    }
+
+    #[test]
+    fn shapes_past_the_integer_range_are_refused_not_multiplied() {
+        // A shape whose product overflows u64 is a 4xx, never an overflow.
+        let header = br#"{"inputs":[{"name":"x","shape":[9223372036854775807,4],"datatype":"INT8","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&[1, 2, 3, 4]);
+        let err = request_to_json(&body, Some(header.len())).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
+        // V1 instances nested 70 deep, two wide at the first element: 2^70 by shape.
+        let mut nested = String::from("[1]");
+        for _ in 0..70 {
+            nested = format!("[{nested},[1]]");
+        }
+        let v1 = format!("{{\"instances\": {nested}}}");
+        assert!(v1_to_v2(v1.as_bytes()).is_err());
+        // A replica's answer with a shape that does not hold its data, or whose empty
+        // rows would number in the billions, is refused rather than built.
+        for answer in [
+            r#"{"outputs": [{"name": "p", "shape": [9223372036854775807, 2], "datatype": "FP64", "data": [1, 2]}]}"#,
+            r#"{"outputs": [{"name": "p", "shape": [4000000000, 0], "datatype": "FP64", "data": []}]}"#,
+            r#"{"outputs": [{"name": "p", "shape": [3], "datatype": "FP64", "data": [1, 2]}]}"#,
+        ] {
+            assert!(v2_to_v1(answer.as_bytes()).is_err(), "{answer}");
+        }
+        let empty =
+            v2_to_v1(br#"{"outputs": [{"name": "p", "shape": [2, 0], "datatype": "FP64", "data": []}]}"#)
+                .unwrap();
+        assert_eq!(empty, json!({"predictions": [[], []]}));
     }
 
     #[test]

@@ -167,36 +167,60 @@ pub fn mark_running(conn: &Connection, id: &str, started_at: &str) -> Result<(),
     Ok(())
 }
 
-/// Records the end; GPUs are released because only starting/running rows count.
+/// Records the end; GPUs are released because only starting/running rows count. The
+/// scheduler calls it only once the runtime has seen the workload's processes gone.
 pub fn mark_finished(
     conn: &Connection,
     id: &str,
     phase: WorkloadPhase,
     exit: &ExitInfo,
 ) -> Result<bool, StoreError> {
-    let changed = conn.execute(
+    finish_from(conn, id, "'Queued', 'Starting', 'Running'", phase, exit)
+}
+
+/// Ends a workload that is still queued (a stop before admission); `false` when it is
+/// not queued any more, e.g. admitted in between: then the runtime must stop it.
+pub fn stop_queued(conn: &Connection, id: &str, exit: &ExitInfo) -> Result<bool, StoreError> {
+    finish_from(conn, id, "'Queued'", WorkloadPhase::Stopped, exit)
+}
+
+/// `from`: the phases (a literal SQL list) a row may end from.
+fn finish_from(
+    conn: &Connection,
+    id: &str,
+    from: &'static str,
+    phase: WorkloadPhase,
+    exit: &ExitInfo,
+) -> Result<bool, StoreError> {
+    let sql = format!(
         "UPDATE workloads SET phase = ?1, exit = ?2, finished_at = ?3, pending_reason = NULL,
                 started_at = COALESCE(started_at, ?4)
-         WHERE id = ?5 AND phase IN ('Queued', 'Starting', 'Running')",
-        params![
-            phase.as_str(),
-            serde_json::to_string(exit)?,
-            exit.finished_at,
-            exit.started_at,
-            id
-        ],
-    )?;
+         WHERE id = ?5 AND phase IN ({from})"
+    );
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        phase.as_str(),
+        serde_json::to_string(exit)?,
+        exit.finished_at,
+        exit.started_at,
+        id,
+    ])?;
     Ok(changed == 1)
 }
 
-/// Ended workloads whose owner (a Job, a pipeline run, an InferenceService) is gone.
-pub fn ended_orphans(conn: &Connection) -> Result<Vec<String>, StoreError> {
+/// Workloads, in any phase, whose owner (a Job, a pipeline run, an InferenceService) is
+/// gone, with their phase as stored (`None` for a phase this version does not know).
+pub fn orphans(conn: &Connection) -> Result<Vec<(String, Option<WorkloadPhase>)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id FROM workloads w WHERE phase IN ('Succeeded', 'Failed', 'Stopped') \
-         AND NOT EXISTS (SELECT 1 FROM resources r WHERE r.uid = w.owner_uid)",
+        "SELECT id, phase FROM workloads w \
+         WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.uid = w.owner_uid) ORDER BY seq",
     )?;
-    let ids = stmt.query_map([], |r| r.get(0))?;
-    Ok(ids.collect::<Result<_, _>>()?)
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, phase) = row?;
+        out.push((id, WorkloadPhase::parse(&phase)));
+    }
+    Ok(out)
 }
 
 /// Removes an ended workload's row; `false` when there was none or it has not ended.

@@ -95,6 +95,14 @@ class Daemon:
                 total += int(float(line.rsplit(" ", 1)[1]))
         return total
 
+    def replicas_active(self, ns, name):
+        """Replica workloads of a service that are queued, starting or running: the
+        processes, not the data plane's view (a drained replica that is never stopped
+        leaves the pool but keeps running)."""
+        r = self.session.get(f"{self.url(ns, name)}/replicas")
+        assert r.status_code == 200, r.text
+        return sum(1 for item in r.json()["items"] if item["phase"] in ("Queued", "Starting", "Running"))
+
     def log_tail(self):
         try:
             return (self.data_dir / "daemon.log").read_text()[-4000:]

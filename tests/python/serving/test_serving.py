@@ -117,10 +117,13 @@ def test_canary_promotion_rollback_and_broken_revision(daemon, models):
     assert doc["status"]["components"]["predictor"]["previousRolledoutRevision"] == first
     assert revision_counts(daemon, name, 50) == {second: 50}
 
-    # Rollback: canaryTrafficPercent 0 sends everything to the previous rolled-out revision.
+    # Rollback: canaryTrafficPercent 0 sends everything to the previous rolled-out revision;
+    # the latest stays listed at 0 %, as KServe lists it.
     daemon.patch(NS, name, {"spec": {"predictor": {"canaryTrafficPercent": 0}}})
-    daemon.wait(NS, name, lambda d: [t["revisionName"] for t in d["status"]["components"]["predictor"]["traffic"]] == [first],
-                what="rollback")
+    doc = daemon.wait(NS, name, lambda d: {t["revisionName"]: t["percent"] for t in d["status"]["components"]["predictor"]["traffic"]}
+                      == {second: 0, first: 100}, what="rollback")
+    targets = {t["revisionName"]: t for t in doc["status"]["components"]["predictor"]["traffic"]}
+    assert targets[second]["latestRevision"] is True and targets[first]["latestRevision"] is False, targets
     assert revision_counts(daemon, name, 50) == {first: 50}
 
     # A broken model: its revision fails and never receives traffic.
@@ -204,10 +207,15 @@ def test_scale_to_zero_then_load_scales_up_and_down(daemon, models):
         for f in futures:
             f.result()
     assert peak >= 2, f"replicas never went above {peak}\n{daemon.log_tail()}"
+    # Down again means the replica processes stop, all the way to zero (minReplicas 0,
+    # a 6 s stable window and a 3 s grace here), not only that the data plane stops
+    # routing to them: a drained replica that is never stopped would keep running.
     deadline = time.time() + 60
-    while daemon.replicas_ready(NS, name) >= peak and daemon.replicas_ready(NS, name) > 1:
-        assert time.time() < deadline, "replicas did not scale down"
+    while daemon.replicas_active(NS, name) > 0:
+        assert time.time() < deadline, (f"replicas did not scale down to zero: {daemon.replicas_active(NS, name)} "
+                                         f"still active\n{daemon.log_tail()}")
         time.sleep(0.5)
+    assert daemon.replicas_ready(NS, name) == 0
     print(f"load: {dict(results)}, peak replicas {peak}")
     assert not errors, errors[:5]
     assert results[200] > 100

@@ -178,9 +178,11 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
     again after a backoff and becomes ready (KServe's storage initializer is restarted
     until the revision's deadline the same way)."""
     failures_left = [6]
+    asked = []
 
     class Flaky(QuietFiles):
         def do_GET(self):
+            asked.append(time.monotonic())
             if failures_left[0] > 0:
                 failures_left[0] -= 1
                 self.send_response(503)
@@ -198,6 +200,12 @@ def test_a_storage_outage_is_waited_out_with_a_backoff(daemon, models):
         daemon.wait(NS, "outage", says_retrying, 60, "a retry message")
         doc = daemon.wait_ready(NS, "outage", timeout=90)
     assert failures_left[0] == 0
+    # One fetch asks 4 times (waiting 1, 2 and 4 s in between); the next fetch comes
+    # only after the revision's backoff (2 s at first), not on the next controller pass
+    # (250 ms here), which is what a missing backoff would look like.
+    assert len(asked) >= 7, asked
+    gaps = [b - a for a, b in zip(asked, asked[1:])]
+    assert gaps[3] >= 1.5, f"the second fetch came {gaps[3]:.2f} s after the first gave up: {gaps}"
     assert all(not c.get("message") for c in doc["status"]["conditions"] if c["type"] == "PredictorReady"), doc
     r = v1_predict(daemon, "outage")
     assert r.status_code == 200, r.text
