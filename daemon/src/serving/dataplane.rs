@@ -415,10 +415,31 @@ fn authorized(plane: &DataPlane, route: &ServiceRoute, req: &HttpRequest) -> boo
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    auth.authenticate(token)
+        .and_then(presented_token);
+    auth.authenticate(token.as_deref())
         .map(|p| p.can_access(&route.namespace))
         .unwrap_or(false)
+}
+
+/// The token of `Bearer <t>`, or the password of `Basic` (what a browser logged in to
+/// the web page sends), as the API accepts them.
+fn presented_token(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let (_, password) = String::from_utf8(decoded)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))?;
+        return Some(password);
+    }
+    None
 }
 
 /// Headers copied to and from replicas; hop-by-hop ones are the proxy's own.
