@@ -146,6 +146,27 @@ pub fn list(conn: &Connection, kind: &str, namespace: Option<&str>) -> Result<Ve
     Ok(out)
 }
 
+/// The uids of one kind's resources for which `keep` holds, oldest first. Rows are
+/// decoded one at a time and dropped, so a controller's periodic resync costs memory
+/// for the uids it keeps, not for every stored resource (finished Jobs pile up).
+pub fn uids_where(
+    conn: &Connection,
+    kind: &str,
+    keep: impl Fn(&Resource) -> bool,
+) -> Result<Vec<String>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 ORDER BY created_at, rowid");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![kind], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let resource = decode(row?)?;
+        if keep(&resource) {
+            out.push(resource.uid);
+        }
+    }
+    Ok(out)
+}
+
 /// Where a page of `list_page` ended; as a string, Kubernetes' opaque
 /// `metadata.continue` token (URL-safe base64 of the last item's creation time and row).
 #[derive(Debug, Clone, PartialEq, Eq)]
