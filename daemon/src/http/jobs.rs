@@ -1,6 +1,7 @@
 //! `/api/v1/namespaces/{namespace}/jobs`: Kubernetes `batch/v1` Jobs.
 
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -109,8 +110,54 @@ pub struct JobList {
     pub api_version: &'static str,
     #[schema(example = "JobList")]
     pub kind: &'static str,
+    pub metadata: ListMeta,
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
+}
+
+/// Kubernetes `ListMeta`: `continue` is set when more items follow this page.
+#[derive(serde::Serialize, ToSchema, Default)]
+pub struct ListMeta {
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
+/// Kubernetes list paging.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many items (1 to 100000); `metadata.continue` then names the next
+    /// page. Without it, every item.
+    limit: Option<String>,
+    /// The `metadata.continue` of the previous page.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    continue_token: Option<String>,
+}
+
+/// The page `ListQuery` asks for: (limit, cursor), or a 400 naming the parameter.
+fn page(query: &ListQuery) -> Result<Option<(usize, Option<crate::store::resources::Cursor>)>, ApiError> {
+    let after = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => Some(crate::store::resources::Cursor::decode(token).ok_or_else(|| {
+            ApiError::BadRequest("continue: not a continue token from this server's metadata.continue".into())
+        })?),
+    };
+    let limit = match query.limit.as_deref() {
+        None => None,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit: must be an integer from 1 to 100000, not {text:?}"
+                )))
+            }
+        },
+    };
+    Ok(match (limit, after) {
+        (None, None) => None,
+        (limit, after) => Some((limit.unwrap_or(100_000), after)),
+    })
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -167,10 +214,11 @@ fn log_query(raw: &std::collections::BTreeMap<String, String>) -> Result<LogQuer
     })
 }
 
-fn list_json(items: Vec<Value>) -> HttpResponse {
+fn list_json(items: Vec<Value>, continue_token: Option<String>) -> HttpResponse {
     HttpResponse::Ok().json(JobList {
         api_version: crate::jobs::spec::API_VERSION,
         kind: "JobList",
+        metadata: ListMeta { continue_token },
         items,
     })
 }
@@ -192,10 +240,20 @@ async fn create_job(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[utoipa::path(tag = "jobs", params(("namespace" = String, Path)), responses((status = 200, body = JobList)))]
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ListQuery), responses((status = 200, body = JobList)))]
 #[get("/api/v1/namespaces/{namespace}/jobs")]
-async fn list_jobs(scope: Namespaced, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(list_json(state.jobs.list(&scope.namespace).await?))
+async fn list_jobs(
+    scope: Namespaced,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match page(&query)? {
+        None => Ok(list_json(state.jobs.list(&scope.namespace).await?, None)),
+        Some((limit, after)) => {
+            let (items, next) = state.jobs.list_page(&scope.namespace, limit, after).await?;
+            Ok(list_json(items, next.map(|c| c.encode())))
+        }
+    }
 }
 
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = JobDocument)))]

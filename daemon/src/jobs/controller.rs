@@ -544,19 +544,17 @@ fn plan(spec: &JobSpec, attempts: &[Attempt], tally: &Tally) -> Vec<NewAttempt> 
 
 impl Jobs {
     pub async fn all_uids(&self) -> Result<Vec<String>, JobError> {
-        let all = self
+        // Filtered row by row in the store: finished jobs are never all in memory at once.
+        Ok(self
             .store
-            .call(|conn| resources::list(conn, spec::KIND, None))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter(|r| {
-                r.deletion_requested_at.is_some()
-                    || finished_condition(&r.status).is_none()
-                    || r.spec.get("ttlSecondsAfterFinished").is_some()
+            .call(|conn| {
+                resources::uids_where(conn, spec::KIND, |r| {
+                    r.deletion_requested_at.is_some()
+                        || finished_condition(&r.status).is_none()
+                        || r.spec.get("ttlSecondsAfterFinished").is_some()
+                })
             })
-            .map(|r| r.uid)
-            .collect())
+            .await?)
     }
 
     async fn record_event(&self, uid: &str, kind: &str, reason: &str, message: &str) -> Result<(), JobError> {

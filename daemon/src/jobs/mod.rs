@@ -163,6 +163,22 @@ impl Jobs {
         Ok(all.iter().map(render).collect())
     }
 
+    /// One page of the namespace's jobs (Kubernetes `limit`/`continue`): at most
+    /// `limit` jobs after `after`, and the cursor of the next page if there is one.
+    pub async fn list_page(
+        &self,
+        namespace: &str,
+        limit: usize,
+        after: Option<resources::Cursor>,
+    ) -> Result<(Vec<Value>, Option<resources::Cursor>), JobError> {
+        let ns = namespace.to_string();
+        let (items, next) = self
+            .store
+            .call(move |conn| resources::list_page(conn, spec::KIND, Some(&ns), limit, after.as_ref()))
+            .await?;
+        Ok((items.iter().map(render).collect(), next))
+    }
+
     /// PUT: as in Kubernetes, the pod template, `completions`, `completionMode`, the
     /// policies and `backoffLimitPerIndex` are immutable ([`spec::IMMUTABLE_FIELDS`]);
     /// `parallelism`, `suspend`, `backoffLimit`, `maxFailedIndexes`,
