@@ -25,12 +25,26 @@ const API = {
   runs: { method: "GET", path: "/apis/v2beta1/runs" },
   run: { method: "GET", path: "/apis/v2beta1/runs/{run_id}" },
   taskLogs: { method: "GET", path: "/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs" },
+  pipeline: { method: "GET", path: "/apis/v2beta1/pipelines/{pipeline_id}" },
+  pipelineVersions: { method: "GET", path: "/apis/v2beta1/pipelines/{pipeline_id}/versions" },
+  experiment: { method: "GET", path: "/apis/v2beta1/experiments/{experiment_id}" },
   inferenceServices: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices", optional: true },
   inferenceService: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
   isvcReplicas: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
   isvcLogs: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
 };
 // API-TABLE-END
+
+// KFP-LINKS-BEGIN
+// The links kfp.Client prints (`<host>/#/runs/details/<id>`, `#/pipelines/details/<id>`,
+// `#/experiments/details/<id>`, as the KFP UI routes them): which detail to open.
+function kfpLink(hash) {
+  const m = /^#\/(runs|pipelines|experiments)\/details\/([^/?#]+)/.exec(hash || "");
+  if (!m) return null;
+  const which = { runs: "runDetail", pipelines: "pipelineDetail", experiments: "experimentDetail" }[m[1]];
+  return { which, id: decodeURIComponent(m[2]) };
+}
+// KFP-LINKS-END
 
 const REFRESH_MS = 4000;
 
@@ -42,6 +56,8 @@ const state = {
   runDetail: "", // the run_id whose details are open
   jobDetail: "", // the job name whose details are open
   isvcDetail: "", // the InferenceService name whose details are open
+  pipelineDetail: "", // the pipeline_id whose details are open
+  experimentDetail: "", // the experiment_id whose details are open
   logAbort: null, // aborts the log stream being shown
   timer: 0,
 };
@@ -347,11 +363,34 @@ function renderIsvcDetail(x, replicas) {
     table(["replica", "revision", "component", "phase", "created", "note", ""], rows, "no replicas (scaled to zero, or not started yet)"));
 }
 
+function renderPipelineDetail(p, versions) {
+  const rows = (versions.pipeline_versions || []).map((v) =>
+    h("tr", {}, h("td", {}, v.display_name), h("td", {}, h("code", {}, v.pipeline_version_id)), h("td", {}, age(v.created_at))));
+  replace("detail",
+    dl([["name", p.display_name], ["pipeline id", p.pipeline_id], ["namespace", p.namespace || "shared"],
+      ["created", p.created_at], ["description", p.description || ""]]),
+    h("h3", {}, "Versions"),
+    table(["version", "id", "created"], rows, "no versions"));
+}
+
+function renderExperimentDetail(e, runs) {
+  const rows = (runs.runs || []).map((x) =>
+    h("tr", { class: "clickable", onclick: () => openRun(x.run_id) },
+      h("td", {}, x.display_name), h("td", {}, phase(x.state)), h("td", {}, age(x.created_at))));
+  replace("detail",
+    dl([["name", e.display_name], ["experiment id", e.experiment_id], ["namespace", e.namespace],
+      ["created", e.created_at], ["storage", e.storage_state]]),
+    h("h3", {}, "Runs"),
+    table(["run", "state", "created"], rows, "no runs in this experiment"));
+}
+
 // --- actions ---------------------------------------------------------------------
 
-// Opens one detail pane (which: "jobDetail", "runDetail" or "isvcDetail"), closing the others.
+const DETAILS = ["jobDetail", "runDetail", "isvcDetail", "pipelineDetail", "experimentDetail"];
+
+// Opens one detail pane (which: one of DETAILS), closing the others.
 async function openDetail(which, id, title) {
-  state.jobDetail = state.runDetail = state.isvcDetail = "";
+  for (const d of DETAILS) state[d] = "";
   state[which] = id;
   $("detail-section").hidden = false;
   $("detail-title").textContent = title;
@@ -370,6 +409,17 @@ async function refreshDetail() {
       const params = { namespace: state.namespace, name: state.isvcDetail };
       const [x, replicas] = await Promise.all([call("inferenceService", { params }), call("isvcReplicas", { params })]);
       renderIsvcDetail(x, replicas);
+    } else if (state.pipelineDetail) {
+      const params = { pipeline_id: state.pipelineDetail };
+      const [p, versions] = await Promise.all([call("pipeline", { params }), call("pipelineVersions", { params })]);
+      renderPipelineDetail(p, versions);
+    } else if (state.experimentDetail) {
+      const id = state.experimentDetail;
+      const [e, runs] = await Promise.all([
+        call("experiment", { params: { experiment_id: id } }),
+        call("runs", { query: { experiment_id: id, sort_by: "created_at desc" } }),
+      ]);
+      renderExperimentDetail(e, runs);
     }
     clearError("details");
   } catch (e) {
@@ -378,7 +428,7 @@ async function refreshDetail() {
 }
 
 function closeDetail() {
-  state.jobDetail = state.runDetail = state.isvcDetail = "";
+  for (const d of DETAILS) state[d] = "";
   $("detail-section").hidden = true;
   clearError("details");
 }
@@ -575,7 +625,33 @@ async function start() {
     showError("who am I", e);
   }
   await refresh();
+  await openKfpLink();
+  window.addEventListener("hashchange", openKfpLink);
   schedule();
+}
+
+// Opens what a kfp.Client link names, in its own namespace (read from the object).
+async function openKfpLink() {
+  const link = kfpLink(location.hash);
+  if (!link) return;
+  const get = {
+    runDetail: ["run", { run_id: link.id }],
+    pipelineDetail: ["pipeline", { pipeline_id: link.id }],
+    experimentDetail: ["experiment", { experiment_id: link.id }],
+  }[link.which];
+  try {
+    const obj = await call(get[0], { params: get[1] });
+    if (obj.namespace && obj.namespace !== state.namespace && [...$("namespace").options].some((o) => o.value === obj.namespace)) {
+      $("namespace").value = obj.namespace;
+      setNamespace(obj.namespace);
+      await refresh();
+    }
+    const title = { runDetail: "Run", pipelineDetail: "Pipeline", experimentDetail: "Experiment" }[link.which];
+    await openDetail(link.which, link.id, `${title} ${obj.display_name || link.id}`);
+    clearError("link");
+  } catch (e) {
+    showError("link", e);
+  }
 }
 
 start();

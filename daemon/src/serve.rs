@@ -37,6 +37,8 @@ pub enum StartError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
     Scheduler(#[from] crate::scheduler::SchedulerError),
+    #[error(transparent)]
+    Identity(#[from] crate::runtime::identity::IdentityError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -76,6 +78,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     prepare_data_dir(&config.data_dir)?;
+    let identities = crate::runtime::identity::Identities::new(
+        &config.isolation,
+        &config.data_dir,
+        nix::unistd::geteuid().is_root(),
+    );
+    tracing::info!("{}", identities.describe());
+    crate::runtime::identity::install(identities, &config.data_dir)?;
     let store = Store::open(&config.data_dir.join("hearth.db"))?;
     let auth = Auth::new(store.clone())?;
     let token_path = auth.bootstrap(&config.data_dir)?;
@@ -260,14 +269,15 @@ async fn status_line(state: &AppState) -> String {
         Ok(summary) => (summary.gpus_in_use as usize, summary.running),
         Err(_) => (0, 0),
     };
-    systemd::status_line(
+    let line = systemd::status_line(
         state.health.all_ready(),
         state.config.runtime.as_str(),
         in_use,
         inventory.count(),
         inventory.simulated,
         active,
-    )
+    );
+    format!("{line} · {}", crate::runtime::identity::global().status_word())
 }
 
 /// Every controller loop, and the bridge that wakes them on workload events.

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use hearth_e2e::{fixtures_dir, spawn_daemon};
 use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -36,6 +38,32 @@ fn multipart(filename: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     body.extend_from_slice(bytes);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// The file's documents as the API returns them: the bare IR, or
+/// `{pipeline_spec, platform_spec}` when a platform spec follows it (a JSON file in
+/// that nested form reads back as it is).
+fn as_written(bytes: &[u8]) -> Value {
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_slice(bytes)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let platform = docs.iter().find(|d| {
+        d.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("platforms"))
+    });
+    let spec = docs
+        .iter()
+        .find(|d| {
+            !d.as_object()
+                .is_some_and(|o| o.len() == 1 && o.contains_key("platforms"))
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    match platform {
+        Some(p) => serde_json::json!({"pipeline_spec": spec, "platform_spec": p}),
+        None => spec,
+    }
 }
 
 #[test]
@@ -77,14 +105,17 @@ fn every_upstream_kfp_file_is_accepted_or_refused_by_name() {
             let pid = r.body["pipeline_id"].as_str().unwrap().to_string();
             let versions = d.get(&format!("/apis/v2beta1/pipelines/{pid}/versions"), Some(&token));
             assert_eq!(versions.status, 200, "{rel}: {versions}");
+            // Round trip: the stored version holds every document exactly as written
+            // (the IR, and the platform spec when the file has one).
             let stored = &versions.body["pipeline_versions"][0]["pipeline_spec"];
-            let stored = stored.get("pipeline_spec").unwrap_or(stored);
-            assert!(
-                stored["root"]["dag"].is_object(),
-                "{rel}: spec not stored: {versions}"
+            assert_eq!(
+                stored,
+                &as_written(&bytes),
+                "{rel}: the stored pipeline_spec differs from the file"
             );
+            let spec = stored.get("pipeline_spec").unwrap_or(stored);
             assert!(
-                stored["pipelineInfo"]["name"]
+                spec["pipelineInfo"]["name"]
                     .as_str()
                     .is_some_and(|n| !n.is_empty()),
                 "{rel}: {versions}"

@@ -330,3 +330,57 @@ fn artifact_download_refuses_path_traversal_and_reads_nothing_outside() {
         assert!(!r.text.contains("hearth-escape-token"), "name={name}: {r}");
     }
 }
+
+/// A retried step waits `backoffDuration` times `backoffFactor` to the attempt's power
+/// between attempts: 1 s, then 2 s.
+#[test]
+fn retries_wait_the_backoff_between_attempts() {
+    let d = spawn_daemon();
+    let token = d.admin().unwrap().to_string();
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-retry-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let times = dir.path().join("times");
+    let spec = json!({
+        "pipelineInfo": {"name": "backoff"},
+        "schemaVersion": "2.1.0",
+        "sdkVersion": "kfp-2.17.0",
+        "components": {"comp-flaky": {"executorLabel": "exec-flaky"}},
+        "deploymentSpec": {"executors": {"exec-flaky": {"container": {
+            "image": "alpine:3.23",
+            "command": ["sh", "-c", "date +%s.%N >> \"$0\"; [ $(wc -l < \"$0\") -ge 3 ]",
+                        times.display().to_string()],
+        }}}},
+        "root": {"dag": {"tasks": {"flaky": {
+            "taskInfo": {"name": "flaky"},
+            "componentRef": {"name": "comp-flaky"},
+            "retryPolicy": {"maxRetryCount": 3, "backoffDuration": "1s", "backoffFactor": 2.0,
+                            "backoffMaxDuration": "3600s"},
+        }}}},
+    });
+    let r = d.post_json(
+        "/apis/v2beta1/runs",
+        Some(&token),
+        &json!({"display_name": "backoff", "pipeline_spec": spec}),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let id = r.body["run_id"].as_str().unwrap().to_string();
+    let run = d.wait_until(
+        &format!("/apis/v2beta1/runs/{id}"),
+        Duration::from_secs(30),
+        |r| ["SUCCEEDED", "FAILED"].contains(&r.body["state"].as_str().unwrap_or_default()),
+    );
+    assert_eq!(run.body["state"], "SUCCEEDED", "{run}");
+    let starts: Vec<f64> = std::fs::read_to_string(&times)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    let gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // Each gap is the backoff plus a failed `sh` and a step start (well under a second).
+    assert!((1.0..2.0).contains(&gaps[0]), "{gaps:?}");
+    assert!((2.0..3.0).contains(&gaps[1]), "{gaps:?}");
+}

@@ -340,3 +340,26 @@ fn objects_stored_before_validation_end_with_a_reason_and_the_daemon_stays_up() 
     assert_eq!(r.body["state"], "SUCCEEDED", "{r}");
     assert_answers(&d);
 }
+
+#[test]
+fn a_condition_that_does_not_parse_is_invalid_and_names_the_parse_error() {
+    let d = spawn_daemon();
+    let token = d.admin().unwrap().to_string();
+    let cond = |c: &str| pipeline(json!({"triggerPolicy": {"condition": c}}), None, None);
+    let r = create_run(&d, &token, cond("inputs.parameter_values['x'] == == 'a'"));
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.code(), "invalid_field", "{r}");
+    assert_eq!(
+        r.body["field"], "root.dag.tasks.step.triggerPolicy.condition",
+        "{r}"
+    );
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("does not parse") && detail.contains("unexpected"),
+        "{r}"
+    );
+    // Well-formed CEL that uses what Hearth does not evaluate is refused by name.
+    let r = create_run(&d, &token, cond("size(inputs.parameter_values['x']) > 1"));
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.code(), "unsupported_feature", "{r}");
+}

@@ -621,6 +621,7 @@ impl Jobs {
             gpu_uuids: Vec::new(),
             active_deadline_seconds: deadline,
             termination_grace_seconds: spec.termination_grace_seconds,
+            security_context: spec.security_context.clone(),
         }
     }
 

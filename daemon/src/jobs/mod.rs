@@ -118,6 +118,10 @@ impl Jobs {
     pub async fn create(&self, namespace: &str, document: Value) -> Result<Value, JobError> {
         let (metadata, spec_value, parsed) = self.validate(&document, None)?;
         self.scheduler.check_satisfiable(&parsed.resources, namespace)?;
+        // Who the attempts will run as, checked now so a refused securityContext is a 422.
+        crate::runtime::identity::global()
+            .for_workload(namespace, parsed.security_context.as_ref())
+            .map_err(|e| JobError::Field(e.into_field_error()))?;
         let new = NewResource {
             kind: spec::KIND.into(),
             namespace: namespace.into(),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::model::quantity;
 use crate::model::strict::{object, only_keys, opt_string, opt_u64_in, string_list, FieldError, MAX_SECONDS};
+use crate::runtime::identity::SecurityContext;
 use crate::runtime::ResourceRequest;
 
 pub const API_VERSION: &str = "batch/v1";
@@ -50,6 +51,7 @@ const POD_FIELDS: &[&str] = &[
     "terminationGracePeriodSeconds",
     "activeDeadlineSeconds",
     "tolerations",
+    "securityContext",
 ];
 
 const CONTAINER_FIELDS: &[&str] = &[
@@ -64,6 +66,7 @@ const CONTAINER_FIELDS: &[&str] = &[
     "ports",
     "terminationMessagePolicy",
     "terminationMessagePath",
+    "securityContext",
 ];
 
 /// Why a Job spec field outside [`JOB_FIELDS`] is refused.
@@ -93,7 +96,7 @@ pub fn pod_field_reason(key: &str) -> &'static str {
         "serviceAccountName" | "serviceAccount" | "automountServiceAccountToken" | "imagePullSecrets" => {
             "the process runtime neither pulls images nor mounts Kubernetes credentials; a workload runs as its namespace's user"
         }
-        "securityContext" | "hostUsers" | "os" => {
+        "hostUsers" | "os" => {
             "the process runtime chooses the Unix user itself (the namespace's user) and has no container security settings"
         }
         "hostNetwork" | "hostPID" | "hostIPC" | "shareProcessNamespace" | "dnsPolicy" | "dnsConfig"
@@ -113,15 +116,16 @@ pub fn container_field_reason(key: &str) -> &'static str {
         "volumeMounts" | "volumeDevices" => {
             "the process runtime mounts nothing; the command sees the host's filesystem"
         }
-        "securityContext" => {
-            "the process runtime chooses the Unix user itself (the namespace's user) and has no container security settings"
-        }
         "livenessProbe" | "readinessProbe" | "startupProbe" | "lifecycle" => {
             "not built: Hearth runs no probes or lifecycle hooks for Job attempts"
         }
         "stdin" | "stdinOnce" | "tty" => "Job attempts run detached, with no terminal or stdin to attach",
-        "envFrom" => "envFrom reads ConfigMaps and Secrets, which need a Kubernetes API server; give env values",
-        "resizePolicy" | "restartPolicy" => "not built: in-place resize and sidecar containers need a Kubernetes node",
+        "envFrom" => {
+            "envFrom reads ConfigMaps and Secrets, which need a Kubernetes API server; give env values"
+        }
+        "resizePolicy" | "restartPolicy" => {
+            "not built: in-place resize and sidecar containers need a Kubernetes node"
+        }
         _ => "not a container field Hearth knows",
     }
 }
@@ -201,6 +205,8 @@ pub struct JobSpec {
     pub attempt_deadline_seconds: Option<u64>,
     pub termination_grace_seconds: u64,
     pub restart_policy: RestartPolicy,
+    /// The pod's and container's `securityContext`, merged (see `runtime::identity`).
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Ceilings for resource quantities, far above any host but low enough that sums over
@@ -782,6 +788,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
         )?
         .unwrap_or(30),
         restart_policy,
+        security_context: SecurityContext::parse(pod, "spec.template.spec", container, path)?,
     })
 }
 

@@ -366,18 +366,18 @@ fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, Pipelin
 // Pipelines and versions.
 
 fn pipeline_json(r: &Resource) -> Value {
-    json!({
+    omit_unset(json!({
         "pipeline_id": r.name,
         "display_name": r.spec["display_name"],
         "name": r.spec["display_name"],
         "description": r.spec["description"],
         "created_at": r.created_at,
         "namespace": r.namespace,
-    })
+    }))
 }
 
 fn version_json(r: &Resource) -> Value {
-    json!({
+    omit_unset(json!({
         "pipeline_id": r.spec["pipeline_id"],
         "pipeline_version_id": r.name,
         "display_name": r.spec["display_name"],
@@ -385,7 +385,7 @@ fn version_json(r: &Resource) -> Value {
         "description": r.spec["description"],
         "created_at": r.created_at,
         "pipeline_spec": r.spec["pipeline_spec"],
-    })
+    }))
 }
 
 /// Validates a package and returns its API form.
@@ -590,14 +590,14 @@ pub async fn delete_version(
 // Experiments.
 
 fn experiment_json(r: &Resource) -> Value {
-    json!({
+    omit_unset(json!({
         "experiment_id": r.name,
         "display_name": r.spec["display_name"],
         "description": r.spec["description"],
         "created_at": r.created_at,
         "namespace": r.namespace,
         "storage_state": r.spec["storage_state"].as_str().unwrap_or("AVAILABLE"),
-    })
+    }))
 }
 
 pub async fn create_experiment(
@@ -797,12 +797,23 @@ fn run_json(r: &Resource, details: bool) -> Value {
                 d["hearth_pending_reason"] = json!(reason);
                 pending.push(json!({"task": path, "reason": reason}));
             }
-            tasks.push(d);
+            tasks.push(omit_unset(d));
         }
         v["run_details"] = json!({"task_details": tasks});
         if !pending.is_empty() && !TERMINAL.contains(&v["state"].as_str().unwrap_or_default()) {
             v["hearth"] = json!({"pending": pending});
         }
+    }
+    omit_unset(v)
+}
+
+/// An API object as KFP's server writes it (grpc-gateway with protojson, proto field
+/// names, unpopulated fields left out): top-level fields that are unset (`null`) or
+/// empty strings are dropped. Nested documents (`pipeline_spec`, `runtime_config`)
+/// stay exactly as written.
+fn omit_unset(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, field| !matches!(field, Value::Null) && field.as_str() != Some(""));
     }
     v
 }
@@ -1018,7 +1029,7 @@ pub async fn retry_run(p: &Pipelines, caller: &Principal, id: &str) -> Result<Va
     let mut spec = r.spec.clone();
     spec["terminate_requested"] = json!(false);
     // Steps run again as new workloads: their ids carry the generation.
-    spec["retry_generation"] = json!(spec["retry_generation"].as_u64().unwrap_or(0) + 1);
+    spec["retry_generation"] = json!(spec["retry_generation"].as_u64().unwrap_or(0).saturating_add(1));
     replace_spec(p, &r, spec).await?;
     let uid = r.uid.clone();
     let st = serde_json::to_value(&status).map_err(|e| PipelineError::Store(StoreError::Json(e)))?;
@@ -1064,7 +1075,7 @@ pub fn recurring_json(r: &Resource) -> Value {
     if let Some(e) = r.status["error"].as_str() {
         v["error"] = json!(e);
     }
-    v
+    omit_unset(v)
 }
 
 pub async fn create_recurring_run(
@@ -1224,6 +1235,8 @@ pub async fn fire_recurring(p: &Pipelines, rr: &Resource, at: &str) -> Result<()
 
 pub struct TaskView {
     pub record: super::controller::TaskRecord,
+    /// The run's namespace.
+    pub namespace: String,
 }
 
 pub async fn task(
@@ -1240,7 +1253,10 @@ pub async fn task(
         .find(|t| t.task_id == task_id)
         .cloned()
         .ok_or_else(|| PipelineError::NotFound(format!("task {task_id} not found in run {run_id}")))?;
-    Ok(TaskView { record })
+    Ok(TaskView {
+        record,
+        namespace: run.namespace.clone(),
+    })
 }
 
 pub async fn task_outputs(
@@ -1308,7 +1324,12 @@ pub async fn artifact_file(
         .get(name)
         .and_then(|l| l.first())
         .ok_or_else(|| PipelineError::NotFound(format!("task {task_id} has no output artifact {name}")))?;
-    let root = p.data_dir.join("artifacts");
+    // The run's own namespace's tree: a step may rewrite its artifact's uri (in
+    // executor_output.json) to another namespace's artifact.
+    let root = p
+        .data_dir
+        .join("artifacts")
+        .join(super::executor::sanitize(&t.namespace));
     let base = PathBuf::from(&artifact.uri);
     if !super::executor::under(&root, &base) {
         return Err(PipelineError::NotFound(format!(

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::params;
@@ -27,7 +28,7 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// A step directory or artifact tree younger than this is never swept: its run may
 /// have been created after the sweep listed the runs.
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(120);
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// Where a run keeps its step directories.
 pub fn run_dir(data_dir: &Path, run_id: &str) -> PathBuf {
@@ -154,7 +155,7 @@ pub fn prune_cache(
 /// One sweep: stops steps of runs that no longer exist (deleted while the daemon was
 /// down, or a crash between the delete and the stop), removes files of such runs once
 /// nothing of theirs runs, and prunes the cache.
-pub async fn sweep(inner: &Inner) -> Result<(), String> {
+pub async fn sweep(inner: &Arc<Inner>) -> Result<(), String> {
     let store = &inner.store;
     let runs = store
         .call(|conn| resources::list(conn, pstore::RUN, None))
@@ -168,15 +169,15 @@ pub async fn sweep(inner: &Inner) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut busy: HashSet<String> = HashSet::new();
     for w in unfinished.iter().filter(|w| w.owner.kind == OWNER_KIND) {
-        if live_uids.contains(&w.owner.uid) {
+        if live_uids.contains(&w.owner.uid) || !busy.insert(w.owner.name.clone()) {
             continue;
         }
-        busy.insert(w.owner.name.clone());
-        tracing::info!(workload = %w.id, run = %w.owner.name, "stopping a step of a deleted run");
-        match inner.scheduler.stop(&w.id).await {
-            Ok(()) | Err(SchedulerError::NotFound(_)) => {}
-            Err(e) => tracing::warn!(workload = %w.id, error = %e, "stopping a step of a deleted run"),
-        }
+        tracing::info!(run = %w.owner.name, "stopping the steps of a deleted run");
+        // Its steps are stopped and its files removed once they end, as a delete does.
+        let (inner, owner) = (inner.clone(), w.owner.clone());
+        tokio::spawn(async move {
+            deleted_run(&inner, || false, &owner.uid, &owner.namespace, &owner.name).await;
+        });
     }
     let data_dir = inner.data_dir.clone();
     let removed = tokio::task::spawn_blocking(move || remove_orphan_dirs(&data_dir, &live_ids, &busy))

@@ -119,16 +119,46 @@ pub fn output_artifacts(comp: &ComponentSpec, paths: &StepPaths) -> BTreeMap<Str
         .collect()
 }
 
+/// A `RuntimeArtifact` in proto3 JSON: empty fields left out, as protojson writes them.
 fn artifact_json(a: &Artifact) -> Value {
-    serde_json::json!({
-        "name": a.name,
-        "uri": a.uri,
-        "metadata": a.metadata,
-        "type": a.artifact_type,
-    })
+    let mut out = Map::new();
+    if !a.name.is_empty() {
+        out.insert("name".into(), Value::String(a.name.clone()));
+    }
+    if !a.artifact_type.schema_title.is_empty() {
+        let mut t = Map::new();
+        t.insert(
+            "schemaTitle".into(),
+            Value::String(a.artifact_type.schema_title.clone()),
+        );
+        if let Some(v) = a.artifact_type.schema_version.as_ref().filter(|v| !v.is_empty()) {
+            t.insert("schemaVersion".into(), Value::String(v.clone()));
+        }
+        out.insert("type".into(), Value::Object(t));
+    }
+    if !a.uri.is_empty() {
+        out.insert("uri".into(), Value::String(a.uri.clone()));
+    }
+    if !a.metadata.is_empty() {
+        out.insert("metadata".into(), Value::Object(a.metadata.clone()));
+    }
+    Value::Object(out)
 }
 
-/// The executor input (`{{$}}`) in protobuf-JSON casing, as `kfp.dsl.executor_main` reads it.
+/// `{key: value}` without the keys whose values are empty maps: proto3 JSON leaves an
+/// empty map field out.
+fn without_empty(fields: Vec<(&str, Map<String, Value>)>) -> Map<String, Value> {
+    fields
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(k, m)| (k.to_string(), Value::Object(m)))
+        .collect()
+}
+
+/// The executor input (`{{$}}`) in proto3 JSON, as KFP's driver writes it with Go's
+/// `protojson.Marshal` (backend/src/v2/driver) and `kfp.dsl.executor_main` reads it:
+/// camelCase names, and default or empty fields (an empty `parameterValues`, an
+/// artifact's empty `metadata`) left out. `inputs` and `outputs` are always there.
 pub fn executor_input(
     comp: &ComponentSpec,
     inputs: &Values,
@@ -165,14 +195,16 @@ pub fn executor_input(
             )
         })
         .collect();
-    serde_json::json!({
-        "inputs": {"parameterValues": inputs.parameters, "artifacts": in_artifacts},
-        "outputs": {
-            "parameters": out_params,
-            "artifacts": out_artifacts,
-            "outputFile": paths.executor_output().display().to_string(),
-        }
-    })
+    let inputs = without_empty(vec![
+        ("parameterValues", inputs.parameters.clone()),
+        ("artifacts", in_artifacts),
+    ]);
+    let mut outputs = without_empty(vec![("parameters", out_params), ("artifacts", out_artifacts)]);
+    outputs.insert(
+        "outputFile".into(),
+        Value::String(paths.executor_output().display().to_string()),
+    );
+    serde_json::json!({"inputs": inputs, "outputs": outputs})
 }
 
 /// What a placeholder may refer to besides the executor input.
@@ -246,7 +278,11 @@ fn resolve_one(expr: &str, ctx: &PlaceholderContext<'_>) -> Result<Option<String
             }
             return match tail {
                 ".path" | ".uri" => Ok(first["uri"].as_str().map(str::to_string)),
-                ".metadata" => Ok(Some(first["metadata"].to_string())),
+                // Left out of the executor input when empty.
+                ".metadata" => Ok(Some(match &first["metadata"] {
+                    Value::Null => "{}".to_string(),
+                    m => m.to_string(),
+                })),
                 _ => Err(format!("unsupported placeholder {{{{{expr}}}}}")),
             };
         }

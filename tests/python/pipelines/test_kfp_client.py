@@ -29,7 +29,9 @@ def hearth():
     data = tmp / "data"
     cfg = tmp / "config.toml"
     cfg.write_text(
-        f'[gpu]\nsimulate = 1\n[pipelines]\nstep_venv = "{VENV}"\n'
+        # The venv's Python lives under /root (0700), which a namespace's Unix user cannot
+        # run; tests/tests/isolation.rs covers pipelines as the namespace's user.
+        f'[gpu]\nsimulate = 1\n[pipelines]\nstep_venv = "{VENV}"\n[isolation]\nenabled = false\n'
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     log = open(tmp / "daemon.log", "w")
@@ -142,11 +144,30 @@ def fail(msg: str):
 @dsl.component(base_image="python:3.11")
 def flaky(counter: str) -> str:
     import os
+    import time
     n = int(open(counter).read()) if os.path.exists(counter) else 0
     open(counter, "w").write(str(n + 1))
-    if n < 1:
-        raise RuntimeError("first attempt fails")
+    # When each attempt started, so the test can check the backoff between them.
+    with open(counter + ".times", "a") as f:
+        f.write(f"{time.time()}\n")
+    if n < 2:
+        raise RuntimeError(f"attempt {n + 1} fails")
     return f"attempt {n + 1}"
+
+
+@dsl.component(base_image="python:3.11")
+def report_status(path: str, status: dsl.PipelineTaskFinalStatus):
+    import json
+    with open(path, "w") as f:
+        json.dump({"state": status.state, "error_code": status.error_code,
+                   "error_message": status.error_message,
+                   "task": status.pipeline_task_name}, f)
+
+
+@dsl.component(base_image="python:3.11")
+def maybe_fail(fail_it: bool):
+    if fail_it:
+        raise RuntimeError("the group failed on purpose")
 
 
 @dsl.component(base_image="python:3.11")
@@ -216,7 +237,15 @@ def exit_and_failure(log: str = "/tmp/none"):
 
 @dsl.pipeline(name="retry")
 def retry_pipe(counter: str = "/tmp/none"):
-    flaky(counter=counter).set_retry(num_retries=2, backoff_duration="0s", backoff_factor=1.0)
+    # Waits of 1 s then 2 s before the second and third attempts.
+    flaky(counter=counter).set_retry(num_retries=3, backoff_duration="1s", backoff_factor=2.0)
+
+
+@dsl.pipeline(name="final-status")
+def final_status_pipe(path: str = "/tmp/none", fail_it: bool = False):
+    handler = report_status(path=path).set_display_name("report")
+    with dsl.ExitHandler(handler):
+        maybe_fail(fail_it=fail_it)
 
 
 @dsl.pipeline(name="cache")
@@ -303,9 +332,36 @@ def test_retry_of_a_flaky_step(client, hearth, tmp_path):
     result = client.create_run_from_pipeline_func(retry_pipe, arguments={"counter": str(counter)}, namespace="default")
     assert wait(client, result.run_id).state == "SUCCEEDED"
     out = outputs(hearth, result.run_id, "flaky")[0]
-    assert out["outputs"]["parameters"]["Output"] == "attempt 2"
-    assert out["attempts"] == 2
-    assert counter.read_text() == "2"
+    assert out["outputs"]["parameters"]["Output"] == "attempt 3"
+    assert out["attempts"] == 3
+    assert counter.read_text() == "3"
+    # backoffDuration 1s, backoffFactor 2: the gaps between attempts' starts hold
+    # waits of 1 s and 2 s, plus each Python step's start-up (seconds on a loaded
+    # machine, so only the lower bound is checked here; tests/tests/pipelines_api.rs
+    # checks the waits closely with shell steps).
+    starts = [float(t) for t in Path(str(counter) + ".times").read_text().split()]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(gaps) == 2, gaps
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps
+
+
+@pytest.mark.parametrize("fail_it", [False, True])
+def test_exit_handler_gets_the_final_status_as_kfp_gives_it(client, hearth, tmp_path, fail_it):
+    path = tmp_path / "status.json"
+    result = client.create_run_from_pipeline_func(
+        final_status_pipe, arguments={"path": str(path), "fail_it": fail_it}, namespace="default")
+    run = wait(client, result.run_id)
+    assert run.state == ("FAILED" if fail_it else "SUCCEEDED")
+    status = json.loads(path.read_text())
+    if fail_it:
+        # A google.rpc.Code and the group's real error.
+        assert status["state"] == "FAILED", status
+        assert status["error_code"] == 2, status
+        assert "the group failed on purpose" in status["error_message"] or "exited with code" in status["error_message"], status
+    else:
+        # As KFP documents PipelineTaskFinalStatus: None, not 0 and ''.
+        assert status == {"state": "SUCCEEDED", "error_code": None, "error_message": None,
+                          "task": status["task"]}, status
 
 
 def test_cache_hit_on_second_run(client, hearth, tmp_path):
