@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use rusqlite::Connection;
 
 use crate::store::access::{self, NamespaceRow, TokenRow, UserRow};
 use crate::store::{now_rfc3339, Store, StoreError};
@@ -86,7 +88,7 @@ struct CachedToken {
 #[derive(Clone)]
 pub struct Auth {
     store: Store,
-    cache: Arc<RwLock<HashMap<[u8; 32], CachedToken>>>,
+    cache: Arc<TokenCache>,
 }
 
 /// A token as listed: never the secret.
@@ -147,54 +149,27 @@ impl Auth {
     }
 
     fn reload_blocking(&self) -> Result<(), AuthError> {
-        let (users, tokens) = self
-            .store
-            .call_blocking(|conn| Ok((access::list_users(conn)?, access::list_tokens(conn, None)?)))?;
-        self.install(users, tokens);
+        let cache = Arc::clone(&self.cache);
+        self.store.call_blocking(move |conn| refresh(conn, &cache))?;
         Ok(())
     }
 
+    /// Rebuilds the cache from the store. The read and the install happen in one store
+    /// call, under the store's connection lock, so installs happen in the order of the
+    /// reads: a reload that read before a revocation can never install after it.
+    #[cfg(test)]
     async fn reload(&self) -> Result<(), AuthError> {
-        let (users, tokens) = self
-            .store
-            .call(|conn| Ok((access::list_users(conn)?, access::list_tokens(conn, None)?)))
-            .await?;
-        self.install(users, tokens);
+        let cache = Arc::clone(&self.cache);
+        self.store.call(move |conn| refresh(conn, &cache)).await?;
         Ok(())
-    }
-
-    fn install(&self, users: Vec<UserRow>, tokens: Vec<TokenRow>) {
-        let admins: HashMap<String, bool> = users.into_iter().map(|u| (u.name, u.admin)).collect();
-        let mut map = HashMap::new();
-        for t in tokens {
-            let Ok(hash) = <[u8; 32]>::try_from(t.hash.as_slice()) else {
-                continue;
-            };
-            let expires_at = t
-                .expires_at
-                .as_deref()
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|d| d.with_timezone(&Utc));
-            map.insert(
-                hash,
-                CachedToken {
-                    hash,
-                    admin: admins.get(&t.user_name).copied().unwrap_or(false),
-                    user: t.user_name,
-                    token_name: t.name,
-                    expires_at,
-                },
-            );
-        }
-        if let Ok(mut cache) = self.cache.write() {
-            *cache = map;
-        }
     }
 
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AuthError> {
         let presented = presented.ok_or(AuthError::MissingToken)?;
         let hash = hash_token(presented);
-        let cache = self.cache.read().map_err(|_| AuthError::InvalidToken)?;
+        // The map is only ever replaced whole (in `refresh`), so a poisoned lock still
+        // guards a complete map: recover it rather than refuse every request.
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
         let entry = cache.get(&hash).ok_or(AuthError::InvalidToken)?;
         if !bool::from(entry.hash.ct_eq(&hash)) {
             return Err(AuthError::InvalidToken);
@@ -278,10 +253,14 @@ impl Auth {
             return Err(AuthError::CannotDeleteAdmin(ADMIN_USER));
         }
         let owned = name.to_string();
+        let cache = Arc::clone(&self.cache);
         self.store
-            .call(move |conn| access::delete_user(conn, &owned))
+            .call(move |conn| {
+                access::delete_user(conn, &owned)?;
+                refresh(conn, &cache)
+            })
             .await?;
-        self.reload().await
+        Ok(())
     }
 
     /// Issues a named token for the caller's own user.
@@ -307,10 +286,13 @@ impl Auth {
             created_at: row.created_at.clone(),
             expires_at: row.expires_at.clone(),
         };
+        let cache = Arc::clone(&self.cache);
         self.store
-            .call(move |conn| access::insert_token(conn, &row))
+            .call(move |conn| {
+                access::insert_token(conn, &row)?;
+                refresh(conn, &cache)
+            })
             .await?;
-        self.reload().await?;
         Ok(IssuedToken { info, token })
     }
 
@@ -334,16 +316,60 @@ impl Auth {
     pub async fn revoke(&self, caller: &Principal, name: &str) -> Result<(), AuthError> {
         validate_dns_label("name", name)?;
         let (user, owned) = (caller.user.clone(), name.to_string());
+        // Delete and rebuild in one store call: the token stops working before this
+        // returns, and no concurrent reload can bring it back (see `reload`).
+        let cache = Arc::clone(&self.cache);
         self.store
-            .call(move |conn| access::delete_token(conn, &user, &owned))
+            .call(move |conn| {
+                access::delete_token(conn, &user, &owned)?;
+                refresh(conn, &cache)
+            })
             .await?;
-        self.reload().await
+        Ok(())
     }
 
     pub async fn namespaces(&self, caller: &Principal) -> Result<Vec<NamespaceRow>, AuthError> {
         let all = self.store.call(|conn| access::list_namespaces(conn)).await?;
         Ok(all.into_iter().filter(|ns| caller.can_access(&ns.name)).collect())
     }
+}
+
+type TokenCache = RwLock<HashMap<[u8; 32], CachedToken>>;
+
+/// Reads users and tokens and replaces the cache with them, on the caller's connection.
+fn refresh(conn: &mut Connection, cache: &TokenCache) -> Result<(), StoreError> {
+    let users = access::list_users(conn)?;
+    let tokens = access::list_tokens(conn, None)?;
+    install(cache, users, tokens);
+    Ok(())
+}
+
+fn install(cache: &TokenCache, users: Vec<UserRow>, tokens: Vec<TokenRow>) {
+    let admins: HashMap<String, bool> = users.into_iter().map(|u| (u.name, u.admin)).collect();
+    let mut map = HashMap::new();
+    for t in tokens {
+        let Ok(hash) = <[u8; 32]>::try_from(t.hash.as_slice()) else {
+            continue;
+        };
+        let expires_at = t
+            .expires_at
+            .as_deref()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|d| d.with_timezone(&Utc));
+        map.insert(
+            hash,
+            CachedToken {
+                hash,
+                admin: admins.get(&t.user_name).copied().unwrap_or(false),
+                user: t.user_name,
+                token_name: t.name,
+                expires_at,
+            },
+        );
+    }
+    // Replacing the whole map is correct whatever a panicking holder left behind; skipping
+    // the write on a poisoned lock would keep revoked tokens valid.
+    *cache.write().unwrap_or_else(PoisonError::into_inner) = map;
 }
 
 fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
@@ -430,5 +456,64 @@ mod tests {
         ));
         auth.revoke(&alice, "initial").await.unwrap();
         assert!(auth.authenticate(Some(&alice_token.token)).is_err());
+    }
+
+    /// Reloads racing a revocation: the token stops working the moment `revoke`
+    /// returns, and no reload that read the old table can install it again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_concurrent_reload_never_undoes_a_revocation() {
+        let (dir, store) = test_store();
+        let auth = Auth::new(store).unwrap();
+        auth.bootstrap(dir.path()).unwrap();
+        let admin = Principal {
+            user: ADMIN_USER.into(),
+            admin: true,
+            token_name: "t".into(),
+        };
+        let (_, _) = auth.create_user(&admin, "alice", false).await.unwrap();
+        let alice = Principal {
+            user: "alice".into(),
+            admin: false,
+            token_name: "initial".into(),
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reloaders: Vec<_> = (0..8)
+            .map(|_| {
+                let (auth, stop) = (auth.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        auth.reload().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut revoked = Vec::new();
+        for i in 0..300 {
+            let name = format!("t{i}");
+            let issued = auth.issue(&alice, &name, None).await.unwrap();
+            assert!(auth.authenticate(Some(&issued.token)).is_ok());
+            auth.revoke(&alice, &name).await.unwrap();
+            assert!(
+                auth.authenticate(Some(&issued.token)).is_err(),
+                "token {name} still valid right after revoke"
+            );
+            revoked.push(issued.token);
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+                for token in &revoked {
+                    assert!(
+                        auth.authenticate(Some(token)).is_err(),
+                        "a reload brought a revoked token back"
+                    );
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in reloaders {
+            r.await.unwrap();
+        }
+        for token in &revoked {
+            assert!(auth.authenticate(Some(token)).is_err());
+        }
     }
 }

@@ -64,6 +64,7 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub workloads: crate::runtime::WorkloadsConfig,
     pub jobs: crate::jobs::JobsConfig,
+    pub isolation: IsolationConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -108,6 +109,62 @@ impl PipelinesConfig {
             out.extend(std::env::split_paths(p));
         }
         out
+    }
+}
+
+/// Which Unix user each namespace's workloads run as when the daemon runs as root
+/// (see `runtime::identity`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationConfig {
+    /// `false`: workloads run as the daemon's own user even when it is root, as in
+    /// single-user mode (namespaces are then not isolated from each other).
+    pub enabled: bool,
+    /// Hearth creates the system user `<user_prefix><namespace>` for a namespace that
+    /// `accounts` does not map.
+    pub user_prefix: String,
+    /// `first-last`: the uids (and gids of their groups) Hearth gives the users it creates.
+    pub uid_range: String,
+    /// Namespace (a Hearth user's namespace carries the user's name) to an existing Unix
+    /// account its workloads run as, e.g. `alice = "alice"`.
+    pub accounts: std::collections::BTreeMap<String, String>,
+    /// Namespaces whose workloads may ask for any `runAsUser`/`runAsGroup`/`fsGroup`
+    /// in their `securityContext`, root included.
+    pub privileged_namespaces: Vec<String>,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        IsolationConfig {
+            enabled: true,
+            user_prefix: "hearth-".to_string(),
+            uid_range: "20000-20999".to_string(),
+            accounts: Default::default(),
+            privileged_namespaces: Vec::new(),
+        }
+    }
+}
+
+impl IsolationConfig {
+    /// `uid_range` as an inclusive pair; `validate` has checked it.
+    pub fn uid_bounds(&self) -> Result<(u32, u32), String> {
+        let (first, last) = self
+            .uid_range
+            .split_once('-')
+            .ok_or_else(|| format!("{:?} is not `first-last`", self.uid_range))?;
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{:?} is not `first-last` with uids", self.uid_range))
+        };
+        let (first, last) = (parse(first)?, parse(last)?);
+        if first < 1000 || last < first || last >= 65534 {
+            return Err(format!(
+                "{:?}: must be an ascending range within 1000-65533 (no system or nobody uids)",
+                self.uid_range
+            ));
+        }
+        Ok((first, last))
     }
 }
 
@@ -212,6 +269,7 @@ impl Default for Config {
             scheduler: Default::default(),
             workloads: Default::default(),
             jobs: Default::default(),
+            isolation: Default::default(),
         }
     }
 }
@@ -270,6 +328,9 @@ pub const SETTINGS: &[&str] = &[
     "workloads.path_prefix",
     "workloads.gc_interval_seconds",
     "jobs.backoff_base_seconds",
+    "isolation.enabled",
+    "isolation.user_prefix",
+    "isolation.uid_range",
 ];
 
 pub fn env_name(key: &str) -> String {
@@ -451,6 +512,27 @@ impl Config {
                 message: format!("{:?} is not an http:// or https:// URL", s.s3_endpoint),
             });
         }
+        if let Err(message) = self.isolation.uid_bounds() {
+            return Err(ConfigError::Invalid {
+                key: "isolation.uid_range",
+                message,
+            });
+        }
+        let prefix = &self.isolation.user_prefix;
+        if prefix.is_empty()
+            || prefix.len() > 16
+            || !prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                key: "isolation.user_prefix",
+                message: format!(
+                    "{prefix:?}: 1-16 characters, a lower-case letter first, then lower-case letters, digits, '-' or '_'"
+                ),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(ConfigError::Invalid {
                 key: "log_level",
@@ -570,6 +652,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime") || err.contains("podman"), "{err}");
+    }
+
+    #[test]
+    fn isolation_settings_are_checked() {
+        for (var, value) in [
+            ("HEARTH_ISOLATION_UID_RANGE", "0-99"),
+            ("HEARTH_ISOLATION_UID_RANGE", "30000-20000"),
+            ("HEARTH_ISOLATION_UID_RANGE", "20000"),
+            ("HEARTH_ISOLATION_USER_PREFIX", "Root/"),
+        ] {
+            let env = |k: &str| (k == var).then(|| value.to_string());
+            let err = load(None, &env, &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            let key = format!(
+                "isolation.{}",
+                var.trim_start_matches("HEARTH_ISOLATION_").to_lowercase()
+            );
+            assert!(err.contains(&key), "{var}={value}: {err}");
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[isolation]\nuid_range = \"30000-30099\"\naccounts = {{ alice = \"alice\" }}\nprivileged_namespaces = [\"ops\"]"
+        )
+        .unwrap();
+        let loaded = load(Some(file.path()), &no_env, &FlagOverrides::default()).unwrap();
+        assert_eq!(loaded.config.isolation.uid_bounds(), Ok((30000, 30099)));
+        assert_eq!(loaded.config.isolation.accounts["alice"], "alice");
     }
 
     /// The README's configuration table is the user's reference: a setting missing

@@ -2,7 +2,7 @@
 //! whatever other parts register (GPU gauges under dcgm-exporter's names).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -44,8 +44,21 @@ struct GpuGauges {
     power: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    pub runtime: String,
+}
+
+/// Tokio runtimes whose task counts are exported: a count that grows while the
+/// workload does not is a leak (e.g. one sleeping task per requeue).
+struct RuntimeGauges {
+    handles: Mutex<Vec<(String, tokio::runtime::Handle)>>,
+    alive_tasks: Family<RuntimeLabels, Gauge>,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    runtimes: RuntimeGauges,
     gpu: GpuGauges,
     http_requests: Family<HttpLabels, Counter>,
     http_latency: Family<RouteLabels, Histogram>,
@@ -114,6 +127,15 @@ impl Metrics {
             "Start time of the process since the Unix epoch, in seconds",
             process.start_time.clone(),
         );
+        let runtimes = RuntimeGauges {
+            handles: Mutex::new(Vec::new()),
+            alive_tasks: Family::default(),
+        };
+        registry.register(
+            "hearth_tokio_alive_tasks",
+            "Tasks alive on each of the daemon's tokio runtimes (core: controllers and scheduler; main: the serving controller and background loop)",
+            runtimes.alive_tasks.clone(),
+        );
         let gpu = GpuGauges {
             util: Family::default(),
             fb_used: Family::default(),
@@ -136,6 +158,7 @@ impl Metrics {
         registry.register("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W)", gpu.power.clone());
         Metrics {
             registry: Mutex::new(registry),
+            runtimes,
             gpu,
             http_requests,
             http_latency,
@@ -193,9 +216,19 @@ impl Metrics {
         reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"
     )]
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        if let Ok(mut registry) = self.registry.lock() {
-            registry.register(name, help, metric);
-        }
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
+    /// Exports `hearth_tokio_alive_tasks{runtime=name}` for this runtime.
+    pub fn watch_runtime(&self, name: &str, handle: tokio::runtime::Handle) {
+        self.runtimes
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.to_string(), handle));
     }
 
     pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
@@ -217,11 +250,27 @@ impl Metrics {
     /// The exposition text; process gauges are read fresh on each scrape.
     pub fn render(&self) -> String {
         self.refresh_process();
+        for (name, handle) in self
+            .runtimes
+            .handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let alive = i64::try_from(handle.metrics().num_alive_tasks()).unwrap_or(i64::MAX);
+            self.runtimes
+                .alive_tasks
+                .get_or_create(&RuntimeLabels {
+                    runtime: name.clone(),
+                })
+                .set(alive);
+        }
+        // A registry poisoned by a panicking registration is still a registry: render
+        // it rather than answer an empty page.
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            if encode(&mut out, &registry).is_err() {
-                out.clear();
-            }
+        if encode(&mut out, &registry).is_err() {
+            out.clear();
         }
         out
     }

@@ -37,6 +37,8 @@ pub enum StartError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
     Scheduler(#[from] crate::scheduler::SchedulerError),
+    #[error(transparent)]
+    Identity(#[from] crate::runtime::identity::IdentityError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -67,8 +69,29 @@ fn write_addr_file(data_dir: &Path, api: &str, serving: &str) -> std::io::Result
     std::fs::rename(tmp, data_dir.join("hearth.addr"))
 }
 
+/// glibc gives each thread that allocates its own malloc arena, up to 8 per CPU, and
+/// each keeps freed memory: with a dozen threads that is most of an idle daemon's RSS.
+/// Two arenas serve a daemon whose threads mostly wait. Called before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc tunable; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns freed heap pages of every arena to the kernel (glibc `malloc_trim`).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn run(config: Config) -> Result<(), StartError> {
     let begun = Instant::now();
+    limit_malloc_arenas();
     match config.runtime {
         RuntimeKind::Process => {}
         RuntimeKind::Docker | RuntimeKind::K3s => {
@@ -76,6 +99,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     prepare_data_dir(&config.data_dir)?;
+    let identities = crate::runtime::identity::Identities::new(
+        &config.isolation,
+        &config.data_dir,
+        nix::unistd::geteuid().is_root(),
+    );
+    tracing::info!("{}", identities.describe());
+    crate::runtime::identity::install(identities, &config.data_dir)?;
     let store = Store::open(&config.data_dir.join("hearth.db"))?;
     let auth = Auth::new(store.clone())?;
     let token_path = auth.bootstrap(&config.data_dir)?;
@@ -133,6 +163,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_runtime("core", core.handle().clone());
     let plane = crate::serving::dataplane::DataPlane::new(Arc::clone(&serving.config), Some(auth.clone()));
     plane.metrics.register(&metrics);
     let serving_controller = Arc::new(crate::serving::controller::Controller::new(
@@ -151,27 +182,46 @@ pub fn run(config: Config) -> Result<(), StartError> {
         scheduler.clone(),
         config.workloads.path_prefix.clone(),
     );
-    start_controllers(&core, &health, &scheduler, &jobs, &controller);
+    start_controllers(&core, &health, &store, &scheduler, &jobs, &controller);
     let (collector, every) = (
         scheduler.clone(),
         Duration::from_secs(config.workloads.gc_interval_seconds),
     );
-    core.spawn(async move {
-        loop {
-            if let Err(e) = collector.collect_garbage().await {
-                tracing::warn!(error = %e, "removing ended workloads of deleted owners");
+    core.spawn(crate::controller::supervise(
+        "collector",
+        health.clone(),
+        every,
+        move || {
+            let collector = collector.clone();
+            async move {
+                loop {
+                    if let Err(e) = collector.collect_garbage().await {
+                        tracing::warn!(error = %e, "removing ended workloads of deleted owners");
+                    }
+                    tokio::time::sleep(every).await;
+                }
             }
-            tokio::time::sleep(every).await;
-        }
-    });
-    core.spawn(controller.clone().run(health.clone()));
+        },
+    ));
+    {
+        let (controller, health_for_loop) = (controller.clone(), health.clone());
+        // The pipelines loop wakes at least every second.
+        core.spawn(crate::controller::supervise(
+            "pipelines-controller",
+            health.clone(),
+            Duration::from_secs(1),
+            move || controller.clone().run(health_for_loop.clone()),
+        ));
+    }
     let pipelines = crate::pipelines::api::Pipelines {
         store: store.clone(),
         data_dir: config.data_dir.clone(),
         controller: controller.clone(),
     };
 
-    let doc = http::openapi::document();
+    // The route table needs the document's paths once; the document itself is not kept
+    // (see `openapi::serve_json`).
+    let routes = Arc::new(RouteTable::from_openapi(&http::openapi::document()));
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
@@ -183,7 +233,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             metrics
         },
         started: begun,
-        routes: Arc::new(RouteTable::from_openapi(&doc)),
+        routes,
         serving,
         pipelines,
         scheduler,
@@ -206,7 +256,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     actix_web::rt::System::new().block_on(async move {
         let api_state = state.clone();
-        let api = actix_web::HttpServer::new(move || http::app(api_state.clone(), doc.clone()))
+        let api = actix_web::HttpServer::new(move || http::app(api_state.clone()))
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(shutdown_timeout)
@@ -230,10 +280,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
         write_addr_file(&state.config.data_dir, &api_addr.to_string(), &serving_addr.to_string())?;
         tracing::info!(api = %api_addr, serving = %serving_addr, serving_workers, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
+        state.metrics.watch_runtime("main", tokio::runtime::Handle::current());
         let background = spawn_background(state.clone());
         // On the actix thread: the controller's HTTP client (probes, model fetches) is awc.
-        let serving_loop = actix_web::rt::spawn(serving_controller.run(state.health.clone()));
+        let serving_loop = {
+            let health = state.health.clone();
+            let tick = Duration::from_millis(state.config.serving.autoscaler_tick_ms);
+            actix_web::rt::spawn(crate::controller::supervise(
+                "serving-controller",
+                state.health.clone(),
+                tick,
+                move || Arc::clone(&serving_controller).run(health.clone()),
+            ))
+        };
         systemd::notify_ready(&status_line(&state).await);
+        // Start-up built and dropped large transient state (the OpenAPI tree, once per
+        // worker); hand the freed pages back so idle RSS is what the daemon holds.
+        release_free_memory();
 
         shutdown.await;
         tracing::info!("shutting down: draining requests");
@@ -260,60 +323,89 @@ async fn status_line(state: &AppState) -> String {
         Ok(summary) => (summary.gpus_in_use as usize, summary.running),
         Err(_) => (0, 0),
     };
-    systemd::status_line(
-        state.health.all_ready(),
+    let line = systemd::status_line(
+        &state.health.problems(),
         state.config.runtime.as_str(),
         in_use,
         inventory.count(),
         inventory.simulated,
         active,
-    )
+    );
+    format!("{line} · {}", crate::runtime::identity::global().status_word())
 }
 
-/// Every controller loop, and the bridge that wakes them on workload events.
+/// The jobs controller and the bridge that wakes controllers on workload events, each
+/// under a supervisor.
 fn start_controllers(
     core: &tokio::runtime::Runtime,
     health: &Health,
+    store: &Store,
     scheduler: &Scheduler,
     jobs: &Jobs,
     pipelines: &crate::pipelines::controller::Controller,
 ) {
-    let jobs_queue = jobs.queue();
-    let pipelines = pipelines.clone();
-    let mut events = scheduler.subscribe();
-    core.spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
-                    tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
-                    jobs_queue.add(&event.owner_uid);
-                }
-                Ok(event) if event.owner_kind == crate::pipelines::controller::OWNER_KIND => {
-                    pipelines.workload_event(&event.id);
-                }
-                Ok(_) => {}
-                // Missed events: the waiting steps look at their workloads again (the
-                // jobs controller's periodic pass covers it there).
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pipelines.workload_events_lost(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
-    let (list_jobs, reconcile_jobs) = (jobs.clone(), jobs.clone());
-    core.spawn(crate::controller::run(
+    let (jobs_queue, pipelines, scheduler) = (jobs.queue(), pipelines.clone(), scheduler.clone());
+    core.spawn(crate::controller::supervise(
+        "workload-events",
+        health.clone(),
+        crate::controller::IDLE_TICK,
+        move || workload_events(scheduler.clone(), jobs_queue.clone(), pipelines.clone()),
+    ));
+    let (jobs, health_for_loop, store) = (jobs.clone(), health.clone(), store.clone());
+    core.spawn(crate::controller::supervise(
         "jobs-controller",
         health.clone(),
-        jobs.queue(),
-        Duration::from_secs(30),
+        crate::controller::IDLE_TICK,
         move || {
-            let jobs = list_jobs.clone();
-            async move { jobs.all_uids().await }
-        },
-        move |uid| {
-            let jobs = reconcile_jobs.clone();
-            async move { jobs.reconcile(uid).await }
+            let (list_jobs, reconcile_jobs) = (jobs.clone(), jobs.clone());
+            crate::controller::run_reporting(
+                "jobs-controller",
+                health_for_loop.clone(),
+                jobs.queue(),
+                Duration::from_secs(30),
+                move || {
+                    let jobs = list_jobs.clone();
+                    async move { jobs.all_uids().await }
+                },
+                move |uid| {
+                    let jobs = reconcile_jobs.clone();
+                    async move { jobs.reconcile(uid).await }
+                },
+                Some(crate::controller::record_on_resource(store.clone())),
+            )
         },
     ));
+}
+
+/// Routes workload events to the controller of the workload's owner. Wakes at least
+/// every `IDLE_TICK` so its heartbeat shows it alive.
+async fn workload_events(
+    scheduler: Scheduler,
+    jobs_queue: Arc<crate::controller::WorkQueue>,
+    pipelines: crate::pipelines::controller::Controller,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = scheduler.subscribe();
+    // Events sent while this loop was down (a restart) are lost: the waiting steps look
+    // again (the jobs controller's periodic pass covers jobs).
+    pipelines.workload_events_lost();
+    loop {
+        let Ok(event) = tokio::time::timeout(crate::controller::IDLE_TICK, events.recv()).await else {
+            continue;
+        };
+        match event {
+            Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
+                tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
+                jobs_queue.add(&event.owner_uid);
+            }
+            Ok(event) if event.owner_kind == crate::pipelines::controller::OWNER_KIND => {
+                pipelines.workload_event(&event.id);
+            }
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => pipelines.workload_events_lost(),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// GPU refresh, systemd status and watchdog.
@@ -333,7 +425,9 @@ fn spawn_background(state: web::Data<AppState>) -> actix_web::rt::task::JoinHand
                 last_gpu_refresh = Instant::now();
             }
             systemd::notify_status(&status_line(&state).await);
-            if watchdog.is_some() {
+            // Fed only while every controller makes progress: a stuck one gets the
+            // daemon restarted by systemd (its name is in the STATUS= line above).
+            if watchdog.is_some() && state.health.progress_fresh() {
                 systemd::notify_watchdog();
             }
         }

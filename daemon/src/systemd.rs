@@ -27,16 +27,21 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|interval| interval / 2)
 }
 
-/// The status line: short, and worded for a person.
+/// The status line: short, and worded for a person. `problems` ("name: detail" of
+/// each part not ready, e.g. a dead or stuck controller) leads it when there are any.
 pub fn status_line(
-    ready: bool,
+    problems: &[String],
     runtime: &str,
     gpus_in_use: usize,
     gpus_total: usize,
     simulated: bool,
     active: usize,
 ) -> String {
-    let state = if ready { "ready" } else { "starting" };
+    let state = if problems.is_empty() {
+        "ready".to_string()
+    } else {
+        format!("not ready ({})", problems.join("; "))
+    };
     let sim = if simulated { " (simulated)" } else { "" };
     format!(
         "{state} · runtime {runtime} · GPUs {gpus_in_use}/{gpus_total}{sim} in use · {active} runs active"

@@ -85,7 +85,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config_toml: String::new(),
-            env: Vec::new(),
+            // Most suites test features, not isolation, and share temp dirs and Python
+            // venvs (under /root here) that a namespace's Unix user cannot reach; the
+            // isolation suite sets HEARTH_ISOLATION_ENABLED=true, which comes later and wins.
+            env: vec![("HEARTH_ISOLATION_ENABLED".to_string(), "false".to_string())],
             args: Vec::new(),
             data_dir: None,
             start_timeout: START_TIMEOUT,

@@ -61,6 +61,11 @@ fn ready_status_and_stopping_are_sent_and_sigterm_exits_zero() {
     assert!(status.contains("ready"), "{status}");
     assert!(status.contains("runtime process"), "{status}");
     assert!(status.contains("GPUs 0/0"), "{status}");
+    // The harness runs without isolation: the line says namespaces are not isolated.
+    assert!(
+        status.contains("namespaces share one Unix user, not isolated"),
+        "{status}"
+    );
     // READY=1 only once the API answers.
     assert_eq!(d.get("/readyz", None).status, 200);
 

@@ -316,3 +316,38 @@ fn a_stored_job_past_the_bounds_is_marked_and_the_daemon_comes_up_ready() {
     d.wait_until("/readyz", Duration::from_secs(10), |r| r.status == 200);
     assert_eq!(d.get(&format!("{JOBS}/waiting"), d.admin()).status, 200);
 }
+
+#[test]
+fn log_query_numbers_are_checked_too() {
+    let d = daemon();
+    let doc = json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "said"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "command": ["sh", "-c", "echo one; echo two"]}]}}}
+    });
+    assert_eq!(d.post_json(JOBS, d.admin(), &doc).status, 201);
+    d.wait_until(&format!("{JOBS}/said"), Duration::from_secs(10), |r| {
+        r.body["status"]["succeeded"] == 1
+    });
+    for key in ["tail", "attempt"] {
+        for value in ["0", "-1", "9223372036854775807", "1e300", "NaN", "twelve"] {
+            let reply = d.get(&format!("{JOBS}/said/logs?{key}={value}"), d.admin());
+            match reply.status {
+                200 => assert_eq!(value, "0", "{key}={value}: {reply}"),
+                400 => assert!(
+                    reply
+                        .text
+                        .contains(&format!("query parameter {key}: must be an integer from 0 to")),
+                    "{key}={value}: the answer names the parameter and the range: {reply}"
+                ),
+                _ => panic!("{key}={value}: {reply}"),
+            }
+        }
+    }
+    assert_eq!(d.get(&format!("{JOBS}/said/logs?tail=0"), d.admin()).text, "");
+    assert_eq!(
+        d.get(&format!("{JOBS}/said/logs?tail=100000000"), d.admin()).text,
+        "one\ntwo\n"
+    );
+    assert_eq!(d.get("/readyz", None).status, 200);
+}

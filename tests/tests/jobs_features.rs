@@ -108,7 +108,7 @@ fn completions_run_one_after_another_or_side_by_side() {
         &job_doc(
             "parallel",
             &format!(
-                "touch {r}/$$; ls {r} | wc -l >> {s}; sleep 0.6; rm {r}/$$",
+                "touch {r}/$$; ls {r} | wc -l >> {s}; sleep 1; rm {r}/$$",
                 r = running.display(),
                 s = seen.display()
             ),
@@ -424,6 +424,12 @@ fn a_suspended_job_waits_and_resumes() {
         })
         .body;
     assert_eq!(job["status"]["hearth"]["phase"], "Suspended", "{job}");
+    let job = d
+        .wait_until(&format!("{JOBS}/paused"), Duration::from_secs(5), |r| {
+            r.body["status"]["startTime"].is_null()
+        })
+        .body;
+    assert_eq!(job["status"]["failed"], 1, "the stopped attempt is shown: {job}");
     d.patch(
         &format!("{JOBS}/paused"),
         d.admin(),
@@ -556,4 +562,31 @@ fn what_kubernetes_keeps_immutable_stays_so() {
     let (job, kind, _) = finished(&d, "fixed", Duration::from_secs(15));
     assert_eq!(kind, "Complete", "{job}");
     assert_eq!(job["status"]["succeeded"], 2, "{job}");
+}
+
+#[test]
+fn a_daemon_kill9_mid_way_through_indexes_runs_each_index_once() {
+    let mut d = daemon();
+    let runs = d.data_dir.join("runs");
+    create(
+        &d,
+        &job_doc(
+            "durable",
+            &format!("echo $JOB_COMPLETION_INDEX >> {}; sleep 0.4", runs.display()),
+            json!({"completions": 4, "parallelism": 2, "completionMode": "Indexed", "backoffLimit": 0}),
+        ),
+    );
+    d.wait_until(&format!("{JOBS}/durable"), Duration::from_secs(10), |r| {
+        r.body["status"]["ready"] == 2
+    });
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    let (job, kind, _) = finished(&d, "durable", Duration::from_secs(20));
+    assert_eq!(kind, "Complete", "{job}");
+    assert_eq!(job["status"]["completedIndexes"], "0-3", "{job}");
+    assert_eq!(job["status"]["failed"], 0, "{job}");
+    let mut seen = lines(&runs);
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2", "3"], "each index ran exactly once");
 }

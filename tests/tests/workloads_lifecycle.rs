@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hearth_e2e::{spawn_daemon_with, Daemon, Options};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const JOBS: &str = "/api/v1/namespaces/team/jobs";
 const GPU: &str = "        resources:\n          limits:\n            nvidia.com/gpu: 1";
@@ -333,4 +333,154 @@ fn a_daemon_killed_between_shim_spawn_and_its_report_runs_the_workload_once() {
     let job = d.get(&format!("{JOBS}/once"), d.admin()).body;
     assert_eq!(job["status"]["hearth"]["attempts"], 1, "{job}");
     drop(first);
+}
+
+#[test]
+fn running_workloads_of_a_deleted_owner_are_stopped_and_a_bad_row_does_not_end_the_pass() {
+    let mut d = daemon("[workloads]\ngc_interval_seconds = 1");
+    let marker = unique("orphan");
+    let pids = d.data_dir.join("pids");
+    let script = format!("sleep 300 & echo $! >> {}; wait", pids.display());
+    create(&d, &job_yaml("orphan", &script, &marker, ""));
+    let recorded = read_pids(&pids, 1);
+    let job = d
+        .wait_until(&format!("{JOBS}/orphan"), Duration::from_secs(10), |r| {
+            r.body["status"]["ready"] == 1
+        })
+        .body;
+    let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+    // While the daemon is down its owner vanishes (as a pipeline run deleted without a
+    // live driver did), and a row the daemon cannot read comes first in the queue.
+    d.kill9();
+    {
+        let db = rusqlite::Connection::open(d.data_dir.join("hearth.db")).unwrap();
+        db.execute("DELETE FROM resources WHERE uid = ?1", [&uid])
+            .unwrap();
+        db.execute(
+            "INSERT INTO workloads (id, owner_uid, owner_kind, namespace, owner_name, priority, seq, phase,
+                                    spec, cpu_millis, memory_bytes, gpu_count, created_at)
+             VALUES ('unreadable', 'gone', 'Job', 'team', 'gone', 1, -1, 'Succeeded', '{not json', 0, 0, 0,
+                     '2026-01-01T00:00:00Z')",
+            [],
+        )
+        .unwrap();
+    }
+    d.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while recorded.iter().any(|p| alive(*p)) || !marked(&marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the workload of a deleted owner still runs: {:?}\n{}",
+            marked(&marker),
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Stopped, then removed with its directory on a later pass.
+    let workloads = d.data_dir.join("workloads");
+    while std::fs::read_dir(&workloads).map(|e| e.count()).unwrap_or(0) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the workload was not removed\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_nothing_held(&d);
+    d.wait_logs_containing(&[
+        "collecting a workload of a deleted owner",
+        "stopping workloads of deleted owners",
+        "removed ended workloads of deleted owners",
+    ]);
+}
+
+#[test]
+fn a_shim_killed_with_sigkill_leaves_nothing_behind() {
+    let d = daemon("");
+    let marker = unique("lost");
+    let pids = d.data_dir.join("pids");
+    let p = pids.display();
+    let script =
+        format!("setsid sh -c 'sleep 300 & echo $! >> {p}; wait' & sleep 300 & echo $! >> {p}; wait");
+    create(&d, &job_yaml("lost", &script, &marker, ""));
+    let recorded = read_pids(&pids, 2);
+    let shims = shims_in(&d.data_dir);
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Recorded only once what the shim left is gone.
+    let job = d
+        .wait_until(&format!("{JOBS}/lost"), Duration::from_secs(15), |r| {
+            r.body["status"]["failed"] == 1
+        })
+        .body;
+    assert_eq!(job["status"]["hearth"]["lastExit"]["reason"], "Lost", "{job}");
+    let survivors: Vec<_> = recorded.iter().filter(|p| alive(**p)).collect();
+    assert!(survivors.is_empty(), "left by a killed shim: {survivors:?}");
+    assert!(marked(&marker).is_empty());
+    assert_nothing_held(&d);
+}
+
+/// A one-step KFP pipeline whose step asks for a GPU and sleeps, marked like the Jobs.
+fn sleeping_pipeline(marker: &str) -> Value {
+    json!({
+        "pipelineInfo": {"name": "churn"},
+        "schemaVersion": "2.1.0",
+        "sdkVersion": "kfp-2.17.0",
+        "components": {"comp-step": {"executorLabel": "exec-step"}},
+        "deploymentSpec": {"executors": {"exec-step": {"container": {
+            "image": "alpine:3.23",
+            "command": ["sh", "-c", "sleep 300"],
+            "env": [{"name": "LIFECYCLE_MARKER", "value": marker}],
+            "resources": {"accelerator": {"resourceType": "nvidia.com/gpu", "resourceCount": "1"}},
+        }}}},
+        "root": {"dag": {"tasks": {"step": {
+            "taskInfo": {"name": "step"},
+            "componentRef": {"name": "comp-step"},
+        }}}},
+    })
+}
+
+#[test]
+fn a_hundred_pipeline_runs_created_and_deleted_leave_no_process_and_no_gpu() {
+    let d = daemon("[gpu]\nsimulate = 2\n[workloads]\ngc_interval_seconds = 1\n");
+    let marker = unique("runs");
+    let spec = sleeping_pipeline(&marker);
+    let pair = |d: &Daemon| {
+        let body = json!({"display_name": "churn", "pipeline_spec": spec});
+        let run = d.post_json("/apis/v2beta1/runs", d.admin(), &body);
+        assert_eq!(run.status, 200, "{run}");
+        let id = run.body["run_id"].as_str().unwrap().to_string();
+        let gone = d.delete(&format!("/apis/v2beta1/runs/{id}"), d.admin());
+        assert_eq!(gone.status, 200, "{gone}");
+    };
+    // The first run creates the namespace's Default experiment; concurrent first runs
+    // race on it (a 409), which is not what this test is about.
+    pair(&d);
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            let (d, pair) = (&d, &pair);
+            scope.spawn(move || (0..33).for_each(|_| pair(d)));
+        }
+    });
+    // A deleted run answers 404 at once and its steps are stopped after: they must all
+    // go, and with them every claim on a GPU.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = marked(&marker);
+        let queue = d.get("/api/v1/queue", d.admin());
+        let idle = queue.body["items"] == Value::Array(Vec::new());
+        if left.is_empty() && idle && shims_in(&d.data_dir).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steps of deleted runs still run: {left:?}; queue: {queue}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_nothing_held(&d);
 }

@@ -38,8 +38,11 @@ impl From<JobError> for ApiError {
 
 /// A Kubernetes `batch/v1` Job document (see the Kubernetes API reference); `status`
 /// is Hearth's, in the upstream shape, with Hearth's queue view under `status.hearth`.
-#[derive(ToSchema)]
-#[schema(value_type = Object, example = json!({
+/// The schema types the fields Hearth bounds, with the bounds it enforces; Hearth checks
+/// the rest of the document beyond it and answers 422 naming the field.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({
     "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"},
     "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never", "containers": [
         {"name": "main", "image": "python:3.11", "command": ["python", "-c", "print('hi')"],
@@ -49,7 +52,55 @@ impl From<JobError> for ApiError {
     dead_code,
     reason = "documents the document shape for OpenAPI; bodies are handled as JSON values"
 )]
-pub struct JobDocument(Value);
+pub struct JobDocument {
+    #[schema(example = "batch/v1")]
+    api_version: String,
+    #[schema(example = "Job")]
+    kind: String,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    spec: JobSpecSchema,
+}
+
+/// The bounded fields of a `batch/v1` `JobSpec` (`crate::jobs::spec` has them all).
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "documents the document shape for OpenAPI; bodies are handled as JSON values"
+)]
+pub struct JobSpecSchema {
+    /// The pod template: one container, `restartPolicy` Never or OnFailure.
+    #[schema(value_type = Object)]
+    template: Value,
+    #[schema(minimum = 0, maximum = 100000)]
+    completions: Option<u32>,
+    #[schema(minimum = 0, maximum = 100000)]
+    parallelism: Option<u32>,
+    /// `NonIndexed` (the default) or `Indexed`.
+    completion_mode: Option<String>,
+    suspend: Option<bool>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    backoff_limit: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    backoff_limit_per_index: Option<u32>,
+    /// At most `completions`.
+    #[schema(minimum = 0, maximum = 100000)]
+    max_failed_indexes: Option<u32>,
+    /// Seconds, from `status.startTime`.
+    #[schema(minimum = 0, maximum = 2147483647)]
+    active_deadline_seconds: Option<u32>,
+    #[schema(minimum = 0, maximum = 2147483647)]
+    ttl_seconds_after_finished: Option<u32>,
+    #[schema(value_type = Option<Object>)]
+    pod_failure_policy: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    success_policy: Option<Value>,
+    /// Only `Failed`.
+    pod_replacement_policy: Option<String>,
+    /// Only `kubernetes.io/job-controller`.
+    managed_by: Option<String>,
+}
 
 /// A `JobList`, as `kubectl get jobs -o json` shows it.
 #[derive(serde::Serialize, ToSchema)]
@@ -59,8 +110,54 @@ pub struct JobList {
     pub api_version: &'static str,
     #[schema(example = "JobList")]
     pub kind: &'static str,
+    pub metadata: ListMeta,
     #[schema(value_type = Vec<Object>)]
     pub items: Vec<Value>,
+}
+
+/// Kubernetes `ListMeta`: `continue` is set when more items follow this page.
+#[derive(serde::Serialize, ToSchema, Default)]
+pub struct ListMeta {
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
+}
+
+/// Kubernetes list paging.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// At most this many items (1 to 100000); `metadata.continue` then names the next
+    /// page. Without it, every item.
+    limit: Option<String>,
+    /// The `metadata.continue` of the previous page.
+    #[serde(rename = "continue")]
+    #[param(rename = "continue")]
+    continue_token: Option<String>,
+}
+
+/// The page `ListQuery` asks for: (limit, cursor), or a 400 naming the parameter.
+fn page(query: &ListQuery) -> Result<Option<(usize, Option<crate::store::resources::Cursor>)>, ApiError> {
+    let after = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => Some(crate::store::resources::Cursor::decode(token).ok_or_else(|| {
+            ApiError::BadRequest("continue: not a continue token from this server's metadata.continue".into())
+        })?),
+    };
+    let limit = match query.limit.as_deref() {
+        None => None,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=100_000).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit: must be an integer from 1 to 100000, not {text:?}"
+                )))
+            }
+        },
+    };
+    Ok(match (limit, after) {
+        (None, None) => None,
+        (limit, after) => Some((limit.unwrap_or(100_000), after)),
+    })
 }
 
 #[derive(serde::Serialize, ToSchema)]
@@ -68,13 +165,11 @@ pub struct EventList {
     pub items: Vec<EventRecord>,
 }
 
-#[derive(Deserialize, IntoParams)]
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Keep the connection open and stream new output until the attempt ends.
-    #[serde(default)]
-    follow: bool,
+    follow: Option<bool>,
     /// Only the last N lines.
     #[param(maximum = 100000000)]
     tail: Option<usize>,
@@ -83,10 +178,47 @@ pub struct LogQuery {
     attempt: Option<usize>,
 }
 
-fn list_json(items: Vec<Value>) -> HttpResponse {
+/// The largest `tail` and `attempt` a log request may ask for (as documented on
+/// [`LogQuery`]).
+const MAX_TAIL: u64 = 100_000_000;
+const MAX_ATTEMPT: u64 = 1_000_000;
+
+/// Reads [`LogQuery`] from the raw query so that a bad value is a 400 naming its
+/// parameter and the range, not serde's bare "invalid digit found in string".
+fn log_query(raw: &std::collections::BTreeMap<String, String>) -> Result<LogQuery, ApiError> {
+    let bad = |key: &str, detail: String| ApiError::BadRequest(format!("query parameter {key}: {detail}"));
+    let number = |key: &str, max: u64| -> Result<Option<usize>, ApiError> {
+        let Some(text) = raw.get(key) else { return Ok(None) };
+        text.parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| bad(key, format!("must be an integer from 0 to {max}, not {text:?}")))
+    };
+    if let Some(key) = raw
+        .keys()
+        .find(|k| !["follow", "tail", "attempt"].contains(&k.as_str()))
+    {
+        return Err(bad(key, "is not known (follow, tail, attempt)".into()));
+    }
+    let follow = match raw.get("follow").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(bad("follow", format!("must be true or false, not {other:?}"))),
+    };
+    Ok(LogQuery {
+        follow: Some(follow),
+        tail: number("tail", MAX_TAIL)?,
+        attempt: number("attempt", MAX_ATTEMPT)?,
+    })
+}
+
+fn list_json(items: Vec<Value>, continue_token: Option<String>) -> HttpResponse {
     HttpResponse::Ok().json(JobList {
         api_version: crate::jobs::spec::API_VERSION,
         kind: "JobList",
+        metadata: ListMeta { continue_token },
         items,
     })
 }
@@ -108,10 +240,20 @@ async fn create_job(
     Ok(HttpResponse::Created().json(created))
 }
 
-#[utoipa::path(tag = "jobs", params(("namespace" = String, Path)), responses((status = 200, body = JobList)))]
+#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ListQuery), responses((status = 200, body = JobList)))]
 #[get("/api/v1/namespaces/{namespace}/jobs")]
-async fn list_jobs(scope: Namespaced, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(list_json(state.jobs.list(&scope.namespace).await?))
+async fn list_jobs(
+    scope: Namespaced,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match page(&query)? {
+        None => Ok(list_json(state.jobs.list(&scope.namespace).await?, None)),
+        Some((limit, after)) => {
+            let (items, next) = state.jobs.list_page(&scope.namespace, limit, after).await?;
+            Ok(list_json(items, next.map(|c| c.encode())))
+        }
+    }
 }
 
 #[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = JobDocument)))]
@@ -192,8 +334,9 @@ async fn job_events(
 async fn job_logs(
     path: NamespacedItem,
     state: web::Data<AppState>,
-    query: web::Query<LogQuery>,
+    raw: web::Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = log_query(&raw)?;
     let log = state.jobs.log(&path.namespace, &path.name, query.attempt).await?;
     let jobs = state.jobs.clone();
     let (namespace, name, attempt) = (path.namespace.clone(), path.name.clone(), query.attempt);
@@ -201,7 +344,14 @@ async fn job_logs(
         let (jobs, namespace, name) = (jobs.clone(), namespace.clone(), name.clone());
         async move { jobs.log(&namespace, &name, attempt).await.ok() }
     };
-    Ok(super::logs::respond(HttpResponse::Ok(), log, query.tail, query.follow, refresh).await)
+    Ok(super::logs::respond(
+        HttpResponse::Ok(),
+        log,
+        query.tail,
+        query.follow.unwrap_or(false),
+        refresh,
+    )
+    .await)
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {

@@ -157,7 +157,6 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 /// Builds the application for one worker.
 pub fn app(
     state: actix_web::web::Data<AppState>,
-    doc: utoipa::openapi::OpenApi,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -175,10 +174,14 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(middleware::observe))
         .into_utoipa_app()
         .configure(routes)
-        .openapi_service(move |_| {
-            utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}").url("/openapi.json", doc)
+        // Swagger UI loads the document from `/openapi.json`, served once for all
+        // workers by `openapi::serve_json`; the tree each worker collects is dropped.
+        .openapi_service(|_| {
+            utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}")
+                .config(utoipa_swagger_ui::Config::from("/openapi.json"))
         })
         .default_service(actix_web::web::to(no_route))
         .into_app()
+        .route("/openapi.json", actix_web::web::get().to(openapi::serve_json))
         .configure(web::routes)
 }

@@ -7,6 +7,8 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi as _;
 use utoipa_actix_web::AppExt;
 
+use actix_web::ResponseError;
+
 use super::errors::Problem;
 
 #[derive(utoipa::OpenApi)]
@@ -124,6 +126,32 @@ pub fn document() -> OpenApi {
         .configure(super::routes)
         .split_for_parts();
     complete(doc)
+}
+
+/// `GET /openapi.json`: the document as compact JSON. Built on the first request and
+/// kept as bytes (about 250 KB), not as the `OpenApi` tree (megabytes): an idle daemon
+/// that nobody asks for its document does not hold it, and no worker holds a copy.
+pub async fn serve_json() -> actix_web::HttpResponse {
+    static JSON: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    let body = match JSON.get() {
+        Some(body) => body.clone(),
+        // Building takes milliseconds of CPU: off the worker's async thread.
+        None => match actix_web::web::block(|| {
+            JSON.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default().into())
+                .clone()
+        })
+        .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                return super::errors::ApiError::Unavailable(format!("building the OpenAPI document: {e}"))
+                    .error_response()
+            }
+        },
+    };
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 pub fn to_pretty_json(doc: &OpenApi) -> String {

@@ -47,6 +47,18 @@ pub struct NodeInfo {
     pub limits: String,
     pub gpus: GpuInventory,
     pub k3s: K3sState,
+    pub isolation: IsolationState,
+}
+
+/// Whether namespaces' workloads run as Unix users of their own (see README,
+/// "Isolation and security").
+#[derive(Serialize, ToSchema)]
+pub struct IsolationState {
+    /// `true` when the daemon runs as root and each namespace has its own Unix user;
+    /// `false` in single-user mode, where namespaces share one user and are not
+    /// isolated from each other.
+    pub isolated: bool,
+    pub detail: String,
 }
 
 /// Alive: the process answers HTTP.
@@ -123,6 +135,10 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
         limits: state.scheduler.runtime().limits_note(),
         gpus: state.gpus.snapshot(),
         k3s,
+        isolation: IsolationState {
+            isolated: crate::runtime::identity::global().isolated(),
+            detail: crate::runtime::identity::global().describe(),
+        },
     })
 }
 

@@ -330,8 +330,13 @@ impl Tally {
                     }
                 }
                 // Stopped by Hearth (suspension, a Job deadline, the Job ending): shown
-                // as failed, as Kubernetes counts a deleted pod, but no retry is owed.
-                WorkloadPhase::Stopped => tally.failed_pods += 1,
+                // as failed, as Kubernetes counts a deleted pod that ran, but no retry is
+                // owed. One stopped while still queued never ran and is not counted.
+                WorkloadPhase::Stopped => {
+                    if attempt.record.started_at.is_some() {
+                        tally.failed_pods += 1;
+                    }
+                }
                 _ => {
                     let deadline = attempt
                         .record
@@ -539,19 +544,17 @@ fn plan(spec: &JobSpec, attempts: &[Attempt], tally: &Tally) -> Vec<NewAttempt> 
 
 impl Jobs {
     pub async fn all_uids(&self) -> Result<Vec<String>, JobError> {
-        let all = self
+        // Filtered row by row in the store: finished jobs are never all in memory at once.
+        Ok(self
             .store
-            .call(|conn| resources::list(conn, spec::KIND, None))
-            .await?;
-        Ok(all
-            .into_iter()
-            .filter(|r| {
-                r.deletion_requested_at.is_some()
-                    || finished_condition(&r.status).is_none()
-                    || r.spec.get("ttlSecondsAfterFinished").is_some()
+            .call(|conn| {
+                resources::uids_where(conn, spec::KIND, |r| {
+                    r.deletion_requested_at.is_some()
+                        || finished_condition(&r.status).is_none()
+                        || r.spec.get("ttlSecondsAfterFinished").is_some()
+                })
             })
-            .map(|r| r.uid)
-            .collect())
+            .await?)
     }
 
     async fn record_event(&self, uid: &str, kind: &str, reason: &str, message: &str) -> Result<(), JobError> {
@@ -616,6 +619,7 @@ impl Jobs {
             gpu_uuids: Vec::new(),
             active_deadline_seconds: deadline,
             termination_grace_seconds: spec.termination_grace_seconds,
+            security_context: spec.security_context.clone(),
         }
     }
 
@@ -718,8 +722,14 @@ impl Jobs {
             if let Some(e) = &ending {
                 set_condition(&mut status, e.interim(), true, &e.reason, &e.message, now);
                 let kind = if e.success { "Normal" } else { "Warning" };
-                let reason = if e.success { "Completed" } else { e.reason.as_str() };
-                events.push((kind, reason.to_string(), e.message.clone()));
+                // As the Job controller records them: `Completed` / "Job completed", or
+                // the failure reason with its message.
+                let (reason, message) = if e.success {
+                    ("Completed", "Job completed")
+                } else {
+                    (e.reason.as_str(), e.message.as_str())
+                };
+                events.push((kind, reason.to_string(), message.to_string()));
             }
         }
 
@@ -755,6 +765,10 @@ impl Jobs {
             terminating = self.stop_all(&records).await?;
             if terminating > 0 {
                 requeue = Some(WIND_DOWN_POLL);
+            } else if let Some(map) = status.as_object_mut() {
+                // As upstream clears it: a suspended Job is not active, and resuming
+                // starts its deadline afresh.
+                map.remove("startTime");
             }
         } else {
             let backoff = self.backoff(tally.counted_failures);
@@ -767,8 +781,16 @@ impl Jobs {
                     let wanted = plan(&spec, &attempts, &tally);
                     let job_left = deadline_at.map(|d| until(d, now).as_secs().max(1));
                     let full = wanted.len() >= SUBMIT_PER_PASS;
+                    // Past every attempt number in use, so that a record removed from the
+                    // middle can never make a new attempt reuse an old one's id.
+                    let next_number = records
+                        .iter()
+                        .filter_map(|r| r.id.rsplit('-').next()?.parse::<usize>().ok())
+                        .max()
+                        .map_or(0, |n| n.saturating_add(1))
+                        .max(records.len());
                     for (offset, new) in wanted.iter().enumerate() {
-                        let number = records.len() + offset;
+                        let number = next_number.saturating_add(offset);
                         let workload = self.workload(&job, &spec, number, new, job_left);
                         let request = WorkloadRequest {
                             workload,
@@ -1014,6 +1036,166 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::ExitInfo;
+
+    fn job_spec(extra: Value) -> JobSpec {
+        let mut doc = json!({"template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "command": ["true"]}]}}});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            if k == "restartPolicy" {
+                doc["template"]["spec"]["restartPolicy"] = v.clone();
+            } else {
+                doc[k] = v.clone();
+            }
+        }
+        spec::parse(&doc).unwrap()
+    }
+
+    /// Attempt `n` in `phase`, with its exit code and labels.
+    fn record(n: usize, phase: WorkloadPhase, code: Option<i32>, labels: &[(&str, &str)]) -> WorkloadRecord {
+        let exit = phase.is_final().then(|| ExitInfo {
+            exit_code: code,
+            signal: None,
+            reason: if code == Some(0) { "Completed" } else { "Error" }.into(),
+            message: String::new(),
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            finished_at: "2026-01-01T00:00:01Z".into(),
+        });
+        WorkloadRecord {
+            id: attempt_id("u", n),
+            owner: Owner::default(),
+            priority: PriorityClass::Batch,
+            seq: n as i64,
+            phase,
+            workload: Workload {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Workload::default()
+            },
+            pending_reason: None,
+            gpu_uuids: Vec::new(),
+            finished_at: exit.as_ref().map(|e| e.finished_at.clone()),
+            exit,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+        }
+    }
+
+    fn job() -> Resource {
+        Resource {
+            uid: "u".into(),
+            kind: spec::KIND.into(),
+            namespace: "team".into(),
+            name: "j".into(),
+            generation: 1,
+            resource_version: 1,
+            metadata: json!({}),
+            spec: json!({}),
+            status: json!({}),
+            created_at: String::new(),
+            updated_at: String::new(),
+            deletion_requested_at: None,
+        }
+    }
+
+    fn decide(spec: &JobSpec, records: &[WorkloadRecord]) -> (Option<Ending>, Vec<(Option<u64>, u64)>) {
+        let attempts: Vec<Attempt> = records
+            .iter()
+            .enumerate()
+            .map(|(n, r)| Attempt::of(n, r))
+            .collect();
+        let tally = Tally::new(&job(), spec, &attempts);
+        let active = attempts.iter().filter(|a| a.active()).count();
+        let ending = tally.ending(spec, active, false);
+        let planned = plan(spec, &attempts, &tally)
+            .into_iter()
+            .map(|a| (a.index, a.pod))
+            .collect();
+        (ending, planned)
+    }
+
+    #[test]
+    fn completions_run_in_turn_and_finish_at_the_count() {
+        let spec = job_spec(json!({"completions": 3, "parallelism": 1}));
+        let ok = |n| record(n, WorkloadPhase::Succeeded, Some(0), &[]);
+        assert_eq!(decide(&spec, &[]).1, vec![(None, 0)]);
+        let (ending, planned) = decide(&spec, &[ok(0)]);
+        assert_eq!((ending, planned), (None, vec![(None, 1)]));
+        let running = record(2, WorkloadPhase::Running, None, &[]);
+        assert_eq!(decide(&spec, &[ok(0), ok(1), running]).1, vec![], "one at a time");
+        let (ending, _) = decide(&spec, &[ok(0), ok(1), ok(2)]);
+        assert_eq!(ending.map(|e| e.reason), Some("CompletionsReached".into()));
+    }
+
+    #[test]
+    fn indexed_attempts_retry_only_the_failed_index() {
+        let spec = job_spec(
+            json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed", "backoffLimitPerIndex": 1}),
+        );
+        let at = |n, phase, code, index: &str| {
+            record(n, phase, code, &[("index", index), ("pod", &n.to_string())])
+        };
+        let records = [
+            at(0, WorkloadPhase::Succeeded, Some(0), "0"),
+            at(1, WorkloadPhase::Failed, Some(1), "1"),
+            at(2, WorkloadPhase::Succeeded, Some(0), "2"),
+        ];
+        let (ending, planned) = decide(&spec, &records);
+        assert_eq!(ending, None);
+        assert_eq!(planned, vec![(Some(1), 3)]);
+        let mut records = records.to_vec();
+        records.push(at(3, WorkloadPhase::Failed, Some(1), "1"));
+        let (ending, planned) = decide(&spec, &records);
+        assert_eq!(ending.map(|e| e.reason), Some("FailedIndexes".into()));
+        assert_eq!(planned, vec![]);
+    }
+
+    #[test]
+    fn the_pod_failure_policy_decides_what_a_failure_means() {
+        let spec = job_spec(json!({"backoffLimit": 6, "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+            {"action": "Ignore", "onExitCodes": {"operator": "In", "values": [3]}}
+        ]}}));
+        let (ending, _) = decide(&spec, &[record(0, WorkloadPhase::Failed, Some(42), &[])]);
+        let ending = ending.unwrap();
+        assert_eq!(
+            (ending.success, ending.reason.as_str()),
+            (false, "PodFailurePolicy")
+        );
+        assert!(
+            ending
+                .message
+                .contains("exit code 42 matching FailJob rule at index 0"),
+            "{}",
+            ending.message
+        );
+        let ignored: Vec<_> = (0..10)
+            .map(|n| record(n, WorkloadPhase::Failed, Some(3), &[]))
+            .collect();
+        let attempts: Vec<Attempt> = ignored
+            .iter()
+            .enumerate()
+            .map(|(n, r)| Attempt::of(n, r))
+            .collect();
+        let tally = Tally::new(&job(), &spec, &attempts);
+        assert_eq!((tally.counted_failures, tally.failed_pods), (0, 0));
+        assert_eq!(
+            tally.ending(&spec, 0, false),
+            None,
+            "ignored failures never reach the limit"
+        );
+    }
+
+    #[test]
+    fn on_failure_restarts_the_same_pod() {
+        let spec = job_spec(json!({"backoffLimit": 3, "restartPolicy": "OnFailure"}));
+        let records = [record(0, WorkloadPhase::Failed, Some(1), &[("pod", "0")])];
+        let (ending, planned) = decide(&spec, &records);
+        assert_eq!(ending, None);
+        assert_eq!(planned, vec![(None, 0)], "a restart in place, not a new pod");
+    }
 
     #[test]
     fn index_ranges_are_written_as_kubernetes_writes_them() {

@@ -118,6 +118,10 @@ impl Jobs {
     pub async fn create(&self, namespace: &str, document: Value) -> Result<Value, JobError> {
         let (metadata, spec_value, parsed) = self.validate(&document, None)?;
         self.scheduler.check_satisfiable(&parsed.resources, namespace)?;
+        // Who the attempts will run as, checked now so a refused securityContext is a 422.
+        crate::runtime::identity::global()
+            .for_workload(namespace, parsed.security_context.as_ref())
+            .map_err(|e| JobError::Field(e.into_field_error()))?;
         let new = NewResource {
             kind: spec::KIND.into(),
             namespace: namespace.into(),
@@ -157,6 +161,22 @@ impl Jobs {
             .call(move |conn| resources::list(conn, spec::KIND, Some(&ns)))
             .await?;
         Ok(all.iter().map(render).collect())
+    }
+
+    /// One page of the namespace's jobs (Kubernetes `limit`/`continue`): at most
+    /// `limit` jobs after `after`, and the cursor of the next page if there is one.
+    pub async fn list_page(
+        &self,
+        namespace: &str,
+        limit: usize,
+        after: Option<resources::Cursor>,
+    ) -> Result<(Vec<Value>, Option<resources::Cursor>), JobError> {
+        let ns = namespace.to_string();
+        let (items, next) = self
+            .store
+            .call(move |conn| resources::list_page(conn, spec::KIND, Some(&ns), limit, after.as_ref()))
+            .await?;
+        Ok((items.iter().map(render).collect(), next))
     }
 
     /// PUT: as in Kubernetes, the pod template, `completions`, `completionMode`, the

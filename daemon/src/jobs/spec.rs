@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::model::quantity;
 use crate::model::strict::{object, only_keys, opt_string, opt_u64_in, string_list, FieldError, MAX_SECONDS};
+use crate::runtime::identity::SecurityContext;
 use crate::runtime::ResourceRequest;
 
 pub const API_VERSION: &str = "batch/v1";
@@ -50,6 +51,7 @@ const POD_FIELDS: &[&str] = &[
     "terminationGracePeriodSeconds",
     "activeDeadlineSeconds",
     "tolerations",
+    "securityContext",
 ];
 
 const CONTAINER_FIELDS: &[&str] = &[
@@ -64,6 +66,7 @@ const CONTAINER_FIELDS: &[&str] = &[
     "ports",
     "terminationMessagePolicy",
     "terminationMessagePath",
+    "securityContext",
 ];
 
 /// Why a Job spec field outside [`JOB_FIELDS`] is refused.
@@ -93,7 +96,7 @@ pub fn pod_field_reason(key: &str) -> &'static str {
         "serviceAccountName" | "serviceAccount" | "automountServiceAccountToken" | "imagePullSecrets" => {
             "the process runtime neither pulls images nor mounts Kubernetes credentials; a workload runs as its namespace's user"
         }
-        "securityContext" | "hostUsers" | "os" => {
+        "hostUsers" | "os" => {
             "the process runtime chooses the Unix user itself (the namespace's user) and has no container security settings"
         }
         "hostNetwork" | "hostPID" | "hostIPC" | "shareProcessNamespace" | "dnsPolicy" | "dnsConfig"
@@ -113,15 +116,16 @@ pub fn container_field_reason(key: &str) -> &'static str {
         "volumeMounts" | "volumeDevices" => {
             "the process runtime mounts nothing; the command sees the host's filesystem"
         }
-        "securityContext" => {
-            "the process runtime chooses the Unix user itself (the namespace's user) and has no container security settings"
-        }
         "livenessProbe" | "readinessProbe" | "startupProbe" | "lifecycle" => {
             "not built: Hearth runs no probes or lifecycle hooks for Job attempts"
         }
         "stdin" | "stdinOnce" | "tty" => "Job attempts run detached, with no terminal or stdin to attach",
-        "envFrom" => "envFrom reads ConfigMaps and Secrets, which need a Kubernetes API server; give env values",
-        "resizePolicy" | "restartPolicy" => "not built: in-place resize and sidecar containers need a Kubernetes node",
+        "envFrom" => {
+            "envFrom reads ConfigMaps and Secrets, which need a Kubernetes API server; give env values"
+        }
+        "resizePolicy" | "restartPolicy" => {
+            "not built: in-place resize and sidecar containers need a Kubernetes node"
+        }
         _ => "not a container field Hearth knows",
     }
 }
@@ -201,6 +205,8 @@ pub struct JobSpec {
     pub attempt_deadline_seconds: Option<u64>,
     pub termination_grace_seconds: u64,
     pub restart_policy: RestartPolicy,
+    /// The pod's and container's `securityContext`, merged (see `runtime::identity`).
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Ceilings for resource quantities, far above any host but low enough that sums over
@@ -782,6 +788,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
         )?
         .unwrap_or(30),
         restart_policy,
+        security_context: SecurityContext::parse(pod, "spec.template.spec", container, path)?,
     })
 }
 
@@ -888,6 +895,63 @@ mod tests {
         for bad in ["", "1,1", "3-1", "8", "a", "1-", "2,1"] {
             assert!(parse_index_set(bad, 8, "f").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn policies_are_checked_as_kubernetes_checks_them() {
+        let with = |extra: Value| {
+            let mut doc = job(json!({"name": "main", "command": ["true"]}));
+            for (k, v) in extra.as_object().unwrap() {
+                doc[k] = v.clone();
+            }
+            parse(&doc)
+        };
+        let rule = |action: &str, operator: &str, values: Value| json!({"podFailurePolicy": {"rules": [{"action": action, "onExitCodes": {"operator": operator, "values": values}}]}});
+        let field = |r: Result<JobSpec, FieldError>| match r {
+            Err(FieldError::Invalid { path, .. } | FieldError::Unsupported { path, .. }) => path,
+            Ok(_) => "accepted".into(),
+        };
+        assert_eq!(
+            field(with(rule("FailJob", "In", json!([0])))),
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[0]"
+        );
+        assert_eq!(
+            field(with(rule("FailJob", "In", json!([3, 3])))),
+            "spec.podFailurePolicy.rules[0].onExitCodes.values[1]"
+        );
+        assert_eq!(
+            field(with(rule("FailIndex", "In", json!([3])))),
+            "spec.podFailurePolicy.rules[0].action"
+        );
+        assert_eq!(field(with(rule("Count", "NotIn", json!([0, 1])))), "accepted");
+        assert_eq!(
+            field(with(json!({"successPolicy": {"rules": [{"succeededCount": 1}]}}))),
+            "spec.successPolicy"
+        );
+        assert_eq!(
+            field(with(json!({"completionMode": "Indexed"}))),
+            "spec.completions"
+        );
+        assert_eq!(
+            field(with(
+                json!({"completionMode": "Indexed", "completions": 3, "successPolicy": {"rules": [{"succeededIndexes": "0-3"}]}})
+            )),
+            "spec.successPolicy.rules[0].succeededIndexes"
+        );
+        assert_eq!(
+            field(with(json!({"maxFailedIndexes": 1}))),
+            "spec.maxFailedIndexes"
+        );
+        let mut on_failure = job(json!({"command": ["true"]}));
+        on_failure["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        on_failure["podFailurePolicy"] = rule("FailJob", "In", json!([1]))["podFailurePolicy"].clone();
+        assert_eq!(field(parse(&on_failure)), "spec.podFailurePolicy");
+        let spec =
+            with(json!({"completionMode": "Indexed", "completions": 4, "backoffLimitPerIndex": 1})).unwrap();
+        assert_eq!(
+            spec.backoff_limit, MAX_COUNT,
+            "per-index backoff turns the Job-wide limit off"
+        );
     }
 
     #[test]

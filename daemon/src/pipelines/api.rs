@@ -1235,6 +1235,8 @@ pub async fn fire_recurring(p: &Pipelines, rr: &Resource, at: &str) -> Result<()
 
 pub struct TaskView {
     pub record: super::controller::TaskRecord,
+    /// The run's namespace.
+    pub namespace: String,
 }
 
 pub async fn task(
@@ -1251,7 +1253,10 @@ pub async fn task(
         .find(|t| t.task_id == task_id)
         .cloned()
         .ok_or_else(|| PipelineError::NotFound(format!("task {task_id} not found in run {run_id}")))?;
-    Ok(TaskView { record })
+    Ok(TaskView {
+        record,
+        namespace: run.namespace.clone(),
+    })
 }
 
 pub async fn task_outputs(
@@ -1319,7 +1324,12 @@ pub async fn artifact_file(
         .get(name)
         .and_then(|l| l.first())
         .ok_or_else(|| PipelineError::NotFound(format!("task {task_id} has no output artifact {name}")))?;
-    let root = p.data_dir.join("artifacts");
+    // The run's own namespace's tree: a step may rewrite its artifact's uri (in
+    // executor_output.json) to another namespace's artifact.
+    let root = p
+        .data_dir
+        .join("artifacts")
+        .join(super::executor::sanitize(&t.namespace));
     let base = PathBuf::from(&artifact.uri);
     if !super::executor::under(&root, &base) {
         return Err(PipelineError::NotFound(format!(

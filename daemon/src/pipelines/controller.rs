@@ -1044,8 +1044,18 @@ fn import(
     if local.contains("://") {
         return Err(format!("importer URI {uri}: Hearth imports local files only"));
     }
-    if !std::path::Path::new(local).exists() {
-        return Err(format!("importer: {local} does not exist on this host"));
+    // Checked as the namespace's user, as the steps that read it will run.
+    let run_as = crate::runtime::identity::global()
+        .for_workload(&ctx.namespace, None)
+        .map_err(|e| e.to_string())?;
+    let path = std::path::PathBuf::from(local);
+    let visible = crate::runtime::identity::as_user(&run_as, move || std::fs::metadata(&path).is_ok())
+        .map_err(|e| format!("importer: {e}"))?;
+    if !visible {
+        return Err(format!(
+            "importer: {local} does not exist on this host or {} may not read it",
+            run_as.user
+        ));
     }
     let mut metadata = Map::new();
     if let Some(Value::Object(m)) = &importer.metadata {
@@ -1508,7 +1518,26 @@ async fn attempt_container(
     }
     let record = wait_workload(ctx, path, &id).await.map_err(Failed)?;
     match record.phase {
-        WorkloadPhase::Succeeded => executor::collect_outputs(comp, &planned, &paths).map_err(Failed),
+        WorkloadPhase::Succeeded => {
+            // Read as the step's user: a file it wrote may be a symlink to one only root reads.
+            let run_as = crate::runtime::identity::global()
+                .for_workload(&ctx.namespace, None)
+                .map_err(|e| Failed(e.to_string()))?;
+            let (comp, planned) = (comp.clone(), planned.clone());
+            let paths = StepPaths {
+                dir: paths.dir.clone(),
+                artifact_root: paths.artifact_root.clone(),
+            };
+            tokio::task::spawn_blocking(move || {
+                crate::runtime::identity::as_user(&run_as, move || {
+                    executor::collect_outputs(&comp, &planned, &paths)
+                })
+            })
+            .await
+            .map_err(|e| Failed(e.to_string()))?
+            .map_err(|e| Failed(format!("reading the step's outputs: {e}")))?
+            .map_err(Failed)
+        }
         WorkloadPhase::Stopped if ctx.cancel.is_cancelled() => Err(Failed("the run was terminated".into())),
         WorkloadPhase::Queued
         | WorkloadPhase::Starting
@@ -1554,10 +1583,23 @@ fn prepare_step(
     use AttemptError::{Failed, Final};
     let _ = std::fs::remove_dir_all(&paths.dir);
     std::fs::create_dir_all(paths.dir.join("outputs")).map_err(|e| Failed(format!("step dir: {e}")))?;
+    // The step runs as its namespace's user: its directories are handed over to it.
+    let identities = crate::runtime::identity::global();
+    let run_as = identities
+        .for_workload(&ctx.namespace, None)
+        .map_err(|e| Failed(e.to_string()))?;
+    let runs = ctx.inner.data_dir.join("pipelines").join("runs");
+    identities
+        .hand_over(&run_as, &runs, &paths.dir.join("outputs"))
+        .map_err(|e| Failed(format!("step dir: {e}")))?;
+    let artifacts = ctx.inner.data_dir.join("artifacts");
     for list in planned.values() {
         for a in list {
             if let Some(parent) = std::path::Path::new(&a.uri).parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Failed(format!("artifact dir: {e}")))?;
+                identities
+                    .hand_over(&run_as, &artifacts, parent)
+                    .map_err(|e| Failed(format!("artifact dir: {e}")))?;
             }
         }
     }
@@ -1633,6 +1675,7 @@ fn prepare_step(
         gpu_uuids: Vec::new(),
         active_deadline_seconds: ctx.platform.get(label).and_then(|p| p.active_deadline_seconds),
         termination_grace_seconds: 5,
+        security_context: None,
     })
 }
 

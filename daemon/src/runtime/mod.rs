@@ -5,6 +5,7 @@
 //! implement the same trait (image, device requests, pod manifests).
 
 pub mod cgroups;
+pub mod identity;
 pub mod process;
 pub mod proctree;
 pub mod shim;
@@ -96,6 +97,10 @@ pub struct Workload {
     /// SIGTERM to SIGKILL.
     #[serde(default = "default_grace")]
     pub termination_grace_seconds: u64,
+    /// The `securityContext` the spec asked for; the runtime runs the workload as its
+    /// namespace's user with it applied (`identity::Identities::for_workload`).
+    #[serde(default)]
+    pub security_context: Option<identity::SecurityContext>,
 }
 
 fn default_grace() -> u64 {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,14 +21,20 @@ use nix::unistd::Pid;
 use tokio::io::AsyncBufReadExt;
 
 use super::cgroups::Cgroups;
+use super::identity::{self, RunAs};
 use super::proctree;
 use super::shim::{self, ShimSpec, Started};
 use super::{ExitInfo, LogFiles, RunState, Runtime, RuntimeError, Workload};
 
-/// Variables of the daemon's own environment that workloads inherit.
-const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR",
-];
+/// Variables of the daemon's own environment that workloads inherit: locale and time
+/// zone only. `HOME`, `USER`, `LOGNAME` and `SHELL` come from the user the workload runs
+/// as; nothing else of the daemon's (S3 credentials, `HEARTH_*`, `NOTIFY_SOCKET`,
+/// `TMPDIR`, ...) reaches a workload.
+const INHERITED_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "TZ"];
+
+/// The workload's own directory inside `<data-dir>/workloads/<id>/`, owned by its user:
+/// where a workload without `workingDir` starts.
+pub const WORK_DIR: &str = "work";
 
 /// Set in every workload's environment; also how the remnants of a workload whose
 /// shim died are found.
@@ -100,12 +107,16 @@ impl Shared {
         self.root.join(id)
     }
 
-    fn environment(&self, workload: &Workload) -> Vec<(String, String)> {
+    fn environment(&self, workload: &Workload, run_as: &RunAs) -> Vec<(String, String)> {
         let mut env = self.base_env.clone();
         let mut set = |k: &str, v: String| {
             env.retain(|(existing, _)| existing != k);
             env.push((k.to_string(), v));
         };
+        set("HOME", run_as.home.display().to_string());
+        set("USER", run_as.user.clone());
+        set("LOGNAME", run_as.user.clone());
+        set("SHELL", run_as.shell.clone());
         for (k, v) in &workload.env {
             set(k, v.clone());
         }
@@ -206,6 +217,11 @@ impl Shared {
         }
         let dir = self.dir(&workload.id);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let identities = identity::global();
+        if identities.isolated() {
+            // Root's files stay 0600 inside; the workload passes through to its `work`.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(io_err(&dir))?;
+        }
         if dir.join(shim::STOP).exists() {
             // Stopped while it was starting; a shim spawned before a crash that claims
             // it later finds the same request and does not start it either.
@@ -231,10 +247,26 @@ impl Shared {
                 id: workload.id.clone(),
                 message: format!("cgroup: {e}"),
             })?;
+        let run_as = identities
+            .for_workload(&workload.owner.namespace, workload.security_context.as_ref())
+            .map_err(|e| RuntimeError::Start {
+                id: workload.id.clone(),
+                message: e.to_string(),
+            })?;
+        let working_dir = match &workload.working_dir {
+            Some(dir) => dir.clone(),
+            None => {
+                let own = dir.join(WORK_DIR);
+                std::fs::create_dir_all(&own).map_err(io_err(&own))?;
+                identities.hand_over(&run_as, &dir, &own).map_err(io_err(&own))?;
+                own
+            }
+        };
         let spec = ShimSpec {
             argv: workload.command.clone(),
-            env: self.environment(workload),
-            working_dir: workload.working_dir.clone(),
+            env: self.environment(workload, &run_as),
+            working_dir: Some(working_dir),
+            run_as: identities.isolated().then_some(run_as),
             deadline_seconds: workload.active_deadline_seconds,
             grace_seconds: workload.termination_grace_seconds,
             log_max_bytes: self.log_max_bytes,
@@ -254,8 +286,10 @@ impl Shared {
     fn request_stop(&self, id: &str) -> Result<(), RuntimeError> {
         let dir = self.dir(id);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        shim::write_atomic(&dir.join(shim::STOP), crate::store::now_rfc3339().as_bytes())
-            .map_err(io_err(&dir))?;
+        let stop = dir.join(shim::STOP);
+        if !stop.exists() {
+            shim::write_atomic(&stop, crate::store::now_rfc3339().as_bytes()).map_err(io_err(&dir))?;
+        }
         if exit_of(&dir).is_some() {
             return Ok(());
         }
@@ -325,6 +359,9 @@ impl ProcessRuntime {
         base_env_extra: Vec<(String, String)>,
     ) -> Result<ProcessRuntime, RuntimeError> {
         std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        if identity::global().isolated() {
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).map_err(io_err(&root))?;
+        }
         let exe = std::env::current_exe().map_err(io_err(Path::new("/proc/self/exe")))?;
         let mut base_env: Vec<(String, String)> = INHERITED_ENV
             .iter()
@@ -413,9 +450,20 @@ impl ProcessRuntime {
             .is_ok(),
             None => false,
         };
-        if line.starts_with("started ") {
+        if let Some(pid) = line.strip_prefix("started ") {
             self.keep_child(&workload.id, child);
-            return self.observe(&workload.id).await;
+            // It runs: an error reading its files must not pass for a failed start,
+            // which would free its GPUs.
+            return match self.observe(&workload.id).await {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    tracing::warn!(workload = %workload.id, error = %e, "reading the state of a started workload");
+                    Ok(RunState::Running {
+                        pid: pid.trim().parse().unwrap_or_default(),
+                        started_at: crate::store::now_rfc3339(),
+                    })
+                }
+            };
         }
         if reported {
             // `busy`, `stopped`, `failed` or nothing: this shim is ending (or ended).

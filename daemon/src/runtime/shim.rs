@@ -47,6 +47,10 @@ pub struct ShimSpec {
     pub log_max_bytes: u64,
     /// A cgroup v2 directory to put the command in, when limits are enforced.
     pub cgroup: Option<PathBuf>,
+    /// The user the command runs as, when the daemon is root (the shim stays root to
+    /// kill and reap); `None`: the shim's own user.
+    #[serde(default)]
+    pub run_as: Option<super::identity::RunAs>,
 }
 
 /// Written once the command runs: the daemon reads it back after a restart.
@@ -163,17 +167,30 @@ fn run(dir: &Path) -> Result<(), String> {
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log.try_clone().map_err(|e| e.to_string())?)
         .process_group(0);
-    if let Some(cwd) = &spec.working_dir {
-        command.current_dir(cwd);
-    }
+    // As another user the working directory is entered after the switch, as that user.
+    let drop_to = match &spec.run_as {
+        Some(run_as) => Some(
+            super::identity::Prepared::new(run_as, spec.working_dir.as_deref()).map_err(|e| e.to_string())?,
+        ),
+        None => {
+            if let Some(cwd) = &spec.working_dir {
+                command.current_dir(cwd);
+            }
+            None
+        }
+    };
     let cgroup_procs = spec.cgroup.as_ref().map(|c| c.join("cgroup.procs"));
-    // SAFETY: only async-signal-safe calls between fork and exec: sigprocmask and
-    // write(2) through an already-open path handled by the kernel.
+    // SAFETY: only async-signal-safe calls between fork and exec: sigprocmask,
+    // write(2) through an already-open path handled by the kernel, and the credential
+    // and chdir calls of `identity::enter`.
     unsafe {
         command.pre_exec(move || {
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             if let Some(procs) = &cgroup_procs {
                 std::fs::write(procs, b"0")?;
+            }
+            if let Some(prepared) = &drop_to {
+                super::identity::enter(prepared)?;
             }
             Ok(())
         });
@@ -181,7 +198,15 @@ fn run(dir: &Path) -> Result<(), String> {
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let message = format!("cannot start {program}: {e}");
+            let message = match &spec.run_as {
+                Some(who) => format!(
+                    "cannot start {program} as {} (uid {}) in {}: {e}",
+                    who.user,
+                    who.uid,
+                    spec.working_dir.as_deref().unwrap_or(Path::new(".")).display()
+                ),
+                None => format!("cannot start {program}: {e}"),
+            };
             let _ = writeln!(&log, "hearth: {message}");
             record_exit(
                 dir,

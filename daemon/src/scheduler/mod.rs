@@ -201,6 +201,7 @@ struct Inner {
     gpus: GpuProbe,
     time_slicing: u32,
     config: SchedulerConfig,
+    capacity: Capacity,
     events: broadcast::Sender<WorkloadEvent>,
     pass: tokio::sync::Mutex<()>,
     watching: Mutex<HashSet<String>>,
@@ -236,8 +237,17 @@ impl Scheduler {
         tasks: tokio::runtime::Handle,
     ) -> Scheduler {
         let (events, _) = broadcast::channel(4096);
+        // The node's size, read once: admission passes run on the async threads.
+        let (memory, _) = crate::node::memory();
+        let capacity = Capacity {
+            cpu_millis: (crate::node::cpu_count() as u64)
+                .saturating_mul(1000)
+                .saturating_sub(config.reserved_cpu_millis),
+            memory_bytes: memory.saturating_sub(config.reserved_memory_bytes),
+        };
         Scheduler {
             inner: Arc::new(Inner {
+                capacity,
                 store,
                 runtime,
                 gpus,
@@ -269,12 +279,7 @@ impl Scheduler {
     }
 
     fn capacity(&self) -> Capacity {
-        let (memory, _) = crate::node::memory();
-        Capacity {
-            cpu_millis: (crate::node::cpu_count() as u64 * 1000)
-                .saturating_sub(self.inner.config.reserved_cpu_millis),
-            memory_bytes: memory.saturating_sub(self.inner.config.reserved_memory_bytes),
-        }
+        self.inner.capacity.clone()
     }
 
     fn gpu_uuids(&self) -> Vec<String> {

@@ -471,13 +471,20 @@ impl Controller {
             .as_ref()
             .and_then(|r| r.status["message"].as_str())
             .unwrap_or("");
+        // Who may call it: without require-token, any local process (KServe's default).
+        let access = if parsed.service.require_token {
+            format!(
+                "the data plane routes this service; requests need a token (or web login) with access to namespace {}",
+                service.namespace
+            )
+        } else {
+            format!(
+                "the data plane routes this service; any local process may call it (annotate {}: \"true\" to require a token)",
+                crate::serving::isvc::AUTH_ANNOTATION
+            )
+        };
         let mut conditions = vec![
-            condition(
-                "IngressReady",
-                true,
-                "Routed",
-                "the data plane routes this service",
-            ),
+            condition("IngressReady", true, "Routed", &access),
             condition(
                 "PredictorReady",
                 ready,
@@ -1000,15 +1007,16 @@ impl Controller {
         if fetch_backoff_left(&revision.status).is_some() {
             return ModelDir::Fetching;
         }
-        let (data_dir, config, uid, wake) = (
+        let (data_dir, config, uid, wake, namespace) = (
             self.data_dir.clone(),
             Arc::clone(&self.config),
             revision.uid.clone(),
             Arc::clone(&self.wake),
+            revision.namespace.clone(),
         );
         // On this (the controller's) thread: the storage client is awc.
         let task = actix_web::rt::spawn(async move {
-            let outcome = fetch_model(data_dir, config, uid, storage).await;
+            let outcome = fetch_model(data_dir, config, uid, storage, namespace).await;
             wake.notify_one();
             outcome
         });
@@ -1167,6 +1175,11 @@ impl Controller {
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
         tokio::fs::create_dir_all(&work_dir).await?;
+        // The replica runs as its namespace's user: its directory is handed over to it.
+        let identities = crate::runtime::identity::global();
+        if let Ok(run_as) = identities.for_workload(&service.namespace, None) {
+            identities.hand_over(&run_as, &self.data_dir.join("serving/replicas"), &work_dir)?;
+        }
         let vars: BTreeMap<&str, String> = [
             ("{model_name}", service.name.clone()),
             ("{model_dir}", model_dir.display().to_string()),
@@ -1272,6 +1285,7 @@ impl Controller {
             gpu_uuids: Vec::new(),
             active_deadline_seconds: None,
             termination_grace_seconds: 10,
+            security_context: None,
         };
         tracing::info!(replica = %id, revision = %revision.name, port, "starting a replica");
         self.scheduler
@@ -1504,11 +1518,11 @@ async fn fetch_model(
     config: Arc<ServingConfig>,
     revision_uid: String,
     storage: Storage,
+    namespace: String,
 ) -> Result<PathBuf, FetchFailure> {
-    let dir = data_dir.join("serving/models").join(&revision_uid);
-    let tmp = data_dir
-        .join("serving/models")
-        .join(format!("{revision_uid}.partial"));
+    let models = data_dir.join("serving/models");
+    let dir = models.join(&revision_uid);
+    let tmp = models.join(format!("{revision_uid}.partial"));
     // Filesystem work runs on the blocking pool: this task shares the controller's
     // thread, and a leftover partial tree can be large.
     let fresh = tmp.clone();
@@ -1518,6 +1532,14 @@ async fn fetch_model(
     })
     .await
     .map_err(|e| e.to_string())??;
+    // The cache belongs to the namespace's user: its replicas read it, no one else can.
+    let identities = crate::runtime::identity::global();
+    let run_as = identities
+        .for_workload(&namespace, None)
+        .map_err(|e| e.to_string())?;
+    identities
+        .hand_over(&run_as, &models, &tmp)
+        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     match &storage {
         Storage::File { path } => {
             let from = PathBuf::from(path);
@@ -1527,17 +1549,22 @@ async fn fetch_model(
             {
                 return Err(format!("storageUri: {path} is not a model directory").into());
             }
-            if !from.exists() {
-                return Err(format!("storageUri: {path} does not exist").into());
-            }
-            let target = if from.is_dir() {
-                tmp.clone()
-            } else {
-                tmp.join(from.file_name().unwrap_or_default())
+            let tmp = tmp.clone();
+            // Read as the namespace's user (never with the daemon's rights on its
+            // behalf), off the controller's thread: a large copy must not stall routing.
+            let copy = move || -> Result<(), String> {
+                let from_text = from.display().to_string();
+                std::fs::metadata(&from).map_err(|e| format!("storageUri: {from_text}: {e}"))?;
+                let target = if from.is_dir() {
+                    tmp.clone()
+                } else {
+                    tmp.join(from.file_name().unwrap_or_default())
+                };
+                copy_tree(&from, &target, &mut (0, 0))
             };
-            // Off the controller's thread: a large copy must not stall routing.
-            tokio::task::spawn_blocking(move || copy_tree(&from, &target, &mut (0, 0)))
+            tokio::task::spawn_blocking(move || crate::runtime::identity::as_user(&run_as, copy))
                 .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("copying {path}: {e}"))?;
         }
@@ -1548,6 +1575,9 @@ async fn fetch_model(
                     transient: e.transient(),
                     message: e.to_string(),
                 })?;
+            identities
+                .hand_over_tree(&run_as, &tmp)
+                .map_err(|e| format!("caching the model: {e}"))?;
         }
     }
     let cached = dir.clone();

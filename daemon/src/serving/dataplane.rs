@@ -28,6 +28,8 @@ use crate::config::ServingConfig;
 pub const REVISION_HEADER: &str = "x-hearth-revision";
 /// The same name, parsed once rather than on every answer.
 const REVISION_HEADER_NAME: HeaderName = HeaderName::from_static(REVISION_HEADER);
+/// Built at compile time rather than parsed on every answer.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// One service as routed now. Replaced whole by the controller on every change.
 pub struct ServiceRoute {
@@ -217,7 +219,10 @@ impl ServingMetrics {
 /// Shared by every data-plane worker and the controller.
 pub struct DataPlane {
     pub config: Arc<ServingConfig>,
-    routes: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
+    /// By `{name}.{namespace}`, the host's prefix before the domain (names and
+    /// namespaces are DNS labels, without dots): a request is resolved without
+    /// building a key.
+    routes: RwLock<HashMap<String, Arc<ServiceRoute>>>,
     /// Predictors behind a transformer, at `/_hearth/{namespace}/{revision}/...`.
     internal: RwLock<HashMap<(String, String), Arc<ServiceRoute>>>,
     /// The listener's address, once bound (transformers are told to call it).
@@ -239,14 +244,14 @@ impl DataPlane {
     }
 
     pub fn set_route(&self, route: ServiceRoute) {
-        let key = (route.namespace.clone(), route.name.clone());
+        let key = format!("{}.{}", route.name, route.namespace);
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.insert(key, Arc::new(route));
     }
 
     pub fn remove_route(&self, namespace: &str, name: &str) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.remove(&(namespace.to_string(), name.to_string()));
+        routes.remove(&format!("{name}.{namespace}"));
         let mut internal = self.internal.write().unwrap_or_else(|p| p.into_inner());
         internal.retain(|(ns, _), route| !(ns == namespace && route.name == name));
     }
@@ -290,7 +295,7 @@ impl DataPlane {
             if let Some(prefix) = prefix {
                 if let Some((name, ns)) = prefix.split_once('.') {
                     return routes
-                        .get(&(ns.to_string(), name.to_string()))
+                        .get(prefix)
                         .cloned()
                         .ok_or_else(|| format!("no InferenceService {ns}/{name} is served here"));
                 }
@@ -361,23 +366,32 @@ fn parse_path(path: &str) -> Option<(String, Call)> {
         return None;
     }
     let rest = path.strip_prefix("/v2/models/")?;
-    let mut parts: Vec<&str> = rest.split('/').collect();
-    let name = parts.remove(0).to_string();
+    let (name, mut tail) = rest.split_once('/').unwrap_or((rest, ""));
     if name.is_empty() {
         return None;
     }
-    if parts.first() == Some(&"versions") && parts.len() >= 2 {
-        parts.drain(..2);
+    // `/versions/{v}` is accepted and not told apart: a revision serves one version.
+    if let Some(versioned) = tail.strip_prefix("versions/") {
+        let (version, after) = versioned.split_once('/').unwrap_or((versioned, ""));
+        if version.is_empty() {
+            return None;
+        }
+        tail = after;
     }
-    match parts.as_slice() {
-        [] => Some((name, Call::V2Metadata)),
-        ["ready"] => Some((name, Call::V2Ready)),
-        ["infer"] => Some((name, Call::V2Infer)),
-        _ => None,
-    }
+    let call = match tail {
+        "" => Call::V2Metadata,
+        "ready" => Call::V2Ready,
+        "infer" => Call::V2Infer,
+        _ => return None,
+    };
+    Some((name.to_string(), call))
 }
 
 fn pick_target(route: &ServiceRoute) -> Option<Arc<RevisionPool>> {
+    // One revision at 100 %, the common case, needs no random draw.
+    if let [(pool, percent)] = route.targets.as_slice() {
+        return (*percent > 0).then(|| Arc::clone(pool));
+    }
     let total: u32 = route.targets.iter().map(|(_, p)| *p).sum();
     if total == 0 {
         return None;
@@ -401,10 +415,31 @@ fn authorized(plane: &DataPlane, route: &ServiceRoute, req: &HttpRequest) -> boo
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    auth.authenticate(token)
+        .and_then(presented_token);
+    auth.authenticate(token.as_deref())
         .map(|p| p.can_access(&route.namespace))
         .unwrap_or(false)
+}
+
+/// The token of `Bearer <t>`, or the password of `Basic` (what a browser logged in to
+/// the web page sends), as the API accepts them.
+fn presented_token(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let (_, password) = String::from_utf8(decoded)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_string(), p.to_string()))?;
+        return Some(password);
+    }
+    None
 }
 
 /// Headers copied to and from replicas; hop-by-hop ones are the proxy's own.
@@ -854,15 +889,14 @@ async fn forward(
             content_type: upstream_response
                 .headers()
                 .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_string(),
+                .cloned()
+                .unwrap_or(APPLICATION_JSON),
         },
         Answer::V1 => match protocol::v2_to_v1(&bytes) {
             Ok(doc) => Cached {
                 body: serde_json::to_vec(&doc).unwrap_or_default().into(),
                 header_len: None,
-                content_type: "application/json".into(),
+                content_type: APPLICATION_JSON,
             },
             Err(e) => {
                 return error(
@@ -876,7 +910,7 @@ async fn forward(
             Cached {
                 body: bytes,
                 header_len: None,
-                content_type: "application/json".into(),
+                content_type: APPLICATION_JSON,
             }
         }
         Answer::V2(wanted) => {
@@ -895,9 +929,9 @@ async fn forward(
                     body: body.into(),
                     header_len,
                     content_type: if header_len.is_some() {
-                        "application/octet-stream".into()
+                        HeaderValue::from_static("application/octet-stream")
                     } else {
-                        "application/json".into()
+                        APPLICATION_JSON
                     },
                 },
                 Err(e) => {
@@ -987,8 +1021,12 @@ pub fn app(
     >,
 > {
     // One pool of keep-alive connections per worker: awc clients live on one thread.
+    // A reverse proxy passes redirects back to the client and adds no headers of its
+    // own (awc's defaults would follow a replica's 3xx and add a `User-Agent`).
     let client = awc::Client::builder()
         .disable_timeout()
+        .disable_redirects()
+        .no_default_headers()
         .connector(
             awc::Connector::new()
                 .limit(0)

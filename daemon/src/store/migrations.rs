@@ -85,6 +85,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX workloads_by_owner ON workloads(owner_uid);
     CREATE INDEX workloads_by_phase ON workloads(phase);
     "#,
+    // 3: paged listing (`limit`/`continue`) reads one page, not every item of a kind.
+    r#"
+    CREATE INDEX resources_by_created ON resources(kind, namespace, created_at);
+    "#,
 ];
 
 pub fn supported_version() -> i64 {

@@ -146,6 +146,103 @@ pub fn list(conn: &Connection, kind: &str, namespace: Option<&str>) -> Result<Ve
     Ok(out)
 }
 
+/// The uids of one kind's resources for which `keep` holds, oldest first. Rows are
+/// decoded one at a time and dropped, so a controller's periodic resync costs memory
+/// for the uids it keeps, not for every stored resource (finished Jobs pile up).
+pub fn uids_where(
+    conn: &Connection,
+    kind: &str,
+    keep: impl Fn(&Resource) -> bool,
+) -> Result<Vec<String>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 ORDER BY created_at, rowid");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![kind], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let resource = decode(row?)?;
+        if keep(&resource) {
+            out.push(resource.uid);
+        }
+    }
+    Ok(out)
+}
+
+/// Where a page of `list_page` ended; as a string, Kubernetes' opaque
+/// `metadata.continue` token (URL-safe base64 of the last item's creation time and row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    created_at: String,
+    rowid: i64,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", self.created_at, self.rowid))
+    }
+
+    /// `None` for a token this daemon did not make.
+    pub fn decode(token: &str) -> Option<Cursor> {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (created_at, rowid) = text.rsplit_once('|')?;
+        Some(Cursor {
+            created_at: created_at.to_string(),
+            rowid: rowid.parse().ok()?,
+        })
+    }
+}
+
+/// At most `limit` items of one kind (in one namespace, or all), oldest first, after
+/// `after`; and the cursor to ask for the next page with, when there is one. Served by
+/// the `resources_by_created` index, so a page costs the same however many items exist.
+pub fn list_page(
+    conn: &Connection,
+    kind: &str,
+    namespace: Option<&str>,
+    limit: usize,
+    after: Option<&Cursor>,
+) -> Result<(Vec<Resource>, Option<Cursor>), StoreError> {
+    let filter = if namespace.is_some() {
+        "kind = ?1 AND namespace = ?2"
+    } else {
+        "kind = ?1 AND ?2 IS NULL"
+    };
+    let sql = format!(
+        "SELECT {COLUMNS}, rowid FROM resources WHERE {filter}
+           AND (?3 IS NULL OR (created_at, rowid) > (?3, ?4))
+         ORDER BY created_at, rowid LIMIT ?5"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(
+        params![
+            kind,
+            namespace,
+            after.map(|c| c.created_at.as_str()),
+            after.map_or(0, |c| c.rowid),
+            fetch
+        ],
+        |row| Ok((from_row(row)?, row.get::<_, i64>(12)?)),
+    )?;
+    let mut out = Vec::new();
+    let mut last = None;
+    for row in rows {
+        let (raw, rowid) = row?;
+        if out.len() == limit {
+            let next = last.map(|(created_at, rowid)| Cursor { created_at, rowid });
+            return Ok((out, next));
+        }
+        let resource = decode(raw)?;
+        last = Some((resource.created_at.clone(), rowid));
+        out.push(resource);
+    }
+    Ok((out, None))
+}
+
 /// Replaces the spec (and user metadata); bumps `generation` only when the spec changed.
 pub fn replace_spec(
     conn: &Connection,
@@ -217,6 +314,48 @@ pub fn request_deletion(
 
 pub fn delete(conn: &Connection, uid: &str) -> Result<(), StoreError> {
     conn.execute("DELETE FROM resources WHERE uid = ?1", params![uid])?;
+    Ok(())
+}
+
+/// Sets (`Some((reason, message))`) or removes (`None`) the condition `kind` in
+/// `status.conditions`, Kubernetes style (`status: "True"`, `lastTransitionTime`), on
+/// the resource `uid`; other conditions are kept. A resource that is gone is left so.
+pub fn set_condition(
+    conn: &Connection,
+    uid: &str,
+    kind: &str,
+    set: Option<(&str, &str)>,
+) -> Result<(), StoreError> {
+    let Some(resource) = get_by_uid(conn, uid)? else {
+        return Ok(());
+    };
+    let mut status = match resource.status {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let mut conditions: Vec<Value> = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let before = conditions.len();
+    conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    if set.is_none() && conditions.len() == before {
+        return Ok(());
+    }
+    if let Some((reason, message)) = set {
+        let now = now_rfc3339();
+        conditions.push(serde_json::json!({
+            "type": kind,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": now,
+            "lastTransitionTime": now,
+        }));
+    }
+    status.insert("conditions".into(), Value::Array(conditions));
+    update_status(conn, uid, &Value::Object(status), Some(resource.resource_version))?;
     Ok(())
 }
 
@@ -321,6 +460,46 @@ mod tests {
                 assert_eq!(get(conn, "Job", "team", "one")?.status, json!({"s": 1}));
                 assert_eq!(list(conn, "Job", Some("team"))?.len(), 1);
                 assert_eq!(list(conn, "Job", Some("other"))?.len(), 0);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn pages_cover_every_item_once_in_order() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                for i in 0..7 {
+                    create(conn, job(&format!("j{i}")))?;
+                }
+                let mut names = Vec::new();
+                let mut after = None;
+                loop {
+                    let (items, next) = list_page(conn, "Job", Some("team"), 3, after.as_ref())?;
+                    assert!(items.len() <= 3);
+                    names.extend(items.into_iter().map(|r| r.name));
+                    match next {
+                        Some(c) => after = Cursor::decode(&c.encode()),
+                        None => break,
+                    }
+                }
+                let all: Vec<String> = list(conn, "Job", Some("team"))?
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
+                assert_eq!(names, all);
+                assert_eq!(names.len(), 7);
+                let (items, next) = list_page(conn, "Job", None, 10, None)?;
+                assert_eq!((items.len(), next), (7, None));
+                assert!(Cursor::decode("not a cursor").is_none());
+                let plan: String = conn.query_row(
+                    "EXPLAIN QUERY PLAN SELECT uid FROM resources WHERE kind = 'Job' AND namespace = 'team'
+                       AND (created_at, rowid) > ('x', 1) ORDER BY created_at, rowid LIMIT 3",
+                    [],
+                    |r| r.get(3),
+                )?;
+                assert!(plan.contains("resources_by_created"), "{plan}");
                 Ok(())
             })
             .unwrap();

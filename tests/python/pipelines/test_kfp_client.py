@@ -29,7 +29,9 @@ def hearth():
     data = tmp / "data"
     cfg = tmp / "config.toml"
     cfg.write_text(
-        f'[gpu]\nsimulate = 1\n[pipelines]\nstep_venv = "{VENV}"\n'
+        # The venv's Python lives under /root (0700), which a namespace's Unix user cannot
+        # run; tests/tests/isolation.rs covers pipelines as the namespace's user.
+        f'[gpu]\nsimulate = 1\n[pipelines]\nstep_venv = "{VENV}"\n[isolation]\nenabled = false\n'
     )
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
     log = open(tmp / "daemon.log", "w")

@@ -37,6 +37,10 @@ activator_timeout_seconds = 60.0
 {serving}
 [workloads]
 path_prefix = "{bin}"
+# The test venvs' Python lives under /root (0700), which a namespace's Unix user cannot
+# run; tests/tests/isolation.rs covers serving as the namespace's user.
+[isolation]
+enabled = false
 """
 
 
