@@ -275,23 +275,30 @@ fn series_of(d: &Daemon, service: &str) -> Vec<String> {
 #[test]
 fn revisions_that_come_and_go_leave_no_series_behind() {
     let d = spawn_daemon();
-    let names: Vec<String> = (0..12).map(|i| format!("churn{i}")).collect();
+    // Few services, each waited for before the next edit: many edits in flight at once
+    // can stall the serving controller (an open issue, see the README), which this test
+    // is not about.
+    let names: Vec<String> = (0..4).map(|i| format!("churn{i}")).collect();
     for name in &names {
         let r = d.post_json(BASE, d.admin(), &service(name, sklearn(), json!({})));
         assert_eq!(r.status, 201, "{r}");
     }
     // Two edits each: revisions 00002 and 00003; 00001 and 00002 were never ready,
     // so neither can get traffic again.
-    for round in 2..=3 {
+    for round in 1..=3 {
         for name in &names {
-            let patch = json!({"spec": {"predictor": {"sklearn": {"storageUri": format!("file:///nonexistent/m{round}")}}}});
-            let r = d.patch(&format!("{BASE}/{name}"), d.admin(), &patch);
-            assert_eq!(r.status, 200, "{r}");
-        }
-        for name in &names {
-            let latest = format!("{name}-predictor-0000{round}");
+            if round > 1 {
+                let patch = json!({"spec": {"predictor": {"sklearn": {"storageUri": format!("file:///nonexistent/m{round}")}}}});
+                let r = d.patch(&format!("{BASE}/{name}"), d.admin(), &patch);
+                assert_eq!(r.status, 200, "{r}");
+            }
+            let failed = format!("{name}-predictor-0000{round}");
             d.wait_until(&format!("{BASE}/{name}"), Duration::from_secs(60), |r| {
-                r.body["status"]["components"]["predictor"]["latestCreatedRevision"] == json!(latest)
+                let predictor = &r.body["status"]["components"]["predictor"];
+                predictor["latestCreatedRevision"] == json!(failed)
+                    && r.body["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["reason"] == "RevisionFailed"))
             });
         }
     }
