@@ -149,13 +149,9 @@ fn a_run_deleted_while_no_driver_is_live_has_its_step_stopped_after_restart() {
 }
 
 // The pipelines controller asks the scheduler to stop every step of each deleted run,
-// and asks again every 2 s while one has not ended. With main as of 2026-12-01 this
-// passes about two runs in three: in the others one to three steps stay `Running`
-// with live processes, and the runtime answers each stop of such a step with "runtime
-// I/O on <data>/workloads/<id>: No such file or directory" (a stop racing the step's
-// start). Run it with `--run-ignored all` once the runtime honours those stops.
+// and asks again every 2 s while one has not ended; on failure the message gives the
+// steps' phases and the daemon's warnings.
 #[test]
-#[ignore = "the process runtime loses some stops that race a step's start (issue 19 item 3)"]
 fn a_hundred_create_delete_pairs_leave_no_step_running() {
     let d = spawn_daemon();
     let token = d.admin().unwrap().to_string();
