@@ -994,14 +994,19 @@ impl Controller {
             if !running.is_finished() {
                 return ModelDir::Fetching;
             }
-            let outcome = fetches
-                .remove(&revision.uid)
-                .and_then(futures_util::FutureExt::now_or_never)
-                .map(|joined| joined.unwrap_or_else(|e| Err(format!("the fetch task failed: {e}").into())));
-            return match outcome {
-                Some(Ok(dir)) => ModelDir::Ready(dir),
-                Some(Err(failure)) => ModelDir::Failed(failure),
-                None => ModelDir::Fetching,
+            // Polled in place and `unconstrained`: a finished task can still answer
+            // Pending when this thread's cooperative budget is spent, and dropping its
+            // handle then would lose the outcome (and the backoff it records).
+            let polled = fetches
+                .get_mut(&revision.uid)
+                .and_then(|handle| futures_util::FutureExt::now_or_never(tokio::task::unconstrained(handle)));
+            let Some(joined) = polled else {
+                return ModelDir::Fetching;
+            };
+            fetches.remove(&revision.uid);
+            return match joined.unwrap_or_else(|e| Err(format!("the fetch task failed: {e}").into())) {
+                Ok(dir) => ModelDir::Ready(dir),
+                Err(failure) => ModelDir::Failed(failure),
             };
         }
         if fetch_backoff_left(&revision.status).is_some() {
@@ -1175,11 +1180,22 @@ impl Controller {
         let port = free_port()?;
         let work_dir = self.data_dir.join("serving/replicas").join(&id);
         tokio::fs::create_dir_all(&work_dir).await?;
-        // The replica runs as its namespace's user: its directory is handed over to it.
-        let identities = crate::runtime::identity::global();
-        if let Ok(run_as) = identities.for_workload(&service.namespace, None) {
-            identities.hand_over(&run_as, &self.data_dir.join("serving/replicas"), &work_dir)?;
-        }
+        // The replica runs as its namespace's user: its directory is handed over to it,
+        // on the blocking pool (a namespace's first replica may create its Unix user).
+        let (namespace, base, dir) = (
+            service.namespace.clone(),
+            self.data_dir.join("serving/replicas"),
+            work_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let identities = crate::runtime::identity::global();
+            match identities.for_workload(&namespace, None) {
+                Ok(run_as) => identities.hand_over(&run_as, &base, &dir),
+                Err(_) => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         let vars: BTreeMap<&str, String> = [
             ("{model_name}", service.name.clone()),
             ("{model_dir}", model_dir.display().to_string()),
@@ -1533,13 +1549,20 @@ async fn fetch_model(
     .await
     .map_err(|e| e.to_string())??;
     // The cache belongs to the namespace's user: its replicas read it, no one else can.
+    // On the blocking pool: a namespace's first fetch may create its Unix user.
     let identities = crate::runtime::identity::global();
-    let run_as = identities
-        .for_workload(&namespace, None)
-        .map_err(|e| e.to_string())?;
-    identities
-        .hand_over(&run_as, &models, &tmp)
-        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let (partial, cache) = (tmp.clone(), models.clone());
+    let run_as = tokio::task::spawn_blocking(move || {
+        let run_as = identities
+            .for_workload(&namespace, None)
+            .map_err(|e| e.to_string())?;
+        identities
+            .hand_over(&run_as, &cache, &partial)
+            .map_err(|e| format!("creating {}: {e}", partial.display()))?;
+        Ok::<_, String>(run_as)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     match &storage {
         Storage::File { path } => {
             let from = PathBuf::from(path);
@@ -1575,8 +1598,10 @@ async fn fetch_model(
                     transient: e.transient(),
                     message: e.to_string(),
                 })?;
-            identities
-                .hand_over_tree(&run_as, &tmp)
+            let (owner, tree) = (run_as.clone(), tmp.clone());
+            tokio::task::spawn_blocking(move || identities.hand_over_tree(&owner, &tree))
+                .await
+                .map_err(|e| e.to_string())?
                 .map_err(|e| format!("caching the model: {e}"))?;
         }
     }
