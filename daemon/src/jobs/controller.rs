@@ -13,8 +13,9 @@
 //! Every time computed from stored values uses checked arithmetic: a Job stored before
 //! its fields were bounded must not be able to panic the daemon.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
@@ -53,6 +54,61 @@ fn plus_seconds(t: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
 fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     let left = t.signed_duration_since(now).to_std().unwrap_or_default();
     left.min(Duration::from_secs(MAX_SECONDS))
+}
+
+/// How long each active Job with an `activeDeadlineSeconds` has been active, measured
+/// so that a step of the wall clock neither fails a Job early nor keeps it past its
+/// deadline: the wall clock counts only the time before this process first saw the
+/// Job's `startTime` (all that survives a restart), and the monotonic clock the rest.
+/// Keyed by Job uid; an entry is dropped when its Job finishes or is deleted.
+#[derive(Default)]
+pub struct ActiveClock {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+struct Seen {
+    /// The `startTime` the entry is for: a resumed Job gets a new one.
+    start: DateTime<Utc>,
+    /// Time active before this process saw the Job (wall clock, never negative).
+    before: Duration,
+    /// When this process saw it.
+    at: Instant,
+}
+
+impl ActiveClock {
+    /// Active time of Job `uid` since `start`, with the wall clock reading `wall_now`
+    /// and the monotonic one `mono_now` (both passed in so tests can step them).
+    fn active_for(
+        &self,
+        uid: &str,
+        start: DateTime<Utc>,
+        wall_now: DateTime<Utc>,
+        mono_now: Instant,
+    ) -> Duration {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = seen.entry(uid.to_string()).or_insert_with(|| Seen {
+            start,
+            before: wall_now.signed_duration_since(start).to_std().unwrap_or_default(),
+            at: mono_now,
+        });
+        if entry.start != start {
+            *entry = Seen {
+                start,
+                before: wall_now.signed_duration_since(start).to_std().unwrap_or_default(),
+                at: mono_now,
+            };
+        }
+        entry
+            .before
+            .saturating_add(mono_now.saturating_duration_since(entry.at))
+    }
+
+    fn forget(&self, uid: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uid);
+    }
 }
 
 fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
@@ -636,6 +692,7 @@ impl Jobs {
     }
 
     async fn delete_now(&self, job: &Resource) -> Result<(), JobError> {
+        self.active_clock.forget(&job.uid);
         let uid = job.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(())
@@ -670,6 +727,7 @@ impl Jobs {
         let before = status.clone();
 
         if finished_condition(&status).is_some() {
+            self.active_clock.forget(&job.uid);
             return self.collect_finished(&job, &status, now).await;
         }
 
@@ -711,11 +769,18 @@ impl Jobs {
             status["startTime"] = json!(rfc3339(now));
             start = Some(now);
         }
-        let deadline_at = match (start, spec.active_deadline_seconds) {
-            (Some(s), Some(d)) if !spec.suspend => plus_seconds(s, d),
-            _ => None,
+        // What is left of `activeDeadlineSeconds`, on the monotonic clock.
+        let deadline_left = match (start, spec.active_deadline_seconds) {
+            (Some(s), Some(d)) if !spec.suspend => {
+                let active = self.active_clock.active_for(&job.uid, s, now, Instant::now());
+                Some(Duration::from_secs(d.min(MAX_SECONDS)).saturating_sub(active))
+            }
+            _ => {
+                self.active_clock.forget(&job.uid);
+                None
+            }
         };
-        let deadline_passed = deadline_at.is_some_and(|d| d <= now);
+        let deadline_passed = deadline_left.is_some_and(|left| left.is_zero());
 
         if ending.is_none() {
             ending = tally.ending(&spec, active, deadline_passed);
@@ -779,7 +844,7 @@ impl Jobs {
                 Some(t) => requeue = earliest(requeue, until(t, now)),
                 None => {
                     let wanted = plan(&spec, &attempts, &tally);
-                    let job_left = deadline_at.map(|d| until(d, now).as_secs().max(1));
+                    let job_left = deadline_left.map(|left| left.as_secs().max(1));
                     let full = wanted.len() >= SUBMIT_PER_PASS;
                     // Past every attempt number in use, so that a record removed from the
                     // middle can never make a new attempt reuse an old one's id.
@@ -845,8 +910,8 @@ impl Jobs {
                     }
                 }
             }
-            if let Some(d) = deadline_at {
-                requeue = earliest(requeue, until(d, now));
+            if let Some(left) = deadline_left {
+                requeue = earliest(requeue, left);
             }
         }
 
@@ -1218,5 +1283,37 @@ mod tests {
         let far = DateTime::<Utc>::MAX_UTC;
         assert_eq!(until(far, now), Duration::from_secs(MAX_SECONDS));
         assert_eq!(until(now, far), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_active_deadline_follows_the_monotonic_clock_not_wall_clock_steps() {
+        let clock = ActiveClock::default();
+        let start = Utc::now();
+        let mono = Instant::now();
+        // Seen 5 s after it started (a restart): the wall clock gives the time before.
+        let at = |wall: i64, mono_s: u64| {
+            clock.active_for(
+                "job",
+                start,
+                start + TimeDelta::seconds(wall),
+                mono + Duration::from_secs(mono_s),
+            )
+        };
+        assert_eq!(at(5, 0), Duration::from_secs(5));
+        // The wall clock jumps an hour ahead, then a day back: 10 s really passed.
+        assert_eq!(at(3600, 10), Duration::from_secs(15));
+        assert_eq!(at(-86_400, 20), Duration::from_secs(25));
+        // A resumed Job has a new startTime and starts afresh.
+        let resumed = start + TimeDelta::seconds(100);
+        assert_eq!(
+            clock.active_for("job", resumed, resumed, mono + Duration::from_secs(30)),
+            Duration::ZERO
+        );
+        clock.forget("job");
+        // A startTime in the future (a clock stepped back since) counts as no time.
+        assert_eq!(
+            clock.active_for("job", start, start - TimeDelta::seconds(60), mono),
+            Duration::ZERO
+        );
     }
 }
