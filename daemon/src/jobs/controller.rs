@@ -13,8 +13,7 @@
 //! Every time computed from stored values uses checked arithmetic: a Job stored before
 //! its fields were bounded must not be able to panic the daemon.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -54,61 +53,6 @@ fn plus_seconds(t: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
 fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     let left = t.signed_duration_since(now).to_std().unwrap_or_default();
     left.min(Duration::from_secs(MAX_SECONDS))
-}
-
-/// How long each active Job with an `activeDeadlineSeconds` has been active, measured
-/// so that a step of the wall clock neither fails a Job early nor keeps it past its
-/// deadline: the wall clock counts only the time before this process first saw the
-/// Job's `startTime` (all that survives a restart), and the monotonic clock the rest.
-/// Keyed by Job uid; an entry is dropped when its Job finishes or is deleted.
-#[derive(Default)]
-pub struct ActiveClock {
-    seen: Mutex<HashMap<String, Seen>>,
-}
-
-struct Seen {
-    /// The `startTime` the entry is for: a resumed Job gets a new one.
-    start: DateTime<Utc>,
-    /// Time active before this process saw the Job (wall clock, never negative).
-    before: Duration,
-    /// When this process saw it.
-    at: Instant,
-}
-
-impl ActiveClock {
-    /// Active time of Job `uid` since `start`, with the wall clock reading `wall_now`
-    /// and the monotonic one `mono_now` (both passed in so tests can step them).
-    fn active_for(
-        &self,
-        uid: &str,
-        start: DateTime<Utc>,
-        wall_now: DateTime<Utc>,
-        mono_now: Instant,
-    ) -> Duration {
-        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = seen.entry(uid.to_string()).or_insert_with(|| Seen {
-            start,
-            before: wall_now.signed_duration_since(start).to_std().unwrap_or_default(),
-            at: mono_now,
-        });
-        if entry.start != start {
-            *entry = Seen {
-                start,
-                before: wall_now.signed_duration_since(start).to_std().unwrap_or_default(),
-                at: mono_now,
-            };
-        }
-        entry
-            .before
-            .saturating_add(mono_now.saturating_duration_since(entry.at))
-    }
-
-    fn forget(&self, uid: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(uid);
-    }
 }
 
 fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
@@ -772,7 +716,7 @@ impl Jobs {
         // What is left of `activeDeadlineSeconds`, on the monotonic clock.
         let deadline_left = match (start, spec.active_deadline_seconds) {
             (Some(s), Some(d)) if !spec.suspend => {
-                let active = self.active_clock.active_for(&job.uid, s, now, Instant::now());
+                let active = self.active_clock.elapsed_at(&job.uid, s, now, Instant::now());
                 Some(Duration::from_secs(d.min(MAX_SECONDS)).saturating_sub(active))
             }
             _ => {
@@ -1283,37 +1227,5 @@ mod tests {
         let far = DateTime::<Utc>::MAX_UTC;
         assert_eq!(until(far, now), Duration::from_secs(MAX_SECONDS));
         assert_eq!(until(now, far), Duration::ZERO);
-    }
-
-    #[test]
-    fn the_active_deadline_follows_the_monotonic_clock_not_wall_clock_steps() {
-        let clock = ActiveClock::default();
-        let start = Utc::now();
-        let mono = Instant::now();
-        // Seen 5 s after it started (a restart): the wall clock gives the time before.
-        let at = |wall: i64, mono_s: u64| {
-            clock.active_for(
-                "job",
-                start,
-                start + TimeDelta::seconds(wall),
-                mono + Duration::from_secs(mono_s),
-            )
-        };
-        assert_eq!(at(5, 0), Duration::from_secs(5));
-        // The wall clock jumps an hour ahead, then a day back: 10 s really passed.
-        assert_eq!(at(3600, 10), Duration::from_secs(15));
-        assert_eq!(at(-86_400, 20), Duration::from_secs(25));
-        // A resumed Job has a new startTime and starts afresh.
-        let resumed = start + TimeDelta::seconds(100);
-        assert_eq!(
-            clock.active_for("job", resumed, resumed, mono + Duration::from_secs(30)),
-            Duration::ZERO
-        );
-        clock.forget("job");
-        // A startTime in the future (a clock stepped back since) counts as no time.
-        assert_eq!(
-            clock.active_for("job", start, start - TimeDelta::seconds(60), mono),
-            Duration::ZERO
-        );
     }
 }

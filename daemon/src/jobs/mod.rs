@@ -64,7 +64,7 @@ pub struct Jobs {
     scheduler: Scheduler,
     queue: Arc<WorkQueue>,
     config: JobsConfig,
-    active_clock: Arc<controller::ActiveClock>,
+    active_clock: Arc<crate::clock::SinceClock>,
 }
 
 fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
