@@ -55,6 +55,11 @@ fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     left.min(Duration::from_secs(MAX_SECONDS))
 }
 
+/// The `SinceClock` key of the time since a Job's last failed attempt.
+fn backoff_key(uid: &str) -> String {
+    format!("{uid}/backoff")
+}
+
 fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
     Some(a.map_or(b, |a| a.min(b)))
 }
@@ -637,6 +642,7 @@ impl Jobs {
 
     async fn delete_now(&self, job: &Resource) -> Result<(), JobError> {
         self.active_clock.forget(&job.uid);
+        self.active_clock.forget(&backoff_key(&job.uid));
         let uid = job.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(())
@@ -672,6 +678,7 @@ impl Jobs {
 
         if finished_condition(&status).is_some() {
             self.active_clock.forget(&job.uid);
+            self.active_clock.forget(&backoff_key(&job.uid));
             return self.collect_finished(&job, &status, now).await;
         }
 
@@ -781,11 +788,15 @@ impl Jobs {
             }
         } else {
             let backoff = self.backoff(tally.counted_failures);
-            let ready_at = tally
-                .last_failure_at
-                .and_then(|t| t.checked_add_signed(TimeDelta::from_std(backoff).ok()?));
-            match ready_at.filter(|t| *t > now) {
-                Some(t) => requeue = earliest(requeue, until(t, now)),
+            // What is left of the backoff since the last failure, on the monotonic clock.
+            let backoff_left = tally.last_failure_at.map(|t| {
+                let since = self
+                    .active_clock
+                    .elapsed_at(&backoff_key(&job.uid), t, now, Instant::now());
+                backoff.saturating_sub(since)
+            });
+            match backoff_left.filter(|left| !left.is_zero()) {
+                Some(left) => requeue = earliest(requeue, left),
                 None => {
                     let wanted = plan(&spec, &attempts, &tally);
                     let job_left = deadline_left.map(|left| left.as_secs().max(1));
