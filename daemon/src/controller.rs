@@ -39,7 +39,10 @@
 //! it is not configuration and is never set in production:
 //! `panic-controller:NAME` panics the `run` loop of controller NAME once, when it first
 //! takes work; `stall-controller:NAME` makes it stop making progress at that point;
-//! `panic-reconcile:NAME` makes every reconcile call of NAME panic.
+//! `panic-reconcile:NAME` makes every reconcile call of NAME panic;
+//! `panic-driver:once` / `panic-driver:always` panics a pipeline run's driver once /
+//! on every try (daemon/src/pipelines/controller.rs); `panic-watcher:once` panics the
+//! scheduler's first workload watcher once its workload ended (daemon/src/scheduler).
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -301,7 +304,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Faults `HEARTH_FAULT_INJECT` asks for (see the module docs), read once.
-fn fault(kind: &str, name: &str) -> bool {
+pub(crate) fn fault(kind: &str, name: &str) -> bool {
     static FAULTS: OnceLock<Vec<String>> = OnceLock::new();
     FAULTS
         .get_or_init(|| {
@@ -315,7 +318,7 @@ fn fault(kind: &str, name: &str) -> bool {
 
 /// A one-shot fault fires only on the first controller run that reaches it, so the
 /// restarted controller works.
-fn fault_once(kind: &str, name: &str) -> bool {
+pub(crate) fn fault_once(kind: &str, name: &str) -> bool {
     static FIRED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     if !fault(kind, name) {
         return false;

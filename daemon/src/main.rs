@@ -1,6 +1,7 @@
 //! `hearth`: the daemon and its command line.
 
 mod auth;
+mod clock;
 mod config;
 mod controller;
 mod gpu;

@@ -114,9 +114,10 @@ impl GpuProbe {
 
     pub fn refresh(&self) {
         let inventory = self.read();
-        if let Ok(mut guard) = self.latest.write() {
-            *guard = inventory;
-        }
+        *self
+            .latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = inventory;
     }
 
     fn read(&self) -> GpuInventory {

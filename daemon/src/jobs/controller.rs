@@ -14,7 +14,7 @@
 //! its fields were bounded must not be able to panic the daemon.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Value};
@@ -53,6 +53,11 @@ fn plus_seconds(t: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
 fn until(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     let left = t.signed_duration_since(now).to_std().unwrap_or_default();
     left.min(Duration::from_secs(MAX_SECONDS))
+}
+
+/// The `SinceClock` key of the time since a Job's last failed attempt.
+fn backoff_key(uid: &str) -> String {
+    format!("{uid}/backoff")
 }
 
 fn earliest(a: Option<Duration>, b: Duration) -> Option<Duration> {
@@ -636,6 +641,8 @@ impl Jobs {
     }
 
     async fn delete_now(&self, job: &Resource) -> Result<(), JobError> {
+        self.active_clock.forget(&job.uid);
+        self.active_clock.forget(&backoff_key(&job.uid));
         let uid = job.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(())
@@ -670,6 +677,8 @@ impl Jobs {
         let before = status.clone();
 
         if finished_condition(&status).is_some() {
+            self.active_clock.forget(&job.uid);
+            self.active_clock.forget(&backoff_key(&job.uid));
             return self.collect_finished(&job, &status, now).await;
         }
 
@@ -711,11 +720,18 @@ impl Jobs {
             status["startTime"] = json!(rfc3339(now));
             start = Some(now);
         }
-        let deadline_at = match (start, spec.active_deadline_seconds) {
-            (Some(s), Some(d)) if !spec.suspend => plus_seconds(s, d),
-            _ => None,
+        // What is left of `activeDeadlineSeconds`, on the monotonic clock.
+        let deadline_left = match (start, spec.active_deadline_seconds) {
+            (Some(s), Some(d)) if !spec.suspend => {
+                let active = self.active_clock.elapsed_at(&job.uid, s, now, Instant::now());
+                Some(Duration::from_secs(d.min(MAX_SECONDS)).saturating_sub(active))
+            }
+            _ => {
+                self.active_clock.forget(&job.uid);
+                None
+            }
         };
-        let deadline_passed = deadline_at.is_some_and(|d| d <= now);
+        let deadline_passed = deadline_left.is_some_and(|left| left.is_zero());
 
         if ending.is_none() {
             ending = tally.ending(&spec, active, deadline_passed);
@@ -772,14 +788,18 @@ impl Jobs {
             }
         } else {
             let backoff = self.backoff(tally.counted_failures);
-            let ready_at = tally
-                .last_failure_at
-                .and_then(|t| t.checked_add_signed(TimeDelta::from_std(backoff).ok()?));
-            match ready_at.filter(|t| *t > now) {
-                Some(t) => requeue = earliest(requeue, until(t, now)),
+            // What is left of the backoff since the last failure, on the monotonic clock.
+            let backoff_left = tally.last_failure_at.map(|t| {
+                let since = self
+                    .active_clock
+                    .elapsed_at(&backoff_key(&job.uid), t, now, Instant::now());
+                backoff.saturating_sub(since)
+            });
+            match backoff_left.filter(|left| !left.is_zero()) {
+                Some(left) => requeue = earliest(requeue, left),
                 None => {
                     let wanted = plan(&spec, &attempts, &tally);
-                    let job_left = deadline_at.map(|d| until(d, now).as_secs().max(1));
+                    let job_left = deadline_left.map(|left| left.as_secs().max(1));
                     let full = wanted.len() >= SUBMIT_PER_PASS;
                     // Past every attempt number in use, so that a record removed from the
                     // middle can never make a new attempt reuse an old one's id.
@@ -845,8 +865,8 @@ impl Jobs {
                     }
                 }
             }
-            if let Some(d) = deadline_at {
-                requeue = earliest(requeue, until(d, now));
+            if let Some(left) = deadline_left {
+                requeue = earliest(requeue, left);
             }
         }
 

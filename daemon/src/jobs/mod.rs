@@ -64,6 +64,7 @@ pub struct Jobs {
     scheduler: Scheduler,
     queue: Arc<WorkQueue>,
     config: JobsConfig,
+    active_clock: Arc<crate::clock::SinceClock>,
 }
 
 fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
@@ -87,6 +88,7 @@ impl Jobs {
             scheduler,
             queue: WorkQueue::new(),
             config,
+            active_clock: Arc::default(),
         }
     }
 

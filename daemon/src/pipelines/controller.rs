@@ -10,8 +10,9 @@
 //! or finished) and nothing runs twice unless its retry policy says so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -168,7 +169,8 @@ impl Controller {
 
     /// A workload of a pipeline run changed phase: wake the step waiting for it.
     pub fn workload_event(&self, workload_id: &str) {
-        if let Ok(waiters) = self.inner.waiters.lock() {
+        {
+            let waiters = self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(n) = waiters.get(workload_id) {
                 // `notify_one` keeps a permit, so an event between two looks is not lost.
                 n.notify_one();
@@ -178,7 +180,8 @@ impl Controller {
 
     /// Events were dropped (the broadcast lagged): every waiting step looks again.
     pub fn workload_events_lost(&self) {
-        if let Ok(waiters) = self.inner.waiters.lock() {
+        {
+            let waiters = self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             for n in waiters.values() {
                 n.notify_one();
             }
@@ -187,7 +190,8 @@ impl Controller {
 
     /// Stops a run's steps now; the run's driver records CANCELED.
     pub fn cancel(&self, run_id: &str) {
-        if let Ok(active) = self.inner.active.lock() {
+        {
+            let active = self.inner.active.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(token) = active.get(run_id) {
                 token.cancel();
             }
@@ -198,7 +202,8 @@ impl Controller {
     /// A run's resource was deleted: stop its driver and every step it has, whether
     /// or not a driver is live, then remove its files (in the background).
     pub fn run_deleted(&self, uid: &str, namespace: &str, run_id: &str) {
-        if let Ok(mut deleted) = self.inner.deleted.lock() {
+        {
+            let mut deleted = self.inner.deleted.lock().unwrap_or_else(PoisonError::into_inner);
             deleted.insert(run_id.to_string());
         }
         self.cancel(run_id);
@@ -209,11 +214,12 @@ impl Controller {
                 this.inner
                     .active
                     .lock()
-                    .map(|a| a.contains_key(&run_id))
-                    .unwrap_or(false)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&run_id)
             };
             cleanup::deleted_run(&this.inner, driving, &uid, &namespace, &run_id).await;
-            if let Ok(mut deleted) = this.inner.deleted.lock() {
+            {
+                let mut deleted = this.inner.deleted.lock().unwrap_or_else(PoisonError::into_inner);
                 deleted.remove(&run_id);
             }
         });
@@ -258,9 +264,7 @@ impl Controller {
                 continue;
             }
             let token = {
-                let Ok(mut active) = self.inner.active.lock() else {
-                    continue;
-                };
+                let mut active = self.inner.active.lock().unwrap_or_else(PoisonError::into_inner);
                 if active.contains_key(&run.name) {
                     continue;
                 }
@@ -273,8 +277,8 @@ impl Controller {
                 .inner
                 .deleted
                 .lock()
-                .map(|d| d.contains(&run.name))
-                .unwrap_or(false)
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&run.name)
             {
                 token.cancel();
             }
@@ -284,14 +288,29 @@ impl Controller {
             let this = self.clone();
             tokio::spawn(async move {
                 let (id, uid) = (run.name.clone(), run.uid.clone());
-                let failed = match drive(this.inner.clone(), run, token).await {
-                    Ok(()) => None,
-                    Err(StartError::Invalid(e)) => Some(format!("the run cannot start: {e}")),
-                    Err(StartError::Transient(e)) => {
+                // A panic ends only this driver: it is recorded on the run and the run
+                // is driven again after the start backoff, or ends FAILED after
+                // MAX_START_TRIES (the driver resumes from the stored status and the
+                // steps it already has).
+                let driven = AssertUnwindSafe(drive(this.inner.clone(), run, token))
+                    .catch_unwind()
+                    .await;
+                let failed = match driven {
+                    Ok(Ok(())) => None,
+                    Ok(Err(StartError::Invalid(e))) => Some(format!("the run cannot start: {e}")),
+                    Ok(Err(StartError::Transient(e))) => {
                         tracing::warn!(run = %id, error = %e, "pipeline run driver could not start");
                         let tries = this.start_failed(&id);
                         (tries >= MAX_START_TRIES)
                             .then(|| format!("the run could not start after {tries} tries: {e}"))
+                    }
+                    Err(payload) => {
+                        let message = crate::controller::panic_message(&*payload);
+                        let tries = this.start_failed(&id);
+                        tracing::error!(run = %id, panic = %message, tries, "pipeline run driver panicked");
+                        record_driver_panic(&this.inner, &uid, &message, tries).await;
+                        (tries >= MAX_START_TRIES)
+                            .then(|| format!("the run's driver panicked {tries} times; the last: {message}"))
                     }
                 };
                 if let Some(reason) = failed {
@@ -300,7 +319,8 @@ impl Controller {
                     }
                     this.clear_start_failures(&id);
                 }
-                if let Ok(mut active) = this.inner.active.lock() {
+                {
+                    let mut active = this.inner.active.lock().unwrap_or_else(PoisonError::into_inner);
                     active.remove(&id);
                 }
             });
@@ -311,9 +331,11 @@ impl Controller {
     /// Counts a failed start of a run's driver and sets when the next may be tried
     /// (2 s doubling to a minute); returns the failures so far.
     fn start_failed(&self, run_id: &str) -> u32 {
-        let Ok(mut failures) = self.inner.start_failures.lock() else {
-            return MAX_START_TRIES;
-        };
+        let mut failures = self
+            .inner
+            .start_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let entry = failures
             .entry(run_id.to_string())
             .or_insert((0, tokio::time::Instant::now()));
@@ -324,7 +346,12 @@ impl Controller {
     }
 
     fn clear_start_failures(&self, run_id: &str) {
-        if let Ok(mut failures) = self.inner.start_failures.lock() {
+        {
+            let mut failures = self
+                .inner
+                .start_failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             failures.remove(run_id);
         }
     }
@@ -334,11 +361,9 @@ impl Controller {
         self.inner
             .start_failures
             .lock()
-            .map(|f| {
-                f.get(run_id)
-                    .is_some_and(|(_, next)| *next > tokio::time::Instant::now())
-            })
-            .unwrap_or(false)
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(run_id)
+            .is_some_and(|(_, next)| *next > tokio::time::Instant::now())
     }
 }
 
@@ -357,6 +382,27 @@ enum StartError {
     Invalid(String),
     /// The store or the scheduler failed; a later try may work.
     Transient(String),
+}
+
+/// A `Warning` event `DriverPanicked` on the run, saying what panicked and what
+/// happens next. A store error here is logged: the driver is retried regardless.
+async fn record_driver_panic(inner: &Inner, uid: &str, message: &str, tries: u32) {
+    let next = if tries >= MAX_START_TRIES {
+        "the run ends FAILED".to_string()
+    } else {
+        format!("the run is driven again (try {tries} of {MAX_START_TRIES})")
+    };
+    let text = format!("the run's driver panicked: {message}; {next}");
+    let uid = uid.to_string();
+    let written = inner
+        .store
+        .call(move |conn| {
+            crate::store::resources::record_event(conn, &uid, "Warning", "DriverPanicked", &text)
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "recording a driver panic on its run");
+    }
 }
 
 /// Ends a run FAILED with `reason`, and stops any step it still has, so that a run
@@ -439,10 +485,7 @@ enum Outcome {
 
 impl RunCtx {
     fn record<F: FnOnce(&mut TaskRecord)>(&self, path: &str, f: F) {
-        let mut status = match self.status.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         let rec = status
             .tasks
             .entry(path.to_string())
@@ -456,14 +499,16 @@ impl RunCtx {
     }
 
     fn existing(&self, path: &str) -> Option<TaskRecord> {
-        self.status.lock().ok()?.tasks.get(path).cloned()
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tasks
+            .get(path)
+            .cloned()
     }
 
     fn snapshot(&self) -> Value {
-        let status = match self.status.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         serde_json::to_value(&*status).unwrap_or(Value::Null)
     }
 
@@ -567,6 +612,13 @@ async fn drive(
     ctx.flush().await;
     let stop_flusher = CancellationToken::new();
     let flushing = tokio::spawn(flusher(ctx.clone(), stop_flusher.clone()));
+    // Should this driver panic, its flusher ends with it.
+    let _stop_flusher_on_unwind = stop_flusher.clone().drop_guard();
+    if crate::controller::fault("panic-driver", "always")
+        || crate::controller::fault_once("panic-driver", "once")
+    {
+        panic!("injected fault (HEARTH_FAULT_INJECT=panic-driver)");
+    }
 
     let params = run.spec["runtime_config"]["parameters"]
         .as_object()
@@ -594,10 +646,7 @@ async fn drive(
         }
     };
     {
-        let mut status = match ctx.status.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut status = ctx.status.lock().unwrap_or_else(PoisonError::into_inner);
         status.set_state(state);
         status.error = error;
         status.finished_at = Some(now_rfc3339());
@@ -1687,7 +1736,8 @@ struct Waiter<'a> {
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        if let Ok(mut waiters) = self.inner.waiters.lock() {
+        {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             waiters.remove(&self.id);
         }
     }
@@ -1698,7 +1748,8 @@ impl Drop for Waiter<'_> {
 /// waits for CPU, memory or GPUs, RUNNING once admitted. A terminated run stops it.
 async fn wait_workload(ctx: &RunCtx, path: &str, id: &str) -> Result<WorkloadRecord, String> {
     let notify = Arc::new(Notify::new());
-    if let Ok(mut waiters) = ctx.inner.waiters.lock() {
+    {
+        let mut waiters = ctx.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         waiters.insert(id.to_string(), notify.clone());
     }
     let _waiter = Waiter {

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -404,7 +404,8 @@ impl ProcessRuntime {
     }
 
     fn keep_child(&self, id: &str, child: tokio::process::Child) {
-        if let Ok(mut children) = self.children.lock() {
+        {
+            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
             children.insert(id.to_string(), child);
         }
     }
@@ -553,7 +554,11 @@ impl Runtime for ProcessRuntime {
 
     async fn wait(&self, id: &str) -> Result<ExitInfo, RuntimeError> {
         let dir = self.shared.dir(id);
-        let own = self.children.lock().ok().and_then(|mut c| c.remove(id));
+        let own = self
+            .children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         if let Some(mut child) = own {
             let _ = child.wait().await;
         }
@@ -591,7 +596,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn forget(&self, id: &str) -> Result<(), RuntimeError> {
-        if let Ok(mut children) = self.children.lock() {
+        {
+            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
             children.remove(id);
         }
         let id = id.to_string();
@@ -603,7 +609,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        if let Ok(mut children) = self.children.lock() {
+        {
+            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
             children.remove(id);
         }
         let id = id.to_string();

@@ -6,9 +6,11 @@
 pub mod admission;
 
 use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
@@ -500,29 +502,7 @@ impl Scheduler {
     pub async fn recover(&self) -> Result<(), SchedulerError> {
         let unfinished = self.inner.store.call(|conn| workloads::unfinished(conn)).await?;
         for record in unfinished {
-            match record.phase {
-                WorkloadPhase::Starting => self.launch(record),
-                WorkloadPhase::Running => match self.inner.runtime.status(&record.id).await {
-                    Ok(RunState::Running { .. }) => self.watch(&record.id, &record.owner),
-                    Ok(RunState::Exited(exit)) => self.finish(&record.id, &record.owner, exit).await?,
-                    Err(RuntimeError::NotFound(_)) => {
-                        let exit = ExitInfo {
-                            exit_code: None,
-                            signal: None,
-                            reason: "Lost".into(),
-                            message: "the runtime has no record of this workload".into(),
-                            started_at: record.started_at.clone(),
-                            finished_at: now_rfc3339(),
-                        };
-                        self.finish(&record.id, &record.owner, exit).await?;
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                WorkloadPhase::Queued
-                | WorkloadPhase::Succeeded
-                | WorkloadPhase::Failed
-                | WorkloadPhase::Stopped => {}
-            }
+            self.resume(record).await?;
         }
         // Workloads the runtime holds that the queue does not know (a data dir restored
         // from elsewhere): report them rather than guess at their owners.
@@ -624,9 +604,75 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Takes an unfinished workload up from its stored phase, as at start-up: one still
+    /// starting is launched (the runtime's claim makes that safe to repeat), a running
+    /// one is watched, or its end recorded if it ended unseen.
+    async fn resume(&self, record: WorkloadRecord) -> Result<(), SchedulerError> {
+        match record.phase {
+            WorkloadPhase::Starting => self.launch(record),
+            WorkloadPhase::Running => match self.inner.runtime.status(&record.id).await {
+                Ok(RunState::Running { .. }) => self.watch(&record.id, &record.owner),
+                Ok(RunState::Exited(exit)) => self.finish(&record.id, &record.owner, exit).await?,
+                Err(RuntimeError::NotFound(_)) => {
+                    let exit = ExitInfo {
+                        exit_code: None,
+                        signal: None,
+                        reason: "Lost".into(),
+                        message: "the runtime has no record of this workload".into(),
+                        started_at: record.started_at.clone(),
+                        finished_at: now_rfc3339(),
+                    };
+                    self.finish(&record.id, &record.owner, exit).await?;
+                }
+                Err(e) => return Err(e.into()),
+            },
+            WorkloadPhase::Queued
+            | WorkloadPhase::Succeeded
+            | WorkloadPhase::Failed
+            | WorkloadPhase::Stopped => {}
+        }
+        Ok(())
+    }
+
+    /// Runs a task that owns a workload's progress (its launch, or the wait for its end).
+    /// Should it panic, the workload is taken up again from its stored phase (`resume`)
+    /// after a backoff, so that its end is still recorded and its resources released,
+    /// never held by a task that is gone.
+    fn spawn_supervised<F>(&self, id: &str, what: &'static str, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let this = self.clone();
+        let id = id.to_string();
+        self.inner.tasks.spawn(async move {
+            let Err(payload) = AssertUnwindSafe(task).catch_unwind().await else {
+                return;
+            };
+            let message = crate::controller::panic_message(&*payload);
+            tracing::error!(workload = %id, panic = %message, "the {what} of a workload panicked; taking it up again");
+            // The panicked watcher no longer watches.
+            this.inner.watching.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            let mut attempts = 0u32;
+            loop {
+                attempts = attempts.saturating_add(1);
+                tokio::time::sleep(crate::controller::retry_backoff(attempts)).await;
+                let resumed = match this.get(&id).await {
+                    Ok(Some(record)) if !record.phase.is_final() => this.resume(record).await,
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                match resumed {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(workload = %id, error = %e, "taking up a workload again; retrying"),
+                }
+            }
+        });
+    }
+
     fn launch(&self, record: WorkloadRecord) {
         let this = self.clone();
-        self.inner.tasks.spawn(async move {
+        let id = record.id.clone();
+        self.spawn_supervised(&id, "launch", async move {
             let owner = record.owner.clone();
             let outcome = this.inner.runtime.start(&record.workload).await;
             let result = match outcome {
@@ -665,14 +711,14 @@ impl Scheduler {
             .inner
             .watching
             .lock()
-            .map(|mut w| w.insert(id.to_string()))
-            .unwrap_or(false);
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
         if !fresh {
             return;
         }
         let this = self.clone();
         let (id, owner) = (id.to_string(), owner.clone());
-        self.inner.tasks.spawn(async move {
+        self.spawn_supervised(&id.clone(), "watcher", async move {
             let exit = loop {
                 match this.inner.runtime.wait(&id).await {
                     Ok(exit) => break exit,
@@ -694,9 +740,14 @@ impl Scheduler {
                     }
                 }
             };
-            if let Ok(mut w) = this.inner.watching.lock() {
-                w.remove(&id);
+            if crate::controller::fault_once("panic-watcher", "once") {
+                panic!("injected fault (HEARTH_FAULT_INJECT=panic-watcher:once)");
             }
+            this.inner
+                .watching
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
             if let Err(e) = this.finish(&id, &owner, exit).await {
                 tracing::error!(workload = %id, error = %e, "recording the end of a workload");
             }

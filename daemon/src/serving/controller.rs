@@ -81,6 +81,8 @@ pub struct Controller {
     /// wait at the activator only these are probed, every few milliseconds, instead of
     /// a whole reconcile pass: a model server starting up needs the CPU.
     unready: Mutex<HashMap<String, Unready>>,
+    /// How long starting replicas have run, for the readiness timeout (monotonic).
+    starting_for: crate::clock::SinceClock,
     /// Uids of revisions whose state and model cache have been given back (see
     /// `retire_idle_revisions`), so that each is retired once rather than every pass.
     retired: Mutex<HashSet<String>>,
@@ -172,6 +174,7 @@ impl Controller {
             stopped: Mutex::new(HashSet::new()),
             fetches: Mutex::new(HashMap::new()),
             unready: Mutex::new(HashMap::new()),
+            starting_for: crate::clock::SinceClock::default(),
             retired: Mutex::new(HashSet::new()),
         }
     }
@@ -722,12 +725,18 @@ impl Controller {
                         let addr = SocketAddr::from(([127, 0, 0, 1], port));
                         if self.probe(http, addr, &component, &service.name).await {
                             pool.add_ready(&w.id, addr);
+                            self.starting_for.forget(&w.id);
                             self.unready
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .remove(&w.id);
                             became_ready = true;
-                        } else if started_long_ago(w, self.config.readiness_timeout_seconds) {
+                        } else if started_long_ago(
+                            &self.starting_for,
+                            w,
+                            self.config.readiness_timeout_seconds,
+                        ) {
+                            self.starting_for.forget(&w.id);
                             self.unready
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -754,6 +763,7 @@ impl Controller {
                     WorkloadPhase::Queued | WorkloadPhase::Starting => {}
                     WorkloadPhase::Failed | WorkloadPhase::Succeeded | WorkloadPhase::Stopped => {
                         pool.remove(&w.id);
+                        self.starting_for.forget(&w.id);
                         self.unready
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -1505,12 +1515,14 @@ impl From<String> for FetchFailure {
 /// failure; it doubles up to 64 times this.
 const FETCH_BACKOFF_BASE_SECONDS: f64 = 2.0;
 
-/// How long until a revision may fetch again, while its backoff runs.
+/// How long until a revision may fetch again, while its backoff runs: never more than
+/// the longest backoff, so a wall clock stepped back does not hold the fetch back.
 fn fetch_backoff_left(status: &Value) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc3339(status["fetchRetryAt"].as_str()?).ok()?;
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
         .to_std()
         .ok()
+        .map(|left| left.min(seconds(FETCH_BACKOFF_BASE_SECONDS * 32.0)))
 }
 
 fn created_seconds_ago(resource: &Resource) -> f64 {
@@ -1616,7 +1628,9 @@ async fn fetch_model(
     Ok(dir)
 }
 
-fn started_long_ago(w: &WorkloadRecord, seconds: f64) -> bool {
+/// Whether replica `w` started over `seconds` ago, on the monotonic clock while this
+/// process watches it (`clock`), so a wall-clock step stops no replica early.
+fn started_long_ago(clock: &crate::clock::SinceClock, w: &WorkloadRecord, seconds: f64) -> bool {
     let Some(started) = w
         .started_at
         .as_deref()
@@ -1624,8 +1638,10 @@ fn started_long_ago(w: &WorkloadRecord, seconds: f64) -> bool {
     else {
         return false;
     };
-    let elapsed = chrono::Utc::now().signed_duration_since(started);
-    elapsed.num_milliseconds() as f64 / 1000.0 > seconds
+    clock
+        .elapsed(&w.id, started.with_timezone(&chrono::Utc))
+        .as_secs_f64()
+        > seconds
 }
 
 /// Status is rewritten only when something but the timestamps changed.

@@ -12,7 +12,7 @@ pub mod resources;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
@@ -52,6 +52,24 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("database worker failed: {0}")]
     Worker(String),
+}
+
+/// Locks the connection, taking it back if a store call panicked while holding it:
+/// a panic inside a `Transaction` rolled it back as it unwound, and one left open
+/// otherwise is rolled back here, so the connection is consistent and the daemon's
+/// storage does not fail for good after one bug.
+fn lock_recovering(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    let guard = conn.lock().unwrap_or_else(|poisoned| {
+        tracing::error!("a store call panicked; recovering the database connection");
+        conn.clear_poison();
+        poisoned.into_inner()
+    });
+    if !guard.is_autocommit() {
+        if let Err(e) = guard.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "rolling back a transaction left open by a panic");
+        }
+    }
+    guard
 }
 
 #[derive(Clone)]
@@ -94,9 +112,7 @@ impl Store {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Worker("database mutex poisoned".into()))?;
+            let mut guard = lock_recovering(&conn);
             work(&mut guard)
         })
         .await
@@ -108,10 +124,7 @@ impl Store {
     where
         F: FnOnce(&mut Connection) -> Result<R, StoreError>,
     {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Worker("database mutex poisoned".into()))?;
+        let mut guard = lock_recovering(&self.conn);
         work(&mut guard)
     }
 
@@ -141,4 +154,29 @@ pub(crate) fn test_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("hearth.db")).unwrap();
     (dir, store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_call_that_panics_leaves_the_store_usable_and_its_transaction_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hearth.db")).unwrap();
+        store
+            .call_blocking(|conn| Ok(conn.execute_batch("CREATE TABLE t (x INTEGER)")?))
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<(), StoreError> = store.call_blocking(|conn| {
+                conn.execute_batch("BEGIN; INSERT INTO t VALUES (1)")?;
+                panic!("a bug in a store call");
+            });
+        }));
+        assert!(panicked.is_err());
+        let rows: i64 = store
+            .call_blocking(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
 }
