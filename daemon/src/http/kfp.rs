@@ -13,6 +13,7 @@ use super::errors::ApiError;
 use super::AppState;
 use crate::pipelines::api::{self, ListQuery, NewPipeline, PipelineError};
 use crate::pipelines::ir::{self, IrError};
+use crate::pipelines::schema;
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> ApiError {
@@ -98,10 +99,11 @@ async fn healthz(_caller: Caller) -> Reply {
 
 // ----------------------------------------------------------------------------- pipelines
 
-#[utoipa::path(tag = "kfp", request_body = Object, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Pipeline, responses((status = 200, body = Object)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines")]
 async fn create_pipeline(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
+    schema::check_pipeline(&body).map_err(PipelineError::from)?;
     let req = NewPipeline {
         display_name: body["display_name"]
             .as_str()
@@ -216,7 +218,7 @@ async fn delete_pipeline(caller: Caller, state: web::Data<AppState>, id: web::Pa
     ok(api::delete_pipeline(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), request_body = Object, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), request_body = schema::V2beta1PipelineVersion, responses((status = 200, body = Object)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines/{pipeline_id}/versions")]
 async fn create_version(
     caller: Caller,
@@ -225,6 +227,7 @@ async fn create_version(
     payload: web::Payload,
 ) -> Reply {
     let body = json_object(&state, payload, false).await?;
+    schema::check_pipeline_version(&body).map_err(PipelineError::from)?;
     let spec = body
         .get("pipeline_spec")
         .filter(|v| !v.is_null())
@@ -269,7 +272,7 @@ async fn delete_version(
 
 // --------------------------------------------------------------------------- experiments
 
-#[utoipa::path(tag = "kfp", request_body = Object, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Experiment, responses((status = 200, body = Object)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/experiments")]
 async fn create_experiment(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
@@ -308,7 +311,7 @@ async fn unarchive_experiment(caller: Caller, state: web::Data<AppState>, id: we
 
 // ---------------------------------------------------------------------------------- runs
 
-#[utoipa::path(tag = "kfp", request_body = Object, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Run, responses((status = 200, body = Object), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs")]
 async fn create_run(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
@@ -359,7 +362,7 @@ async fn unarchive_run(caller: Caller, state: web::Data<AppState>, id: web::Path
 
 // ------------------------------------------------------------------------ recurring runs
 
-#[utoipa::path(tag = "kfp", request_body = Object, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1RecurringRun, responses((status = 200, body = Object), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/recurringruns")]
 async fn create_recurring_run(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;

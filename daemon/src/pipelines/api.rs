@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::controller::{Controller, RunStatus, TERMINAL};
 use super::ir::{self, IrError};
 use super::store::{self as pstore, find};
-use super::{protojson, schedule};
+use super::{protojson, schedule, schema};
 use crate::auth::{AuthError, Principal};
 use crate::model::strict::FieldError;
 use crate::runtime::RuntimeError;
@@ -600,32 +600,49 @@ fn experiment_json(r: &Resource) -> Value {
     }))
 }
 
+/// Serializes "is this experiment name free, then insert" across requests: experiment
+/// names are unique per namespace in the spec, not in a store key, so without it two
+/// concurrent first runs in a namespace both create `Default` (or one gets a 409). One
+/// daemon owns a data dir, so a process-wide lock covers every writer.
+static EXPERIMENT_NAMES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn insert_experiment(
+    p: &Pipelines,
+    ns: &str,
+    name: &str,
+    description: &Value,
+) -> Result<Resource, PipelineError> {
+    create(
+        p,
+        pstore::EXPERIMENT,
+        ns,
+        &new_id(),
+        json!({"display_name": name, "description": description, "storage_state": "AVAILABLE"}),
+        json!({}),
+    )
+    .await
+}
+
 pub async fn create_experiment(
     p: &Pipelines,
     caller: &Principal,
     body: &Value,
 ) -> Result<Value, PipelineError> {
+    schema::check_experiment(body)?;
     let ns = namespace_for(caller, body["namespace"].as_str())?;
     let name = body["display_name"]
         .as_str()
         .or_else(|| body["name"].as_str())
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| invalid("display_name", "an experiment needs a display_name"))?;
+    let _names = EXPERIMENT_NAMES.lock().await;
     let existing = list_kind(p, pstore::EXPERIMENT, Some(ns.clone())).await?;
     if existing.iter().any(|r| r.spec["display_name"] == name) {
         return Err(PipelineError::Conflict(format!(
             "an experiment named {name:?} already exists in {ns}"
         )));
     }
-    let r = create(
-        p,
-        pstore::EXPERIMENT,
-        &ns,
-        &new_id(),
-        json!({"display_name": name, "description": body["description"], "storage_state": "AVAILABLE"}),
-        json!({}),
-    )
-    .await?;
+    let r = insert_experiment(p, &ns, name, &body["description"]).await?;
     Ok(experiment_json(&r))
 }
 
@@ -696,12 +713,13 @@ async fn experiment_for(
         }
         return Ok(e.name);
     }
+    // Insert-or-get under the name lock: concurrent first runs share one `Default`.
+    let _names = EXPERIMENT_NAMES.lock().await;
     let existing = list_kind(p, pstore::EXPERIMENT, Some(ns.to_string())).await?;
     if let Some(e) = existing.iter().find(|e| e.spec["display_name"] == "Default") {
         return Ok(e.name.clone());
     }
-    let v = create_experiment(p, caller, &json!({"display_name": "Default", "namespace": ns})).await?;
-    Ok(v["experiment_id"].as_str().unwrap_or_default().to_string())
+    Ok(insert_experiment(p, ns, "Default", &Value::Null).await?.name)
 }
 
 // ---------------------------------------------------------------------------------
@@ -918,6 +936,7 @@ async fn run_source(p: &Pipelines, caller: &Principal, body: &Value) -> Result<R
 /// The SDK's `enable_caching` is compiled into each task; the API has no run-level
 /// switch, so Hearth reads it from the tasks' `cachingOptions` as written.
 pub async fn create_run(p: &Pipelines, caller: &Principal, body: &Value) -> Result<Value, PipelineError> {
+    schema::check_run(body)?;
     let requested_ns = body["namespace"].as_str();
     let ns = if requested_ns.is_none_or(str::is_empty) {
         match body["experiment_id"].as_str().filter(|s| !s.is_empty()) {
@@ -1083,6 +1102,7 @@ pub async fn create_recurring_run(
     caller: &Principal,
     body: &Value,
 ) -> Result<Value, PipelineError> {
+    schema::check_recurring_run(body)?;
     let ns = match body["experiment_id"].as_str().filter(|s| !s.is_empty()) {
         Some(eid) if body["namespace"].as_str().is_none_or(str::is_empty) => {
             get_authorized(p, caller, pstore::EXPERIMENT, eid)

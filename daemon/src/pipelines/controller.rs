@@ -1143,6 +1143,15 @@ fn import(
     Ok(out)
 }
 
+/// Why a loop over `count` items is refused (see `ir::MAX_LOOP_ITEMS`): checked before
+/// one task per item is made, since the list may come from an upstream task's output.
+fn too_many_items(field: &str, count: usize) -> String {
+    format!(
+        "{field}: the loop's list has {count} items; a ParallelFor may have at most {}",
+        ir::MAX_LOOP_ITEMS
+    )
+}
+
 async fn run_loop(
     ctx: Arc<RunCtx>,
     path: &str,
@@ -1173,6 +1182,10 @@ async fn run_loop(
             )
             .await;
         };
+        if list.len() > ir::MAX_LOOP_ITEMS {
+            let reason = too_many_items("parameterIterator.items", list.len());
+            return fail(&ctx, path, name, task, parent, reason).await;
+        }
         list.into_iter()
             .map(|item| {
                 let mut v = inputs.clone();
@@ -1183,6 +1196,10 @@ async fn run_loop(
     } else if let Some(it) = &task.artifact_iterator {
         let key = it.items.input_artifact.clone().unwrap_or_default();
         let list = inputs.artifacts.get(&key).cloned().unwrap_or_default();
+        if list.len() > ir::MAX_LOOP_ITEMS {
+            let reason = too_many_items("artifactIterator.items", list.len());
+            return fail(&ctx, path, name, task, parent, reason).await;
+        }
         list.into_iter()
             .map(|a| {
                 let mut v = inputs.clone();

@@ -649,6 +649,14 @@ impl From<FieldError> for IrError {
 /// `int32` in pipeline_spec.proto.
 pub const MAX_COUNT: u64 = i32::MAX as u64;
 
+/// The most iterations one `ParallelFor` may fan out to (each is a task with its own
+/// record and, for a container, its own process). KFP itself sets no number, but its
+/// Argo workflow object stops updating well before this many nodes (etcd's request
+/// size limit; kubeflow/pipelines#12131), so a wider loop would not run there either.
+/// A literal list over it is refused at submission; a list that an upstream task
+/// produces fails the loop task, naming this limit.
+pub const MAX_LOOP_ITEMS: usize = 10_000;
+
 /// The largest `backoffFactor`: past it every retry after the first waits the
 /// `backoffMaxDuration` anyway.
 pub const MAX_BACKOFF_FACTOR: f64 = 1000.0;
@@ -996,11 +1004,23 @@ fn check_dag(
             }
             if let Some(raw) = &it.items.raw {
                 let parsed: Result<Value, _> = serde_json::from_str(raw);
-                if !matches!(parsed, Ok(Value::Array(_))) {
-                    return Err(invalid(
-                        format!("{tpath}.parameterIterator.items.raw"),
-                        "is not a JSON list",
-                    ));
+                match parsed {
+                    Ok(Value::Array(items)) if items.len() > MAX_LOOP_ITEMS => {
+                        return Err(invalid(
+                            format!("{tpath}.parameterIterator.items.raw"),
+                            format!(
+                                "has {} items; a ParallelFor may have at most {MAX_LOOP_ITEMS}",
+                                items.len()
+                            ),
+                        ));
+                    }
+                    Ok(Value::Array(_)) => {}
+                    _ => {
+                        return Err(invalid(
+                            format!("{tpath}.parameterIterator.items.raw"),
+                            "is not a JSON list",
+                        ));
+                    }
                 }
             }
         }

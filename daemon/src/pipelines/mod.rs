@@ -9,4 +9,5 @@ pub mod executor;
 pub mod ir;
 pub mod protojson;
 pub mod schedule;
+pub mod schema;
 pub mod store;

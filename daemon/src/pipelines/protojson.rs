@@ -23,8 +23,9 @@ fn full(path: &str, key: &str) -> String {
 /// `FieldError::Invalid` naming the field and the range.
 pub fn int_in(value: &Value, key: &str, path: &str, min: u64, max: u64) -> Result<Option<u64>, FieldError> {
     match value.get(key) {
-        Some(Value::String(s)) => match s.trim().parse::<u64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        // Digits only, as proto3 JSON writes them (Rust's parse would also take "+5").
+        Some(Value::String(s)) => match s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>()) {
+            Some(Ok(n)) if (min..=max).contains(&n) => Ok(Some(n)),
             _ => Err(FieldError::invalid(
                 full(path, key),
                 format!("must be an integer from {min} to {max}, not {s:?}"),
