@@ -64,9 +64,17 @@ fn job_listing_pages_with_limit_and_continue() {
     assert_eq!(paged, names(&all));
     assert_eq!(paged.len(), 5);
 
-    let bad = d.get(&format!("{JOBS}?limit=0"), d.admin());
-    bad.assert_problem(400, "bad_request");
-    assert!(bad.text.contains("limit"), "{bad}");
+    // As Kubernetes reads them: 0 and an empty value mean no limit.
+    for unlimited in ["limit=0", "limit="] {
+        let r = d.get(&format!("{JOBS}?{unlimited}"), d.admin());
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.body["items"].as_array().map(Vec::len), Some(5), "{r}");
+    }
+    for bad in ["limit=-1", "limit=100001", "limit=x"] {
+        let r = d.get(&format!("{JOBS}?{bad}"), d.admin());
+        r.assert_problem(400, "bad_request");
+        assert!(r.text.contains("limit"), "{r}");
+    }
     let bad = d.get(&format!("{JOBS}?limit=2&continue=bogus!"), d.admin());
     bad.assert_problem(400, "bad_request");
     assert!(bad.text.contains("continue"), "{bad}");

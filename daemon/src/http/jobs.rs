@@ -127,7 +127,8 @@ pub struct ListMeta {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// At most this many items (1 to 100000); `metadata.continue` then names the next
-    /// page. Without it, every item.
+    /// page. Without it, empty or 0 (as Kubernetes reads them), every item.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     limit: Option<String>,
     /// The `metadata.continue` of the previous page.
     #[serde(rename = "continue")]
@@ -144,12 +145,13 @@ fn page(query: &ListQuery) -> Result<Option<(usize, Option<crate::store::resourc
         })?),
     };
     let limit = match query.limit.as_deref() {
-        None => None,
+        None | Some("") => None,
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=100_000).contains(&n) => Some(n),
+            Ok(0) => None,
+            Ok(n) if n <= 100_000 => Some(n),
             _ => {
                 return Err(ApiError::BadRequest(format!(
-                    "limit: must be an integer from 1 to 100000, not {text:?}"
+                    "limit: must be an integer from 0 (no limit) to 100000, not {text:?}"
                 )))
             }
         },
