@@ -380,20 +380,30 @@ pub fn parse_index_set(text: &str, completions: u64, field: &str) -> Result<Vec<
     Ok(ranges)
 }
 
+/// The `rules` list of `spec.<key>` (`podFailurePolicy`, `successPolicy`: objects whose
+/// only field is `rules`); `None` when the policy is absent.
+fn policy_rules<'a>(spec: &'a Value, key: &str) -> Result<Option<&'a Vec<Value>>, FieldError> {
+    let Some(policy) = spec.get(key).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let path = format!("spec.{key}");
+    only_keys(policy, &path, &["rules"], &format!("not a {key} field"))?;
+    policy
+        .get("rules")
+        .and_then(Value::as_array)
+        .map(Some)
+        .ok_or_else(|| FieldError::invalid(format!("{path}.rules"), "is required (a list of rules)"))
+}
+
 fn pod_failure_policy(
     spec: &Value,
     container_name: &str,
     indexed_backoff: bool,
 ) -> Result<Vec<FailureRule>, FieldError> {
-    let Some(policy) = spec.get("podFailurePolicy").filter(|v| !v.is_null()) else {
+    let path = "spec.podFailurePolicy";
+    let Some(rules) = policy_rules(spec, "podFailurePolicy")? else {
         return Ok(Vec::new());
     };
-    let path = "spec.podFailurePolicy";
-    only_keys(policy, path, &["rules"], "not a podFailurePolicy field")?;
-    let rules = policy
-        .get("rules")
-        .and_then(Value::as_array)
-        .ok_or_else(|| FieldError::invalid(format!("{path}.rules"), "is required (a list of rules)"))?;
     if rules.len() > MAX_RULES {
         return Err(FieldError::invalid(
             format!("{path}.rules"),
@@ -518,15 +528,10 @@ fn pod_failure_policy(
 }
 
 fn success_policy(spec: &Value, completions: u64) -> Result<Vec<SuccessRule>, FieldError> {
-    let Some(policy) = spec.get("successPolicy").filter(|v| !v.is_null()) else {
+    let path = "spec.successPolicy";
+    let Some(rules) = policy_rules(spec, "successPolicy")? else {
         return Ok(Vec::new());
     };
-    let path = "spec.successPolicy";
-    only_keys(policy, path, &["rules"], "not a successPolicy field")?;
-    let rules = policy
-        .get("rules")
-        .and_then(Value::as_array)
-        .ok_or_else(|| FieldError::invalid(format!("{path}.rules"), "is required (a list of rules)"))?;
     if rules.is_empty() || rules.len() > MAX_RULES {
         return Err(FieldError::invalid(
             format!("{path}.rules"),
