@@ -127,7 +127,8 @@ pub struct ListMeta {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// At most this many items (1 to 100000); `metadata.continue` then names the next
-    /// page. Without it, empty or 0 (as Kubernetes reads them), every item.
+    /// page. Without it, or 0 (as Kubernetes reads it), every item. An empty value is a
+    /// 400: the schema says integer, and generated SDKs never send one.
     #[param(value_type = Option<u32>, minimum = 0, maximum = 100000)]
     limit: Option<String>,
     /// The `metadata.continue` of the previous page.
@@ -145,7 +146,7 @@ fn page(query: &ListQuery) -> Result<Option<(usize, Option<crate::store::resourc
         })?),
     };
     let limit = match query.limit.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(text) => match text.parse::<usize>() {
             Ok(0) => None,
             Ok(n) if n <= 100_000 => Some(n),

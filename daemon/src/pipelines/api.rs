@@ -332,8 +332,9 @@ fn page(items: Vec<Value>, q: &ListQuery, plural: &str) -> Result<Value, Pipelin
         }
     });
     let total = items.len();
-    // int32 in the list requests' protos; 0 or absent: everything.
-    let size = match q.page_size.as_deref().filter(|s| !s.is_empty()) {
+    // int32 in the list requests' protos; 0 or absent: everything. An empty value is no
+    // int32, and grpc-gateway refuses it too.
+    let size = match q.page_size.as_deref() {
         Some(s) => {
             protojson::int_in(&json!({"page_size": s}), "page_size", "", 0, MAX_PAGE_SIZE)?.unwrap_or(0)
         }
