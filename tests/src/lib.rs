@@ -183,6 +183,7 @@ pub struct Daemon {
     _config_dir: tempfile::TempDir,
     api: String,
     serving: String,
+    tls: String,
     pub admin_token: String,
     pub client: Client,
 }
@@ -220,6 +221,7 @@ pub fn spawn_daemon_with(options: Options) -> Daemon {
         _config_dir: config_dir,
         api: String::new(),
         serving: String::new(),
+        tls: String::new(),
         admin_token: String::new(),
         client,
     };
@@ -278,6 +280,8 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .arg("--serving-listen")
             .arg("127.0.0.1:0")
+            .arg("--tls-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--config")
@@ -319,6 +323,7 @@ impl Daemon {
                             .as_str()
                             .expect("serving in hearth.addr")
                             .to_string();
+                        self.tls = addr["tls"].as_str().expect("tls in hearth.addr").to_string();
                         return;
                     }
                 }
@@ -343,6 +348,21 @@ impl Daemon {
     /// `http://127.0.0.1:PORT` of the serving data plane.
     pub fn serving_url(&self) -> String {
         format!("http://{}", self.serving)
+    }
+
+    /// `https://127.0.0.1:PORT` of the API's TLS listener.
+    pub fn tls_url(&self) -> String {
+        format!("https://{}", self.tls)
+    }
+
+    /// Hearth's CA certificate (PEM), which the TLS listener's certificate chains to.
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    /// The admin's kubeconfig the daemon writes at start.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
     }
 
     /// The admin token, to pass where a `token` is asked for.
