@@ -52,6 +52,29 @@ pub fn hearth_bin() -> PathBuf {
     bin
 }
 
+/// The real kubectl (1.35) the tests drive: `$HEARTH_KUBECTL`, else
+/// `<workspace>/.tools/kubectl`, where `scripts/test` extracts it from its pinned wheel.
+/// `None` when neither exists; a test skips only outside CI (`$CI` unset), since
+/// `scripts/test` always installs it.
+pub fn kubectl() -> Option<PathBuf> {
+    let path = match std::env::var_os("HEARTH_KUBECTL") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the e2e crate lives inside the workspace")
+            .join(".tools/kubectl"),
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "kubectl is missing at {} in CI: scripts/test installs it",
+        path.display()
+    );
+    None
+}
+
 /// A `hearth` command with the caller's HEARTH_* and systemd variables removed, for
 /// tests that run the CLI directly (`hearth openapi`, `hearth config show`, ...).
 pub fn hearth_command() -> Command {
