@@ -89,6 +89,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX resources_by_created ON resources(kind, namespace, created_at);
     "#,
+    // 4: each insert takes the next queue position from MAX(seq); without an index that
+    // read every workload row ever kept, so submitting slowed as finished work piled up.
+    r#"
+    CREATE INDEX workloads_by_seq ON workloads(seq);
+    "#,
 ];
 
 pub fn supported_version() -> i64 {
