@@ -255,6 +255,9 @@ fn version_is_open_and_the_reviews_answer_json_over_plain_http_too() {
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.body["major"], "1", "{r}");
     assert!(r.body["platform"].as_str().unwrap().starts_with("linux/"), "{r}");
+    // The Kubernetes Python client's VersionApi asks with a trailing slash.
+    let slash = d.get("/version/", None);
+    assert_eq!((slash.status, &slash.body), (200, &r.body), "{slash}");
 
     let alice = d.create_user("alice");
     let review = |ns: &str| {

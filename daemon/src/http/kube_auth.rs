@@ -113,6 +113,10 @@ fn go_arch() -> &'static str {
 #[utoipa::path(tag = "kubernetes", responses((status = 200, body = VersionInfo)))]
 #[get("/version")]
 async fn version() -> web::Json<VersionInfo> {
+    version_info().await
+}
+
+async fn version_info() -> web::Json<VersionInfo> {
     web::Json(VersionInfo {
         major: KUBERNETES_MAJOR,
         minor: KUBERNETES_MINOR,
@@ -591,7 +595,10 @@ async fn self_subject_rules_review(
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(version)
+    // The Kubernetes Python client asks for `/version/`, which Kubernetes also serves;
+    // the same answer, left out of the OpenAPI document.
+    cfg.route("/version/", web::get().to(version_info))
+        .service(version)
         .service(self_subject_review)
         .service(self_subject_access_review)
         .service(self_subject_rules_review);
