@@ -46,6 +46,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("reading PEM: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
     #[error("time {0}")]
     Time(String),
 }
@@ -97,14 +99,17 @@ pub fn ensure(dir: &Path, sans: &[String], now: SystemTime) -> Result<Tls, TlsEr
         }
     }
 
+    // Files are replaced one by one (each write is atomic), so a set is made in an order
+    // a crash cannot leave looking complete: the old files go first, the one that marks
+    // the set complete (`ca.crt`, `server.sans`) comes last.
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
     let (ca_pem, ca_key_pair) = match (read_optional(&ca_crt)?, read_optional(&ca_key)?) {
         (Some(pem), Some(key)) => {
             let key = KeyPair::from_pem(&key).map_err(|e| unreadable(&ca_key, e))?;
-            CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| unreadable(&ca_crt, e))?;
             (pem, key)
         }
         _ => {
+            remove_optional(&ca_crt)?;
             let key = KeyPair::generate()?;
             let cert = ca_params(&key, now)?.self_signed(&key)?;
             crate::auth::write_private_file(&ca_key, &key.serialize_pem()).map_err(io(&ca_key))?;
@@ -126,40 +131,62 @@ pub fn ensure(dir: &Path, sans: &[String], now: SystemTime) -> Result<Tls, TlsEr
         read_optional(&key)?,
         read_optional(&sans_file)?,
     ) {
-        (Some(crt_pem), Some(key_pem), Some(issued_for)) if issued_for == wanted => {
-            let usable = server_still_good(&ca_der, &crt_pem, sans, now);
-            let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).ok();
-            match (usable, key) {
-                (true, Some(key)) => Some((crt_pem, key)),
-                _ => None,
-            }
+        (Some(crt_pem), Some(key_pem), Some(issued_for))
+            if issued_for == wanted && server_still_good(&ca_der, &crt_pem, sans, now) =>
+        {
+            // A key that does not match its certificate is re-issued, not fatal.
+            server_config(&crt_pem, &key_pem).ok()
         }
         _ => None,
     };
-    let (crt_pem, key_der) = match stored {
-        Some(found) => found,
+    let server_config = match stored {
+        Some(config) => config,
         None => {
+            remove_optional(&sans_file)?;
             let server_key = KeyPair::generate()?;
             let issuer = Issuer::new(ca_params(&ca_key_pair, now)?, &ca_key_pair);
             let cert = server_params(sans, now)?.signed_by(&server_key, &issuer)?;
+            // A CA key that is not the one in ca.crt signs certificates nobody trusts.
+            if let Err(e) = verify_at(&ca_der, cert.der(), "localhost", now) {
+                return Err(unreadable(
+                    &ca_key,
+                    format!("does not sign certificates that ca.crt verifies ({e})"),
+                ));
+            }
             crate::auth::write_private_file(&key, &server_key.serialize_pem()).map_err(io(&key))?;
             crate::auth::write_private_file(&crt, &cert.pem()).map_err(io(&crt))?;
             crate::auth::write_private_file(&sans_file, &wanted).map_err(io(&sans_file))?;
             tracing::info!(path = %crt.display(), sans = %sans.join(","), "issued the API's TLS certificate");
-            let key_der =
-                PrivateKeyDer::try_from(server_key.serialize_der()).map_err(|e| unreadable(&key, e))?;
-            (cert.pem(), key_der)
+            server_config(&cert.pem(), &server_key.serialize_pem())?
         }
     };
-    let crt_der = CertificateDer::from_pem_slice(crt_pem.as_bytes()).map_err(|e| unreadable(&crt, e))?;
-    let server_config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![crt_der], key_der)?;
     Ok(Tls {
         ca_pem,
         server_config,
     })
+}
+
+/// The TLS configuration serving this certificate and key (PEM); rustls refuses a key
+/// that is not the certificate's.
+fn server_config(crt_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, TlsError> {
+    let crt = CertificateDer::from_pem_slice(crt_pem.as_bytes())
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![crt], key)?)
+}
+
+fn remove_optional(path: &Path) -> Result<(), TlsError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TlsError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -366,6 +393,54 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("ca.key"), "{err}");
+    }
+
+    #[test]
+    fn a_server_key_that_is_not_its_certificates_is_reissued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tls");
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        let old = server_der(&dir);
+        let stranger = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("server.key"), stranger.serialize_pem()).unwrap();
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        assert_ne!(server_der(&dir), old);
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_cas_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tls");
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        std::fs::write(dir.join("ca.key"), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        std::fs::remove_file(dir.join("server.sans")).unwrap();
+        let err = ensure(&dir, &sans(&[]), SystemTime::now())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("ca.key"), "{err}");
+    }
+
+    #[test]
+    fn a_crash_while_issuing_leaves_a_set_that_is_issued_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tls");
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        let ca = ca_der(&dir);
+        // As if killed after the new key was written, before the certificate.
+        std::fs::remove_file(dir.join("server.sans")).unwrap();
+        std::fs::write(
+            dir.join("server.key"),
+            KeyPair::generate().unwrap().serialize_pem(),
+        )
+        .unwrap();
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        verify_at(&ca, &server_der(&dir), "localhost", SystemTime::now()).unwrap();
+        // And after the CA key was written, before its certificate.
+        std::fs::remove_file(dir.join("ca.crt")).unwrap();
+        ensure(&dir, &sans(&[]), SystemTime::now()).unwrap();
+        assert_ne!(ca_der(&dir), ca);
+        verify_at(&ca_der(&dir), &server_der(&dir), "localhost", SystemTime::now()).unwrap();
     }
 
     #[test]
