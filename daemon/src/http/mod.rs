@@ -8,6 +8,8 @@ pub mod errors;
 pub mod inferenceservices;
 pub mod jobs;
 pub mod kfp;
+pub mod kube_auth;
+pub mod kube_protobuf;
 pub mod logs;
 pub mod middleware;
 pub mod openapi;
@@ -152,6 +154,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     servingruntimes::routes(cfg);
     kfp::routes(cfg);
     jobs::routes(cfg);
+    kube_auth::routes(cfg);
 }
 
 /// Builds the application for one worker.

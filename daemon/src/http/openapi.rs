@@ -22,7 +22,7 @@ use super::errors::Problem;
 )]
 struct BaseDoc;
 
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version"];
 
 fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
