@@ -62,8 +62,10 @@ struct Shared {
 enum Prepared {
     /// Started (or ended) before: adopt it.
     Known(RunState),
-    /// Never claimed by a shim; `spec.json` is written.
-    Spawn,
+    /// Never claimed by a shim; `spec.json` is written, and this is the shim's
+    /// `shim.log` (its stderr), opened here so that the spawn needs no second trip
+    /// through the blocking pool.
+    Spawn(std::fs::File),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
@@ -276,7 +278,9 @@ impl Shared {
             message: e.to_string(),
         })?;
         shim::write_atomic(&dir.join(shim::SPEC), &bytes).map_err(io_err(&dir))?;
-        Ok(Prepared::Spawn)
+        let log = dir.join("shim.log");
+        let stderr = std::fs::File::create(&log).map_err(io_err(&log))?;
+        Ok(Prepared::Spawn(stderr))
     }
 
     /// Records the stop request, then passes it to the shim if one claimed the
@@ -411,12 +415,8 @@ impl ProcessRuntime {
 
     /// Spawns a shim for a prepared workload and reports what became of it. An error
     /// means that no shim claimed the workload and none will: nothing of it runs.
-    async fn spawn_shim(&self, workload: &Workload) -> Result<RunState, RuntimeError> {
+    async fn spawn_shim(&self, workload: &Workload, stderr: std::fs::File) -> Result<RunState, RuntimeError> {
         let dir = self.shared.dir(&workload.id);
-        let log = dir.join("shim.log");
-        let stderr = self
-            .blocking(move |_| std::fs::File::create(&log).map_err(io_err(&log)))
-            .await?;
         let mut command = tokio::process::Command::new(&self.shared.exe);
         command
             .arg("shim")
@@ -443,8 +443,18 @@ impl ProcessRuntime {
             .is_ok(),
             None => false,
         };
-        if let Some(pid) = line.strip_prefix("started ") {
+        if let Some(started) = line.strip_prefix("started ") {
             self.keep_child(&workload.id, child);
+            // `started <pid> <started_at>`: all that `observe` would read back from
+            // started.json, without another trip through the blocking pool.
+            let mut words = started.split_whitespace();
+            if let (Some(Ok(pid)), Some(started_at)) = (words.next().map(str::parse), words.next()) {
+                return Ok(RunState::Running {
+                    pid,
+                    started_at: started_at.to_string(),
+                });
+            }
+            let pid = started;
             // It runs: an error reading its files must not pass for a failed start,
             // which would free its GPUs.
             return match self.observe(&workload.id).await {
@@ -536,7 +546,7 @@ impl Runtime for ProcessRuntime {
         let owned = workload.clone();
         match self.blocking(move |s| s.prepare(&owned)).await? {
             Prepared::Known(state) => Ok(state),
-            Prepared::Spawn => self.spawn_shim(workload).await,
+            Prepared::Spawn(stderr) => self.spawn_shim(workload, stderr).await,
         }
     }
 

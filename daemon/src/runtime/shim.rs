@@ -248,7 +248,7 @@ fn run(dir: &Path) -> Result<(), String> {
         &serde_json::to_vec(&started).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let _ = writeln!(stdout, "started {}", pid.as_raw());
+    let _ = writeln!(stdout, "started {} {started_at}", pid.as_raw());
     let _ = stdout.flush();
     // The daemon reads one line; pointing stdout at /dev/null closes its pipe.
     let devnull = File::open("/dev/null").map_err(|e| e.to_string())?;
