@@ -45,12 +45,15 @@ fn upstream_kserve_corpus_is_accepted_or_refused_by_name() {
     for (i, file) in files.iter().enumerate() {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let ns = format!("corpus-{i}");
-        let base = format!("/api/v1/namespaces/{ns}/inferenceservices");
+        let base = format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices");
         // A file that is not valid YAML as a whole is sent whole: the answer must
         // say so with a position.
         let whole = d.post_yaml(&base, d.admin(), &text);
-        if whole.status == 400 && whole.code() == "malformed_body" {
-            assert!(whole.body["line"].is_number(), "{file}: {whole}");
+        if whole.status == 400 && whole.body["reason"] == "BadRequest" {
+            assert!(
+                whole.body["message"].as_str().unwrap_or("").contains("line"),
+                "{file}: {whole}"
+            );
             malformed.push(file.clone());
             continue;
         }
@@ -122,13 +125,13 @@ fn classify(
     assert!(r.status < 500, "{what}: a 5xx: {r}");
     match r.status {
         201 => accepted.push(what.to_string()),
-        422 if r.code() == "unsupported_feature" => {
-            let feature = r.body["feature"].as_str().unwrap_or("").to_string();
+        422 if r.body["details"]["causes"][0]["reason"] == "FieldValueNotSupported" => {
+            let feature = r.cause_field().to_string();
             assert!(!feature.is_empty(), "{what}: refusal without a feature: {r}");
             refused.entry(feature).or_default().push(what.to_string());
         }
-        422 if r.body["field"] == "apiVersion"
-            && r.body["detail"].as_str().unwrap_or("").contains("retired") =>
+        422 if r.cause_field() == "apiVersion"
+            && r.body["message"].as_str().unwrap_or("").contains("retired") =>
         {
             retired.push(what.to_string())
         }

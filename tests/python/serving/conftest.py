@@ -52,7 +52,7 @@ class Daemon:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def url(self, ns, name=""):
-        base = f"{self.api}/api/v1/namespaces/{ns}/inferenceservices"
+        base = f"{self.api}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
         return f"{base}/{name}" if name else base
 
     def create(self, ns, doc):
