@@ -43,17 +43,15 @@ fn upstream_kserve_corpus_is_accepted_or_refused_by_name() {
     let mut malformed = Vec::new();
     let mut retired = Vec::new();
     for (i, file) in files.iter().enumerate() {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let text = without_namespace(&std::fs::read_to_string(dir.join(file)).unwrap());
         let ns = format!("corpus-{i}");
         let base = format!("/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices");
         // A file that is not valid YAML as a whole is sent whole: the answer must
         // say so with a position.
         let whole = d.post_yaml(&base, d.admin(), &text);
-        if whole.status == 400 && whole.body["reason"] == "BadRequest" {
-            assert!(
-                whole.body["message"].as_str().unwrap_or("").contains("line"),
-                "{file}: {whole}"
-            );
+        let message = whole.body["message"].as_str().unwrap_or("");
+        if whole.status == 400 && message.starts_with("malformed YAML") {
+            assert!(message.contains("line"), "{file}: {whole}");
             malformed.push(file.clone());
             continue;
         }
@@ -113,6 +111,16 @@ fn upstream_kserve_corpus_is_accepted_or_refused_by_name() {
             "{must} not accepted: {accepted:?}"
         );
     }
+}
+
+/// The document without its `metadata.namespace`: kubectl sends each document to its
+/// own namespace's path (a document naming another namespace than its path is a 400,
+/// as in Kubernetes), and the corpus checks what Hearth makes of the rest.
+fn without_namespace(yaml: &str) -> String {
+    yaml.lines()
+        .filter(|line| !line.starts_with("  namespace:"))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 fn classify(
