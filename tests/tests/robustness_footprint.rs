@@ -65,9 +65,13 @@ fn job_listing_pages_with_limit_and_continue() {
     assert_eq!(paged.len(), 5);
 
     // As Kubernetes reads it, 0 means no limit; an empty value breaks the integer schema.
-    let r = d.get(&format!("{JOBS}?limit=0"), d.admin());
-    assert_eq!(r.status, 200, "{r}");
-    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(5), "{r}");
+    let unlimited = d.get(&format!("{JOBS}?limit=0"), d.admin());
+    assert_eq!(unlimited.status, 200, "{unlimited}");
+    assert_eq!(
+        unlimited.body["items"].as_array().map(Vec::len),
+        Some(5),
+        "{unlimited}"
+    );
     for bad in ["limit=-1", "limit=100001", "limit=x", "limit="] {
         let r = d.get(&format!("{JOBS}?{bad}"), d.admin());
         r.assert_status(400, "BadRequest");

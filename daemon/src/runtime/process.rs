@@ -204,7 +204,7 @@ impl Shared {
             path: dir.join(shim::EXIT),
             source: std::io::Error::other(e),
         })?;
-        shim::write_atomic(&dir.join(shim::EXIT), &json).map_err(io_err(dir))?;
+        shim::write_durable(&dir.join(shim::EXIT), &json).map_err(io_err(dir))?;
         Ok(exit)
     }
 
@@ -237,7 +237,7 @@ impl Shared {
                 id: workload.id.clone(),
                 message: e.to_string(),
             })?;
-            shim::write_atomic(&dir.join(shim::EXIT), &json).map_err(io_err(&dir))?;
+            shim::write_durable(&dir.join(shim::EXIT), &json).map_err(io_err(&dir))?;
             return Ok(Prepared::Known(RunState::Exited(exit)));
         }
         let cgroup = self

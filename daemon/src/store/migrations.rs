@@ -89,7 +89,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX resources_by_created ON resources(kind, namespace, created_at);
     "#,
-    // 4: one store-wide resourceVersion. Every write to `resources` appends a change in
+    // 4: each insert takes the next queue position from MAX(seq); without an index that
+    // read every workload row ever kept, so submitting slowed as finished work piled up.
+    r#"
+    CREATE INDEX workloads_by_seq ON workloads(seq);
+    "#,
+    // 5: one store-wide resourceVersion. Every write to `resources` appends a change in
     // the same transaction; its `rv` becomes the row's `resource_version`, and a watch
     // resumes by reading `rv > ?`. `object` is the resource as of that change, so a
     // DELETED event still carries the last state. The counter starts above every
