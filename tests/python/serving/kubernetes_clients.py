@@ -52,11 +52,17 @@ def main(api, token, ns, storage, serving, host):
     except client.ApiException as e:
         out["job_missing"] = [e.status, json.loads(e.body)["reason"]]
 
-    # KServeClient: create, wait ready, get, predict through the data plane, delete.
+    # An InferenceService: created, then KServeClient waits for it (watching), reads it,
+    # and deletes it, with a prediction through the data plane in between.
+    # KServeClient.create takes the SDK's model object, which neither serializes
+    # (snake_case keys) nor passes the dict check of the kubernetes client pinned beside
+    # kserve 0.21, before any request is sent; so the document is created as a dict
+    # through CustomObjectsApi, and the SDK does the rest.
     isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {"name": "sdk-iris", "namespace": ns},
             "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage}}}}
-    kserve.create(isvc, namespace=ns)
+    custom = client.CustomObjectsApi(api_client)
+    custom.create_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", isvc)
     # With watch=True the SDK watches the service (and prints its table: kept off
     # stdout, which carries this script's answer).
     with contextlib.redirect_stdout(sys.stderr):
@@ -70,7 +76,6 @@ def main(api, token, ns, storage, serving, host):
         headers={"Content-Type": "application/json", "Host": f"sdk-iris.{ns}.{host}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         out["predictions"] = json.loads(response.read())["predictions"]
-    custom = client.CustomObjectsApi(api_client)
     out["isvc_listed"] = [i["metadata"]["name"] for i in custom.list_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", ns, "inferenceservices")["items"]]
     kserve.delete("sdk-iris", namespace=ns)

@@ -1,7 +1,7 @@
 """The Kubernetes API as its own clients use it: the `kubernetes` Python client's
-BatchV1Api (create, read, list, watch the status change, delete) and KServe's
-KServeClient (create, wait ready by watching, get, delete), with a prediction through
-the data plane in between. Both run in .venv-kserve (see kubernetes_clients.py)."""
+BatchV1Api (create, read, list, watch the status change, delete), CustomObjectsApi
+(create, list) and KServe's KServeClient (wait ready by watching, get, delete), with a
+prediction through the data plane in between. Both run in .venv-kserve (see kubernetes_clients.py)."""
 
 import json
 import pathlib
