@@ -180,3 +180,22 @@ impl KindDef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_the_objects_of_every_served_kind() {
+        for kind in KINDS {
+            assert!(
+                crate::store::resources::WATCHED_KINDS.contains(&kind.store_kind),
+                "{} is served but its changes would carry no object",
+                kind.kind
+            );
+        }
+        assert_eq!(groups().collect::<Vec<_>>(), ["batch", "serving.kserve.io"]);
+        let parts = ["apis", "batch", "v1", "namespaces", "a", "jobs", "x"];
+        assert_eq!(for_path(&parts).map(|k| k.kind), Some("Job"));
+    }
+}
