@@ -104,4 +104,4 @@ else
     say "systemd is not running here; start the daemon with: $PREFIX/bin/hearth serve"
 fi
 say "the admin token is in $token (readable by root only), once the daemon has started"
-say "try: curl -H \"Authorization: Bearer \$(sudo cat $token)\" http://127.0.0.1:8470/api/v1/version"
+say "try: curl -H \"Authorization: Bearer \$(sudo cat $token)\" http://127.0.0.1:8470/hearth/v1/version"

@@ -12,26 +12,26 @@
 // API-TABLE-BEGIN
 const API = {
   openapi: { method: "GET", path: "/openapi.json" },
-  whoami: { method: "GET", path: "/api/v1/whoami" },
-  namespaces: { method: "GET", path: "/api/v1/namespaces" },
-  node: { method: "GET", path: "/api/v1/node" },
-  queue: { method: "GET", path: "/api/v1/queue" },
-  jobs: { method: "GET", path: "/api/v1/namespaces/{namespace}/jobs" },
-  createJob: { method: "POST", path: "/api/v1/namespaces/{namespace}/jobs" },
-  job: { method: "GET", path: "/api/v1/namespaces/{namespace}/jobs/{name}" },
-  deleteJob: { method: "DELETE", path: "/api/v1/namespaces/{namespace}/jobs/{name}" },
-  jobLogs: { method: "GET", path: "/api/v1/namespaces/{namespace}/jobs/{name}/logs" },
+  whoami: { method: "GET", path: "/hearth/v1/whoami" },
+  namespaces: { method: "GET", path: "/hearth/v1/namespaces" },
+  node: { method: "GET", path: "/hearth/v1/node" },
+  queue: { method: "GET", path: "/hearth/v1/queue" },
+  jobs: { method: "GET", path: "/apis/batch/v1/namespaces/{namespace}/jobs" },
+  createJob: { method: "POST", path: "/apis/batch/v1/namespaces/{namespace}/jobs" },
+  job: { method: "GET", path: "/apis/batch/v1/namespaces/{namespace}/jobs/{name}" },
+  deleteJob: { method: "DELETE", path: "/apis/batch/v1/namespaces/{namespace}/jobs/{name}" },
+  jobLogs: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/jobs/{name}/logs" },
   pipelines: { method: "GET", path: "/apis/v2beta1/pipelines" },
   runs: { method: "GET", path: "/apis/v2beta1/runs" },
   run: { method: "GET", path: "/apis/v2beta1/runs/{run_id}" },
-  taskLogs: { method: "GET", path: "/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs" },
+  taskLogs: { method: "GET", path: "/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs" },
   pipeline: { method: "GET", path: "/apis/v2beta1/pipelines/{pipeline_id}" },
   pipelineVersions: { method: "GET", path: "/apis/v2beta1/pipelines/{pipeline_id}/versions" },
   experiment: { method: "GET", path: "/apis/v2beta1/experiments/{experiment_id}" },
-  inferenceServices: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices", optional: true },
-  inferenceService: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
-  isvcReplicas: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
-  isvcLogs: { method: "GET", path: "/api/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
+  inferenceServices: { method: "GET", path: "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices", optional: true },
+  inferenceService: { method: "GET", path: "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
+  isvcReplicas: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
+  isvcLogs: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
 };
 // API-TABLE-END
 
@@ -83,13 +83,18 @@ class ApiError extends Error {
   }
 }
 
-// A failed answer as one line: the problem+json `detail` (and its field) when there is one.
+// A failed answer as one line: the problem+json `detail` (and its code) of Hearth's
+// own paths, or the Kubernetes `Status` `message` (and its reason) of the /apis ones.
 async function failure(res) {
   let detail = res.statusText;
   try {
     const body = await res.json();
-    detail = body.detail || body.title || detail;
-    if (body.code) detail = `${body.code}: ${detail}`;
+    if (body.kind === "Status") {
+      detail = `${body.reason}: ${body.message}`;
+    } else {
+      detail = body.detail || body.title || detail;
+      if (body.code) detail = `${body.code}: ${detail}`;
+    }
   } catch (_) {
     // Not JSON: the status line says enough.
   }

@@ -8,6 +8,7 @@ mod gpu;
 mod health;
 mod http;
 mod jobs;
+mod kube;
 mod kubeconfig;
 mod metrics;
 mod model;

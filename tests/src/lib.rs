@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! let d = hearth_e2e::spawn_daemon();
-//! let r = d.get("/api/v1/version", d.admin());
+//! let r = d.get("/hearth/v1/version", d.admin());
 //! assert_eq!(r.status, 200, "{r}");
 //! ```
 //!
@@ -185,6 +185,30 @@ impl Reply {
         assert!(self.body["type"].is_string(), "{self}");
         assert!(self.body["title"].is_string(), "{self}");
         self
+    }
+}
+
+impl Reply {
+    /// Panics (with the whole answer) unless this is a Kubernetes `Status` failure
+    /// with this code and `reason` (`Invalid`, `NotFound`, `AlreadyExists`, ...), as
+    /// the Kubernetes paths (`/api`, `/apis/<group>`) answer errors.
+    #[track_caller]
+    pub fn assert_status(&self, status: u16, reason: &str) -> &Self {
+        assert_eq!(self.status, status, "{self}");
+        assert!(self.content_type().starts_with("application/json"), "{self}");
+        assert_eq!(self.body["kind"], "Status", "{self}");
+        assert_eq!(self.body["apiVersion"], "v1", "{self}");
+        assert_eq!(self.body["status"], "Failure", "{self}");
+        assert_eq!(self.body["code"], status, "{self}");
+        assert_eq!(self.body["reason"], reason, "{self}");
+        assert!(self.body["message"].is_string(), "{self}");
+        self
+    }
+
+    /// The field of a Kubernetes `Status`'s first cause (`details.causes[0].field`),
+    /// or "".
+    pub fn cause_field(&self) -> &str {
+        self.body["details"]["causes"][0]["field"].as_str().unwrap_or("")
     }
 }
 
@@ -476,7 +500,7 @@ impl Daemon {
     /// Creates a non-admin user (and so their namespace) and returns their token.
     pub fn create_user(&self, name: &str) -> String {
         let reply = self.post_json(
-            "/api/v1/users",
+            "/hearth/v1/users",
             self.admin(),
             &serde_json::json!({ "name": name }),
         );

@@ -183,11 +183,11 @@ fn the_daemon_uses_the_effective_config() {
             .config("max_body_bytes = 4096\n[gpu]\nsimulate = 1")
             .env("HEARTH_GPU_SIMULATE", "3"),
     );
-    let r = d.get("/api/v1/node", d.admin());
+    let r = d.get("/hearth/v1/node", d.admin());
     assert_eq!(r.body["gpus"]["devices"].as_array().unwrap().len(), 3, "{r}");
     let r = d.send_body(
         reqwest::Method::POST,
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         "application/json",
         "x".repeat(5000),

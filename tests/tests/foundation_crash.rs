@@ -26,7 +26,7 @@ fn kill9_while_writing_loses_nothing_acknowledged() {
                 let name = format!("u{w}-{i}");
                 attempted += 1;
                 let sent = client
-                    .post(format!("{url}/api/v1/users"))
+                    .post(format!("{url}/hearth/v1/users"))
                     .bearer_auth(&token)
                     .json(&json!({ "name": name }))
                     .send();
@@ -73,7 +73,7 @@ fn kill9_while_writing_loses_nothing_acknowledged() {
     assert_eq!(fk, 0, "foreign key violations after the crash");
     drop(db);
 
-    let r = d.get("/api/v1/users", d.admin());
+    let r = d.get("/hearth/v1/users", d.admin());
     assert_eq!(r.status, 200, "{r}");
     let present: Vec<&str> = r.body["items"]
         .as_array()
@@ -81,7 +81,7 @@ fn kill9_while_writing_loses_nothing_acknowledged() {
         .iter()
         .map(|u| u["name"].as_str().unwrap())
         .collect();
-    let namespaces = d.get("/api/v1/namespaces", d.admin());
+    let namespaces = d.get("/hearth/v1/namespaces", d.admin());
     for (name, secret) in &acknowledged {
         assert!(
             present.contains(&name.as_str()),
@@ -91,7 +91,7 @@ fn kill9_while_writing_loses_nothing_acknowledged() {
             namespaces.text.contains(&format!("\"{name}\"")),
             "namespace {name} is missing"
         );
-        let who = d.get("/api/v1/whoami", Some(secret));
+        let who = d.get("/hearth/v1/whoami", Some(secret));
         assert_eq!(
             who.status, 200,
             "{name}'s acknowledged token no longer works: {who}"

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 fn user_names(d: &Daemon) -> Vec<String> {
-    let r = d.get("/api/v1/users", d.admin());
+    let r = d.get("/hearth/v1/users", d.admin());
     assert_eq!(r.status, 200, "{r}");
     let mut names: Vec<String> = r.body["items"]
         .as_array()
@@ -21,7 +21,7 @@ fn user_names(d: &Daemon) -> Vec<String> {
 }
 
 fn token_names(d: &Daemon) -> Vec<String> {
-    let r = d.get("/api/v1/tokens", d.admin());
+    let r = d.get("/hearth/v1/tokens", d.admin());
     assert_eq!(r.status, 200, "{r}");
     r.body["items"]
         .as_array()
@@ -34,24 +34,33 @@ fn token_names(d: &Daemon) -> Vec<String> {
 #[test]
 fn unknown_route_is_404_route_not_found() {
     let d = spawn_daemon();
-    for path in ["/nope", "/api/v1/nope", "/api/v2/version", "/api/v1/users/a/b"] {
+    for path in [
+        "/nope",
+        "/hearth/v1/nope",
+        "/hearth/v2/version",
+        "/hearth/v1/users/a/b",
+    ] {
         d.get(path, d.admin()).assert_problem(404, "route_not_found");
+    }
+    // Under the Kubernetes API's prefixes, the same answer is a Kubernetes `Status`.
+    for path in ["/api/v2/version", "/apis/batch/v1/namespaces/a/jobs/b/c/d"] {
+        d.get(path, d.admin()).assert_status(404, "NotFound");
     }
 }
 
 #[test]
 fn wrong_method_is_405_with_allow() {
     let d = spawn_daemon();
-    let r = d.send(d.request(Method::DELETE, "/api/v1/version", d.admin()));
+    let r = d.send(d.request(Method::DELETE, "/hearth/v1/version", d.admin()));
     r.assert_problem(405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET"), "{r}");
 
-    let r = d.send(d.request(Method::PATCH, "/api/v1/users", d.admin()));
+    let r = d.send(d.request(Method::PATCH, "/hearth/v1/users", d.admin()));
     r.assert_problem(405, "method_not_allowed");
     let allow = r.header("allow").unwrap_or_default();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
 
-    let r = d.send(d.request(Method::PUT, "/api/v1/tokens/foo", d.admin()));
+    let r = d.send(d.request(Method::PUT, "/hearth/v1/tokens/foo", d.admin()));
     r.assert_problem(405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("DELETE"));
 }
@@ -74,7 +83,7 @@ fn body_over_the_limit_is_413_with_and_without_content_length() {
 
     let r = d.send_body(
         Method::POST,
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         "application/json",
         big.clone(),
@@ -83,7 +92,7 @@ fn body_over_the_limit_is_413_with_and_without_content_length() {
 
     let chunked = reqwest::blocking::Body::new(Chunked(std::io::Cursor::new(big.into_bytes())));
     let r = d.send(
-        d.request(Method::POST, "/api/v1/tokens", d.admin())
+        d.request(Method::POST, "/hearth/v1/tokens", d.admin())
             .header("content-type", "application/json")
             .body(chunked),
     );
@@ -93,7 +102,7 @@ fn body_over_the_limit_is_413_with_and_without_content_length() {
     let small = json!({ "name": "small", "padding": "x".repeat(1500) }).to_string();
     let r = d.send_body(
         Method::POST,
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         "application/json",
         small,
@@ -111,7 +120,13 @@ fn unsupported_content_type_is_415() {
         "application/yaml",
         "multipart/form-data; boundary=x",
     ] {
-        let r = d.send_body(Method::POST, "/api/v1/tokens", d.admin(), ct, r#"{"name":"t"}"#);
+        let r = d.send_body(
+            Method::POST,
+            "/hearth/v1/tokens",
+            d.admin(),
+            ct,
+            r#"{"name":"t"}"#,
+        );
         r.assert_problem(415, "unsupported_media_type");
     }
     assert!(!token_names(&d).contains(&"t".to_string()));
@@ -122,7 +137,7 @@ fn malformed_json_names_line_and_column() {
     let d = spawn_daemon();
     let r = d.send_body(
         Method::POST,
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         "application/json",
         "{\n  \"name\": \"x\",\n  oops\n}",
@@ -132,11 +147,17 @@ fn malformed_json_names_line_and_column() {
     assert_eq!(r.body["column"], 3, "{r}");
     assert!(r.body["detail"].as_str().unwrap().contains("JSON"), "{r}");
 
-    let r = d.send_body(Method::POST, "/api/v1/tokens", d.admin(), "application/json", "");
+    let r = d.send_body(
+        Method::POST,
+        "/hearth/v1/tokens",
+        d.admin(),
+        "application/json",
+        "",
+    );
     r.assert_problem(400, "bad_request");
     let r = d.send_body(
         Method::POST,
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         "application/json",
         "[1,2]",
@@ -149,7 +170,7 @@ fn unknown_or_badly_typed_field_is_named() {
     let d = spawn_daemon();
     let before = token_names(&d);
     let r = d.post_json(
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         &json!({"name": "t1", "colour": "red"}),
     );
@@ -157,13 +178,13 @@ fn unknown_or_badly_typed_field_is_named() {
     assert!(r.body["detail"].as_str().unwrap().contains("colour"), "{r}");
 
     let r = d.post_json(
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         &json!({"name": "t1", "expires_in_seconds": "soon"}),
     );
     r.assert_problem(422, "invalid_field");
     let r = d.post_json(
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         &json!({"name": "t1", "expires_in_seconds": 0}),
     );
@@ -176,7 +197,7 @@ fn unknown_or_badly_typed_field_is_named() {
         .expect("expires_in_seconds has a maximum");
     for too_long in [max + 1, u64::MAX] {
         let r = d.post_json(
-            "/api/v1/tokens",
+            "/hearth/v1/tokens",
             d.admin(),
             &json!({"name": "t1", "expires_in_seconds": too_long}),
         );
@@ -184,7 +205,7 @@ fn unknown_or_badly_typed_field_is_named() {
     }
     for fractional in [json!(1.5), json!(-3), json!("60")] {
         let r = d.post_json(
-            "/api/v1/tokens",
+            "/hearth/v1/tokens",
             d.admin(),
             &json!({"name": "t1", "expires_in_seconds": fractional}),
         );
@@ -192,20 +213,20 @@ fn unknown_or_badly_typed_field_is_named() {
     }
     // A whole number written as a float is an integer to JSON Schema, so it is accepted.
     let r = d.post_json(
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         &json!({"name": "t-float", "expires_in_seconds": 60.0}),
     );
     assert_eq!(r.status, 201, "{r}");
     let r = d.post_json(
-        "/api/v1/tokens",
+        "/hearth/v1/tokens",
         d.admin(),
         &json!({"name": "t-max", "expires_in_seconds": max}),
     );
     assert_eq!(r.status, 201, "{r}");
-    assert_eq!(d.delete("/api/v1/tokens/t-max", d.admin()).status, 204);
-    assert_eq!(d.delete("/api/v1/tokens/t-float", d.admin()).status, 204);
-    let r = d.post_json("/api/v1/users", d.admin(), &json!({"nome": "bob"}));
+    assert_eq!(d.delete("/hearth/v1/tokens/t-max", d.admin()).status, 204);
+    assert_eq!(d.delete("/hearth/v1/tokens/t-float", d.admin()).status, 204);
+    let r = d.post_json("/hearth/v1/users", d.admin(), &json!({"nome": "bob"}));
     r.assert_problem(422, "invalid_field");
     assert!(r.body["detail"].as_str().unwrap().contains("nome"), "{r}");
     assert_eq!(token_names(&d), before);
@@ -230,16 +251,16 @@ fn invalid_names_are_refused_and_change_nothing() {
         "ä",
         &"a".repeat(64),
     ] {
-        let r = d.post_json("/api/v1/users", d.admin(), &json!({ "name": bad }));
+        let r = d.post_json("/hearth/v1/users", d.admin(), &json!({ "name": bad }));
         r.assert_problem(422, "invalid_field");
         assert_eq!(r.body["field"], "name", "{r}");
-        let r = d.post_json("/api/v1/tokens", d.admin(), &json!({ "name": bad }));
+        let r = d.post_json("/hearth/v1/tokens", d.admin(), &json!({ "name": bad }));
         r.assert_problem(422, "invalid_field");
     }
     for bad in ["..%2Fx", "%2E%2E", "Alice", "a%20b", "a.b"] {
-        let r = d.delete(&format!("/api/v1/users/{bad}"), d.admin());
+        let r = d.delete(&format!("/hearth/v1/users/{bad}"), d.admin());
         assert!((400..500).contains(&r.status) && r.is_problem(), "{bad}: {r}");
-        let r = d.delete(&format!("/api/v1/tokens/{bad}"), d.admin());
+        let r = d.delete(&format!("/hearth/v1/tokens/{bad}"), d.admin());
         assert!((400..500).contains(&r.status) && r.is_problem(), "{bad}: {r}");
     }
     assert_eq!(user_names(&d), users);
@@ -257,14 +278,14 @@ fn invalid_names_are_refused_and_change_nothing() {
 #[test]
 fn missing_and_duplicate_resources_are_problems() {
     let d = spawn_daemon();
-    d.delete("/api/v1/users/ghost", d.admin())
+    d.delete("/hearth/v1/users/ghost", d.admin())
         .assert_problem(404, "not_found");
-    d.delete("/api/v1/tokens/ghost", d.admin())
+    d.delete("/hearth/v1/tokens/ghost", d.admin())
         .assert_problem(404, "not_found");
     d.create_user("bob");
-    let r = d.post_json("/api/v1/users", d.admin(), &json!({"name": "bob"}));
+    let r = d.post_json("/hearth/v1/users", d.admin(), &json!({"name": "bob"}));
     r.assert_problem(409, "already_exists");
-    d.delete("/api/v1/users/admin", d.admin())
+    d.delete("/hearth/v1/users/admin", d.admin())
         .assert_problem(409, "conflict");
 }
 
@@ -272,7 +293,7 @@ fn missing_and_duplicate_resources_are_problems() {
 fn request_id_is_echoed_or_generated_and_logged() {
     let d = spawn_daemon();
     let r = d.send(
-        d.request(Method::GET, "/api/v1/version", d.admin())
+        d.request(Method::GET, "/hearth/v1/version", d.admin())
             .header("x-request-id", "e2e-request-42"),
     );
     assert_eq!(r.status, 200);
@@ -301,19 +322,19 @@ fn request_id_is_echoed_or_generated_and_logged() {
 
     let logs = d.wait_logs_containing(&["e2e-request-42", "e2e-denied-7", &generated]);
     let line = logs.lines().find(|l| l.contains("e2e-request-42")).unwrap();
-    assert!(line.contains("/api/v1/version"), "{line}");
+    assert!(line.contains("/hearth/v1/version"), "{line}");
 }
 
 #[test]
 fn version_and_node_describe_the_daemon() {
     let d = spawn_daemon();
-    let r = d.get("/api/v1/version", d.admin());
+    let r = d.get("/hearth/v1/version", d.admin());
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(r.body["api_version"], "v1");
     assert!(!r.body["git_commit"].as_str().unwrap().is_empty(), "{r}");
 
-    let r = d.get("/api/v1/node", d.admin());
+    let r = d.get("/hearth/v1/node", d.admin());
     assert_eq!(r.status, 200, "{r}");
     let n = &r.body;
     assert!(n["cpus"].as_u64().unwrap() >= 1, "{r}");
@@ -337,7 +358,7 @@ fn version_and_node_describe_the_daemon() {
 #[test]
 fn simulated_gpus_are_marked() {
     let d = spawn_daemon_with(Options::default().config("[gpu]\nsimulate = 2"));
-    let r = d.get("/api/v1/node", d.admin());
+    let r = d.get("/hearth/v1/node", d.admin());
     let gpus = &r.body["gpus"];
     assert_eq!(gpus["source"], "simulated", "{r}");
     assert_eq!(gpus["simulated"], true);

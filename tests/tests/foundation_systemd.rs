@@ -143,7 +143,7 @@ fn sigterm_drains_an_in_flight_request() {
         let mut answered = 0;
         for _ in 0..200 {
             match client
-                .get(format!("{url}/api/v1/node"))
+                .get(format!("{url}/hearth/v1/node"))
                 .bearer_auth(&token)
                 .send()
             {

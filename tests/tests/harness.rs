@@ -10,7 +10,7 @@ fn starts_restarts_and_keeps_its_data() {
     let first_pid = d.pid();
     d.restart();
     assert_ne!(d.pid(), first_pid);
-    let who = d.get("/api/v1/whoami", Some(&token));
+    let who = d.get("/hearth/v1/whoami", Some(&token));
     assert_eq!(who.status, 200, "{who}");
     assert_eq!(who.body["user"], "alice");
     let status = d.terminate();

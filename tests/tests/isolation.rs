@@ -71,14 +71,17 @@ fn job(name: &str, script: &str, container_extra: &str) -> Value {
 }
 
 fn run_job(d: &Daemon, token: &str, ns: &str, name: &str, script: &str) -> String {
-    let base = format!("/api/v1/namespaces/{ns}/jobs");
+    let base = format!("/apis/batch/v1/namespaces/{ns}/jobs");
     let created = d.post_json(&base, Some(token), &job(name, script, ""));
     assert_eq!(created.status, 201, "{created}");
     let done = d.wait_until(&format!("{base}/{name}"), Duration::from_secs(30), |r| {
         r.body["status"]["succeeded"] == 1 || r.body["status"]["failed"].as_u64().unwrap_or(0) > 0
     });
     let log = d
-        .get(&format!("/api/v1/namespaces/{ns}/jobs/{name}/logs"), Some(token))
+        .get(
+            &format!("/hearth/v1/namespaces/{ns}/jobs/{name}/logs"),
+            Some(token),
+        )
         .text;
     assert_eq!(done.body["status"]["succeeded"], 1, "{done}\nlog:\n{log}");
     log
@@ -208,7 +211,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
     let bob = d.create_user("bob");
 
     // The node view says how workloads run.
-    let node = d.get("/api/v1/node", Some(&alice));
+    let node = d.get("/hearth/v1/node", Some(&alice));
     assert_eq!(node.body["isolation"]["isolated"], true, "{node}");
 
     // bob's job, pipeline (an artifact passed between two steps) and service (a file://
@@ -273,7 +276,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
         "spec": {"predictor": {"minReplicas": 1, "containers": [{"name": "kserve-container",
             "image": "python", "command": ["/usr/bin/python3", "-c", PREDICTOR],
             "storageUri": format!("file://{}", model_src.path().display())}]}}});
-    let base = "/api/v1/namespaces/bob/inferenceservices";
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/bob/inferenceservices";
     let created = d.post_json(base, Some(&bob), &isvc);
     assert_eq!(created.status, 201, "{created}");
     let ready = d.wait_until(&format!("{base}/echo"), Duration::from_secs(60), |r| {
@@ -395,7 +398,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
         .unwrap()
         .to_string();
     let got = d.get(
-        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts/out"),
+        &format!("/hearth/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts/out"),
         Some(&alice),
     );
     assert!(
@@ -433,13 +436,13 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
     }
 
     // securityContext: root is refused with the reason, alice's own uid is honoured.
-    let jobs = "/api/v1/namespaces/alice/jobs";
+    let jobs = "/apis/batch/v1/namespaces/alice/jobs";
     let root = d.post_json(
         jobs,
         Some(&alice),
         &job("root", "id -u", r#"{"securityContext": {"runAsUser": 0}}"#),
     );
-    root.assert_problem(422, "invalid_field");
+    root.assert_status(422, "Invalid");
     assert!(
         root.to_string().contains("securityContext.runAsUser")
             && root.to_string().contains("privileged_namespaces"),
@@ -467,7 +470,7 @@ fn a_users_workloads_run_as_their_namespace_user_and_read_nothing_else() {
     });
     assert_eq!(done.body["status"]["succeeded"], 1, "{done}");
     let long_log = d
-        .get("/api/v1/namespaces/alice/jobs/long/logs", Some(&alice))
+        .get("/hearth/v1/namespaces/alice/jobs/long/logs", Some(&alice))
         .text;
     assert_eq!(long_log, format!("{}\n", alice_uid()));
     let log = run_job(&d, &alice, "alice", "probe-again", &probe_script(&refs));
@@ -517,14 +520,16 @@ fn a_job_cannot_start_in_a_directory_its_user_cannot_read() {
     let _accounts = Accounts(vec![format!("{p}dave")]);
     let d = spawn_daemon_with(isolated(&p, ""));
     let dave = d.create_user("dave");
-    let base = "/api/v1/namespaces/dave/jobs";
+    let base = "/apis/batch/v1/namespaces/dave/jobs";
     // /root is 0700: a namespace's user cannot enter it.
     let spec = job("nosy", "ls", r#"{"workingDir": "/root"}"#);
     assert_eq!(d.post_json(base, Some(&dave), &spec).status, 201);
     let done: Reply = d.wait_until(&format!("{base}/nosy"), Duration::from_secs(30), |r| {
         r.body["status"]["failed"].as_u64().unwrap_or(0) > 0
     });
-    let log = d.get("/api/v1/namespaces/dave/jobs/nosy/logs", Some(&dave)).text;
+    let log = d
+        .get("/hearth/v1/namespaces/dave/jobs/nosy/logs", Some(&dave))
+        .text;
     assert!(log.contains("Permission denied"), "{done}\n{log}");
 }
 
@@ -532,7 +537,7 @@ fn a_job_cannot_start_in_a_directory_its_user_cannot_read() {
 fn without_isolation_the_node_view_says_namespaces_are_not_isolated() {
     // The harness's default: isolation off, so workloads run as the daemon's (root) user.
     let d = hearth_e2e::spawn_daemon();
-    let node = d.get("/api/v1/node", d.admin());
+    let node = d.get("/hearth/v1/node", d.admin());
     assert_eq!(node.body["isolation"]["isolated"], false, "{node}");
     assert!(
         node.body["isolation"]["detail"]

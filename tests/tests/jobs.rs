@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
 use serde_json::Value;
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
+const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
 
 fn job_yaml(name: &str, script: &str, extra_spec: &str, container_extra: &str) -> String {
     let script = script.replace('\'', "''");
@@ -84,7 +85,7 @@ fn a_job_runs_and_its_log_streams_while_it_runs() {
 
     let mut response = d
         .client
-        .get(d.url(&format!("{JOBS}/ticker/logs?follow=true")))
+        .get(d.url(&format!("{JOB_EXTRAS}/ticker/logs?follow=true")))
         .bearer_auth(&d.admin_token)
         .send()
         .unwrap();
@@ -114,7 +115,7 @@ fn a_job_runs_and_its_log_streams_while_it_runs() {
     assert_eq!(job["status"]["succeeded"], 1);
     assert_eq!(job["status"]["active"], 0);
     assert!(job["status"]["startTime"].is_string() && job["status"]["completionTime"].is_string());
-    let tail = d.get(&format!("{JOBS}/ticker/logs?tail=2"), d.admin());
+    let tail = d.get(&format!("{JOB_EXTRAS}/ticker/logs?tail=2"), d.admin());
     assert_eq!(tail.text, "tick 5\ntick 6\n");
 }
 
@@ -134,9 +135,9 @@ fn exit_code_and_failure_reason_are_reported() {
     assert_eq!(job["status"]["failed"], 1);
     assert_eq!(job["status"]["hearth"]["lastExit"]["exitCode"], 7, "{job}");
     assert_eq!(job["status"]["hearth"]["lastExit"]["reason"], "Error");
-    let logs = d.get(&format!("{JOBS}/fails/logs"), d.admin());
+    let logs = d.get(&format!("{JOB_EXTRAS}/fails/logs"), d.admin());
     assert_eq!(logs.text, "about to fail\n", "stderr is in the log");
-    let events = d.get(&format!("{JOBS}/fails/events"), d.admin()).body;
+    let events = d.get(&format!("{JOB_EXTRAS}/fails/events"), d.admin()).body;
     assert!(
         events["items"]
             .as_array()
@@ -162,7 +163,7 @@ fn backoff_limit_retries_until_success() {
     assert_eq!(job["status"]["succeeded"], 1);
     assert_eq!(job["status"]["hearth"]["attempts"], 3);
     assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3);
-    let first = d.get(&format!("{JOBS}/flaky/logs?attempt=0"), d.admin());
+    let first = d.get(&format!("{JOB_EXTRAS}/flaky/logs?attempt=0"), d.admin());
     assert_eq!(first.text, "attempt 1\n");
 
     create(&d, &job_yaml("hopeless", "exit 1", "  backoffLimit: 2", ""));
@@ -206,7 +207,7 @@ fn deleting_a_job_kills_its_whole_process_tree() {
     let recorded = read_pids(&pids, 4);
     assert!(recorded.iter().all(|p| pid_alive(*p)), "{recorded:?}");
     let reply = d.delete(&format!("{JOBS}/tree"), d.admin());
-    assert_eq!(reply.status, 202, "{reply}");
+    assert_eq!(reply.status, 200, "{reply}");
     d.wait_until(&format!("{JOBS}/tree"), Duration::from_secs(10), |r| {
         r.status == 404
     });
@@ -267,7 +268,7 @@ fn a_daemon_kill9_mid_job_loses_nothing_and_runs_nothing_twice() {
     let job = wait_finished(&d, "survivor", Duration::from_secs(15));
     assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
     assert_eq!(job["status"]["succeeded"], 1);
-    let log = d.get(&format!("{JOBS}/survivor/logs"), d.admin()).text;
+    let log = d.get(&format!("{JOB_EXTRAS}/survivor/logs"), d.admin()).text;
     let expected: String = (1..=8).map(|i| format!("line {i}\n")).collect();
     assert_eq!(log, expected);
     assert_eq!(
@@ -292,7 +293,10 @@ fn a_job_that_ends_while_the_daemon_is_down_is_recorded() {
     d.restart();
     let job = wait_finished(&d, "quick", Duration::from_secs(10));
     assert_eq!(job["status"]["hearth"]["lastExit"]["exitCode"], 4, "{job}");
-    assert_eq!(d.get(&format!("{JOBS}/quick/logs"), d.admin()).text, "done\n");
+    assert_eq!(
+        d.get(&format!("{JOB_EXTRAS}/quick/logs"), d.admin()).text,
+        "done\n"
+    );
 }
 
 #[test]
@@ -311,7 +315,7 @@ fn simulated_gpus_are_queued_and_handed_out_exclusively() {
         );
     }
     let queue = d
-        .wait_until("/api/v1/queue", Duration::from_secs(10), |r| {
+        .wait_until("/hearth/v1/queue", Duration::from_secs(10), |r| {
             r.body["running"] == 2
                 && r.body["items"]
                     .as_array()
@@ -348,7 +352,7 @@ fn simulated_gpus_are_queued_and_handed_out_exclusively() {
     for name in ["g1", "g2", "g3"] {
         let job = wait_finished(&d, name, Duration::from_secs(20));
         assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
-        let log = d.get(&format!("{JOBS}/{name}/logs"), d.admin()).text;
+        let log = d.get(&format!("{JOB_EXTRAS}/{name}/logs"), d.admin()).text;
         let uuid = log
             .trim()
             .strip_prefix("gpu=")
@@ -376,8 +380,8 @@ fn simulated_gpus_are_queued_and_handed_out_exclusively() {
             "        resources:\n          limits:\n            nvidia.com/gpu: 3",
         ),
     );
-    big.assert_problem(422, "invalid_field");
-    assert!(big.body["detail"].as_str().unwrap().contains("3 GPUs"), "{big}");
+    big.assert_status(422, "Invalid");
+    assert!(big.body["message"].as_str().unwrap().contains("3 GPUs"), "{big}");
     assert_eq!(
         d.get(&format!("{JOBS}/big"), d.admin()).status,
         404,
@@ -398,7 +402,10 @@ fn jobs_without_gpus_see_none() {
         ),
     );
     wait_finished(&d, "cpu", Duration::from_secs(10));
-    assert_eq!(d.get(&format!("{JOBS}/cpu/logs"), d.admin()).text, "[] void\n");
+    assert_eq!(
+        d.get(&format!("{JOB_EXTRAS}/cpu/logs"), d.admin()).text,
+        "[] void\n"
+    );
 }
 
 #[test]
@@ -429,7 +436,7 @@ fn dcgm_gauges_show_simulated_gpus() {
             }
         }
     }
-    let node = d.get("/api/v1/node", d.admin()).body;
+    let node = d.get("/hearth/v1/node", d.admin()).body;
     assert!(node["limits"].as_str().unwrap().contains("limits"), "{node}");
 }
 
@@ -454,8 +461,8 @@ fn unhonoured_job_fields_are_refused_by_name_and_nothing_is_stored() {
             &format!("      restartPolicy: Never\n{extra}"),
         );
         let reply = d.post_yaml(JOBS, d.admin(), &yaml);
-        reply.assert_problem(422, "unsupported_feature");
-        assert_eq!(reply.body["feature"], feature, "{reply}");
+        reply.assert_status(422, "Invalid");
+        assert_eq!(reply.body["details"]["causes"][0]["field"], feature, "{reply}");
         assert_eq!(d.get(&format!("{JOBS}/{name}"), d.admin()).status, 404);
     }
     let two = job_yaml(
@@ -465,9 +472,12 @@ fn unhonoured_job_fields_are_refused_by_name_and_nothing_is_stored() {
         "      - name: sidecar\n        command: ['true']",
     );
     let reply = d.post_yaml(JOBS, d.admin(), &two);
-    reply.assert_problem(422, "unsupported_feature");
+    reply.assert_status(422, "Invalid");
     assert!(
-        reply.body["feature"].as_str().unwrap().contains("containers[1]"),
+        reply.body["details"]["causes"][0]["field"]
+            .as_str()
+            .unwrap()
+            .contains("containers[1]"),
         "{reply}"
     );
 
@@ -476,20 +486,23 @@ fn unhonoured_job_fields_are_refused_by_name_and_nothing_is_stored() {
         d.admin(),
         "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: [unclosed\n",
     );
-    reply.assert_problem(400, "malformed_body");
+    reply.assert_status(400, "BadRequest");
     assert!(
-        reply.body["line"].is_number() && reply.body["column"].is_number(),
+        reply.body["message"].as_str().unwrap().contains("line"),
         "{reply}"
     );
 
     let old = job_yaml("old", "true", "", "").replace("batch/v1", "batch/v1beta1");
     let reply = d.post_yaml(JOBS, d.admin(), &old);
     assert_eq!(reply.status, 422, "{reply}");
-    assert_eq!(reply.body["feature"], "apiVersion", "{reply}");
+    assert_eq!(
+        reply.body["details"]["causes"][0]["field"], "apiVersion",
+        "{reply}"
+    );
 
     let traversal = job_yaml("../../etc", "true", "", "");
     d.post_yaml(JOBS, d.admin(), &traversal)
-        .assert_problem(422, "invalid_field");
+        .assert_status(422, "Invalid");
     assert_eq!(d.get(JOBS, d.admin()).body["items"], serde_json::json!([]));
 }
 
@@ -510,8 +523,8 @@ fn the_pod_template_is_immutable_but_limits_may_change() {
         d.admin(),
         &serde_json::json!({"spec": {"template": {"spec": {"restartPolicy": "OnFailure"}}}}),
     );
-    changed.assert_problem(422, "invalid_field");
-    assert_eq!(changed.body["field"], "spec.template");
+    changed.assert_status(422, "Invalid");
+    assert_eq!(changed.body["details"]["causes"][0]["field"], "spec.template");
     wait_finished(&d, "edit", Duration::from_secs(10));
 }
 
@@ -523,7 +536,7 @@ fn logs_are_size_capped_and_rotated() {
     create(&d, &job_yaml("chatty", script, "", ""));
     let job = wait_finished(&d, "chatty", Duration::from_secs(20));
     assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
-    let log = d.get(&format!("{JOBS}/chatty/logs"), d.admin()).text;
+    let log = d.get(&format!("{JOB_EXTRAS}/chatty/logs"), d.admin()).text;
     assert!(
         log.len() < 20_000,
         "older output was rotated away: {} bytes kept",
@@ -553,7 +566,7 @@ fn a_workload_that_ignores_sigterm_is_killed_after_the_grace_period() {
     create(&d, &job_yaml("stubborn", &script, "", ""));
     let recorded = read_pids(&pids, 2);
     let deleted = Instant::now();
-    assert_eq!(d.delete(&format!("{JOBS}/stubborn"), d.admin()).status, 202);
+    assert_eq!(d.delete(&format!("{JOBS}/stubborn"), d.admin()).status, 200);
     d.wait_until(&format!("{JOBS}/stubborn"), Duration::from_secs(10), |r| {
         r.status == 404
     });
@@ -586,7 +599,7 @@ fn a_graceful_daemon_restart_leaves_running_jobs_alone() {
     let job = wait_finished(&d, "steady", Duration::from_secs(15));
     assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
     assert_eq!(
-        d.get(&format!("{JOBS}/steady/logs"), d.admin()).text,
+        d.get(&format!("{JOB_EXTRAS}/steady/logs"), d.admin()).text,
         "finished\n"
     );
     assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
@@ -626,7 +639,7 @@ fn a_deleted_jobs_workloads_and_logs_are_removed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let logs = d.get(&format!("{JOBS}/kept/logs"), d.admin());
+    let logs = d.get(&format!("{JOB_EXTRAS}/kept/logs"), d.admin());
     assert_eq!(logs.text, "kept\n", "{logs}");
     d.wait_logs_containing(&["removed ended workloads of deleted owners"]);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hearth_e2e::{spawn_daemon_with, Daemon, Options};
 use serde_json::{json, Value};
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 
 fn daemon() -> Daemon {
     spawn_daemon_with(Options::default().config("[jobs]\nbackoff_base_seconds = 0.1\n"))
@@ -257,9 +257,9 @@ fn ignore_and_count_rules_decide_what_counts_against_the_backoff_limit() {
             ]}}),
         ),
     );
-    reply.assert_problem(422, "unsupported_feature");
+    reply.assert_status(422, "Invalid");
     assert_eq!(
-        reply.body["feature"], "spec.podFailurePolicy.rules[0].onPodConditions",
+        reply.body["details"]["causes"][0]["field"], "spec.podFailurePolicy.rules[0].onPodConditions",
         "{reply}"
     );
 }
@@ -349,8 +349,8 @@ fn a_success_policy_completes_the_job_early() {
             json!({"successPolicy": {"rules": [{"succeededCount": 1}]}}),
         ),
     );
-    reply.assert_problem(422, "invalid_field");
-    assert_eq!(reply.body["field"], "spec.successPolicy");
+    reply.assert_status(422, "Invalid");
+    assert_eq!(reply.body["details"]["causes"][0]["field"], "spec.successPolicy");
 }
 
 #[test]
@@ -551,8 +551,11 @@ fn what_kubernetes_keeps_immutable_stays_so() {
         d.admin(),
         &json!({"spec": {"completions": 3}}),
     );
-    reply.assert_problem(422, "invalid_field");
-    assert_eq!(reply.body["field"], "spec.completions", "{reply}");
+    reply.assert_status(422, "Invalid");
+    assert_eq!(
+        reply.body["details"]["causes"][0]["field"], "spec.completions",
+        "{reply}"
+    );
     let reply = d.patch(
         &format!("{JOBS}/fixed"),
         d.admin(),

@@ -97,7 +97,7 @@ fn kill9_mid_run_then_restart_completes_without_rerunning_a_step() {
         .unwrap()
         .to_string();
     let out = d.get(
-        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/outputs"),
+        &format!("/hearth/v1/pipelines/runs/{run_id}/tasks/{three}/outputs"),
         Some(&token),
     );
     assert_eq!(
@@ -105,7 +105,7 @@ fn kill9_mid_run_then_restart_completes_without_rerunning_a_step() {
         "{out}"
     );
     let log = d.get(
-        &format!("/api/v1/pipelines/runs/{run_id}/tasks/{three}/logs"),
+        &format!("/hearth/v1/pipelines/runs/{run_id}/tasks/{three}/logs"),
         Some(&token),
     );
     assert_eq!(log.status, 200, "{log}");
@@ -294,7 +294,7 @@ fn artifact_download_refuses_path_traversal_and_reads_nothing_outside() {
         .as_str()
         .unwrap()
         .to_string();
-    let base = format!("/api/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts");
+    let base = format!("/hearth/v1/pipelines/runs/{run_id}/tasks/{task}/artifacts");
 
     // The control: a file inside the artifact is served.
     let ok = d.get(&format!("{base}/out?path=ok.txt"), Some(&token));

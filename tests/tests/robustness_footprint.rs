@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hearth_e2e::{spawn_daemon, Daemon};
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 
 fn job(name: &str, extra_spec: &str) -> String {
     format!(
@@ -74,11 +74,11 @@ fn job_listing_pages_with_limit_and_continue() {
     );
     for bad in ["limit=-1", "limit=100001", "limit=x", "limit="] {
         let r = d.get(&format!("{JOBS}?{bad}"), d.admin());
-        r.assert_problem(400, "bad_request");
+        r.assert_status(400, "BadRequest");
         assert!(r.text.contains("limit"), "{r}");
     }
     let bad = d.get(&format!("{JOBS}?limit=2&continue=bogus!"), d.admin());
-    bad.assert_problem(400, "bad_request");
+    bad.assert_status(400, "BadRequest");
     assert!(bad.text.contains("continue"), "{bad}");
 }
 

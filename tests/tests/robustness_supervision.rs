@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
+const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
 
 fn job(name: &str) -> String {
     format!(
@@ -92,9 +93,11 @@ fn a_controller_killed_by_a_fault_is_restarted_and_readyz_says_so_while_it_is_do
 fn a_panicking_reconcile_is_recorded_on_its_object_and_the_daemon_keeps_serving() {
     let d = daemon("panic-reconcile:jobs-controller", vec![]);
     assert_eq!(d.post_yaml(JOBS, d.admin(), &job("doomed")).status, 201);
-    let events = d.wait_until(&format!("{JOBS}/doomed/events"), Duration::from_secs(10), |r| {
-        r.text.contains("ReconcilePanicked")
-    });
+    let events = d.wait_until(
+        &format!("{JOB_EXTRAS}/doomed/events"),
+        Duration::from_secs(10),
+        |r| r.text.contains("ReconcilePanicked"),
+    );
     assert!(
         events.text.contains("reconcile panicked: injected fault"),
         "{events}"
@@ -173,5 +176,5 @@ fn a_controller_that_stops_making_progress_stops_the_watchdog() {
         "{status}"
     );
     // The other parts are unaffected.
-    assert_eq!(d.get("/api/v1/version", d.admin()).status, 200);
+    assert_eq!(d.get("/hearth/v1/version", d.admin()).status, 200);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
 use serde_json::json;
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 
 fn daemon(fault: &str, config: &str) -> Daemon {
     spawn_daemon_with(
@@ -98,7 +98,7 @@ fn a_watcher_that_panics_still_releases_the_gpu_when_its_workload_ends() {
         let job = d.wait_until(&format!("{JOBS}/{name}"), Duration::from_secs(30), complete);
         assert!(complete(&job), "{job}\n{}", d.logs());
     }
-    let queue = d.get("/api/v1/queue", d.admin());
+    let queue = d.get("/hearth/v1/queue", d.admin());
     assert_eq!(queue.body["gpus_in_use"], 0, "{queue}");
     assert!(
         d.logs().contains("the watcher of a workload panicked"),

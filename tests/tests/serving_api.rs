@@ -9,7 +9,6 @@ apiVersion: serving.kserve.io/v1beta1
 kind: InferenceService
 metadata:
   name: sklearn-iris
-  namespace: kubeflow
   annotations:
     sidecar.istio.io/inject: "false"
 spec:
@@ -24,11 +23,15 @@ spec:
 #[test]
 fn crud_yaml_json_patch_and_namespaces() {
     let d = spawn_daemon();
-    let base = "/api/v1/namespaces/team/inferenceservices";
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices";
     let created = d.post_yaml(base, d.admin(), IRIS_YAML);
     assert_eq!(created.status, 201, "{created}");
     let doc = &created.body;
-    assert_eq!(doc["metadata"]["namespace"], "team", "the path namespace wins");
+    assert_eq!(doc["metadata"]["namespace"], "team");
+    // A document naming another namespace than its path is refused, as Kubernetes does.
+    let elsewhere = IRIS_YAML.replace("metadata:\n", "metadata:\n  namespace: kubeflow\n");
+    d.post_yaml(base, d.admin(), &elsewhere)
+        .assert_status(400, "BadRequest");
     assert_eq!(doc["metadata"]["name"], "sklearn-iris");
     assert_eq!(
         doc["spec"]["predictor"]["minReplicas"], 0,
@@ -38,14 +41,17 @@ fn crud_yaml_json_patch_and_namespaces() {
     assert!(doc["metadata"]["uid"].is_string());
 
     d.post_yaml(base, d.admin(), IRIS_YAML)
-        .assert_problem(409, "already_exists");
+        .assert_status(409, "AlreadyExists");
 
     let listed = d.get(base, d.admin());
     assert_eq!(listed.status, 200, "{listed}");
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(
-        d.get("/api/v1/namespaces/other/inferenceservices", d.admin())
-            .body["items"],
+        d.get(
+            "/apis/serving.kserve.io/v1beta1/namespaces/other/inferenceservices",
+            d.admin()
+        )
+        .body["items"],
         json!([])
     );
 
@@ -61,26 +67,31 @@ fn crud_yaml_json_patch_and_namespaces() {
 
     let mut replaced = patched.body.clone();
     replaced["spec"]["predictor"]["maxReplicas"] = json!(3);
+    // Without metadata.resourceVersion the replace is unconditional, as Kubernetes
+    // allows: the controller may have written status since the patch was answered.
+    replaced["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let put = d.put(&item, d.admin(), &replaced);
     assert_eq!(put.status, 200, "{put}");
     assert_eq!(put.body["spec"]["predictor"]["maxReplicas"], 3);
 
     let mut renamed = replaced.clone();
     renamed["metadata"]["name"] = json!("other-name");
-    d.put(&item, d.admin(), &renamed)
-        .assert_problem(422, "invalid_field");
+    d.put(&item, d.admin(), &renamed).assert_status(422, "Invalid");
     d.patch(
         &item,
         d.admin(),
         &json!({"spec": {"predictor": {"minReplicas": -1}}}),
     )
-    .assert_problem(422, "invalid_field");
+    .assert_status(422, "Invalid");
 
     // JSON body and the runtime table.
     let json_doc: Value = json!({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": "xgb"}, "spec": {"predictor": {"xgboost": {"storageUri": "https://example.com/m.bst", "protocolVersion": "v2"}}}});
     assert_eq!(d.post_json(base, d.admin(), &json_doc).status, 201);
-    let runtimes = d.get("/api/v1/servingruntimes", d.admin());
+    let runtimes = d.get("/hearth/v1/servingruntimes", d.admin());
     assert_eq!(runtimes.status, 200, "{runtimes}");
     let names: Vec<&str> = runtimes.body["items"]
         .as_array()
@@ -90,21 +101,22 @@ fn crud_yaml_json_patch_and_namespaces() {
         .collect();
     assert!(names.contains(&"kserve-mlserver"), "{runtimes}");
     assert_eq!(
-        d.get("/api/v1/servingruntimes/kserve-mlserver", d.admin()).status,
+        d.get("/hearth/v1/servingruntimes/kserve-mlserver", d.admin())
+            .status,
         200
     );
-    d.get("/api/v1/servingruntimes/nope", d.admin())
+    d.get("/hearth/v1/servingruntimes/nope", d.admin())
         .assert_problem(404, "not_found");
 
     // Auth: no token, and another user's namespace.
     assert_eq!(d.get(base, None).status, 401);
-    let user = d.post_json("/api/v1/users", d.admin(), &json!({"name": "alice"}));
+    let user = d.post_json("/hearth/v1/users", d.admin(), &json!({"name": "alice"}));
     assert_eq!(user.status, 201, "{user}");
     let alice = user.body["token"]["token"].as_str().unwrap().to_string();
-    d.get(base, Some(&alice)).assert_problem(403, "forbidden");
+    d.get(base, Some(&alice)).assert_status(403, "Forbidden");
     assert_eq!(
         d.post_yaml(
-            "/api/v1/namespaces/alice/inferenceservices",
+            "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices",
             Some(&alice),
             IRIS_YAML
         )
@@ -115,27 +127,27 @@ fn crud_yaml_json_patch_and_namespaces() {
     let deleted = d.delete(&item, d.admin());
     assert_eq!(deleted.status, 200, "{deleted}");
     d.delete(&format!("{base}/missing"), d.admin())
-        .assert_problem(404, "not_found");
+        .assert_status(404, "NotFound");
 }
 
 #[test]
 fn bad_documents_are_4xx_naming_the_problem() {
     let d = spawn_daemon();
-    let base = "/api/v1/namespaces/team/inferenceservices";
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices";
     let cases: Vec<(&str, u16, &str, &str)> = vec![
-        ("spec: [unclosed", 400, "malformed_body", ""),
-        ("apiVersion: serving.kubeflow.org/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {}\n", 422, "invalid_field", "apiVersion"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: Notebook\nmetadata: {name: a}\nspec: {}\n", 422, "invalid_field", "kind"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: A_b}\nspec: {predictor: {sklearn: {storageUri: /m}}}\n", 422, "invalid_field", "metadata.name"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: 'pvc://b/m'}}}\n", 422, "unsupported_feature", "storageUri.pvc"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}}, explainer: {alibi: {}}}\n", 422, "unsupported_feature", "spec.explainer"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {model: {modelFormat: {name: tensorflow}, storageUri: /m}}}\n", 422, "unsupported_feature", "modelFormat.tensorflow"),
-        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}, scaleMetric: memory}}\n", 422, "unsupported_feature", "scaleMetric.memory"),
+        ("spec: [unclosed", 400, "BadRequest", ""),
+        ("apiVersion: serving.kubeflow.org/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {}\n", 422, "Invalid", "apiVersion"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: Notebook\nmetadata: {name: a}\nspec: {}\n", 422, "Invalid", "kind"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: A_b}\nspec: {predictor: {sklearn: {storageUri: /m}}}\n", 422, "Invalid", "metadata.name"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: 'pvc://b/m'}}}\n", 422, "Invalid", "storageUri.pvc"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}}, explainer: {alibi: {}}}\n", 422, "Invalid", "spec.explainer"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {model: {modelFormat: {name: tensorflow}, storageUri: /m}}}\n", 422, "Invalid", "modelFormat.tensorflow"),
+        ("apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: a}\nspec: {predictor: {sklearn: {storageUri: /m}, scaleMetric: memory}}\n", 422, "Invalid", "scaleMetric.memory"),
     ];
     for (body, status, code, named) in cases {
         let r = d.post_yaml(base, d.admin(), body);
-        r.assert_problem(status, code);
-        let text = format!("{} {} {}", r.body["detail"], r.body["field"], r.body["feature"]);
+        r.assert_status(status, code);
+        let text = format!("{} {}", r.body["message"], r.cause_field());
         assert!(text.contains(named), "{named} not named in {r}");
     }
 }
@@ -159,12 +171,13 @@ fn chatty(name: &str) -> Value {
 fn replicas_and_their_logs_like_kubectl() {
     let d = spawn_daemon();
     let alice = d.create_user("alice");
-    let base = "/api/v1/namespaces/alice/inferenceservices";
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices";
+    let extras = "/hearth/v1/namespaces/alice/inferenceservices";
     let created = d.post_json(base, Some(&alice), &chatty("chatty"));
     assert_eq!(created.status, 201, "{created}");
 
     let listed = d.wait_until(
-        &format!("{base}/chatty/replicas"),
+        &format!("{extras}/chatty/replicas"),
         std::time::Duration::from_secs(20),
         |r| r.body["items"].as_array().is_some_and(|i| !i.is_empty()),
     );
@@ -177,7 +190,7 @@ fn replicas_and_their_logs_like_kubectl() {
     // Following one replica ends when it does, with everything it wrote.
     let mut response = d
         .client
-        .get(d.url(&format!("{base}/chatty/logs?follow=true&replica={replica}")))
+        .get(d.url(&format!("{extras}/chatty/logs?follow=true&replica={replica}")))
         .bearer_auth(&alice)
         .send()
         .unwrap();
@@ -195,33 +208,36 @@ fn replicas_and_their_logs_like_kubectl() {
     assert!(text.ends_with("second line\n"), "{text:?}");
 
     let ended = d.wait_until(
-        &format!("{base}/chatty/replicas"),
+        &format!("{extras}/chatty/replicas"),
         std::time::Duration::from_secs(20),
         |r| r.body["items"][0]["exit"]["exitCode"] == 3,
     );
     assert_ne!(ended.body["items"][0]["phase"], "Running", "{ended}");
     let tail = d.get(
-        &format!("{base}/chatty/logs?replica={replica}&tail=1"),
+        &format!("{extras}/chatty/logs?replica={replica}&tail=1"),
         Some(&alice),
     );
     assert_eq!(tail.status, 200, "{tail}");
     assert_eq!(tail.text, "second line\n");
     assert!(tail.content_type().starts_with("text/plain"), "{tail}");
 
-    d.get(&format!("{base}/chatty/logs?component=transformer"), Some(&alice))
+    d.get(
+        &format!("{extras}/chatty/logs?component=transformer"),
+        Some(&alice),
+    )
+    .assert_problem(404, "not_found");
+    d.get(&format!("{extras}/chatty/logs?replica=nope"), Some(&alice))
         .assert_problem(404, "not_found");
-    d.get(&format!("{base}/chatty/logs?replica=nope"), Some(&alice))
-        .assert_problem(404, "not_found");
-    d.get(&format!("{base}/chatty/logs?component=explainer"), Some(&alice))
+    d.get(&format!("{extras}/chatty/logs?component=explainer"), Some(&alice))
         .assert_problem(400, "bad_request");
-    d.get(&format!("{base}/chatty/logs?container=x"), Some(&alice))
+    d.get(&format!("{extras}/chatty/logs?container=x"), Some(&alice))
         .assert_problem(400, "bad_request");
-    d.get(&format!("{base}/nothing/replicas"), Some(&alice))
+    d.get(&format!("{extras}/nothing/replicas"), Some(&alice))
         .assert_problem(404, "not_found");
     let bob = d.create_user("bob");
-    d.get(&format!("{base}/chatty/logs"), Some(&bob))
+    d.get(&format!("{extras}/chatty/logs"), Some(&bob))
         .assert_problem(403, "forbidden");
-    d.get(&format!("{base}/chatty/replicas"), Some(&bob))
+    d.get(&format!("{extras}/chatty/replicas"), Some(&bob))
         .assert_problem(403, "forbidden");
 }
 
@@ -232,7 +248,8 @@ fn ended_replicas_beyond_the_kept_number_and_those_of_deleted_services_are_remov
     let d = spawn_daemon_with(Options::default().config(
         "[serving]\nended_replicas_kept = 1\nrevision_failure_limit = 2\n[workloads]\ngc_interval_seconds = 1",
     ));
-    let base = "/api/v1/namespaces/team/inferenceservices";
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices";
+    let extras = "/hearth/v1/namespaces/team/inferenceservices";
     assert_eq!(d.post_json(base, d.admin(), &chatty("chatty")).status, 201);
     // Two replicas exit before they are ready: the revision fails, and of the two
     // ended replicas only the newest is kept.
@@ -241,9 +258,11 @@ fn ended_replicas_beyond_the_kept_number_and_those_of_deleted_services_are_remov
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["reason"] == "RevisionFailed"))
     });
-    let kept = d.wait_until(&format!("{base}/chatty/replicas"), Duration::from_secs(20), |r| {
-        r.body["items"].as_array().map(Vec::len) == Some(1)
-    });
+    let kept = d.wait_until(
+        &format!("{extras}/chatty/replicas"),
+        Duration::from_secs(20),
+        |r| r.body["items"].as_array().map(Vec::len) == Some(1),
+    );
     assert_eq!(
         kept.body["items"][0]["name"].as_str().map(|n| n.ends_with("-1")),
         Some(true),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use hearth_e2e::{spawn_daemon, Daemon};
 use serde_json::{json, Value};
 
-const BASE: &str = "/api/v1/namespaces/bounds/inferenceservices";
+const BASE: &str = "/apis/serving.kserve.io/v1beta1/namespaces/bounds/inferenceservices";
+const BASE_EXTRAS: &str = "/hearth/v1/namespaces/bounds/inferenceservices";
 
 fn service(name: &str, predictor: Value, annotations: Value) -> Value {
     json!({
@@ -55,7 +56,7 @@ fn refused_or_allowed(d: &Daemon, doc: &Value, field: &str, value: &Value) {
         "{field} = {value}: {} {r}",
         r.status
     );
-    let named = format!("{} {} {}", r.body["field"], r.body["feature"], r.body["detail"]);
+    let named = format!("{} {}", r.cause_field(), r.body["message"]);
     assert!(named.contains(field), "{field} = {value} not named: {r}");
     alive(d);
 }
@@ -247,7 +248,7 @@ fn a_restart_with_out_of_range_objects_stored_comes_up_ready() {
     assert_eq!(listed.body["items"].as_array().map(Vec::len), Some(3));
     // The service whose revision was out of range started no replica beyond the
     // one its (failing) fetch allows: none.
-    let replicas = d.get(&format!("{BASE}/stored-revision/replicas"), d.admin());
+    let replicas = d.get(&format!("{BASE_EXTRAS}/stored-revision/replicas"), d.admin());
     if replicas.status == 200 {
         let n = replicas.body["items"].as_array().map(Vec::len).unwrap_or(0);
         assert!(n <= 1, "{replicas}");

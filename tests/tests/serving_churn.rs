@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hearth_e2e::{spawn_daemon, Daemon};
 use serde_json::{json, Value};
 
-const BASE: &str = "/api/v1/namespaces/churn/inferenceservices";
+const BASE: &str = "/apis/serving.kserve.io/v1beta1/namespaces/churn/inferenceservices";
 const SERVICES: usize = 12;
 /// A pass over a dozen services with failing fetches takes well under a second;
 /// this is generous on a loaded machine yet far below "until a restart".

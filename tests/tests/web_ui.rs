@@ -259,7 +259,7 @@ fn every_url_the_script_calls_is_in_the_openapi_document() {
 }
 
 /// The page's job box and log viewer, as the browser drives them: YAML with Basic
-/// credentials, a refused document's `detail`, and the streamed log.
+/// credentials, a refused document's `Status` `message`, and the streamed log.
 #[test]
 fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
     let d = spawn_daemon();
@@ -267,7 +267,7 @@ fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
     let post = |yaml: &str| {
         d.send(
             d.client
-                .post(d.url("/api/v1/namespaces/admin/jobs"))
+                .post(d.url("/apis/batch/v1/namespaces/admin/jobs"))
                 .basic_auth("anyone", Some(&t))
                 .header("content-type", "application/yaml")
                 .body(yaml.to_string()),
@@ -276,7 +276,7 @@ fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
     let refused = post("kind: Job\n");
     assert!((400..500).contains(&refused.status), "{refused}");
     assert!(
-        refused.body["detail"].as_str().is_some_and(|s| !s.is_empty()),
+        refused.body["message"].as_str().is_some_and(|s| !s.is_empty()),
         "{refused}"
     );
 
@@ -288,7 +288,7 @@ fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
 
     let logs = d.send(
         d.client
-            .get(d.url("/api/v1/namespaces/admin/jobs/web/logs?follow=true"))
+            .get(d.url("/hearth/v1/namespaces/admin/jobs/web/logs?follow=true"))
             .basic_auth("anyone", Some(&t))
             .timeout(Duration::from_secs(30)),
     );

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hearth_e2e::{spawn_daemon_with, Daemon, Options};
 use serde_json::{json, Value};
 
-const JOBS: &str = "/api/v1/namespaces/team/jobs";
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 const GPU: &str = "        resources:\n          limits:\n            nvidia.com/gpu: 1";
 
 /// A Job running `sh -c script`, with `LIFECYCLE_MARKER=marker` in its environment so
@@ -141,7 +141,7 @@ fn wait_gone(d: &Daemon, name: &str) {
 
 /// Nothing holds a GPU, CPU or memory, and nothing is starting or running.
 fn assert_nothing_held(d: &Daemon) {
-    let queue = d.get("/api/v1/queue", d.admin());
+    let queue = d.get("/hearth/v1/queue", d.admin());
     assert_eq!(queue.status, 200, "{queue}");
     assert_eq!(queue.body["gpus_in_use"], 0, "{queue}");
     assert_eq!(queue.body["running"], 0, "{queue}");
@@ -258,7 +258,7 @@ fn a_job_deleted_while_its_workload_is_starting_never_runs() {
     let ran = d.data_dir.join("ran");
     let script = format!("echo ran >> {}; sleep 300", ran.display());
     create(&d, &job_yaml("early", &script, &marker, GPU));
-    d.wait_until("/api/v1/queue", Duration::from_secs(10), |r| {
+    d.wait_until("/hearth/v1/queue", Duration::from_secs(10), |r| {
         r.body["items"][0]["phase"] == "Starting"
     });
     delete(&d, "early");
@@ -471,7 +471,7 @@ fn a_hundred_pipeline_runs_created_and_deleted_leave_no_process_and_no_gpu() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = marked(&marker);
-        let queue = d.get("/api/v1/queue", d.admin());
+        let queue = d.get("/hearth/v1/queue", d.admin());
         let idle = queue.body["items"] == Value::Array(Vec::new());
         if left.is_empty() && idle && shims_in(&d.data_dir).is_empty() {
             break;

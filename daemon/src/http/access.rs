@@ -143,7 +143,7 @@ fn new_token(issued: IssuedToken) -> NewToken {
 
 /// Create a user, their namespace and a first token (admin only).
 #[utoipa::path(tag = "access", request_body = CreateUser, responses((status = 201, body = CreatedUser)), security(("bearer" = [])))]
-#[post("/api/v1/users")]
+#[post("/hearth/v1/users")]
 async fn create_user(
     caller: Caller,
     state: web::Data<AppState>,
@@ -161,7 +161,7 @@ async fn create_user(
 
 /// List users (admin only).
 #[utoipa::path(tag = "access", responses((status = 200, body = UserList)), security(("bearer" = [])))]
-#[get("/api/v1/users")]
+#[get("/hearth/v1/users")]
 async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<UserList>, ApiError> {
     let rows = state.auth.list_users(&caller.0).await?;
     Ok(web::Json(UserList {
@@ -171,7 +171,7 @@ async fn list_users(caller: Caller, state: web::Data<AppState>) -> Result<web::J
 
 /// Delete a user and their tokens (admin only); their namespace's resources stay.
 #[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
-#[delete("/api/v1/users/{name}")]
+#[delete("/hearth/v1/users/{name}")]
 async fn delete_user(
     caller: Caller,
     state: web::Data<AppState>,
@@ -183,7 +183,7 @@ async fn delete_user(
 
 /// The caller: user, admin or not, the token used and the namespaces visible.
 #[utoipa::path(tag = "access", responses((status = 200, body = WhoAmI)), security(("bearer" = [])))]
-#[get("/api/v1/whoami")]
+#[get("/hearth/v1/whoami")]
 async fn whoami(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<WhoAmI>, ApiError> {
     let namespaces = state.auth.namespaces(&caller.0).await?;
     Ok(web::Json(WhoAmI {
@@ -196,7 +196,7 @@ async fn whoami(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<
 
 /// Issue a named token for the caller, optionally expiring.
 #[utoipa::path(tag = "access", request_body = CreateToken, responses((status = 201, body = NewToken)), security(("bearer" = [])))]
-#[post("/api/v1/tokens")]
+#[post("/hearth/v1/tokens")]
 async fn create_token(
     caller: Caller,
     state: web::Data<AppState>,
@@ -224,7 +224,7 @@ async fn create_token(
 
 /// The caller's tokens (never their secrets).
 #[utoipa::path(tag = "access", responses((status = 200, body = TokenList)), security(("bearer" = [])))]
-#[get("/api/v1/tokens")]
+#[get("/hearth/v1/tokens")]
 async fn list_tokens(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<TokenList>, ApiError> {
     let tokens = state.auth.list_tokens(&caller.0).await?;
     Ok(web::Json(TokenList {
@@ -234,7 +234,7 @@ async fn list_tokens(caller: Caller, state: web::Data<AppState>) -> Result<web::
 
 /// Revoke one of the caller's tokens.
 #[utoipa::path(tag = "access", params(("name" = String, Path, pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")), responses((status = 204)), security(("bearer" = [])))]
-#[delete("/api/v1/tokens/{name}")]
+#[delete("/hearth/v1/tokens/{name}")]
 async fn delete_token(
     caller: Caller,
     state: web::Data<AppState>,
@@ -246,7 +246,7 @@ async fn delete_token(
 
 /// Namespaces the caller may use: their own, or all for an admin.
 #[utoipa::path(tag = "access", responses((status = 200, body = NamespaceList)), security(("bearer" = [])))]
-#[get("/api/v1/namespaces")]
+#[get("/hearth/v1/namespaces")]
 async fn list_namespaces(
     caller: Caller,
     state: web::Data<AppState>,

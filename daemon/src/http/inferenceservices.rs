@@ -1,14 +1,14 @@
-//! KServe `InferenceService` documents at Kubernetes-style paths. Thin handlers:
-//! parse, authorize, call `serving::service`, map the error.
+//! KServe `InferenceService`: the document schema (for the generic paths of
+//! `crate::kube`) and Hearth's own extras under
+//! `/hearth/v1/namespaces/{namespace}/inferenceservices` (replicas and their logs).
 
-use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::body::Document;
 use super::errors::ApiError;
-use super::scope::{Namespaced, NamespacedItem};
+use super::scope::NamespacedItem;
 use super::AppState;
 use crate::serving::isvc::IsvcError;
 use crate::serving::service::{Component, Replica, ReplicaSelector, ServingError};
@@ -18,12 +18,6 @@ use crate::serving::service::{Component, Replica, ReplicaSelector, ServingError}
 #[derive(Serialize, ToSchema)]
 #[schema(value_type = Object)]
 pub struct InferenceService(pub Value);
-
-#[derive(Serialize, ToSchema)]
-pub struct InferenceServiceList {
-    #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
-}
 
 impl From<ServingError> for ApiError {
     fn from(e: ServingError) -> ApiError {
@@ -38,105 +32,9 @@ impl From<ServingError> for ApiError {
             }
             ServingError::Store(inner) => inner.into(),
             ServingError::Scheduler(inner) => inner.into(),
-            ServingError::PatchNotObject => ApiError::BadRequest(e.to_string()),
             ServingError::NoReplica(message) => ApiError::NotFound(message),
         }
     }
-}
-
-const PROBLEMS: &str = "application/problem+json";
-
-/// Create an InferenceService. The path's namespace wins over `metadata.namespace`.
-#[utoipa::path(
-    tag = "serving",
-    params(("namespace" = String, Path)),
-    request_body(content((InferenceService = "application/json"), (InferenceService = "application/yaml"))),
-    responses(
-        (status = 201, body = InferenceService),
-        (status = 422, description = "An invalid field, or a KServe feature Hearth does not serve (named in `feature`)", body = super::errors::Problem, content_type = PROBLEMS),
-        (status = 409, description = "The name is taken", body = super::errors::Problem, content_type = PROBLEMS)
-    ),
-    security(("bearer" = []))
-)]
-#[post("/api/v1/namespaces/{namespace}/inferenceservices")]
-async fn create(
-    scope: Namespaced,
-    state: web::Data<AppState>,
-    body: Document,
-) -> Result<HttpResponse, ApiError> {
-    let namespace = scope.namespace;
-    let doc = state.serving.create(&namespace, body.single()?).await?;
-    Ok(HttpResponse::Created().json(doc))
-}
-
-/// List the InferenceServices of a namespace.
-#[utoipa::path(tag = "serving", params(("namespace" = String, Path)), responses((status = 200, body = InferenceServiceList)), security(("bearer" = [])))]
-#[get("/api/v1/namespaces/{namespace}/inferenceservices")]
-async fn list(
-    scope: Namespaced,
-    state: web::Data<AppState>,
-) -> Result<web::Json<InferenceServiceList>, ApiError> {
-    let namespace = scope.namespace;
-    Ok(web::Json(InferenceServiceList {
-        items: state.serving.list(&namespace).await?,
-    }))
-}
-
-/// Read one InferenceService with its status.
-#[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = InferenceService)), security(("bearer" = [])))]
-#[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn read(item: NamespacedItem, state: web::Data<AppState>) -> Result<web::Json<Value>, ApiError> {
-    let NamespacedItem { namespace, name } = item;
-    Ok(web::Json(state.serving.get(&namespace, &name).await?))
-}
-
-/// Replace the spec (and labels/annotations); a changed spec makes a new revision.
-#[utoipa::path(
-    tag = "serving",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    request_body(content((InferenceService = "application/json"), (InferenceService = "application/yaml"))),
-    responses((status = 200, body = InferenceService)),
-    security(("bearer" = []))
-)]
-#[put("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn replace(
-    item: NamespacedItem,
-    state: web::Data<AppState>,
-    body: Document,
-) -> Result<web::Json<Value>, ApiError> {
-    let NamespacedItem { namespace, name } = item;
-    Ok(web::Json(
-        state.serving.replace(&namespace, &name, body.single()?).await?,
-    ))
-}
-
-/// Change an InferenceService with a JSON merge patch (RFC 7386), e.g.
-/// `{"spec": {"predictor": {"canaryTrafficPercent": null}}}` to promote a canary.
-#[utoipa::path(
-    tag = "serving",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    request_body(content((Object = "application/merge-patch+json"), (Object = "application/json"))),
-    responses((status = 200, body = InferenceService)),
-    security(("bearer" = []))
-)]
-#[patch("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn merge(
-    item: NamespacedItem,
-    state: web::Data<AppState>,
-    body: Document,
-) -> Result<web::Json<Value>, ApiError> {
-    let NamespacedItem { namespace, name } = item;
-    Ok(web::Json(
-        state.serving.patch(&namespace, &name, body.single()?).await?,
-    ))
-}
-
-/// Delete an InferenceService: its replicas are drained and stopped, then it is gone.
-#[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = InferenceService)), security(("bearer" = [])))]
-#[delete("/api/v1/namespaces/{namespace}/inferenceservices/{name}")]
-async fn remove(item: NamespacedItem, state: web::Data<AppState>) -> Result<web::Json<Value>, ApiError> {
-    let NamespacedItem { namespace, name } = item;
-    Ok(web::Json(state.serving.delete(&namespace, &name).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -146,7 +44,7 @@ pub struct ReplicaList {
 
 /// The replicas of an InferenceService, running and ended (`kubectl get pods` for it).
 #[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = ReplicaList)), security(("bearer" = [])))]
-#[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}/replicas")]
+#[get("/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/replicas")]
 async fn replicas(
     item: NamespacedItem,
     state: web::Data<AppState>,
@@ -183,7 +81,7 @@ pub struct ReplicaLogQuery {
     responses((status = 200, description = "Log text", body = String, content_type = "text/plain")),
     security(("bearer" = []))
 )]
-#[get("/api/v1/namespaces/{namespace}/inferenceservices/{name}/logs")]
+#[get("/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/logs")]
 async fn replica_logs(
     item: NamespacedItem,
     state: web::Data<AppState>,
@@ -220,12 +118,5 @@ async fn replica_logs(
 }
 
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(create)
-        .service(list)
-        .service(read)
-        .service(replace)
-        .service(merge)
-        .service(remove)
-        .service(replicas)
-        .service(replica_logs);
+    cfg.service(replicas).service(replica_logs);
 }

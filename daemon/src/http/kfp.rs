@@ -402,7 +402,7 @@ async fn disable_recurring_run(caller: Caller, state: web::Data<AppState>, id: w
 // ------------------------------------------------------------- Hearth: what tasks produced
 
 #[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = Object, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
-#[get("/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs")]
+#[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs")]
 async fn task_outputs(
     caller: Caller,
     state: web::Data<AppState>,
@@ -413,7 +413,7 @@ async fn task_outputs(
 }
 
 #[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
-#[get("/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs")]
+#[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs")]
 async fn task_logs(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
     let (run, task) = path.into_inner();
     let bytes = api::task_log(core(&state)?, &caller.0, &run, &task).await?;
@@ -429,7 +429,7 @@ struct ArtifactQuery {
 }
 
 #[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path), ("name" = String, Path), ArtifactQuery), responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>)), security(("bearer" = [])))]
-#[get("/api/v1/pipelines/runs/{run_id}/tasks/{task_id}/artifacts/{name}")]
+#[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/artifacts/{name}")]
 async fn download_artifact(
     caller: Caller,
     state: web::Data<AppState>,

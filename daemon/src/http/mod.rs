@@ -154,6 +154,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     servingruntimes::routes(cfg);
     kfp::routes(cfg);
     jobs::routes(cfg);
+    crate::kube::routes::routes(cfg);
     kube_auth::routes(cfg);
 }
 
@@ -175,6 +176,11 @@ pub fn app(
         .app_data(actix_web::web::QueryConfig::default().error_handler(query_error))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::observe))
+        // Outermost: every problem+json on a Kubernetes path, the last-resort ones of
+        // `observe` included, leaves as a Kubernetes `Status`.
+        .wrap(actix_web::middleware::from_fn(
+            crate::kube::status::kubernetes_errors,
+        ))
         .into_utoipa_app()
         .configure(routes)
         // Swagger UI loads the document from `/openapi.json`, served once for all

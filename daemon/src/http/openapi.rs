@@ -18,20 +18,32 @@ use super::errors::Problem;
         description = "One daemon that turns a GPU workstation into a small MLOps platform: pipelines, tuning, notebooks and model serving.",
         license(name = "Apache-2.0")
     ),
-    components(schemas(Problem))
+    components(schemas(
+        Problem,
+        crate::kube::status::Status,
+        crate::kube::status::StatusDetails,
+        crate::kube::status::StatusCause
+    ))
 )]
 struct BaseDoc;
 
 const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version"];
 
-fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// An error answer: problem+json on Hearth's own paths, a Kubernetes `Status` on the
+/// Kubernetes API's (see `crate::kube::status`).
+fn problem_response(path: &str, description: &str) -> RefOr<utoipa::openapi::Response> {
+    let (content_type, schema) = if crate::kube::status::is_kubernetes_path(path) {
+        ("application/json", "Status")
+    } else {
+        (super::errors::PROBLEM_JSON, "Problem")
+    };
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
             .content(
-                super::errors::PROBLEM_JSON,
+                content_type,
                 ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .schema(Some(Ref::from_schema_name(schema)))
                     .build(),
             )
             .build(),
@@ -93,7 +105,7 @@ fn complete(mut doc: OpenApi) -> OpenApi {
                 op.responses
                     .responses
                     .entry(status.to_string())
-                    .or_insert_with(|| problem_response(description));
+                    .or_insert_with(|| problem_response(path, description));
             }
         }
     }

@@ -22,12 +22,12 @@ fn segment<'a>(req: &'a HttpRequest, key: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::Internal(format!("route has no {{{key}}} segment")))
 }
 
-/// `/api/v1/namespaces/{namespace}/...`, authorized for the caller.
+/// `/hearth/v1/namespaces/{namespace}/...`, authorized for the caller.
 pub struct Namespaced {
     pub namespace: String,
 }
 
-/// `/api/v1/namespaces/{namespace}/<kind>/{name}`, authorized for the caller.
+/// `/hearth/v1/namespaces/{namespace}/<kind>/{name}`, authorized for the caller.
 pub struct NamespacedItem {
     pub namespace: String,
     pub name: String,

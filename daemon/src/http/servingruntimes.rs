@@ -17,7 +17,7 @@ pub struct ServingRuntimeList {
 
 /// List the serving runtimes and the model formats and protocols each serves.
 #[utoipa::path(tag = "serving", responses((status = 200, body = ServingRuntimeList)), security(("bearer" = [])))]
-#[get("/api/v1/servingruntimes")]
+#[get("/hearth/v1/servingruntimes")]
 async fn list(_caller: Caller, state: web::Data<AppState>) -> web::Json<ServingRuntimeList> {
     web::Json(ServingRuntimeList {
         items: state.serving.runtimes.all().to_vec(),
@@ -26,7 +26,7 @@ async fn list(_caller: Caller, state: web::Data<AppState>) -> web::Json<ServingR
 
 /// Read one serving runtime.
 #[utoipa::path(tag = "serving", params(("name" = String, Path)), responses((status = 200, body = ServingRuntime)), security(("bearer" = [])))]
-#[get("/api/v1/servingruntimes/{name}")]
+#[get("/hearth/v1/servingruntimes/{name}")]
 async fn read(
     _caller: Caller,
     state: web::Data<AppState>,

@@ -101,7 +101,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiE
 }
 
 #[utoipa::path(tag = "system", responses((status = 200, body = VersionInfo)), security(("bearer" = [])))]
-#[get("/api/v1/version")]
+#[get("/hearth/v1/version")]
 async fn version(_caller: Caller) -> web::Json<VersionInfo> {
     web::Json(VersionInfo {
         version: env!("CARGO_PKG_VERSION"),
@@ -112,7 +112,7 @@ async fn version(_caller: Caller) -> web::Json<VersionInfo> {
 
 /// This machine: CPUs, memory, disk of the data dir, runtime, GPUs and k3s.
 #[utoipa::path(tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
-#[get("/api/v1/node")]
+#[get("/hearth/v1/node")]
 async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo> {
     let data_dir = state.config.data_dir.clone();
     let host = web::block(move || crate::node::host_facts(&data_dir))
@@ -158,7 +158,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 /// The workload queue: what runs, what waits and why, and the node's capacity.
 /// Users see only their own namespace's entries.
 #[utoipa::path(tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
-#[get("/api/v1/queue")]
+#[get("/hearth/v1/queue")]
 async fn queue(
     caller: Caller,
     state: web::Data<AppState>,

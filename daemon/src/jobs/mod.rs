@@ -117,7 +117,9 @@ impl Jobs {
         Ok((metadata, spec_value, parsed))
     }
 
-    pub async fn create(&self, namespace: &str, document: Value) -> Result<Value, JobError> {
+    /// Creates a job; with `dry_run` (Kubernetes' `dryRun=All`) only checks it and
+    /// answers what would be stored.
+    pub async fn create(&self, namespace: &str, document: Value, dry_run: bool) -> Result<Value, JobError> {
         let (metadata, spec_value, parsed) = self.validate(&document, None)?;
         self.scheduler.check_satisfiable(&parsed.resources, namespace)?;
         // Who the attempts will run as, checked now so a refused securityContext is a 422.
@@ -132,6 +134,9 @@ impl Jobs {
             spec: spec_value,
             status: serde_json::json!({}),
         };
+        if dry_run {
+            return Ok(render(&resources::unsaved(new)));
+        }
         let ns = namespace.to_string();
         let created = self
             .store
@@ -152,41 +157,22 @@ impl Jobs {
             .map_err(|e| not_found(e, namespace, name))
     }
 
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Value, JobError> {
-        Ok(render(&self.load(namespace, name).await?))
-    }
-
-    pub async fn list(&self, namespace: &str) -> Result<Vec<Value>, JobError> {
-        let ns = namespace.to_string();
-        let all = self
-            .store
-            .call(move |conn| resources::list(conn, spec::KIND, Some(&ns)))
-            .await?;
-        Ok(all.iter().map(render).collect())
-    }
-
-    /// One page of the namespace's jobs (Kubernetes `limit`/`continue`): at most
-    /// `limit` jobs after `after`, and the cursor of the next page if there is one.
-    pub async fn list_page(
-        &self,
-        namespace: &str,
-        limit: usize,
-        after: Option<resources::Cursor>,
-    ) -> Result<(Vec<Value>, Option<resources::Cursor>), JobError> {
-        let ns = namespace.to_string();
-        let (items, next) = self
-            .store
-            .call(move |conn| resources::list_page(conn, spec::KIND, Some(&ns), limit, after.as_ref()))
-            .await?;
-        Ok((items.iter().map(render).collect(), next))
-    }
-
     /// PUT: as in Kubernetes, the pod template, `completions`, `completionMode`, the
     /// policies and `backoffLimitPerIndex` are immutable ([`spec::IMMUTABLE_FIELDS`]);
     /// `parallelism`, `suspend`, `backoffLimit`, `maxFailedIndexes`,
     /// `activeDeadlineSeconds` and `ttlSecondsAfterFinished` may change. The new spec
     /// passes the same checks (and bounds) as on create.
-    pub async fn replace(&self, namespace: &str, name: &str, document: Value) -> Result<Value, JobError> {
+    ///
+    /// `expected_version` is Kubernetes' precondition (`metadata.resourceVersion`): a
+    /// job written since is a `Conflict`. With `dry_run` nothing is stored.
+    pub async fn replace(
+        &self,
+        namespace: &str,
+        name: &str,
+        document: Value,
+        expected_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, JobError> {
         let current = self.load(namespace, name).await?;
         let (metadata, spec_value, _) = self.validate(&document, Some(name))?;
         for field in spec::IMMUTABLE_FIELDS {
@@ -198,27 +184,39 @@ impl Jobs {
                 .into());
             }
         }
+        if dry_run {
+            let mut would_be = current;
+            would_be.generation += i64::from(would_be.spec != spec_value);
+            would_be.metadata = metadata.stored;
+            would_be.spec = spec_value;
+            return Ok(render(&would_be));
+        }
         let (ns, n) = (namespace.to_string(), name.to_string());
         let updated = self
             .store
             .call(move |conn| {
-                resources::replace_spec(conn, spec::KIND, &ns, &n, &metadata.stored, &spec_value)
+                resources::replace_spec_checked(
+                    conn,
+                    spec::KIND,
+                    &ns,
+                    &n,
+                    &metadata.stored,
+                    &spec_value,
+                    expected_version,
+                )
             })
-            .await?;
+            .await
+            .map_err(|e| not_found(e, namespace, name))?;
         self.queue.add(&updated.uid);
         Ok(render(&updated))
     }
 
-    /// PATCH with a JSON merge patch (RFC 7396) over the current document.
-    pub async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<Value, JobError> {
-        let current = self.load(namespace, name).await?;
-        let mut document = render(&current);
-        meta::merge_patch(&mut document, &patch);
-        self.replace(namespace, name, document).await
-    }
-
-    /// Cancels what runs and removes the job once its workloads have stopped.
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<(), JobError> {
+    /// Cancels what runs and removes the job once its workloads have stopped; answers
+    /// the job as marked for deletion (`dry_run`: as it is, with nothing changed).
+    pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, JobError> {
+        if dry_run {
+            return Ok(render(&self.load(namespace, name).await?));
+        }
         let (ns, n) = (namespace.to_string(), name.to_string());
         let marked = self
             .store
@@ -226,7 +224,7 @@ impl Jobs {
             .await
             .map_err(|e| not_found(e, namespace, name))?;
         self.queue.add(&marked.uid);
-        Ok(())
+        Ok(render(&marked))
     }
 
     pub async fn events(&self, namespace: &str, name: &str) -> Result<Vec<EventRecord>, JobError> {

@@ -167,6 +167,6 @@ pub trait Runtime: Send + Sync {
     async fn forget(&self, id: &str) -> Result<(), RuntimeError>;
     /// Deletes everything left of an ended workload, its logs included. Idempotent.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
-    /// One line about limits enforcement, for `/api/v1/node` and status.
+    /// One line about limits enforcement, for `/hearth/v1/node` and status.
     fn limits_note(&self) -> String;
 }

@@ -159,7 +159,7 @@ pub struct SchedulerConfig {
     pub gpu_quota: BTreeMap<String, u32>,
 }
 
-/// A summary of the queue, for `/api/v1/queue` and the systemd status.
+/// A summary of the queue, for `/hearth/v1/queue` and the systemd status.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueEntry {
     pub id: String,

@@ -665,7 +665,7 @@ fn model_workload(
         Selection::UnknownRuntime => {
             return Err(unsupported(
                 format!("runtime.{}", runtime_name.unwrap_or_default()),
-                "no such serving runtime; GET /api/v1/servingruntimes lists them (add one under [serving] runtimes)",
+                "no such serving runtime; GET /hearth/v1/servingruntimes lists them (add one under [serving] runtimes)",
             ))
         }
         Selection::FormatNotServed(r) => {
@@ -678,7 +678,7 @@ fn model_workload(
             return Err(unsupported(
                 format!("modelFormat.{format}"),
                 format!(
-                    "no serving runtime serves {format}{}; GET /api/v1/servingruntimes lists them (add one under [serving] runtimes)",
+                    "no serving runtime serves {format}{}; GET /hearth/v1/servingruntimes lists them (add one under [serving] runtimes)",
                     version.as_ref().map(|v| format!(" version {v}")).unwrap_or_default()
                 ),
             ))

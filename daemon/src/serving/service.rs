@@ -26,8 +26,6 @@ pub enum ServingError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
-    #[error("the merge patch must be a JSON object")]
-    PatchNotObject,
     #[error("{0}")]
     NoReplica(String),
 }
@@ -45,7 +43,7 @@ pub enum Component {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Replica {
-    /// The workload id, as `/api/v1/queue` shows it.
+    /// The workload id, as `/hearth/v1/queue` shows it.
     pub name: String,
     pub revision: String,
     pub component: Component,
@@ -158,31 +156,23 @@ impl Services {
         isvc::validate(doc, path_name, &self.runtimes, &self.config)
     }
 
-    pub async fn create(&self, namespace: &str, doc: Value) -> Result<Value, ServingError> {
+    /// Creates a service; with `dry_run` (Kubernetes' `dryRun=All`) only checks it.
+    pub async fn create(&self, namespace: &str, doc: Value, dry_run: bool) -> Result<Value, ServingError> {
         let parsed = self.parse(&doc, None)?;
-        let namespace = namespace.to_string();
-        let created = self
-            .store
-            .call(move |conn| {
-                resources::create(
-                    conn,
-                    NewResource {
-                        kind: STORE_KIND.into(),
-                        namespace,
-                        name: parsed.name,
-                        metadata: parsed.metadata,
-                        spec: parsed.spec,
-                        status: json!({}),
-                    },
-                )
-            })
-            .await?;
+        let new = NewResource {
+            kind: STORE_KIND.into(),
+            namespace: namespace.to_string(),
+            name: parsed.name,
+            metadata: parsed.metadata,
+            spec: parsed.spec,
+            status: json!({}),
+        };
+        if dry_run {
+            return Ok(document(&resources::unsaved(new)));
+        }
+        let created = self.store.call(move |conn| resources::create(conn, new)).await?;
         self.wake.notify_one();
         Ok(document(&created))
-    }
-
-    pub async fn get(&self, namespace: &str, name: &str) -> Result<Value, ServingError> {
-        Ok(document(&self.get_resource(namespace, name).await?))
     }
 
     async fn get_resource(&self, namespace: &str, name: &str) -> Result<Resource, ServingError> {
@@ -193,56 +183,49 @@ impl Services {
             .await?)
     }
 
-    pub async fn list(&self, namespace: &str) -> Result<Vec<Value>, ServingError> {
-        let namespace = namespace.to_string();
-        let rows = self
-            .store
-            .call(move |conn| resources::list(conn, STORE_KIND, Some(&namespace)))
-            .await?;
-        Ok(rows.iter().map(document).collect())
-    }
-
-    /// PUT: the whole document replaces metadata and spec; status stays the controller's.
-    pub async fn replace(&self, namespace: &str, name: &str, doc: Value) -> Result<Value, ServingError> {
+    /// PUT: the whole document replaces metadata and spec; status stays the
+    /// controller's. `expected_version` is Kubernetes' `metadata.resourceVersion`
+    /// precondition; with `dry_run` nothing is stored.
+    pub async fn replace(
+        &self,
+        namespace: &str,
+        name: &str,
+        doc: Value,
+        expected_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, ServingError> {
         let parsed = self.parse(&doc, Some(name))?;
         let (namespace, name) = (namespace.to_string(), name.to_string());
         let replaced = self
             .store
             .call(move |conn| {
-                let current = resources::get(conn, STORE_KIND, &namespace, &name)?;
+                let mut current = resources::get(conn, STORE_KIND, &namespace, &name)?;
                 if current.deletion_requested_at.is_some() {
                     return Err(StoreError::Conflict(format!(
                         "InferenceService {namespace}/{name} is being deleted"
                     )));
                 }
-                resources::replace_spec(
+                if dry_run {
+                    current.generation += i64::from(current.spec != parsed.spec);
+                    current.metadata = parsed.metadata;
+                    current.spec = parsed.spec;
+                    return Ok(current);
+                }
+                resources::replace_spec_checked(
                     conn,
                     STORE_KIND,
                     &namespace,
                     &name,
                     &parsed.metadata,
                     &parsed.spec,
+                    expected_version,
                 )
             })
             .await?;
-        self.wake.notify_one();
-        Ok(document(&replaced))
-    }
-
-    /// PATCH with a JSON merge patch over the stored document.
-    pub async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<Value, ServingError> {
-        if !patch.is_object() {
-            return Err(ServingError::PatchNotObject);
+        if !dry_run {
+            self.wake.notify_one();
         }
-        let current = self.get_resource(namespace, name).await?;
-        let mut doc = json!({
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": current.metadata,
-            "spec": current.spec,
-        });
-        crate::model::meta::merge_patch(&mut doc, &patch);
-        self.replace(namespace, name, doc).await
+        Ok(document(&replaced))
     }
 
     /// The service's replicas, oldest first, ended ones included.
@@ -297,7 +280,10 @@ impl Services {
 
     /// Marks the service for deletion; the controller stops its replicas and then
     /// removes it (and its revisions).
-    pub async fn delete(&self, namespace: &str, name: &str) -> Result<Value, ServingError> {
+    pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, ServingError> {
+        if dry_run {
+            return Ok(document(&self.get_resource(namespace, name).await?));
+        }
         let (namespace, name) = (namespace.to_string(), name.to_string());
         let marked = self
             .store

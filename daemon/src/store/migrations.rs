@@ -94,6 +94,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX workloads_by_seq ON workloads(seq);
     "#,
+    // 5: one store-wide resourceVersion. Every write to `resources` appends a change in
+    // the same transaction; its `rv` becomes the row's `resource_version`, and a watch
+    // resumes by reading `rv > ?`. `object` is the resource as of that change, so a
+    // DELETED event still carries the last state. The counter starts above every
+    // per-row version written before this migration.
+    r#"
+    CREATE TABLE resource_changes (
+        rv         INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid        TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        namespace  TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        op         TEXT NOT NULL,
+        object     TEXT NOT NULL
+    );
+    CREATE INDEX resource_changes_by_kind ON resource_changes(kind, rv);
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'resource_changes', COALESCE(MAX(resource_version), 0) FROM resources;
+    "#,
 ];
 
 pub fn supported_version() -> i64 {

@@ -76,6 +76,28 @@ fn lock_recovering(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The newest `resourceVersion`, sent after each store call that wrote one, so
+    /// watches wake right after the commit instead of polling.
+    changes: Arc<tokio::sync::watch::Sender<i64>>,
+}
+
+/// After `work` ran on `conn`: tells watchers when it committed a new change.
+fn announce(conn: &Connection, before: u64, changes: &tokio::sync::watch::Sender<i64>) {
+    if conn.total_changes() == before || !conn.is_autocommit() {
+        return;
+    }
+    match resources::latest_version(conn) {
+        Ok(latest) => {
+            changes.send_if_modified(|seen| {
+                let newer = latest > *seen;
+                if newer {
+                    *seen = latest;
+                }
+                newer
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the latest resourceVersion"),
+    }
 }
 
 impl Store {
@@ -90,9 +112,11 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn, path)?;
+        let latest = resources::latest_version(&conn)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            changes: Arc::new(tokio::sync::watch::channel(latest).0),
         })
     }
 
@@ -111,9 +135,13 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let changes = Arc::clone(&self.changes);
         tokio::task::spawn_blocking(move || {
             let mut guard = lock_recovering(&conn);
-            work(&mut guard)
+            let before = guard.total_changes();
+            let result = work(&mut guard);
+            announce(&guard, before, &changes);
+            result
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))?
@@ -125,7 +153,15 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<R, StoreError>,
     {
         let mut guard = lock_recovering(&self.conn);
-        work(&mut guard)
+        let before = guard.total_changes();
+        let result = work(&mut guard);
+        announce(&guard, before, &self.changes);
+        result
+    }
+
+    /// The newest `resourceVersion`, updated after every committed change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.changes.subscribe()
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -1,14 +1,17 @@
 //! The generic resource table: every managed thing (job, run, experiment, inference
 //! service, notebook) is a row with the user's `spec` as written and Hearth's `status`.
-//! `generation` counts spec changes; `resource_version` counts every write, so a
-//! controller can write status only over the version it read.
+//! `generation` counts spec changes; `resource_version` is the store-wide change
+//! counter (Kubernetes' `metadata.resourceVersion`): every write appends to
+//! `resource_changes` in the same transaction and takes its `rv`, so a controller can
+//! write status only over the version it read, and a watch resumes from any version
+//! still in the log.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
 use super::{now_rfc3339, StoreError};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resource {
     pub uid: String,
     pub kind: String,
@@ -86,6 +89,10 @@ fn not_found(kind: &str, namespace: &str, name: &str) -> StoreError {
 }
 
 pub fn create(conn: &Connection, new: NewResource) -> Result<Resource, StoreError> {
+    atomically(conn, |conn| create_now(conn, new))
+}
+
+fn create_now(conn: &Connection, new: NewResource) -> Result<Resource, StoreError> {
     let uid = uuid::Uuid::new_v4().to_string();
     let now = now_rfc3339();
     let inserted = conn.execute(
@@ -110,7 +117,27 @@ pub fn create(conn: &Connection, new: NewResource) -> Result<Resource, StoreErro
             name: new.name,
         });
     }
+    record_change(conn, &uid, ChangeOp::Added)?;
     get(conn, &new.kind, &new.namespace, &new.name)
+}
+
+/// What `create` would store, for a dry run: a fresh uid, generation 1, no version.
+pub fn unsaved(new: NewResource) -> Resource {
+    let now = now_rfc3339();
+    Resource {
+        uid: uuid::Uuid::new_v4().to_string(),
+        kind: new.kind,
+        namespace: new.namespace,
+        name: new.name,
+        generation: 1,
+        resource_version: 0,
+        metadata: new.metadata,
+        spec: new.spec,
+        status: new.status,
+        created_at: now.clone(),
+        updated_at: now,
+        deletion_requested_at: None,
+    }
 }
 
 pub fn get(conn: &Connection, kind: &str, namespace: &str, name: &str) -> Result<Resource, StoreError> {
@@ -243,6 +270,60 @@ pub fn list_page(
     Ok((out, None))
 }
 
+/// Up to `limit` items of one kind (in one namespace, or all; with `name`, that one)
+/// for which `keep` holds, oldest first, after `after`; and the cursor to ask for the
+/// next page with when a further item is kept. Rows are read and dropped one at a
+/// time along the `resources_by_created` index, so a filtered page costs the rows it
+/// passes, not the whole kind.
+pub fn scan(
+    conn: &Connection,
+    kind: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    limit: usize,
+    after: Option<&Cursor>,
+    mut keep: impl FnMut(&Resource) -> bool,
+) -> Result<(Vec<Resource>, Option<Cursor>), StoreError> {
+    let filter = if namespace.is_some() {
+        "kind = ?1 AND namespace = ?2"
+    } else {
+        "kind = ?1 AND ?2 IS NULL"
+    };
+    let sql = format!(
+        "SELECT {COLUMNS}, rowid FROM resources WHERE {filter}
+           AND (?3 IS NULL OR (created_at, rowid) > (?3, ?4))
+           AND (?5 IS NULL OR name = ?5)
+         ORDER BY created_at, rowid"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![
+            kind,
+            namespace,
+            after.map(|c| c.created_at.as_str()),
+            after.map_or(0, |c| c.rowid),
+            name
+        ],
+        |row| Ok((from_row(row)?, row.get::<_, i64>(12)?)),
+    )?;
+    let mut out = Vec::new();
+    let mut last = None;
+    for row in rows {
+        let (raw, rowid) = row?;
+        let resource = decode(raw)?;
+        if !keep(&resource) {
+            continue;
+        }
+        if out.len() == limit {
+            let next = last.map(|(created_at, rowid)| Cursor { created_at, rowid });
+            return Ok((out, next));
+        }
+        last = Some((resource.created_at.clone(), rowid));
+        out.push(resource);
+    }
+    Ok((out, None))
+}
+
 /// Replaces the spec (and user metadata); bumps `generation` only when the spec changed.
 pub fn replace_spec(
     conn: &Connection,
@@ -252,21 +333,51 @@ pub fn replace_spec(
     metadata: &Value,
     spec: &Value,
 ) -> Result<Resource, StoreError> {
-    let current = get(conn, kind, namespace, name)?;
-    let bump = i64::from(current.spec != *spec);
-    conn.execute(
-        "UPDATE resources SET metadata = ?1, spec = ?2, generation = generation + ?3,
-                resource_version = resource_version + 1, updated_at = ?4
-         WHERE uid = ?5",
-        params![
-            metadata.to_string(),
-            spec.to_string(),
-            bump,
-            now_rfc3339(),
-            current.uid
-        ],
-    )?;
-    get(conn, kind, namespace, name)
+    replace_spec_checked(conn, kind, namespace, name, metadata, spec, None)
+}
+
+/// [`replace_spec`] under Kubernetes' precondition: with `expected_version` (the
+/// `metadata.resourceVersion` the caller read), a resource written since is a
+/// `Conflict` and nothing changes.
+pub fn replace_spec_checked(
+    conn: &Connection,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    metadata: &Value,
+    spec: &Value,
+    expected_version: Option<i64>,
+) -> Result<Resource, StoreError> {
+    atomically(conn, |conn| {
+        let current = get(conn, kind, namespace, name)?;
+        if let Some(expected) = expected_version {
+            if expected != current.resource_version {
+                return Err(stale());
+            }
+        }
+        let bump = i64::from(current.spec != *spec);
+        conn.execute(
+            "UPDATE resources SET metadata = ?1, spec = ?2, generation = generation + ?3, updated_at = ?4
+             WHERE uid = ?5",
+            params![
+                metadata.to_string(),
+                spec.to_string(),
+                bump,
+                now_rfc3339(),
+                current.uid
+            ],
+        )?;
+        record_change(conn, &current.uid, ChangeOp::Modified)?;
+        get(conn, kind, namespace, name)
+    })
+}
+
+/// The message Kubernetes gives a write over a stale `resourceVersion` (after
+/// "Operation cannot be fulfilled on <kind> <name>: ").
+fn stale() -> StoreError {
+    StoreError::Conflict(
+        "the object has been modified; please apply your changes to the latest version and try again".into(),
+    )
 }
 
 /// Writes status. With `expected_version`, refuses to overwrite a newer write.
@@ -276,21 +387,19 @@ pub fn update_status(
     status: &Value,
     expected_version: Option<i64>,
 ) -> Result<i64, StoreError> {
-    let changed = conn.execute(
-        "UPDATE resources SET status = ?1, resource_version = resource_version + 1, updated_at = ?2
-         WHERE uid = ?3 AND (?4 IS NULL OR resource_version = ?4)",
-        params![status.to_string(), now_rfc3339(), uid, expected_version],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::Conflict(format!(
-            "resource {uid} changed since it was read, or is gone"
-        )));
-    }
-    Ok(conn.query_row(
-        "SELECT resource_version FROM resources WHERE uid = ?1",
-        params![uid],
-        |r| r.get(0),
-    )?)
+    atomically(conn, |conn| {
+        let changed = conn.execute(
+            "UPDATE resources SET status = ?1, updated_at = ?2
+             WHERE uid = ?3 AND (?4 IS NULL OR resource_version = ?4)",
+            params![status.to_string(), now_rfc3339(), uid, expected_version],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(format!(
+                "resource {uid} changed since it was read, or is gone"
+            )));
+        }
+        record_change(conn, uid, ChangeOp::Modified)
+    })
 }
 
 /// Marks a resource for deletion; its controller cleans up and then calls `delete`.
@@ -300,21 +409,193 @@ pub fn request_deletion(
     namespace: &str,
     name: &str,
 ) -> Result<Resource, StoreError> {
-    let changed = conn.execute(
-        "UPDATE resources SET deletion_requested_at = COALESCE(deletion_requested_at, ?1),
-                resource_version = resource_version + 1
-         WHERE kind = ?2 AND namespace = ?3 AND name = ?4",
-        params![now_rfc3339(), kind, namespace, name],
-    )?;
-    if changed == 0 {
-        return Err(not_found(kind, namespace, name));
-    }
-    get(conn, kind, namespace, name)
+    atomically(conn, |conn| {
+        let current = get(conn, kind, namespace, name)?;
+        if current.deletion_requested_at.is_some() {
+            return Ok(current);
+        }
+        conn.execute(
+            "UPDATE resources SET deletion_requested_at = ?1 WHERE uid = ?2",
+            params![now_rfc3339(), current.uid],
+        )?;
+        record_change(conn, &current.uid, ChangeOp::Modified)?;
+        get(conn, kind, namespace, name)
+    })
 }
 
 pub fn delete(conn: &Connection, uid: &str) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM resources WHERE uid = ?1", params![uid])?;
+    atomically(conn, |conn| {
+        if get_by_uid(conn, uid)?.is_none() {
+            return Ok(());
+        }
+        record_change(conn, uid, ChangeOp::Deleted)?;
+        conn.execute("DELETE FROM resources WHERE uid = ?1", params![uid])?;
+        Ok(())
+    })
+}
+
+/// What a write did to a resource, named as Kubernetes watch events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Added => "ADDED",
+            ChangeOp::Modified => "MODIFIED",
+            ChangeOp::Deleted => "DELETED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ChangeOp> {
+        [ChangeOp::Added, ChangeOp::Modified, ChangeOp::Deleted]
+            .into_iter()
+            .find(|op| op.as_str() == text)
+    }
+}
+
+/// One entry of the change log: the resource as it was right after change `rv`.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub rv: i64,
+    pub op: ChangeOp,
+    pub object: Resource,
+}
+
+/// The kinds whose changes keep the object (what a watch sends): those the Kubernetes
+/// API serves (`crate::kube::kinds::KINDS`, which a test holds to this list). Other
+/// kinds (pipeline runs and their bookkeeping, with specs of megabytes) only take a
+/// version.
+pub const WATCHED_KINDS: &[&str] = &["Job", "InferenceService"];
+
+/// How many changes the log keeps; a watch resuming from an older version gets 410
+/// `Expired` and lists again, as from a compacted etcd.
+pub const CHANGE_LOG_KEEP: i64 = 50_000;
+
+/// Runs `work` inside a savepoint, so its writes commit together or not at all,
+/// whether or not the caller already opened a transaction.
+fn atomically<R>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    conn.execute_batch("SAVEPOINT resource_write")?;
+    match work(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE resource_write")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO resource_write; RELEASE resource_write")?;
+            Err(e)
+        }
+    }
+}
+
+/// Appends a change for `uid` (which must exist), gives the row the change's `rv` as
+/// its `resource_version`, and returns it.
+fn record_change(conn: &Connection, uid: &str, op: ChangeOp) -> Result<i64, StoreError> {
+    let gone = || StoreError::NotFound {
+        kind: "resource".into(),
+        namespace: String::new(),
+        name: uid.to_string(),
+    };
+    let kind: String = conn
+        .query_row("SELECT kind FROM resources WHERE uid = ?1", params![uid], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(gone)?;
+    conn.execute(
+        "INSERT INTO resource_changes (uid, kind, namespace, name, op, object)
+         SELECT uid, kind, namespace, name, ?2, '' FROM resources WHERE uid = ?1",
+        params![uid, op.as_str()],
+    )?;
+    let rv = conn.last_insert_rowid();
+    conn.execute(
+        "UPDATE resources SET resource_version = ?1 WHERE uid = ?2",
+        params![rv, uid],
+    )?;
+    // Only a watched kind's object is read back (and its JSON decoded): a pipeline
+    // run's spec is megabytes.
+    if WATCHED_KINDS.contains(&kind.as_str()) {
+        let object = get_by_uid(conn, uid)?.ok_or_else(gone)?;
+        conn.execute(
+            "UPDATE resource_changes SET object = ?1 WHERE rv = ?2",
+            params![serde_json::to_string(&object)?, rv],
+        )?;
+    }
+    if rv % 1024 == 0 {
+        trim_changes(conn, CHANGE_LOG_KEEP)?;
+    }
+    Ok(rv)
+}
+
+/// Drops all but the newest `keep` changes (etcd's compaction, for this log).
+pub fn trim_changes(conn: &Connection, keep: i64) -> Result<(), StoreError> {
+    let latest = latest_version(conn)?;
+    conn.execute(
+        "DELETE FROM resource_changes WHERE rv <= ?1",
+        params![latest.saturating_sub(keep)],
+    )?;
     Ok(())
+}
+
+/// The newest `resourceVersion` in the store (a list's `metadata.resourceVersion`).
+pub fn latest_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'resource_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The oldest version a watch may resume from: changes after it are all in the log.
+pub fn oldest_resumable_version(conn: &Connection) -> Result<i64, StoreError> {
+    let first: Option<i64> = conn.query_row("SELECT MIN(rv) FROM resource_changes", [], |r| r.get(0))?;
+    match first {
+        Some(rv) => Ok(rv - 1),
+        None => latest_version(conn),
+    }
+}
+
+/// At most `limit` changes of one kind (in one namespace, or all) after `since`,
+/// oldest first.
+pub fn changes_since(
+    conn: &Connection,
+    kind: &str,
+    namespace: Option<&str>,
+    since: i64,
+    limit: usize,
+) -> Result<Vec<Change>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rv, op, object FROM resource_changes
+         WHERE kind = ?1 AND rv > ?2 AND (?3 IS NULL OR namespace = ?3)
+         ORDER BY rv LIMIT ?4",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![kind, since, namespace, limit], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rv, op, object) = row?;
+        let Some(op) = ChangeOp::parse(&op) else { continue };
+        let mut object: Resource = serde_json::from_str(&object)?;
+        object.resource_version = rv;
+        out.push(Change { rv, op, object });
+    }
+    Ok(out)
 }
 
 /// Sets (`Some((reason, message))`) or removes (`None`) the condition `kind` in
@@ -500,6 +781,63 @@ mod tests {
                     |r| r.get(3),
                 )?;
                 assert!(plan.contains("resources_by_created"), "{plan}");
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn every_write_takes_the_next_store_wide_version_and_is_logged() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                let a = create(conn, job("a"))?;
+                let b = create(conn, job("b"))?;
+                assert_eq!(b.resource_version, a.resource_version + 1, "one counter for all");
+                let rv = update_status(conn, &a.uid, &json!({"s": 1}), Some(a.resource_version))?;
+                assert_eq!(rv, b.resource_version + 1);
+                let stale = replace_spec_checked(
+                    conn,
+                    "Job",
+                    "team",
+                    "a",
+                    &json!({}),
+                    &json!({"x": 3}),
+                    Some(a.resource_version),
+                );
+                assert!(matches!(stale, Err(StoreError::Conflict(_))));
+                assert_eq!(
+                    get(conn, "Job", "team", "a")?.spec,
+                    json!({"x": 1}),
+                    "a refused write changes nothing"
+                );
+                delete(conn, &a.uid)?;
+                let changes = changes_since(conn, "Job", Some("team"), 0, 100)?;
+                let ops: Vec<(&str, ChangeOp)> =
+                    changes.iter().map(|c| (c.object.name.as_str(), c.op)).collect();
+                assert_eq!(
+                    ops,
+                    [
+                        ("a", ChangeOp::Added),
+                        ("b", ChangeOp::Added),
+                        ("a", ChangeOp::Modified),
+                        ("a", ChangeOp::Deleted)
+                    ]
+                );
+                assert_eq!(
+                    changes[2].object.status,
+                    json!({"s": 1}),
+                    "each change holds the object as it was"
+                );
+                assert_eq!(latest_version(conn)?, changes[3].rv);
+                assert_eq!(oldest_resumable_version(conn)?, 0);
+                trim_changes(conn, 1)?;
+                assert_eq!(
+                    oldest_resumable_version(conn)?,
+                    changes[3].rv - 1,
+                    "a trimmed log resumes only from its start"
+                );
+                assert_eq!(changes_since(conn, "Job", None, 0, 100)?.len(), 1);
                 Ok(())
             })
             .unwrap();

@@ -94,7 +94,7 @@ def outputs(hearth, run_id, display_name):
         key=lambda t: t["hearth_path"],
     )
     assert found, f"no task {display_name} in run {run_id}"
-    return [http(hearth, f"/api/v1/pipelines/runs/{run_id}/tasks/{t['task_id']}/outputs") for t in found]
+    return [http(hearth, f"/hearth/v1/pipelines/runs/{run_id}/tasks/{t['task_id']}/outputs") for t in found]
 
 
 def task_states(hearth, run_id):
@@ -305,7 +305,7 @@ def test_artifacts_parallel_for_collected_and_conditions(client, hearth, tmp_pat
     assert log.read_text() == "big\n"
     # The artifact downloads through Hearth's route.
     made_task = [t for t in tasks(hearth, result.run_id) if t["display_name"] == "make-dataset"][0]
-    body = http(hearth, f"/api/v1/pipelines/runs/{result.run_id}/tasks/{made_task['task_id']}/artifacts/data")
+    body = http(hearth, f"/hearth/v1/pipelines/runs/{result.run_id}/tasks/{made_task['task_id']}/artifacts/data")
     assert body == b"0,1,2,3"
 
 
@@ -389,7 +389,7 @@ def test_gpu_request_is_queued(client, hearth, tmp_path):
     queued, task_reason, admitted = None, None, set()
     deadline = time.time() + 120
     while time.time() < deadline:
-        queue = http(hearth, "/api/v1/queue")
+        queue = http(hearth, "/hearth/v1/queue")
         mine = [i for i in queue["items"] if i["kind"] == "PipelineRun" and i["name"] == result.run_id]
         for item in mine:
             if item["phase"] == "Queued" and item.get("reason"):
@@ -400,7 +400,7 @@ def test_gpu_request_is_queued(client, hearth, tmp_path):
         if client.get_run(result.run_id).state in ("SUCCEEDED", "FAILED", "CANCELED"):
             break
         time.sleep(0.1)
-    assert queued is not None, "the second GPU step never showed in /api/v1/queue"
+    assert queued is not None, "the second GPU step never showed in /hearth/v1/queue"
     assert "GPU" in queued["reason"], queued
     assert queued["gpus"] == 1 and queued["priority"] == "Batch", queued
     assert task_reason and "GPU" in task_reason, "the task details never showed the pending reason"

@@ -52,7 +52,7 @@ class Daemon:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def url(self, ns, name=""):
-        base = f"{self.api}/api/v1/namespaces/{ns}/inferenceservices"
+        base = f"{self.api}/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
         return f"{base}/{name}" if name else base
 
     def create(self, ns, doc):
@@ -99,7 +99,7 @@ class Daemon:
         """Replica workloads of a service that are queued, starting or running: the
         processes, not the data plane's view (a drained replica that is never stopped
         leaves the pool but keeps running)."""
-        r = self.session.get(f"{self.url(ns, name)}/replicas")
+        r = self.session.get(f"{self.api}/hearth/v1/namespaces/{ns}/inferenceservices/{name}/replicas")
         assert r.status_code == 200, r.text
         return sum(1 for item in r.json()["items"] if item["phase"] in ("Queued", "Starting", "Running"))
 

@@ -19,7 +19,7 @@ NAME = "survivor"
 
 def replicas(d):
     """The service's workloads as the scheduler reports them: id -> (phase, started_at)."""
-    r = d.session.get(f"{d.api}/api/v1/queue")
+    r = d.session.get(f"{d.api}/hearth/v1/queue")
     assert r.status_code == 200, r.text
     return {e["id"]: (e["phase"], e["started_at"]) for e in r.json()["items"]
             if e["namespace"] == NS}

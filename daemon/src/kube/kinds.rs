@@ -1,0 +1,201 @@
+//! The kind registry: each kind served at Kubernetes paths is described once, as the
+//! API server's registry and discovery describe it, and one set of handlers serves
+//! them all. A kind brings its validation and controller through [`Backend`]; a
+//! read-only view (pods, nodes, events) would be a `KindDef` with `get`/`list`/`watch`
+//! verbs only.
+
+use serde_json::Value;
+
+use crate::http::errors::ApiError;
+use crate::http::AppState;
+use crate::store::Resource;
+
+/// How a kind answers DELETE, as the API server does for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteAnswer {
+    /// A `Status` with `status: Success` (built-in kinds such as Jobs, whose store
+    /// does not return the deleted object).
+    Status,
+    /// The object, with `metadata.deletionTimestamp` set (custom resources, whose
+    /// store returns the deleted object).
+    Object,
+}
+
+/// The core code behind a kind: its validation, rules for change and controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Job,
+    InferenceService,
+}
+
+/// One kind, as discovery (`APIResource`) and the handlers need it.
+#[derive(Debug)]
+pub struct KindDef {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub list_kind: &'static str,
+    /// The resource name in paths (`jobs`).
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    /// The `kind` column of the store's resource table.
+    pub store_kind: &'static str,
+    /// Whether `{name}/status` is served.
+    pub status_subresource: bool,
+    /// Keys of `status` that are the controller's bookkeeping: kept on a status write
+    /// and never shown.
+    pub hidden_status: &'static [&'static str],
+    pub delete_answer: DeleteAnswer,
+    pub backend: Backend,
+}
+
+const WRITE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+
+/// `batch/v1` Job.
+pub static JOB: KindDef = KindDef {
+    group: "batch",
+    version: "v1",
+    kind: "Job",
+    list_kind: "JobList",
+    plural: "jobs",
+    singular: "job",
+    short_names: &[],
+    categories: &["all"],
+    namespaced: true,
+    verbs: WRITE_VERBS,
+    store_kind: crate::jobs::spec::KIND,
+    status_subresource: true,
+    hidden_status: &[],
+    delete_answer: DeleteAnswer::Status,
+    backend: Backend::Job,
+};
+
+/// KServe `serving.kserve.io/v1beta1` InferenceService (a CRD upstream).
+pub static INFERENCE_SERVICE: KindDef = KindDef {
+    group: "serving.kserve.io",
+    version: "v1beta1",
+    kind: "InferenceService",
+    list_kind: "InferenceServiceList",
+    plural: "inferenceservices",
+    singular: "inferenceservice",
+    short_names: &["isvc"],
+    categories: &["all"],
+    namespaced: true,
+    verbs: WRITE_VERBS,
+    store_kind: crate::serving::service::STORE_KIND,
+    status_subresource: true,
+    hidden_status: &["hearth"],
+    delete_answer: DeleteAnswer::Object,
+    backend: Backend::InferenceService,
+};
+
+/// Every kind served, in discovery order.
+pub static KINDS: &[&KindDef] = &[&JOB, &INFERENCE_SERVICE];
+
+/// The API groups of the registry, each once.
+pub fn groups() -> impl Iterator<Item = &'static str> {
+    KINDS
+        .iter()
+        .enumerate()
+        .filter(|(i, k)| !KINDS[..*i].iter().any(|earlier| earlier.group == k.group))
+        .map(|(_, k)| k.group)
+}
+
+/// The kind a path's segments (`apis/{group}/{version}/.../{plural}/...`) name.
+pub fn for_path(parts: &[&str]) -> Option<&'static KindDef> {
+    let (group, version) = match parts {
+        ["apis", group, version, ..] => (*group, *version),
+        _ => return None,
+    };
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.group == group && k.version == version && parts.iter().skip(3).any(|p| *p == k.plural))
+}
+
+impl KindDef {
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// The stored resource as the document clients see.
+    pub fn render(&self, resource: &Resource) -> Value {
+        match self.backend {
+            Backend::Job => crate::jobs::render(resource),
+            Backend::InferenceService => crate::serving::service::document(resource),
+        }
+    }
+
+    pub async fn create(
+        &self,
+        state: &AppState,
+        namespace: &str,
+        document: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        match self.backend {
+            Backend::Job => Ok(state.jobs.create(namespace, document, dry_run).await?),
+            Backend::InferenceService => Ok(state.serving.create(namespace, document, dry_run).await?),
+        }
+    }
+
+    /// PUT of the whole object; the kind refuses changes to its immutable fields.
+    pub async fn replace(
+        &self,
+        state: &AppState,
+        namespace: &str,
+        name: &str,
+        document: Value,
+        expected_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        match self.backend {
+            Backend::Job => Ok(state
+                .jobs
+                .replace(namespace, name, document, expected_version, dry_run)
+                .await?),
+            Backend::InferenceService => Ok(state
+                .serving
+                .replace(namespace, name, document, expected_version, dry_run)
+                .await?),
+        }
+    }
+
+    /// Starts deletion (the controller stops what runs and removes the object);
+    /// answers the object as marked.
+    pub async fn delete(
+        &self,
+        state: &AppState,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        match self.backend {
+            Backend::Job => Ok(state.jobs.delete(namespace, name, dry_run).await?),
+            Backend::InferenceService => Ok(state.serving.delete(namespace, name, dry_run).await?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_keeps_the_objects_of_every_served_kind() {
+        for kind in KINDS {
+            assert!(
+                crate::store::resources::WATCHED_KINDS.contains(&kind.store_kind),
+                "{} is served but its changes would carry no object",
+                kind.kind
+            );
+        }
+        assert_eq!(groups().collect::<Vec<_>>(), ["batch", "serving.kserve.io"]);
+        let parts = ["apis", "batch", "v1", "namespaces", "a", "jobs", "x"];
+        assert_eq!(for_path(&parts).map(|k| k.kind), Some("Job"));
+    }
+}

@@ -1,0 +1,14 @@
+//! The Kubernetes resource API: one generic surface (the API server's registry,
+//! kube-rs's `Api<K>`) serving every kind of [`kinds::KINDS`] at Kubernetes' own
+//! paths, with Kubernetes' list, watch, patch, error (`Status`) and discovery shapes,
+//! so kubectl and the Kubernetes clients work against Hearth unchanged.
+
+pub mod discovery;
+pub mod handlers;
+pub mod kinds;
+pub mod params;
+pub mod patch;
+pub mod routes;
+pub mod selectors;
+pub mod status;
+pub mod watch;
