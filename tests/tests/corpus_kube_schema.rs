@@ -237,3 +237,77 @@ fn served_schemas_match_upstream_and_every_upstream_sample_validates_or_is_refus
     eprintln!("Job trial templates: {accepted} accepted, {refused} refused by name");
     assert!(accepted > 5, "{accepted} accepted");
 }
+
+/// The schema of `class` (a model of the Kubernetes Python client, generated from
+/// Kubernetes' own OpenAPI) in OpenAPI form: names from `attribute_map`, types from
+/// `openapi_types`.
+const CLIENT_SCHEMA: &str = r#"
+import json, re, sys
+import kubernetes.client as k
+
+def schema(t, depth=0):
+    if depth > 12:
+        return {}
+    m = re.fullmatch(r"[lL]ist\[(.*)\]", t)
+    if m:
+        return {"type": "array", "items": schema(m.group(1), depth + 1)}
+    m = re.fullmatch(r"dict\(str, (.*)\)", t) or re.fullmatch(r"Dict\[str, (.*)\]", t)
+    if m:
+        return {"type": "object", "additionalProperties": schema(m.group(1), depth + 1)}
+    simple = {"str": "string", "int": "integer", "bool": "boolean", "float": "number",
+              "datetime": "string", "date": "string", "object": "object"}
+    if t in simple:
+        return {"type": simple[t]}
+    cls = getattr(k, t)
+    return {"type": "object", "properties": {
+        cls.attribute_map[a]: schema(at, depth + 1) for a, at in cls.openapi_types.items()}}
+
+print(json.dumps(schema(sys.argv[1])))
+"#;
+
+/// Kubernetes' own Job type (through the Kubernetes Python client that scripts/test
+/// installs in `.venv-kserve`): every field Hearth's Job schema declares exists there
+/// with the same type.
+#[test]
+fn the_job_schema_matches_kubernetes_own_job_type() {
+    let fixtures = hearth_e2e::fixtures_dir();
+    assert!(fixtures.is_dir());
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-kserve/bin/python");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/test builds .venv-kserve"
+        );
+        eprintln!("skipped: no .venv-kserve (scripts/test builds it)");
+        return;
+    }
+    let out = std::process::Command::new(&python)
+        .args(["-c", CLIENT_SCHEMA, "V1Job"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut upstream: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Kubernetes types `resource.Quantity` as a string in its own OpenAPI; Hearth, as
+    // CRDs do, writes the int-or-string that YAML documents actually carry.
+    mark_quantities(&mut upstream);
+    let d = spawn_daemon();
+    let job = schema(&d, "apis/batch/v1", "io.k8s.api.batch.v1.Job");
+    let (mut checked, mut errors) = (0, Vec::new());
+    same_fields(&job, &upstream, "", &mut checked, &mut errors);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    assert!(checked > 50, "only {checked} fields compared");
+}
+
+fn mark_quantities(schema: &mut Value) {
+    if let Some(props) = schema["properties"].as_object_mut() {
+        for (name, sub) in props.iter_mut() {
+            if name == "limits" || name == "requests" {
+                sub["additionalProperties"] = json!({"x-kubernetes-int-or-string": true});
+            }
+            mark_quantities(sub);
+        }
+    }
+    if schema["items"].is_object() {
+        mark_quantities(&mut schema["items"]);
+    }
+}
