@@ -1,7 +1,9 @@
 //! The schemas `/openapi/v3` serves, checked against upstream in `../shared/fixtures/`
 //! (read in place): every field Hearth's InferenceService schema declares exists in
 //! KServe's CRD (`config/crd/full/serving.kserve.io_inferenceservices.yaml`) with the
-//! same type; every upstream InferenceService sample, and every batch/v1 Job that
+//! same type; every field of Hearth's Job schema exists in Kubernetes' own Job type
+//! (the Kubernetes Python client's models) with the same type; every upstream
+//! InferenceService sample, and every batch/v1 Job that
 //! Katib's examples embed as a trial template, is either accepted by the server
 //! (`dryRun=All`) and valid against Hearth's schema, or refused naming a field.
 

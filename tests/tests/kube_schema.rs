@@ -2,7 +2,8 @@
 //! the daemon's kubeconfig: `kubectl explain` prints Hearth's descriptions, `kubectl
 //! apply` validates by default (no `--validate=false`: kubectl finds
 //! `fieldValidation` on the kind's PATCH operation and sends `fieldValidation=Strict`),
-//! and a misspelt field is refused by the server naming it.
+//! applying again is `unchanged` and a changed mutable field `configured`, and a
+//! misspelt or mistyped field is refused by the server naming it.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -95,6 +96,22 @@ fn kubectl_explains_and_validates_with_the_served_schemas() {
     assert!(out.contains("job.batch/hello created"), "{out}");
     assert!(out.contains("/openapi/v3/apis/batch/v1?hash="), "{out}");
     assert!(out.contains("fieldValidation=Strict"), "{out}");
+
+    // Again, and with a changed mutable field: kubectl's strategic merge patch reads
+    // the same v3 schema for the Job's patch metadata.
+    let again = kc(&["apply", "-f", "-"], Some(JOB));
+    assert!(
+        text(&again).contains("job.batch/hello unchanged"),
+        "{}",
+        text(&again)
+    );
+    let labelled = JOB.replace("  name: hello\n", "  name: hello\n  labels:\n    team: a\n");
+    let changed = kc(&["apply", "-f", "-"], Some(&labelled));
+    assert!(
+        text(&changed).contains("job.batch/hello configured"),
+        "{}",
+        text(&changed)
+    );
 
     let model = tempfile::tempdir().unwrap();
     let isvc = format!(
