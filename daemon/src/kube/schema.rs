@@ -408,12 +408,24 @@ pub fn inference_service(kind: &KindDef) -> Value {
 /// The schema's name in `components.schemas`: `io.k8s.api.{group}.{version}.{Kind}` for
 /// Kubernetes' groups, the reversed group for others (as the API server names CRDs).
 pub fn schema_name(kind: &KindDef) -> String {
-    let mut parts: Vec<&str> = kind.group.split('.').collect();
+    name_for(kind.group, kind.version, kind.kind)
+}
+
+/// Kubernetes' own groups: the core group (`""`) is `core`, `batch` stays, and
+/// `authentication.k8s.io` is `authentication`; any other group is reversed.
+fn name_for(group: &str, version: &str, kind: &str) -> String {
+    if group.is_empty() {
+        return format!("io.k8s.api.core.{version}.{kind}");
+    }
+    if let Some(short) = group.strip_suffix(".k8s.io") {
+        return format!("io.k8s.api.{short}.{version}.{kind}");
+    }
+    let mut parts: Vec<&str> = group.split('.').collect();
     if parts.len() == 1 {
-        return format!("io.k8s.api.{}.{}.{}", kind.group, kind.version, kind.kind);
+        return format!("io.k8s.api.{group}.{version}.{kind}");
     }
     parts.reverse();
-    format!("{}.{}.{}", parts.join("."), kind.version, kind.kind)
+    format!("{}.{version}.{kind}", parts.join("."))
 }
 
 #[cfg(test)]
@@ -491,6 +503,11 @@ mod tests {
                 "io.k8s.api.batch.v1.Job",
                 "io.kserve.serving.v1beta1.InferenceService"
             ]
+        );
+        assert_eq!(name_for("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");
+        assert_eq!(
+            name_for("authentication.k8s.io", "v1", "SelfSubjectReview"),
+            "io.k8s.api.authentication.v1.SelfSubjectReview"
         );
     }
 }
