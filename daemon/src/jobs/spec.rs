@@ -28,7 +28,7 @@ const MAX_RULES: usize = 20;
 const MAX_EXIT_CODES: usize = 255;
 
 /// Job fields Hearth honours. Anything else is refused by [`spec_field_reason`].
-const JOB_FIELDS: &[&str] = &[
+pub(crate) const JOB_FIELDS: &[&str] = &[
     "template",
     "backoffLimit",
     "activeDeadlineSeconds",
@@ -45,7 +45,7 @@ const JOB_FIELDS: &[&str] = &[
     "managedBy",
 ];
 
-const POD_FIELDS: &[&str] = &[
+pub(crate) const POD_FIELDS: &[&str] = &[
     "containers",
     "restartPolicy",
     "terminationGracePeriodSeconds",
@@ -54,7 +54,7 @@ const POD_FIELDS: &[&str] = &[
     "securityContext",
 ];
 
-const CONTAINER_FIELDS: &[&str] = &[
+pub(crate) const CONTAINER_FIELDS: &[&str] = &[
     "name",
     "image",
     "command",

@@ -51,6 +51,10 @@ pub struct KindDef {
     pub hidden_status: &'static [&'static str],
     pub delete_answer: DeleteAnswer,
     pub backend: Backend,
+    /// The kind's OpenAPI v3 schema (served by `/openapi/v3`, printed by `kubectl
+    /// explain`): for Hearth's kinds, built from the fields it honours
+    /// ([`super::schema`]); a view of a Kubernetes kind may give upstream's.
+    pub schema: fn(&KindDef) -> Value,
 }
 
 const WRITE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
@@ -72,6 +76,7 @@ pub static JOB: KindDef = KindDef {
     hidden_status: &[],
     delete_answer: DeleteAnswer::Status,
     backend: Backend::Job,
+    schema: super::schema::job,
 };
 
 /// KServe `serving.kserve.io/v1beta1` InferenceService (a CRD upstream).
@@ -91,6 +96,7 @@ pub static INFERENCE_SERVICE: KindDef = KindDef {
     hidden_status: &["hearth"],
     delete_answer: DeleteAnswer::Object,
     backend: Backend::InferenceService,
+    schema: super::schema::inference_service,
 };
 
 /// Every kind served, in discovery order.

@@ -6,9 +6,11 @@
 pub mod discovery;
 pub mod handlers;
 pub mod kinds;
+pub mod openapi_v3;
 pub mod params;
 pub mod patch;
 pub mod routes;
+pub mod schema;
 pub mod selectors;
 pub mod status;
 pub mod watch;

@@ -217,6 +217,7 @@ kind_routes!(
 /// Every kind's paths and discovery.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
+    super::openapi_v3::routes(cfg);
     jobs::routes(cfg);
     inferenceservices::routes(cfg);
 }

@@ -453,7 +453,7 @@ pub fn parse_storage(uri: &str, field: &str, config: &ServingConfig) -> Result<S
 
 /// Model frameworks of the pre-`model` schema (`predictor.sklearn: {...}`); each is
 /// read as `model` with `modelFormat.name` set, as KServe does.
-const FRAMEWORKS: &[&str] = &[
+pub(crate) const FRAMEWORKS: &[&str] = &[
     "sklearn",
     "xgboost",
     "lightgbm",
@@ -508,7 +508,8 @@ const COMPONENT_REFUSED: &[(&str, &str)] = &[
     ("annotations", "component annotations need Kubernetes pods"),
 ];
 
-const COMPONENT_KNOWN: &[&str] = &[
+/// Fields of a component (predictor or transformer) Hearth honours.
+pub(crate) const COMPONENT_KNOWN: &[&str] = &[
     "model",
     "containers",
     "minReplicas",
@@ -528,6 +529,39 @@ const COMPONENT_KNOWN: &[&str] = &[
     "pmml",
     "paddle",
     "huggingface",
+];
+
+/// Fields of an InferenceService `spec` Hearth honours.
+pub(crate) const SPEC_FIELDS: &[&str] = &["predictor", "transformer"];
+
+/// Fields of a component's `model` (KServe's ModelSpec) Hearth honours.
+pub(crate) const MODEL_FIELDS: &[&str] = &[
+    "modelFormat",
+    "storageUri",
+    "protocolVersion",
+    "runtime",
+    "runtimeVersion",
+    "resources",
+    "args",
+    "env",
+    "ports",
+    "name",
+    "image",
+    "imagePullPolicy",
+];
+
+/// Fields of a component's one custom container Hearth honours.
+pub(crate) const CUSTOM_CONTAINER_FIELDS: &[&str] = &[
+    "name",
+    "image",
+    "imagePullPolicy",
+    "command",
+    "args",
+    "env",
+    "ports",
+    "resources",
+    "workingDir",
+    "storageUri",
 ];
 
 const CONTAINER_REFUSED: &[(&str, &str)] = &[
@@ -610,25 +644,7 @@ fn model_workload(
     ctx: &Context<'_>,
     framework: Option<&str>,
 ) -> Result<(Workload, Protocol, Resources), IsvcError> {
-    check_keys(
-        model,
-        path,
-        &[
-            "modelFormat",
-            "storageUri",
-            "protocolVersion",
-            "runtime",
-            "runtimeVersion",
-            "resources",
-            "args",
-            "env",
-            "ports",
-            "name",
-            "image",
-            "imagePullPolicy",
-        ],
-        CONTAINER_REFUSED,
-    )?;
+    check_keys(model, path, MODEL_FIELDS, CONTAINER_REFUSED)?;
     let (format, version) = match framework {
         Some(f) => (f.to_string(), None),
         None => {
@@ -750,23 +766,7 @@ fn custom_workload(
     }
     let cp = format!("{p}[0]");
     let container = object(&list[0], &cp)?;
-    check_keys(
-        container,
-        &cp,
-        &[
-            "name",
-            "image",
-            "imagePullPolicy",
-            "command",
-            "args",
-            "env",
-            "ports",
-            "resources",
-            "workingDir",
-            "storageUri",
-        ],
-        CONTAINER_REFUSED,
-    )?;
+    check_keys(container, &cp, CUSTOM_CONTAINER_FIELDS, CONTAINER_REFUSED)?;
     let mut command = strings(container, "command", &cp)?;
     if command.is_empty() {
         // `args` alone are arguments to the image's entrypoint, which the process
@@ -1153,7 +1153,7 @@ pub fn validate(
     check_keys(
         spec_obj,
         "spec",
-        &["predictor", "transformer"],
+        SPEC_FIELDS,
         &[
             ("explainer", "explainers are not run by Hearth"),
             (

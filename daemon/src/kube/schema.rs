@@ -1,0 +1,513 @@
+//! Each served kind's OpenAPI v3 schema (the shape `kubectl explain` prints and the
+//! `/openapi/v3` documents carry), built from what Hearth honours: the properties of
+//! an object are exactly the field list its validator accepts (`jobs::spec::JOB_FIELDS`,
+//! `serving::isvc::COMPONENT_KNOWN`, ...), each with its type as upstream declares it
+//! (Kubernetes' `k8s.io/api` types, KServe's CRD) and Hearth's own description of
+//! what it does with it. A field Hearth refuses is absent, so the schema never
+//! advertises it; the server refuses it by name (`Invalid` naming the field).
+//!
+//! Schemas are OpenAPI 3.0 schema objects as `serde_json::Value`, named as the
+//! Kubernetes API server names them (`io.k8s.api.batch.v1.Job`) or, for custom
+//! resources, by reversed group (`io.kserve.serving.v1beta1.InferenceService`).
+
+use serde_json::{json, Map, Value};
+
+use super::kinds::KindDef;
+
+/// A property: its name, then its schema.
+type Prop = (&'static str, Value);
+
+fn string(description: &str) -> Value {
+    json!({"type": "string", "description": description})
+}
+
+fn enumerated(description: &str, values: &[&str]) -> Value {
+    json!({"type": "string", "description": description, "enum": values})
+}
+
+fn int32(description: &str) -> Value {
+    json!({"type": "integer", "format": "int32", "description": description})
+}
+
+fn int64(description: &str) -> Value {
+    json!({"type": "integer", "format": "int64", "description": description})
+}
+
+fn boolean(description: &str) -> Value {
+    json!({"type": "boolean", "description": description})
+}
+
+fn strings(description: &str) -> Value {
+    json!({"type": "array", "items": {"type": "string"}, "description": description})
+}
+
+fn string_map(description: &str) -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string"}, "description": description})
+}
+
+/// A free-form object whose keys Hearth checks itself (status, policies' rules).
+fn free_object(description: &str) -> Value {
+    json!({"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": true})
+}
+
+fn array_of(description: &str, items: Value) -> Value {
+    json!({"type": "array", "items": items, "description": description})
+}
+
+/// An object with exactly `props`, in the order `names` lists them; a name of `names`
+/// without a declared property is a programming error caught by this module's tests
+/// (it is left out rather than typed wrongly).
+fn object(description: &str, names: &[&str], props: Vec<Prop>) -> Value {
+    let mut properties = Map::new();
+    for name in names {
+        if let Some((_, schema)) = props.iter().find(|(n, _)| n == name) {
+            properties.insert((*name).to_string(), schema.clone());
+        }
+    }
+    json!({"type": "object", "description": description, "properties": properties})
+}
+
+/// Kubernetes' `resource.Quantity` in a map, as CRDs declare it.
+fn quantities(description: &str) -> Value {
+    json!({
+        "type": "object",
+        "description": description,
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true,
+        },
+    })
+}
+
+fn resources(description: &str) -> Value {
+    object(
+        description,
+        &["limits", "requests"],
+        vec![
+            (
+                "limits",
+                quantities("The most the workload may use: `cpu`, `memory`, `nvidia.com/gpu` (whole GPUs, placed by Hearth's GPU inventory)."),
+            ),
+            (
+                "requests",
+                quantities("What the workload is admitted with (`cpu`, `memory`, `nvidia.com/gpu`); Hearth's queue admits work while the host has it free."),
+            ),
+        ],
+    )
+}
+
+fn env(description: &str) -> Value {
+    array_of(
+        description,
+        object(
+            "One environment variable (values only: `valueFrom` needs ConfigMaps and Secrets, which Hearth does not have).",
+            &["name", "value"],
+            vec![
+                ("name", string("The variable's name.")),
+                ("value", string("Its value; `$(VAR)` references are expanded as Kubernetes does.")),
+            ],
+        ),
+    )
+}
+
+fn ports(description: &str) -> Value {
+    array_of(
+        description,
+        object(
+            "A port the container listens on.",
+            &["containerPort", "name", "protocol"],
+            vec![
+                ("containerPort", int32("The port number (1-65535).")),
+                ("name", string("An IANA service name for the port.")),
+                (
+                    "protocol",
+                    enumerated("TCP (the default), UDP or SCTP.", &["SCTP", "TCP", "UDP"]),
+                ),
+            ],
+        ),
+    )
+}
+
+/// `metadata` as Hearth keeps it (`io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta`,
+/// the fields a client writes or reads back).
+fn object_meta() -> Value {
+    let names = [
+        "name",
+        "generateName",
+        "namespace",
+        "labels",
+        "annotations",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "ownerReferences",
+        "finalizers",
+    ];
+    object(
+        "Standard object metadata; Hearth sets uid, resourceVersion (one store-wide counter), generation and the timestamps.",
+        &names,
+        vec![
+            ("name", string("The object's name, unique in its namespace (a DNS-1123 label for workloads).")),
+            ("generateName", string("A prefix from which Hearth makes a unique name when name is empty.")),
+            ("namespace", string("The namespace; it must agree with the path's.")),
+            ("labels", string_map("Labels, selectable with labelSelector.")),
+            ("annotations", string_map("Annotations; Hearth reads some of KServe's (serving.kserve.io/*).")),
+            ("uid", string("Set by Hearth at creation.")),
+            ("resourceVersion", string("The store-wide version of the last change; a stale one in a replace is a Conflict.")),
+            ("generation", int64("Counts changes of spec.")),
+            ("creationTimestamp", json!({"type": "string", "format": "date-time", "description": "When the object was created (RFC 3339)."})),
+            ("deletionTimestamp", json!({"type": "string", "format": "date-time", "description": "When deletion began (RFC 3339)."})),
+            ("ownerReferences", array_of("Objects this one belongs to; deleting the owner deletes it.", free_object("An owner reference (apiVersion, kind, name, uid)."))),
+            ("finalizers", strings("Accepted for compatibility; Hearth's controllers finish deletion themselves.")),
+        ],
+    )
+}
+
+/// Top-level document of a kind: apiVersion, kind, metadata, spec, status.
+fn document(kind: &KindDef, description: &str, spec: Value, status: &str) -> Value {
+    let mut schema = object(
+        description,
+        &["apiVersion", "kind", "metadata", "spec", "status"],
+        vec![
+            (
+                "apiVersion",
+                string(&format!("{} (the only version served).", kind.api_version())),
+            ),
+            ("kind", string(&format!("{}.", kind.kind))),
+            ("metadata", object_meta()),
+            ("spec", spec),
+            ("status", free_object(status)),
+        ],
+    );
+    schema["x-kubernetes-group-version-kind"] =
+        json!([{"group": kind.group, "version": kind.version, "kind": kind.kind}]);
+    schema
+}
+
+/// A batch/v1 container as the process runtime runs it.
+fn job_container() -> Value {
+    object(
+        "The attempt's one process (Hearth's process runtime runs command and args on the host, as the namespace's Unix user).",
+        crate::jobs::spec::CONTAINER_FIELDS,
+        vec![
+            ("name", string("The container's name (a DNS-1123 label).")),
+            ("image", string("Recorded and shown; the process runtime runs the command on the host, not in this image.")),
+            ("command", strings("The program and its arguments (required: the process runtime knows no image entrypoint).")),
+            ("args", strings("Arguments appended to command.")),
+            ("env", env("Environment variables of the process; Hearth adds JOB_COMPLETION_INDEX for Indexed Jobs.")),
+            ("workingDir", string("The process's working directory on the host.")),
+            ("resources", resources("CPU, memory and nvidia.com/gpu the attempt is queued for; GPUs are assigned by index through CUDA_VISIBLE_DEVICES.")),
+            ("imagePullPolicy", enumerated("Accepted; nothing is pulled.", &["Always", "IfNotPresent", "Never"])),
+            ("ports", ports("Recorded; the process shares the host's network.")),
+            ("terminationMessagePolicy", enumerated("File (the default) or FallbackToLogsOnError: where the attempt's termination message comes from.", &["FallbackToLogsOnError", "File"])),
+            ("terminationMessagePath", string("The file whose content becomes the termination message.")),
+            ("securityContext", free_object("Honoured within the namespace's Unix identities (runAsUser and runAsGroup must be the namespace's).")),
+        ],
+    )
+}
+
+fn pod_template() -> Value {
+    let pod_spec = object(
+        "What each attempt runs: exactly one container.",
+        crate::jobs::spec::POD_FIELDS,
+        vec![
+            ("containers", array_of("Exactly one container, run as a host process.", job_container())),
+            ("restartPolicy", enumerated("Never (a failed attempt is a new attempt) or OnFailure (restarted in place); Always is not allowed for Jobs.", &["Never", "OnFailure"])),
+            ("terminationGracePeriodSeconds", int64("Seconds between SIGTERM and SIGKILL when an attempt is stopped.")),
+            ("activeDeadlineSeconds", int64("Seconds an attempt may run before it is stopped and fails with DeadlineExceeded.")),
+            ("tolerations", array_of("Accepted; one host has no taints to tolerate.", free_object("A toleration."))),
+            ("securityContext", free_object("Honoured within the namespace's Unix identities (runAsUser, runAsGroup, fsGroup must be the namespace's).")),
+        ],
+    );
+    object(
+        "The pod template each attempt is made from.",
+        &["metadata", "spec"],
+        vec![
+            (
+                "metadata",
+                object(
+                    "Labels and annotations given to each attempt's Pod view.",
+                    &["labels", "annotations"],
+                    vec![
+                        ("labels", string_map("Labels of the attempts.")),
+                        ("annotations", string_map("Annotations of the attempts.")),
+                    ],
+                ),
+            ),
+            ("spec", pod_spec),
+        ],
+    )
+}
+
+/// `io.k8s.api.batch.v1.Job` as Hearth honours it.
+pub fn job(kind: &KindDef) -> Value {
+    let spec = object(
+        "What the Job runs and when it is done or failed (batch/v1 JobSpec; fields Hearth does not honour are refused by name).",
+        crate::jobs::spec::JOB_FIELDS,
+        vec![
+            ("template", pod_template()),
+            ("backoffLimit", int32("Failed attempts before the Job fails (default 6, at most 2147483647).")),
+            ("activeDeadlineSeconds", int64("Seconds from status.startTime before the Job is stopped and fails with DeadlineExceeded.")),
+            ("ttlSecondsAfterFinished", int32("Seconds after the Job finishes before Hearth deletes it.")),
+            ("completions", int32("Successful attempts needed (default 1, at most 100000).")),
+            ("parallelism", int32("Attempts run at once, at most (default 1, at most 100000; Hearth's queue may run fewer).")),
+            ("completionMode", enumerated("NonIndexed (the default) or Indexed (each index 0..completions must succeed once; JOB_COMPLETION_INDEX is set).", &["Indexed", "NonIndexed"])),
+            ("suspend", boolean("While true no attempt starts and running ones are stopped.")),
+            ("podFailurePolicy", free_object("Rules on exit codes and pod conditions (FailJob, FailIndex, Ignore, Count), at most 20.")),
+            ("backoffLimitPerIndex", int32("Failed attempts allowed per index of an Indexed Job.")),
+            ("maxFailedIndexes", int32("Failed indexes before an Indexed Job fails (at most completions).")),
+            ("successPolicy", free_object("Rules (succeededIndexes, succeededCount) that end an Indexed Job early as succeeded, at most 20.")),
+            ("podReplacementPolicy", enumerated("Only Failed: a new attempt starts once the previous one has ended.", &["Failed"])),
+            ("managedBy", enumerated("Only kubernetes.io/job-controller (Hearth's controller).", &["kubernetes.io/job-controller"])),
+        ],
+    );
+    document(
+        kind,
+        "A batch/v1 Job, run by Hearth's queue on this host: each attempt is one process.",
+        spec,
+        "The Job's progress in the batch/v1 JobStatus shape (conditions, startTime, completionTime, active, succeeded, failed, ready, completedIndexes, failedIndexes).",
+    )
+}
+
+fn model_format() -> Value {
+    object(
+        "The model's format, which chooses the serving runtime.",
+        &["name", "version"],
+        vec![
+            ("name", string("The format (sklearn, xgboost, lightgbm, onnx, tensorflow, pytorch, triton, huggingface, ...), matched against the configured serving runtimes.")),
+            ("version", string("The format's version, matched against the runtimes' supported versions.")),
+        ],
+    )
+}
+
+/// Fields of [`crate::serving::isvc::MODEL_FIELDS`] that KServe's framework specs
+/// (`predictor.sklearn`, ...) lack: the framework names the format, and a runtime is
+/// chosen by it. Hearth's validator takes them there too; the schema keeps to upstream.
+const NOT_IN_FRAMEWORK_SPECS: &[&str] = &["modelFormat", "runtime"];
+
+/// The fields of a model spec: all of `MODEL_FIELDS` for `model`, upstream's subset for
+/// a framework.
+fn model_fields(framework: bool) -> Vec<&'static str> {
+    crate::serving::isvc::MODEL_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !framework || !NOT_IN_FRAMEWORK_SPECS.contains(f))
+        .collect()
+}
+
+fn model_spec(description: &str, framework: bool) -> Value {
+    object(
+        description,
+        &model_fields(framework),
+        vec![
+            ("modelFormat", model_format()),
+            ("storageUri", string("Where the model is: an absolute path, file://, http(s)://, s3:// or public gs://; fetched once into Hearth's model cache.")),
+            ("protocolVersion", enumerated("v1 or v2 (the open inference protocol); the runtime's default otherwise.", &["grpc-v1", "grpc-v2", "v1", "v2"])),
+            ("runtime", string("A serving runtime by name; chosen by modelFormat otherwise.")),
+            ("runtimeVersion", string("The runtime's version.")),
+            ("resources", resources("CPU, memory and nvidia.com/gpu each replica is placed with.")),
+            ("args", strings("Extra arguments to the runtime's server.")),
+            ("env", env("Extra environment variables of the runtime's server.")),
+            ("ports", ports("Refused for model runtimes (Hearth chooses the port); only for custom containers.")),
+            ("name", string("The container's name.")),
+            ("image", string("Recorded; the process runtime runs the configured runtime's command, not this image.")),
+            ("imagePullPolicy", enumerated("Accepted; nothing is pulled.", &["Always", "IfNotPresent", "Never"])),
+        ],
+    )
+}
+
+/// Fields of [`crate::serving::isvc::CUSTOM_CONTAINER_FIELDS`] that are not in
+/// Kubernetes' `Container`, which KServe's CRD uses for `containers`: Hearth's validator
+/// takes `storageUri` there, but the schema keeps to upstream.
+const NOT_IN_CONTAINERS: &[&str] = &["storageUri"];
+
+fn custom_container_fields() -> Vec<&'static str> {
+    crate::serving::isvc::CUSTOM_CONTAINER_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !NOT_IN_CONTAINERS.contains(f))
+        .collect()
+}
+
+fn custom_container() -> Value {
+    object(
+        "A custom server, run as a host process that must listen on its port.",
+        &custom_container_fields(),
+        vec![
+            ("name", string("The container's name.")),
+            ("image", string("Recorded; the command runs on the host.")),
+            ("imagePullPolicy", enumerated("Accepted; nothing is pulled.", &["Always", "IfNotPresent", "Never"])),
+            ("command", strings("The server's program and arguments (required: the process runtime knows no image entrypoint).")),
+            ("args", strings("Arguments appended to command.")),
+            ("env", env("Environment variables of the server.")),
+            ("ports", ports("The port the server listens on (the first is used).")),
+            ("resources", resources("CPU, memory and nvidia.com/gpu each replica is placed with.")),
+            ("workingDir", string("The server's working directory on the host.")),
+        ],
+    )
+}
+
+/// Fields of [`crate::serving::isvc::COMPONENT_KNOWN`] that KServe's transformer spec
+/// lacks (a transformer is a custom container; models are the predictor's).
+fn not_in_transformer(field: &str) -> bool {
+    field == "model" || crate::serving::isvc::FRAMEWORKS.contains(&field)
+}
+
+fn component_fields(transformer: bool) -> Vec<&'static str> {
+    crate::serving::isvc::COMPONENT_KNOWN
+        .iter()
+        .copied()
+        .filter(|f| !transformer || !not_in_transformer(f))
+        .collect()
+}
+
+fn component(description: &str, transformer: bool) -> Value {
+    let mut props: Vec<Prop> = vec![
+        ("model", model_spec("The model to serve, by format and storage URI (KServe's ModelSpec).", false)),
+        ("containers", array_of("One custom container, instead of model.", custom_container())),
+        ("minReplicas", int32("Fewest replicas; 0 lets the service scale to zero when idle.")),
+        ("maxReplicas", int32("Most replicas Hearth's autoscaler starts.")),
+        ("scaleTarget", int32("The per-replica value of scaleMetric the autoscaler aims at.")),
+        ("scaleMetric", enumerated("concurrency (in-flight requests) or rps.", &["concurrency", "cpu", "memory", "rps"])),
+        ("containerConcurrency", int64("Requests one replica takes at once; more wait in Hearth's router.")),
+        ("timeout", int64("Seconds a request may take before the router answers 504.")),
+        ("canaryTrafficPercent", int64("The share of traffic (0-100) the latest revision gets; the rest goes to the previous ready revision.")),
+    ];
+    for framework in crate::serving::isvc::FRAMEWORKS {
+        props.push((
+            framework,
+            model_spec(
+                "The pre-model form: read as model with modelFormat.name set to this framework, as KServe does.",
+                true,
+            ),
+        ));
+    }
+    object(description, &component_fields(transformer), props)
+}
+
+/// `io.kserve.serving.v1beta1.InferenceService` as Hearth honours it.
+pub fn inference_service(kind: &KindDef) -> Value {
+    let spec = object(
+        "The predictor and optional transformer (KServe InferenceServiceSpec; explainers and other fields are refused by name).",
+        crate::serving::isvc::SPEC_FIELDS,
+        vec![
+            ("predictor", component("The model server: replicas behind Hearth's router, autoscaled on concurrency or rps.", false)),
+            ("transformer", component("Pre- and post-processing in front of the predictor (a custom container).", true)),
+        ],
+    );
+    document(
+        kind,
+        "A KServe InferenceService, served by Hearth's own router and replicas on this host.",
+        spec,
+        "KServe's InferenceServiceStatus: url, address, conditions (Ready, PredictorReady, ...), components with their revisions and traffic, modelStatus.",
+    )
+}
+
+/// The schema's name in `components.schemas`: `io.k8s.api.{group}.{version}.{Kind}` for
+/// Kubernetes' groups, the reversed group for others (as the API server names CRDs).
+pub fn schema_name(kind: &KindDef) -> String {
+    name_for(kind.group, kind.version, kind.kind)
+}
+
+/// Kubernetes' own groups: the core group (`""`) is `core`, `batch` stays, and
+/// `authentication.k8s.io` is `authentication`; any other group is reversed.
+fn name_for(group: &str, version: &str, kind: &str) -> String {
+    if group.is_empty() {
+        return format!("io.k8s.api.core.{version}.{kind}");
+    }
+    if let Some(short) = group.strip_suffix(".k8s.io") {
+        return format!("io.k8s.api.{short}.{version}.{kind}");
+    }
+    let mut parts: Vec<&str> = group.split('.').collect();
+    if parts.len() == 1 {
+        return format!("io.k8s.api.{group}.{version}.{kind}");
+    }
+    parts.reverse();
+    format!("{}.{version}.{kind}", parts.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::kinds::{INFERENCE_SERVICE, JOB, KINDS};
+
+    /// Every honoured field has a declared type: no name of a field list is dropped.
+    fn assert_properties(schema: &Value, path: &str, names: &[&str]) {
+        let mut at = schema;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            at = if part == "[]" {
+                &at["items"]
+            } else {
+                &at["properties"][part]
+            };
+        }
+        let keys: std::collections::BTreeSet<&str> = at["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{path} has no properties"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let names: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(keys, names, "{path}");
+    }
+
+    #[test]
+    fn every_field_hearth_honours_is_typed_and_no_other() {
+        let job = job(&JOB);
+        assert_properties(&job, "spec", crate::jobs::spec::JOB_FIELDS);
+        assert_properties(&job, "spec.template.spec", crate::jobs::spec::POD_FIELDS);
+        assert_properties(
+            &job,
+            "spec.template.spec.containers.[]",
+            crate::jobs::spec::CONTAINER_FIELDS,
+        );
+        let isvc = inference_service(&INFERENCE_SERVICE);
+        assert_properties(&isvc, "spec", crate::serving::isvc::SPEC_FIELDS);
+        assert_properties(&isvc, "spec.predictor", crate::serving::isvc::COMPONENT_KNOWN);
+        assert_properties(&isvc, "spec.transformer", &component_fields(true));
+        assert_properties(&isvc, "spec.predictor.model", crate::serving::isvc::MODEL_FIELDS);
+        assert_properties(&isvc, "spec.predictor.sklearn", &model_fields(true));
+        assert_properties(
+            &isvc,
+            "spec.transformer.containers.[]",
+            &custom_container_fields(),
+        );
+        // The subsets drop only what upstream lacks.
+        assert_eq!(
+            model_fields(true).len() + NOT_IN_FRAMEWORK_SPECS.len(),
+            model_fields(false).len()
+        );
+        assert_eq!(
+            component_fields(true),
+            [
+                "containers",
+                "minReplicas",
+                "maxReplicas",
+                "scaleTarget",
+                "scaleMetric",
+                "containerConcurrency",
+                "timeout",
+                "canaryTrafficPercent"
+            ]
+        );
+    }
+
+    #[test]
+    fn schemas_are_named_as_the_api_server_names_them() {
+        let names: Vec<String> = KINDS.iter().map(|k| schema_name(k)).collect();
+        assert_eq!(
+            names,
+            [
+                "io.k8s.api.batch.v1.Job",
+                "io.kserve.serving.v1beta1.InferenceService"
+            ]
+        );
+        assert_eq!(name_for("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");
+        assert_eq!(
+            name_for("authentication.k8s.io", "v1", "SelfSubjectReview"),
+            "io.k8s.api.authentication.v1.SelfSubjectReview"
+        );
+    }
+}
