@@ -11,4 +11,6 @@ pub mod patch;
 pub mod routes;
 pub mod selectors;
 pub mod status;
+pub mod view_routes;
+pub mod views;
 pub mod watch;

@@ -219,4 +219,5 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
     jobs::routes(cfg);
     inferenceservices::routes(cfg);
+    super::view_routes::routes(cfg);
 }

@@ -203,6 +203,20 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor over a computed view (pods, nodes, ...), whose items are ordered by a
+    /// key of their own rather than by row.
+    pub fn after_key(key: &str) -> Cursor {
+        Cursor {
+            created_at: key.to_string(),
+            rowid: 0,
+        }
+    }
+
+    /// The key of [`Cursor::after_key`].
+    pub fn key(&self) -> &str {
+        &self.created_at
+    }
+
     pub fn encode(&self) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", self.created_at, self.rowid))
