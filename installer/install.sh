@@ -67,6 +67,10 @@ if [[ ! -e "$conf_dir/config.toml" ]]; then
 # effective values. Each key can also be set as HEARTH_<KEY> in the environment.
 # listen = "127.0.0.1:8470"
 # serving_listen = "127.0.0.1:8471"
+# HTTPS for kubectl and remote clients (CA and kubeconfig under data_dir);
+# "0.0.0.0:8472" to serve the network, tls_sans for the names it is reached by.
+# tls_listen = "127.0.0.1:8472"
+# tls_sans = ["gpu-box.lan"]
 # data_dir = "/var/lib/hearth"
 # runtime = "process"
 # log_level = "info"

@@ -213,7 +213,7 @@ impl Auth {
         };
         self.store
             .call_blocking(|conn| access::insert_token(conn, &row))?;
-        write_secret_file(&path, &token)
+        write_private_file(&path, &format!("{token}\n"))
             .map_err(|e| StoreError::Worker(format!("writing {}: {e}", path.display())))?;
         self.reload_blocking()?;
         Ok(path)
@@ -372,18 +372,21 @@ fn install(cache: &TokenCache, users: Vec<UserRow>, tokens: Vec<TokenRow>) {
     *cache.write().unwrap_or_else(PoisonError::into_inner) = map;
 }
 
-fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes `text` to `path` at mode 0600, whole or not at all (a temporary file renamed
+/// over it): secrets, keys, kubeconfigs.
+pub fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("token.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(secret.as_bytes())?;
-    file.write_all(b"\n")?;
+    file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }

@@ -44,8 +44,18 @@ impl RuntimeKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the control-plane API.
+    /// Address of the control-plane API over plain HTTP: loopback only unless
+    /// `allow_plain_http_on_network` (bearer tokens must not cross a network in clear).
     pub listen: SocketAddr,
+    /// Address of the same API over HTTPS, with Hearth's own CA (`tls::ensure`): the one
+    /// kubectl and other Kubernetes clients use, since they send no token over plain HTTP.
+    pub tls_listen: SocketAddr,
+    /// Extra DNS names and IP addresses for the API's TLS certificate, besides
+    /// `localhost`, `127.0.0.1`, `::1` and the host name (k3s's `--tls-san`).
+    pub tls_sans: Vec<String>,
+    /// Let `listen` or `serving_listen` be a non-loopback address: plain HTTP, tokens
+    /// in clear text, on a network. Off: such an address stops start-up.
+    pub allow_plain_http_on_network: bool,
     /// Address of the model-serving data plane.
     pub serving_listen: SocketAddr,
     /// Where the database, logs, artifacts and the admin token live.
@@ -257,6 +267,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
             serving_listen: SocketAddr::from(([127, 0, 0, 1], 8471)),
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 8472)),
+            tls_sans: Vec::new(),
+            allow_plain_http_on_network: false,
             data_dir: default_data_dir(),
             runtime: RuntimeKind::Process,
             log_level: "info".to_string(),
@@ -292,6 +305,8 @@ fn default_data_dir() -> PathBuf {
 pub const SETTINGS: &[&str] = &[
     "listen",
     "serving_listen",
+    "tls_listen",
+    "allow_plain_http_on_network",
     "data_dir",
     "runtime",
     "log_level",
@@ -434,6 +449,18 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !self.allow_plain_http_on_network {
+            for (key, addr) in [("listen", self.listen), ("serving_listen", self.serving_listen)] {
+                if !addr.ip().is_loopback() {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        message: format!(
+                            "{addr} is not a loopback address: plain HTTP there would carry bearer tokens in clear text over the network; use tls_listen for remote clients, or set allow_plain_http_on_network = true to accept that"
+                        ),
+                    });
+                }
+            }
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
                 key: "max_body_bytes",
@@ -652,6 +679,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime") || err.contains("podman"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_the_named_setting() {
+        for (var, value) in [
+            ("HEARTH_LISTEN", "0.0.0.0:8470"),
+            ("HEARTH_SERVING_LISTEN", "[::]:8471"),
+        ] {
+            let env = |k: &str| (k == var).then(|| value.to_string());
+            let err = load(None, &env, &FlagOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("allow_plain_http_on_network"), "{var}: {err}");
+            let allowed = |k: &str| match k {
+                "HEARTH_ALLOW_PLAIN_HTTP_ON_NETWORK" => Some("true".to_string()),
+                k if k == var => Some(value.to_string()),
+                _ => None,
+            };
+            load(None, &allowed, &FlagOverrides::default()).unwrap();
+        }
+        let ok = |k: &str| (k == "HEARTH_LISTEN").then(|| "[::1]:8470".to_string());
+        load(None, &ok, &FlagOverrides::default()).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod jobs;
 mod kube;
+mod kubeconfig;
 mod metrics;
 mod model;
 mod node;
@@ -19,6 +20,7 @@ mod serve;
 mod serving;
 mod store;
 mod systemd;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,9 @@ enum Command {
     /// Supervise one workload (started by the daemon; not for direct use).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+    /// Print a kubeconfig for a token (its user's namespace as the context's), to hand
+    /// to whoever holds the token. Reads the CA and the database of the data dir.
+    Kubeconfig(KubeconfigFlags),
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -71,6 +76,9 @@ struct ConfigFlags {
     /// Serving data-plane address [default: 127.0.0.1:8471]
     #[arg(long)]
     serving_listen: Option<String>,
+    /// HTTPS API address, for kubectl and other Kubernetes clients [default: 127.0.0.1:8472]
+    #[arg(long)]
+    tls_listen: Option<String>,
     /// Data directory [default: /var/lib/hearth as root, else $XDG_DATA_HOME/hearth]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -87,6 +95,7 @@ impl ConfigFlags {
         let mut flags = FlagOverrides::default();
         flags.set("listen", "--listen", self.listen.clone());
         flags.set("serving_listen", "--serving-listen", self.serving_listen.clone());
+        flags.set("tls_listen", "--tls-listen", self.tls_listen.clone());
         flags.set(
             "data_dir",
             "--data-dir",
@@ -108,6 +117,74 @@ impl ConfigFlags {
             &self.overrides(),
         )
     }
+}
+
+#[derive(Args)]
+struct KubeconfigFlags {
+    #[command(flatten)]
+    config: ConfigFlags,
+    /// The bearer token to put in it.
+    #[arg(
+        long,
+        env = "HEARTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding the token (e.g. `<data-dir>/admin.token`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The API's HTTPS URL as the token's holder reaches it [default: the running
+    /// daemon's TLS address, else `tls_listen`, on this host]
+    #[arg(long)]
+    server: Option<String>,
+    /// The context's namespace [default: the token's user's own]
+    #[arg(long)]
+    namespace: Option<String>,
+}
+
+fn print_kubeconfig(flags: &KubeconfigFlags) -> Result<(), String> {
+    let config = flags.config.load().map_err(|e| e.to_string())?.config;
+    let token = match (&flags.token, &flags.token_file) {
+        (Some(token), _) => token.trim().to_string(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("--token-file {}: {e}", file.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => return Err("give the token with --token, --token-file or HEARTH_TOKEN".into()),
+    };
+    let user = kubeconfig::token_user(&config.data_dir, &token).map_err(|e| e.to_string())?;
+    let ca_path = tls::dir(&config.data_dir).join("ca.crt");
+    let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| {
+        format!(
+            "{}: {e} (start the daemon once to make its CA)",
+            ca_path.display()
+        )
+    })?;
+    let server = match &flags.server {
+        Some(server) if server.starts_with("https://") => server.clone(),
+        Some(server) => return Err(format!("--server {server:?}: must be an https:// URL")),
+        None => {
+            let running = std::fs::read_to_string(config.data_dir.join("hearth.addr"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|addr| addr["tls"].as_str().and_then(|a| a.parse().ok()));
+            kubeconfig::server_url(running.unwrap_or(config.tls_listen))
+        }
+    };
+    let namespace = flags.namespace.clone().unwrap_or_else(|| user.clone());
+    auth::validate_dns_label("--namespace", &namespace).map_err(|e| e.to_string())?;
+    let text = kubeconfig::Kubeconfig {
+        server: &server,
+        ca_pem: &ca_pem,
+        user: &user,
+        token: &token,
+        namespace: &namespace,
+    }
+    .render()
+    .map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(())
 }
 
 fn init_logging(filter: &str) {
@@ -136,6 +213,13 @@ fn main() -> ExitCode {
             print!("{}", http::openapi::to_pretty_json(&http::openapi::document()));
             ExitCode::SUCCESS
         }
+        Command::Kubeconfig(flags) => match print_kubeconfig(&flags) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hearth kubeconfig: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Config {
             command: ConfigCommand::Show(flags),
         } => match flags.load() {

@@ -39,6 +39,10 @@ pub enum StartError {
     Scheduler(#[from] crate::scheduler::SchedulerError),
     #[error(transparent)]
     Identity(#[from] crate::runtime::identity::IdentityError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,9 +65,9 @@ fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
     })
 }
 
-/// Written once both listeners are bound, so scripts and tests find the real ports.
-fn write_addr_file(data_dir: &Path, api: &str, serving: &str) -> std::io::Result<()> {
-    let body = serde_json::json!({"api": api, "serving": serving, "pid": std::process::id()});
+/// Written once every listener is bound, so scripts and tests find the real ports.
+fn write_addr_file(data_dir: &Path, api: &str, serving: &str, tls: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({"api": api, "serving": serving, "tls": tls, "pid": std::process::id()});
     let tmp = data_dir.join("hearth.addr.tmp");
     std::fs::write(&tmp, body.to_string())?;
     std::fs::rename(tmp, data_dir.join("hearth.addr"))
@@ -240,8 +244,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
         jobs,
     });
 
+    let mut sans = config.tls_sans.clone();
+    let tls_ip = config.tls_listen.ip();
+    if !tls_ip.is_unspecified() && !tls_ip.is_loopback() {
+        sans.push(tls_ip.to_string());
+    }
+    let tls = crate::tls::ensure(
+        &crate::tls::dir(&config.data_dir),
+        &crate::tls::wanted_sans(&sans),
+        std::time::SystemTime::now(),
+    )?;
+
     let api_listener = bind(config.listen)?;
     let serving_listener = bind(config.serving_listen)?;
+    let tls_listener = bind(config.tls_listen)?;
+    let tls_addr = tls_listener.local_addr()?;
+    write_admin_kubeconfig(&config.data_dir, &token_path, &tls.ca_pem, tls_addr)?;
     let api_addr = api_listener.local_addr()?;
     let serving_addr = serving_listener.local_addr()?;
     plane.set_address(serving_addr);
@@ -261,6 +279,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .disable_signals()
             .shutdown_timeout(shutdown_timeout)
             .listen(api_listener)?
+            .listen_rustls_0_23(tls_listener, tls.server_config)?
             .run();
         let serving = actix_web::HttpServer::new(move || {
             crate::serving::dataplane::app(Arc::clone(&plane), max_body)
@@ -277,8 +296,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
         // Handlers go in before anyone can learn the address: a SIGTERM sent right after
         // start must drain and exit 0, not kill the daemon with the default action.
         let shutdown = shutdown_signals();
-        write_addr_file(&state.config.data_dir, &api_addr.to_string(), &serving_addr.to_string())?;
-        tracing::info!(api = %api_addr, serving = %serving_addr, serving_workers, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
+        write_addr_file(
+            &state.config.data_dir,
+            &api_addr.to_string(),
+            &serving_addr.to_string(),
+            &tls_addr.to_string(),
+        )?;
+        tracing::info!(api = %api_addr, tls = %tls_addr, serving = %serving_addr, serving_workers, elapsed_ms = begun.elapsed().as_millis() as u64, "listening");
 
         state.metrics.watch_runtime("main", tokio::runtime::Handle::current());
         let background = spawn_background(state.clone());
@@ -314,6 +338,29 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tracing::warn!(error = %e, "closing the database");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `<data-dir>/kubeconfig` for the admin, rewritten at every start since the port, the
+/// CA or the admin token may have changed (k3s rewrites `k3s.yaml` likewise).
+fn write_admin_kubeconfig(
+    data_dir: &Path,
+    token_path: &Path,
+    ca_pem: &str,
+    tls_addr: std::net::SocketAddr,
+) -> Result<(), StartError> {
+    let token = std::fs::read_to_string(token_path)?;
+    let server = crate::kubeconfig::server_url(tls_addr);
+    let path = crate::kubeconfig::path(data_dir);
+    crate::kubeconfig::Kubeconfig {
+        server: &server,
+        ca_pem,
+        user: crate::auth::ADMIN_USER,
+        token: token.trim(),
+        namespace: crate::auth::ADMIN_USER,
+    }
+    .write(&path)?;
+    tracing::info!(path = %path.display(), %server, "kubeconfig for the admin (mode 0600)");
     Ok(())
 }
 

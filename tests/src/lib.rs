@@ -52,6 +52,29 @@ pub fn hearth_bin() -> PathBuf {
     bin
 }
 
+/// The real kubectl (1.35) the tests drive: `$HEARTH_KUBECTL`, else
+/// `<workspace>/.tools/kubectl`, where `scripts/test` extracts it from its pinned wheel.
+/// `None` when neither exists; a test skips only outside CI (`$CI` unset), since
+/// `scripts/test` always installs it.
+pub fn kubectl() -> Option<PathBuf> {
+    let path = match std::env::var_os("HEARTH_KUBECTL") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the e2e crate lives inside the workspace")
+            .join(".tools/kubectl"),
+    };
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "kubectl is missing at {} in CI: scripts/test installs it",
+        path.display()
+    );
+    None
+}
+
 /// A `hearth` command with the caller's HEARTH_* and systemd variables removed, for
 /// tests that run the CLI directly (`hearth openapi`, `hearth config show`, ...).
 pub fn hearth_command() -> Command {
@@ -207,6 +230,7 @@ pub struct Daemon {
     _config_dir: tempfile::TempDir,
     api: String,
     serving: String,
+    tls: String,
     pub admin_token: String,
     pub client: Client,
 }
@@ -244,6 +268,7 @@ pub fn spawn_daemon_with(options: Options) -> Daemon {
         _config_dir: config_dir,
         api: String::new(),
         serving: String::new(),
+        tls: String::new(),
         admin_token: String::new(),
         client,
     };
@@ -302,6 +327,8 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .arg("--serving-listen")
             .arg("127.0.0.1:0")
+            .arg("--tls-listen")
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--config")
@@ -343,6 +370,7 @@ impl Daemon {
                             .as_str()
                             .expect("serving in hearth.addr")
                             .to_string();
+                        self.tls = addr["tls"].as_str().expect("tls in hearth.addr").to_string();
                         return;
                     }
                 }
@@ -367,6 +395,21 @@ impl Daemon {
     /// `http://127.0.0.1:PORT` of the serving data plane.
     pub fn serving_url(&self) -> String {
         format!("http://{}", self.serving)
+    }
+
+    /// `https://127.0.0.1:PORT` of the API's TLS listener.
+    pub fn tls_url(&self) -> String {
+        format!("https://{}", self.tls)
+    }
+
+    /// Hearth's CA certificate (PEM), which the TLS listener's certificate chains to.
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    /// The admin's kubeconfig the daemon writes at start.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
     }
 
     /// The admin token, to pass where a `token` is asked for.

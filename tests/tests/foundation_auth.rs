@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 /// The only paths anyone may call without a token.
-const OPEN: &[&str] = &["/healthz", "/readyz"];
+const OPEN: &[&str] = &["/healthz", "/readyz", "/version"];
 
 fn served_doc(d: &Daemon) -> Value {
     let r = d.get("/openapi.json", d.admin());

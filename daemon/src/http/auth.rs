@@ -13,8 +13,9 @@ use super::errors::ApiError;
 use super::AppState;
 use crate::auth::Principal;
 
-/// Paths anyone may call: liveness and readiness probes.
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+/// Paths anyone may call: liveness and readiness probes, and Kubernetes' `/version`
+/// (open there too, through `system:public-info-viewer`).
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version", "/version/"];
 
 /// The token from `Authorization: Bearer <t>`, or the password of `Basic` (how a
 /// browser sends it after the prompt that a 401 triggers).

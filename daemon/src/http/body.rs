@@ -74,7 +74,7 @@ pub async fn read_limited(
     Ok(body.freeze())
 }
 
-fn body_limit(req: &HttpRequest) -> usize {
+pub fn body_limit(req: &HttpRequest) -> usize {
     req.app_data::<web::Data<AppState>>()
         .map(|s| s.config.max_body_bytes)
         .unwrap_or(64 * 1024 * 1024)

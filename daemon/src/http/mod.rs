@@ -8,6 +8,8 @@ pub mod errors;
 pub mod inferenceservices;
 pub mod jobs;
 pub mod kfp;
+pub mod kube_auth;
+pub mod kube_protobuf;
 pub mod logs;
 pub mod middleware;
 pub mod openapi;
@@ -153,6 +155,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     kfp::routes(cfg);
     jobs::routes(cfg);
     crate::kube::routes::routes(cfg);
+    kube_auth::routes(cfg);
 }
 
 /// Builds the application for one worker.

@@ -27,7 +27,7 @@ use super::errors::Problem;
 )]
 struct BaseDoc;
 
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz"];
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version"];
 
 /// An error answer: problem+json on Hearth's own paths, a Kubernetes `Status` on the
 /// Kubernetes API's (see `crate::kube::status`).

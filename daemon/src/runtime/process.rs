@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -204,7 +203,7 @@ impl Shared {
             path: dir.join(shim::EXIT),
             source: std::io::Error::other(e),
         })?;
-        shim::write_durable(&dir.join(shim::EXIT), &json).map_err(io_err(dir))?;
+        shim::write_atomic(&dir.join(shim::EXIT), &json).map_err(io_err(dir))?;
         Ok(exit)
     }
 
@@ -237,7 +236,7 @@ impl Shared {
                 id: workload.id.clone(),
                 message: e.to_string(),
             })?;
-            shim::write_durable(&dir.join(shim::EXIT), &json).map_err(io_err(&dir))?;
+            shim::write_atomic(&dir.join(shim::EXIT), &json).map_err(io_err(&dir))?;
             return Ok(Prepared::Known(RunState::Exited(exit)));
         }
         let cgroup = self
@@ -425,14 +424,7 @@ impl ProcessRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        // SAFETY: setsid is async-signal-safe. A session of its own keeps the shim out of
-        // the daemon's process group and terminal, so it survives the daemon.
-        unsafe {
-            command.as_std_mut().pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
+        // No `pre_exec`: the shim calls setsid itself, so this is a posix_spawn.
         let mut child = command.spawn().map_err(|e| RuntimeError::Start {
             id: workload.id.clone(),
             message: format!("cannot run {} shim: {e}", self.shared.exe.display()),

@@ -37,7 +37,7 @@ def hearth():
     log = open(tmp / "daemon.log", "w")
     proc = subprocess.Popen(
         [str(BIN), "serve", "--config", str(cfg), "--data-dir", str(data),
-         "--listen", "127.0.0.1:0", "--serving-listen", "127.0.0.1:0"],
+         "--listen", "127.0.0.1:0", "--serving-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
         stdout=log, stderr=log, env=env,
     )
     addr = data / "hearth.addr"

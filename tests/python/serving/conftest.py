@@ -128,7 +128,7 @@ def start_daemon(serving="", data_dir=None, env_extra=None):
     log = open(tmp / "daemon.log", "a")
     proc = subprocess.Popen([binary, "serve", "--config", str(tmp / "config.toml"), "--data-dir",
                              str(tmp / "data"), "--listen", "127.0.0.1:0", "--serving-listen",
-                             "127.0.0.1:0"], env=env, stderr=log, stdout=log)
+                             "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"], env=env, stderr=log, stdout=log)
     addr = tmp / "data" / "hearth.addr"
     for _ in range(600):
         if addr.exists():
