@@ -223,6 +223,50 @@ fn a_jobs_attempt_is_a_pod_with_its_labels_owner_status_and_log() {
     assert_eq!(by_name["items"].as_array().unwrap().len(), 1);
     let table = k.ok(&["get", "pods"]);
     assert!(table.contains(name), "{table}");
+    // The Job's events, found by `involvedObject.*`, as `describe` shows them.
+    let events = k.json(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=Job,involvedObject.name=pi",
+    ]);
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"SuccessfulCreate"), "{events}");
+    assert_eq!(events["items"][0]["involvedObject"]["uid"], uid);
+    assert_eq!(events["items"][0]["source"]["component"], "hearth");
+    let described = k.ok(&["describe", "job", "pi"]);
+    assert!(described.contains("SuccessfulCreate"), "{described}");
+    let described = k.ok(&["describe", "pod", name]);
+    assert!(described.contains("Succeeded"), "{described}");
+}
+
+#[test]
+fn logs_of_a_job_find_its_pod() {
+    let d = daemon(0);
+    let Some(k) = Kubectl::for_admin(&d) else { return };
+    // Another Job's pod comes first: the selector must tell them apart.
+    let other = JOB
+        .replace("name: pi\n", "name: aaa\n")
+        .replace("hello from pi", "not me");
+    let out = k.apply(&other);
+    assert!(out.status.success(), "{}", text(&out));
+    k.ok(&["wait", "--for=condition=complete", "job/aaa", "--timeout=60s"]);
+    let out = k.apply(JOB);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = k.json(&["get", "job", "pi"]);
+    assert_eq!(
+        job["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"],
+        job["metadata"]["uid"]
+    );
+    let followed = k.ok(&["logs", "-f", "job/pi"]);
+    assert_eq!(followed, "hello from pi\ndone\n");
+    let log = k.ok(&["logs", "job/pi"]);
+    assert_eq!(log, "hello from pi\ndone\n");
 }
 
 #[test]

@@ -168,6 +168,18 @@ pub static NODE: KindDef = view(
     false,
     super::views::View::Node,
 );
+/// core/v1 `Event`: the events Hearth recorded about its objects.
+pub static EVENT: KindDef = view(
+    "",
+    "v1",
+    "Event",
+    "EventList",
+    "events",
+    "event",
+    &["ev"],
+    true,
+    super::views::View::Event,
+);
 /// KServe `serving.kserve.io/v1alpha1` `ClusterServingRuntime`: the runtime table.
 pub static CLUSTER_SERVING_RUNTIME: KindDef = view(
     "serving.kserve.io",
@@ -188,6 +200,7 @@ pub static KINDS: &[&KindDef] = &[
     &NAMESPACE,
     &POD,
     &NODE,
+    &EVENT,
     &CLUSTER_SERVING_RUNTIME,
 ];
 
@@ -223,6 +236,31 @@ impl KindDef {
             self.version.to_string()
         } else {
             format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The fields beyond `metadata.name` and `metadata.namespace` that a
+    /// `fieldSelector` may name for this kind (as the API server's field label
+    /// conversions allow them).
+    pub fn selectable_fields(&self) -> &'static [&'static str] {
+        match self.backend {
+            Backend::View(super::views::View::Pod) => &["status.phase", "spec.nodeName"],
+            Backend::View(super::views::View::Event) => &[
+                "involvedObject.kind",
+                "involvedObject.name",
+                "involvedObject.namespace",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "reason",
+                "type",
+            ],
+            Backend::View(
+                super::views::View::Namespace
+                | super::views::View::Node
+                | super::views::View::ClusterServingRuntime,
+            )
+            | Backend::Job
+            | Backend::InferenceService => &[],
         }
     }
 

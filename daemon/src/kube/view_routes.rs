@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::handlers::{self, Raw, ResourceList};
-use super::kinds::{KindDef, CLUSTER_SERVING_RUNTIME, NAMESPACE, NODE, POD};
+use super::kinds::{KindDef, CLUSTER_SERVING_RUNTIME, EVENT, NAMESPACE, NODE, POD};
 use super::params::ListParams;
 use super::views::{self, View};
 use crate::http::auth::Caller;
@@ -155,6 +155,54 @@ async fn pod_log(
     .await)
 }
 
+/// List (or watch) the namespace's events (`fieldSelector` on `involvedObject.*`
+/// finds one object's, as `kubectl describe` does).
+#[utoipa::path(tag = "kubernetes", operation_id = "listNamespacedEvent",
+    params(("namespace" = String, Path), ListParams), responses((status = 200, body = ResourceList)))]
+#[get("/api/v1/namespaces/{namespace}/events")]
+async fn list_events(
+    scope: Namespaced,
+    caller: Caller,
+    state: web::Data<AppState>,
+    raw: web::Query<Raw>,
+) -> Result<HttpResponse, ApiError> {
+    handlers::list(&EVENT, &state, Some(scope.namespace), caller.0, &raw).await
+}
+
+/// List (or watch) the events of every namespace the caller may see.
+#[utoipa::path(tag = "kubernetes", operation_id = "listEventForAllNamespaces", params(ListParams),
+    responses((status = 200, body = ResourceList)))]
+#[get("/api/v1/events")]
+async fn list_all_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    raw: web::Query<Raw>,
+) -> Result<HttpResponse, ApiError> {
+    handlers::list(&EVENT, &state, None, caller.0, &raw).await
+}
+
+/// Read an event.
+#[utoipa::path(tag = "kubernetes", operation_id = "readNamespacedEvent",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "Event", body = Object)))]
+#[get("/api/v1/namespaces/{namespace}/events/{name}")]
+async fn read_event(
+    scope: Namespaced,
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    read(
+        &EVENT,
+        View::Event,
+        &state,
+        Some(&scope.namespace),
+        &path.1,
+        &caller.0,
+    )
+    .await
+}
+
 /// List (or watch) the nodes: this host.
 #[utoipa::path(tag = "kubernetes", operation_id = "listNode", params(ListParams),
     responses((status = 200, body = ResourceList)))]
@@ -218,6 +266,9 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(list_all_pods)
         .service(read_pod)
         .service(pod_log)
+        .service(list_events)
+        .service(list_all_events)
+        .service(read_event)
         .service(list_nodes)
         .service(read_node)
         .service(list_runtimes)

@@ -35,6 +35,7 @@ pub enum View {
     Namespace,
     Pod,
     Node,
+    Event,
     ClusterServingRuntime,
 }
 
@@ -105,6 +106,15 @@ async fn snapshot(view: View, state: &Sources, namespace: Option<&str>) -> Resul
                 .unwrap_or_else(crate::store::now_rfc3339);
             vec![node(state, &since)]
         }
+        View::Event => {
+            let ns = namespace.map(str::to_string);
+            let events = state
+                .store
+                .call(move |conn| resources::events_in(conn, ns.as_deref()))
+                .await?;
+            let host = crate::node::hostname();
+            events.iter().map(|e| event(e, &host)).collect()
+        }
         View::ClusterServingRuntime => state.runtimes.all().iter().map(serving_runtime).collect(),
     };
     items.sort_by_key(key_of);
@@ -122,7 +132,7 @@ fn visible(kind: &KindDef, view: View, caller: &Principal, document: &Value) -> 
     };
     match view {
         View::Namespace => caller.can_access(field("name")),
-        View::Pod | View::Node | View::ClusterServingRuntime => {
+        View::Pod | View::Node | View::Event | View::ClusterServingRuntime => {
             !kind.namespaced || caller.can_access(field("namespace"))
         }
     }
@@ -580,6 +590,42 @@ fn node(state: &Sources, created: &str) -> Value {
                 "bootID": "",
             },
         },
+    })
+}
+
+/// core/v1 `Event` of a recorded event, about the object it was recorded for.
+fn event(e: &resources::ObjectEvent, host: &str) -> Value {
+    let api_version = super::kinds::KINDS
+        .iter()
+        .find(|k| k.store_kind == e.kind && !k.store_kind.is_empty())
+        .map(|k| k.api_version())
+        .unwrap_or_else(|| "hearth.dev/v1".into());
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            // As the API server names them: the object's name and a unique suffix.
+            "name": format!("{}.{:016x}", e.name, e.id),
+            "namespace": e.namespace,
+            "uid": format!("event-{}", e.id),
+            "creationTimestamp": e.event.first_timestamp,
+        },
+        "involvedObject": {
+            "apiVersion": api_version,
+            "kind": e.kind,
+            "name": e.name,
+            "namespace": e.namespace,
+            "uid": e.uid,
+        },
+        "reason": e.event.reason,
+        "message": e.event.message,
+        "type": e.event.event_type,
+        "count": e.event.count,
+        "firstTimestamp": e.event.first_timestamp,
+        "lastTimestamp": e.event.last_timestamp,
+        "source": {"component": "hearth", "host": host},
+        "reportingComponent": "hearth",
+        "reportingInstance": host,
     })
 }
 
