@@ -304,16 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn field_selectors_take_name_and_namespace_only() {
+    fn field_selectors_take_name_namespace_and_the_kinds_own_fields() {
         let doc = json!({"metadata": {"name": "a", "namespace": "n"}});
         assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&doc));
         assert!(!FieldSelector::parse("metadata.name!=a").unwrap().matches(&doc));
         assert!(FieldSelector::parse("metadata.namespace==n,metadata.name=a")
             .unwrap()
             .matches(&doc));
-        let err = FieldSelector::parse("status.phase=Running")
-            .unwrap_err()
-            .to_string();
+        let phase = FieldSelector::parse("status.phase=Running").unwrap();
+        let err = phase.only("Job", &[]).unwrap_err().to_string();
         assert!(err.contains("status.phase"), "{err}");
+        assert!(phase.only("Pod", &["status.phase"]).is_ok());
+        let err = FieldSelector::parse("spec.unknown=x").unwrap_err().to_string();
+        assert!(err.contains("spec.unknown"), "{err}");
     }
 }
