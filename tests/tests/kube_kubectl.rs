@@ -126,7 +126,12 @@ fn get_nodes_shows_this_host_with_the_simulated_gpus() {
     let name = node["metadata"]["name"].as_str().unwrap();
     let one = k.json(&["get", "node", name]);
     assert_eq!(one["status"]["nodeInfo"]["operatingSystem"], "linux");
+    // Server-side printing: the Node printer's columns.
     let table = k.ok(&["get", "nodes"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    for column in ["STATUS", "ROLES", "AGE", "VERSION", "Ready", "control-plane"] {
+        assert!(table.contains(column), "{column}: {table}");
+    }
     assert!(table.contains(name), "{table}");
 }
 
@@ -223,6 +228,15 @@ fn a_jobs_attempt_is_a_pod_with_its_labels_owner_status_and_log() {
     assert_eq!(by_name["items"].as_array().unwrap().len(), 1);
     let table = k.ok(&["get", "pods"]);
     assert!(table.contains(name), "{table}");
+    for column in ["READY", "STATUS", "RESTARTS", "AGE", "0/1", "Completed"] {
+        assert!(table.contains(column), "{column}: {table}");
+    }
+    let jobs = k.ok(&["get", "jobs"]);
+    for column in ["STATUS", "COMPLETIONS", "DURATION", "AGE", "Complete", "1/1"] {
+        assert!(jobs.contains(column), "{column}: {jobs}");
+    }
+    let namespaces = k.ok(&["get", "namespaces"]);
+    assert!(namespaces.contains("Active"), "{namespaces}");
     // The Job's events, found by `involvedObject.*`, as `describe` shows them.
     let events = k.json(&[
         "get",

@@ -11,6 +11,7 @@ pub mod patch;
 pub mod routes;
 pub mod selectors;
 pub mod status;
+pub mod table;
 pub mod view_routes;
 pub mod views;
 pub mod watch;
