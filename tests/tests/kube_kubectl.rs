@@ -323,3 +323,124 @@ fn cluster_serving_runtimes_list_the_runtime_table() {
     let one = k.json(&["get", "clusterservingruntime", name]);
     assert_eq!(one["metadata"]["name"], name);
 }
+
+const SLOW_JOB: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: slow
+  labels:
+    team: a
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "sleep 30"]
+      restartPolicy: Never
+"#;
+
+#[test]
+fn apply_creates_leaves_unchanged_configures_refuses_and_deletes() {
+    let d = daemon(0);
+    let Some(k) = Kubectl::for_admin(&d) else { return };
+    let out = k.apply(SLOW_JOB);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job.batch/slow created"),
+        "{}",
+        text(&out)
+    );
+    let out = k.apply(SLOW_JOB);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job.batch/slow unchanged"),
+        "{}",
+        text(&out)
+    );
+    let out = k.apply(&SLOW_JOB.replace("team: a", "team: b"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job.batch/slow configured"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        k.ok(&["get", "job", "slow", "-o", "jsonpath={.metadata.labels.team}"]),
+        "b"
+    );
+    let yaml = k.ok(&["get", "job", "slow", "-o", "yaml"]);
+    assert!(yaml.contains("kind: Job") && yaml.contains("team: b"), "{yaml}");
+    // An out-of-range field: kubectl prints the `Invalid` Status with its causes as it
+    // does for the API server ("The Job "bad" is invalid: <field>: ..."; the bare
+    // "Error from server (Invalid)" is its form for an Invalid without causes).
+    let out = k.apply(
+        &SLOW_JOB
+            .replace("name: slow", "name: bad")
+            .replace("backoffLimit: 0", "backoffLimit: -3"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("The Job \"bad\" is invalid"), "{}", text(&out));
+    assert!(err.contains("spec.backoffLimit: Invalid value"), "{}", text(&out));
+    assert!(
+        !k.run(&["get", "job", "bad"]).status.success(),
+        "an invalid Job was stored"
+    );
+    let file = k.home.path().join("apply.yaml");
+    std::fs::write(&file, SLOW_JOB).unwrap();
+    let out = k.ok(&["delete", "-f", file.to_str().unwrap(), "--wait=false"]);
+    assert!(out.contains("job.batch \"slow\" deleted"), "{out}");
+}
+
+const ISVC: &str = r#"apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: sklearn-iris
+spec:
+  predictor:
+    minReplicas: 0
+    model:
+      modelFormat:
+        name: sklearn
+      storageUri: file:///nonexistent/model
+"#;
+
+#[test]
+fn apply_of_an_inference_service_uses_merge_patch_and_prints_its_columns() {
+    let d = daemon(0);
+    let Some(k) = Kubectl::for_admin(&d) else { return };
+    let out = k.apply(ISVC);
+    let created = "inferenceservice.serving.kserve.io/sklearn-iris created";
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(created),
+        "{}",
+        text(&out)
+    );
+    let out = k.apply(ISVC);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sklearn-iris unchanged"),
+        "{}",
+        text(&out)
+    );
+    let out = k.apply(&ISVC.replace("minReplicas: 0", "minReplicas: 0\n    maxReplicas: 2"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sklearn-iris configured"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "isvc",
+            "sklearn-iris",
+            "-o",
+            "jsonpath={.spec.predictor.maxReplicas}"
+        ]),
+        "2"
+    );
+    let table = k.ok(&["get", "isvc"]);
+    for column in ["URL", "READY", "PREV", "LATEST", "AGE", "sklearn-iris"] {
+        assert!(table.contains(column), "{column}: {table}");
+    }
+    let runtimes = k.ok(&["get", "clusterservingruntimes"]);
+    assert!(runtimes.contains("MODELTYPE"), "{runtimes}");
+}
