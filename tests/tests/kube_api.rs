@@ -36,7 +36,7 @@ struct Kind {
 fn job(name: &str) -> Value {
     json!({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+        "spec": {"backoffLimit": 0, "suspend": true, "template": {"spec": {"restartPolicy": "Never",
             "terminationGracePeriodSeconds": 1,
             "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 30"]}]}}}
     })
@@ -229,18 +229,25 @@ fn conformance(d: &Daemon, kind: &Kind) {
     );
     assert_eq!(dry_patch.status, 200, "{dry_patch}");
     assert_eq!(dry_patch.body.pointer(kind.changed_at), Some(&kind.changed_to));
-    assert_eq!(
-        version(&d.get(&item, d.admin()).body),
-        version(&got.body),
+    assert_ne!(
+        d.get(&item, d.admin()).body.pointer(kind.changed_at),
+        Some(&kind.changed_to),
         "a dry run wrote"
     );
     d.post_json(&format!("{base}?dryRun=Some"), d.admin(), &(kind.document)("x"))
         .assert_status(400, "BadRequest");
 
-    // Replace over the version read; again over the same (now stale) version: 409.
-    let current = d.get(&item, d.admin()).body;
-    let replacement = patched(current.clone(), &kind.change);
-    let replaced = d.put(&item, d.admin(), &replacement);
+    // Replace over the version read (read again if the controller wrote status in
+    // between); again over the same, now stale, version: 409.
+    let (current, replacement, replaced) = (0..10)
+        .map(|_| {
+            let current = d.get(&item, d.admin()).body;
+            let replacement = patched(current.clone(), &kind.change);
+            let replaced = d.put(&item, d.admin(), &replacement);
+            (current, replacement, replaced)
+        })
+        .find(|(_, _, replaced)| replaced.status != 409)
+        .expect("every replace conflicted with a controller write");
     assert_eq!(replaced.status, 200, "{what}: {replaced}");
     assert_eq!(replaced.body.pointer(kind.changed_at), Some(&kind.changed_to));
     assert_eq!(replaced.body["metadata"]["generation"], 2, "{replaced}");
@@ -251,8 +258,8 @@ fn conformance(d: &Daemon, kind: &Kind) {
     d.patch(&item, d.admin(), &stale_patch)
         .assert_status(409, "Conflict");
 
-    // Patch: merge and strategic merge (as kubectl sends); directives and JSON patch
-    // are refused by name.
+    // Patch: merge, strategic merge (as kubectl sends) and JSON patch; directives and
+    // server-side apply are refused by name.
     let labelled = d.patch(
         &item,
         d.admin(),
@@ -282,12 +289,39 @@ fn conformance(d: &Daemon, kind: &Kind) {
     );
     directive.assert_status(422, "Invalid");
     assert_eq!(directive.cause_field(), "metadata.$patch", "{directive}");
+    let json_patch = d.send_body(
+        Method::PATCH,
+        &item,
+        d.admin(),
+        "application/json-patch+json",
+        json!([{"op": "add", "path": "/metadata/labels/json", "value": "patch"},
+               {"op": "test", "path": "/metadata/labels/tier", "value": "front"}])
+        .to_string(),
+    );
+    assert_eq!(json_patch.status, 200, "{json_patch}");
+    assert_eq!(json_patch.body["metadata"]["labels"]["json"], "patch");
     d.send_body(
         Method::PATCH,
         &item,
         d.admin(),
         "application/json-patch+json",
-        "[]",
+        json!([{"op": "test", "path": "/metadata/labels/tier", "value": "back"}]).to_string(),
+    )
+    .assert_status(422, "Invalid");
+    let undone = d.send_body(
+        Method::PATCH,
+        &item,
+        d.admin(),
+        "application/json-patch+json",
+        json!([{"op": "remove", "path": "/metadata/labels/json"}]).to_string(),
+    );
+    assert_eq!(undone.status, 200, "{undone}");
+    d.send_body(
+        Method::PATCH,
+        &item,
+        d.admin(),
+        "application/apply-patch+yaml",
+        "{}",
     )
     .assert_status(415, "UnsupportedMediaType");
 

@@ -67,6 +67,12 @@ fn crud_yaml_json_patch_and_namespaces() {
 
     let mut replaced = patched.body.clone();
     replaced["spec"]["predictor"]["maxReplicas"] = json!(3);
+    // Without metadata.resourceVersion the replace is unconditional, as Kubernetes
+    // allows: the controller may have written status since the patch was answered.
+    replaced["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     let put = d.put(&item, d.admin(), &replaced);
     assert_eq!(put.status, 200, "{put}");
     assert_eq!(put.body["spec"]["predictor"]["maxReplicas"], 3);

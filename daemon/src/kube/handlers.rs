@@ -236,6 +236,19 @@ pub async fn replace(
     Ok(HttpResponse::Ok().json(replaced))
 }
 
+/// Whether a patch names `metadata.resourceVersion` (a merge patch setting it, a JSON
+/// patch operation on it): then it applies only over that version, never retried.
+fn names_version(patch: &Value) -> bool {
+    match patch {
+        Value::Array(operations) => operations.iter().any(|op| {
+            op.get("path")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p.starts_with("/metadata/resourceVersion"))
+        }),
+        _ => patch.pointer("/metadata/resourceVersion").is_some(),
+    }
+}
+
 /// How often a patch without a `resourceVersion` of its own is tried again when
 /// another write lands between its read and its write, as the API server retries.
 const PATCH_ATTEMPTS: usize = 5;
@@ -252,7 +265,7 @@ pub async fn patch(
     let patch_type = patch::patch_type(content_type)?;
     let options = WriteOptions::parse(raw)?;
     let patch_body = body.single()?;
-    let pinned = patch_body.pointer("/metadata/resourceVersion").is_some();
+    let pinned = names_version(&patch_body);
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -366,7 +366,7 @@ pub fn replace_spec_checked(
         let current = get(conn, kind, namespace, name)?;
         if let Some(expected) = expected_version {
             if expected != current.resource_version {
-                return Err(stale(kind, namespace, name));
+                return Err(stale());
             }
         }
         let bump = i64::from(current.spec != *spec);
@@ -388,8 +388,7 @@ pub fn replace_spec_checked(
 
 /// The message Kubernetes gives a write over a stale `resourceVersion` (after
 /// "Operation cannot be fulfilled on <kind> <name>: ").
-fn stale(kind: &str, namespace: &str, name: &str) -> StoreError {
-    tracing::debug!(kind, namespace, name, "write over a stale resourceVersion");
+fn stale() -> StoreError {
     StoreError::Conflict(
         "the object has been modified; please apply your changes to the latest version and try again".into(),
     )
@@ -513,6 +512,17 @@ fn atomically<R>(
 /// Appends a change for `uid` (which must exist), gives the row the change's `rv` as
 /// its `resource_version`, and returns it.
 fn record_change(conn: &Connection, uid: &str, op: ChangeOp) -> Result<i64, StoreError> {
+    let gone = || StoreError::NotFound {
+        kind: "resource".into(),
+        namespace: String::new(),
+        name: uid.to_string(),
+    };
+    let kind: String = conn
+        .query_row("SELECT kind FROM resources WHERE uid = ?1", params![uid], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or_else(gone)?;
     conn.execute(
         "INSERT INTO resource_changes (uid, kind, namespace, name, op, object)
          SELECT uid, kind, namespace, name, ?2, '' FROM resources WHERE uid = ?1",
@@ -523,12 +533,10 @@ fn record_change(conn: &Connection, uid: &str, op: ChangeOp) -> Result<i64, Stor
         "UPDATE resources SET resource_version = ?1 WHERE uid = ?2",
         params![rv, uid],
     )?;
-    let object = get_by_uid(conn, uid)?.ok_or_else(|| StoreError::NotFound {
-        kind: "resource".into(),
-        namespace: String::new(),
-        name: uid.to_string(),
-    })?;
-    if WATCHED_KINDS.contains(&object.kind.as_str()) {
+    // Only a watched kind's object is read back (and its JSON decoded): a pipeline
+    // run's spec is megabytes.
+    if WATCHED_KINDS.contains(&kind.as_str()) {
+        let object = get_by_uid(conn, uid)?.ok_or_else(gone)?;
         conn.execute(
             "UPDATE resource_changes SET object = ?1 WHERE rv = ?2",
             params![serde_json::to_string(&object)?, rv],
