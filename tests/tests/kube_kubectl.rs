@@ -307,6 +307,21 @@ fn watching_pods_sees_an_attempt_run_and_finish() {
         .collect();
     assert!(phases.contains(&"Succeeded".to_string()), "{phases:?}\n{stream}");
     assert!(phases.len() >= 2, "{phases:?}");
+    // `get -w` printing as a table (Table for the list, then watch events).
+    for what in ["pods", "jobs"] {
+        let out = k.run(&["get", what, "-w", "--request-timeout=2s"]);
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            printed.starts_with("NAME") && printed.contains("pi"),
+            "{}",
+            text(&out)
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("decode"),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 #[test]
