@@ -283,9 +283,10 @@ fn version_is_open_and_the_reviews_answer_json_over_plain_http_too() {
         "{r}"
     );
 
-    // On a Kubernetes path the error is a `Status` (kubeapi's middleware).
+    // On the Kubernetes API's paths errors are Kubernetes `Status` objects.
     let r = d.post_json(path, Some(&alice), &serde_json::json!({"spec": {}}));
     r.assert_status(422, "Invalid");
+    assert_eq!(r.cause_field(), "spec", "{r}");
     let r = d.post_json(path, None, &review("alice"));
     assert_eq!(r.status, 401, "{r}");
     let r = d.post_json(
