@@ -456,6 +456,12 @@ fn apply_of_an_inference_service_uses_merge_patch_and_prints_its_columns() {
     for column in ["URL", "READY", "PREV", "LATEST", "AGE", "sklearn-iris"] {
         assert!(table.contains(column), "{column}: {table}");
     }
+    let all = k.ok(&["get", "jobs,isvc,pods,nodes"]);
+    assert!(
+        all.contains("inferenceservice.serving.kserve.io/sklearn-iris"),
+        "{all}"
+    );
+    assert!(all.contains("node/"), "{all}");
     let runtimes = k.ok(&["get", "clusterservingruntimes"]);
     assert!(runtimes.contains("MODELTYPE"), "{runtimes}");
 }
