@@ -176,6 +176,7 @@ pub fn app(
         .app_data(actix_web::web::QueryConfig::default().error_handler(query_error))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .wrap(actix_web::middleware::from_fn(crate::kube::table::tables))
         // Outermost: every problem+json on a Kubernetes path, the last-resort ones of
         // `observe` included, leaves as a Kubernetes `Status`.
         .wrap(actix_web::middleware::from_fn(

@@ -78,7 +78,83 @@ fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
 }
 
 pub fn render(resource: &resources::Resource) -> Value {
-    meta::render(resource, spec::API_VERSION, spec::KIND)
+    let mut document = meta::render(resource, spec::API_VERSION, spec::KIND);
+    add_selector(&mut document, resource);
+    document
+}
+
+/// The labels the Job controller puts on a Job's pods (and its pod template), as
+/// Kubernetes does; `kubectl logs job/x` finds the pod by them.
+fn pod_labels(resource: &resources::Resource) -> [(&'static str, &str); 4] {
+    [
+        ("batch.kubernetes.io/controller-uid", resource.uid.as_str()),
+        ("batch.kubernetes.io/job-name", resource.name.as_str()),
+        ("controller-uid", resource.uid.as_str()),
+        ("job-name", resource.name.as_str()),
+    ]
+}
+
+/// `spec.selector` and the pod template's labels as the API server defaults them
+/// for a Job without `manualSelector`.
+fn add_selector(document: &mut Value, resource: &resources::Resource) {
+    let Some(spec) = document.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": resource.uid}}),
+    );
+    let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let metadata = template
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(metadata) = metadata.as_object_mut() else {
+        return;
+    };
+    let labels = metadata
+        .entry("labels")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(labels) = labels.as_object_mut() else {
+        return;
+    };
+    for (key, value) in pod_labels(resource) {
+        labels.insert(key.into(), Value::String(value.into()));
+    }
+}
+
+/// Takes out of a sent document what [`add_selector`] added to `current`'s, so that a
+/// document read, changed and sent back (kubectl apply, edit) changes nothing there.
+/// A selector other than the generated one stays, and is refused by validation.
+fn strip_selector(document: &mut Value, current: &resources::Resource) {
+    let Some(spec) = document.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ours = serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": current.uid}});
+    if spec.get("selector") == Some(&ours) {
+        spec.remove("selector");
+    }
+    let stored = current.spec.pointer("/template/metadata");
+    let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let Some(metadata) = template.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(labels) = metadata.get_mut("labels").and_then(Value::as_object_mut) {
+        for (key, value) in pod_labels(current) {
+            if labels.get(key).and_then(Value::as_str) == Some(value) {
+                labels.remove(key);
+            }
+        }
+        if labels.is_empty() && stored.and_then(|m| m.get("labels")).is_none() {
+            metadata.remove("labels");
+        }
+    }
+    if metadata.is_empty() && stored.is_none() {
+        template.remove("metadata");
+    }
 }
 
 impl Jobs {
@@ -174,6 +250,8 @@ impl Jobs {
         dry_run: bool,
     ) -> Result<Value, JobError> {
         let current = self.load(namespace, name).await?;
+        let mut document = document;
+        strip_selector(&mut document, &current);
         let (metadata, spec_value, _) = self.validate(&document, Some(name))?;
         for field in spec::IMMUTABLE_FIELDS {
             if current.spec.get(*field) != spec_value.get(*field) {

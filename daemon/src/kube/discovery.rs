@@ -86,7 +86,7 @@ async fn core_versions() -> HttpResponse {
     }))
 }
 
-/// `APIResourceList` of the core group `v1` (its read-only views come later).
+/// `APIResourceList` of the core group `v1`: its read-only views.
 #[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
 #[get("/api/v1")]
 async fn core_resources() -> HttpResponse {
@@ -136,6 +136,13 @@ async fn kserve_v1beta1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1beta1"))
 }
 
+/// `APIResourceList` of `serving.kserve.io/v1alpha1` (`clusterservingruntimes`).
+#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[get("/apis/serving.kserve.io/v1alpha1")]
+async fn kserve_v1alpha1() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list("serving.kserve.io/v1alpha1"))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(core_versions)
         .service(core_resources)
@@ -143,7 +150,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(batch_group)
         .service(batch_v1)
         .service(kserve_group)
-        .service(kserve_v1beta1);
+        .service(kserve_v1beta1)
+        .service(kserve_v1alpha1);
 }
 
 #[cfg(test)]

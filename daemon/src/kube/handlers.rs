@@ -165,6 +165,10 @@ pub async fn list(
     raw: &Raw,
 ) -> Result<HttpResponse, ApiError> {
     let options = ListOptions::parse(raw)?;
+    options.fields.only(kind.kind, kind.selectable_fields())?;
+    if let super::kinds::Backend::View(view) = kind.backend {
+        return super::views::list(kind, view, state, namespace, caller, options).await;
+    }
     if options.watch {
         return super::watch::serve(kind, state, namespace, caller, options).await;
     }

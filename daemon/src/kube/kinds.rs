@@ -26,6 +26,8 @@ pub enum DeleteAnswer {
 pub enum Backend {
     Job,
     InferenceService,
+    /// A read-only kind computed from Hearth's state ([`super::views`]).
+    View(super::views::View),
 }
 
 /// One kind, as discovery (`APIResource`) and the handlers need it.
@@ -99,33 +101,180 @@ pub static INFERENCE_SERVICE: KindDef = KindDef {
     schema: super::schema::inference_service,
 };
 
-/// Every kind served, in discovery order.
-pub static KINDS: &[&KindDef] = &[&JOB, &INFERENCE_SERVICE];
+const READ_VERBS: &[&str] = &["get", "list", "watch"];
 
-/// The API groups of the registry, each once.
+/// A read-only view's definition: no store kind, no status subresource.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one line per KindDef field, named at each call"
+)]
+const fn view(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    list_kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    namespaced: bool,
+    which: super::views::View,
+) -> KindDef {
+    KindDef {
+        group,
+        version,
+        kind,
+        list_kind,
+        plural,
+        singular,
+        short_names,
+        categories: &[],
+        namespaced,
+        verbs: READ_VERBS,
+        store_kind: "",
+        status_subresource: false,
+        hidden_status: &[],
+        delete_answer: DeleteAnswer::Status,
+        backend: Backend::View(which),
+    }
+}
+
+/// core/v1 `Namespace`: the caller's namespaces.
+pub static NAMESPACE: KindDef = view(
+    "",
+    "v1",
+    "Namespace",
+    "NamespaceList",
+    "namespaces",
+    "namespace",
+    &["ns"],
+    false,
+    super::views::View::Namespace,
+);
+/// core/v1 `Pod`: every workload.
+pub static POD: KindDef = view(
+    "",
+    "v1",
+    "Pod",
+    "PodList",
+    "pods",
+    "pod",
+    &["po"],
+    true,
+    super::views::View::Pod,
+);
+/// core/v1 `Node`: this host.
+pub static NODE: KindDef = view(
+    "",
+    "v1",
+    "Node",
+    "NodeList",
+    "nodes",
+    "node",
+    &["no"],
+    false,
+    super::views::View::Node,
+);
+/// core/v1 `Event`: the events Hearth recorded about its objects.
+pub static EVENT: KindDef = view(
+    "",
+    "v1",
+    "Event",
+    "EventList",
+    "events",
+    "event",
+    &["ev"],
+    true,
+    super::views::View::Event,
+);
+/// KServe `serving.kserve.io/v1alpha1` `ClusterServingRuntime`: the runtime table.
+pub static CLUSTER_SERVING_RUNTIME: KindDef = view(
+    "serving.kserve.io",
+    "v1alpha1",
+    "ClusterServingRuntime",
+    "ClusterServingRuntimeList",
+    "clusterservingruntimes",
+    "clusterservingruntime",
+    &[],
+    false,
+    super::views::View::ClusterServingRuntime,
+);
+
+/// Every kind served, in discovery order.
+pub static KINDS: &[&KindDef] = &[
+    &JOB,
+    &INFERENCE_SERVICE,
+    &NAMESPACE,
+    &POD,
+    &NODE,
+    &EVENT,
+    &CLUSTER_SERVING_RUNTIME,
+];
+
+/// The named API groups of the registry (not the core group `""`), each once.
 pub fn groups() -> impl Iterator<Item = &'static str> {
     KINDS
         .iter()
         .enumerate()
-        .filter(|(i, k)| !KINDS[..*i].iter().any(|earlier| earlier.group == k.group))
+        .filter(|(i, k)| !k.group.is_empty() && !KINDS[..*i].iter().any(|earlier| earlier.group == k.group))
         .map(|(_, k)| k.group)
 }
 
 /// The kind a path's segments (`apis/{group}/{version}/.../{plural}/...`) name.
 pub fn for_path(parts: &[&str]) -> Option<&'static KindDef> {
-    let (group, version) = match parts {
-        ["apis", group, version, ..] => (*group, *version),
+    let (group, version, rest) = match parts {
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        ["api", version, rest @ ..] => ("", *version, rest),
         _ => return None,
     };
-    KINDS
-        .iter()
-        .copied()
-        .find(|k| k.group == group && k.version == version && parts.iter().skip(3).any(|p| *p == k.plural))
+    // The last kind named wins: `namespaces/x/pods/y` is about a pod.
+    rest.iter().rev().find_map(|p| {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.group == group && k.version == version && *p == k.plural)
+    })
 }
 
 impl KindDef {
+    /// `group/version`, or only the version for the core group.
     pub fn api_version(&self) -> String {
-        format!("{}/{}", self.group, self.version)
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The fields beyond `metadata.name` and `metadata.namespace` that a
+    /// `fieldSelector` may name for this kind (as the API server's field label
+    /// conversions allow them).
+    pub fn selectable_fields(&self) -> &'static [&'static str] {
+        match self.backend {
+            Backend::View(super::views::View::Pod) => &["status.phase", "spec.nodeName"],
+            Backend::View(super::views::View::Event) => &[
+                "involvedObject.kind",
+                "involvedObject.name",
+                "involvedObject.namespace",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "reason",
+                "type",
+            ],
+            Backend::View(
+                super::views::View::Namespace
+                | super::views::View::Node
+                | super::views::View::ClusterServingRuntime,
+            )
+            | Backend::Job
+            | Backend::InferenceService => &[],
+        }
+    }
+
+    fn read_only(&self, method: &str) -> ApiError {
+        ApiError::MethodNotAllowed {
+            method: method.into(),
+            allowed: vec!["GET".into()],
+        }
     }
 
     /// The stored resource as the document clients see.
@@ -133,6 +282,8 @@ impl KindDef {
         match self.backend {
             Backend::Job => crate::jobs::render(resource),
             Backend::InferenceService => crate::serving::service::document(resource),
+            // A view has no stored objects; its documents come from `views`.
+            Backend::View(_) => serde_json::json!({}),
         }
     }
 
@@ -146,6 +297,7 @@ impl KindDef {
         match self.backend {
             Backend::Job => Ok(state.jobs.create(namespace, document, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.create(namespace, document, dry_run).await?),
+            Backend::View(_) => Err(self.read_only("POST")),
         }
     }
 
@@ -168,6 +320,7 @@ impl KindDef {
                 .serving
                 .replace(namespace, name, document, expected_version, dry_run)
                 .await?),
+            Backend::View(_) => Err(self.read_only("PUT")),
         }
     }
 
@@ -183,6 +336,7 @@ impl KindDef {
         match self.backend {
             Backend::Job => Ok(state.jobs.delete(namespace, name, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.delete(namespace, name, dry_run).await?),
+            Backend::View(_) => Err(self.read_only("DELETE")),
         }
     }
 }
@@ -193,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_store_keeps_the_objects_of_every_served_kind() {
-        for kind in KINDS {
+        for kind in KINDS.iter().filter(|k| !matches!(k.backend, Backend::View(_))) {
             assert!(
                 crate::store::resources::WATCHED_KINDS.contains(&kind.store_kind),
                 "{} is served but its changes would carry no object",
@@ -203,5 +357,11 @@ mod tests {
         assert_eq!(groups().collect::<Vec<_>>(), ["batch", "serving.kserve.io"]);
         let parts = ["apis", "batch", "v1", "namespaces", "a", "jobs", "x"];
         assert_eq!(for_path(&parts).map(|k| k.kind), Some("Job"));
+        let parts = ["api", "v1", "namespaces", "a", "pods", "x", "log"];
+        assert_eq!(for_path(&parts).map(|k| k.kind), Some("Pod"));
+        assert_eq!(
+            for_path(&["api", "v1", "namespaces", "a"]).map(|k| k.kind),
+            Some("Namespace")
+        );
     }
 }

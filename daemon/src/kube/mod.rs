@@ -13,4 +13,7 @@ pub mod routes;
 pub mod schema;
 pub mod selectors;
 pub mod status;
+pub mod table;
+pub mod view_routes;
+pub mod views;
 pub mod watch;

@@ -155,6 +155,8 @@ impl ListOptions {
                 "allowWatchBookmarks",
                 "sendInitialEvents",
                 "pretty",
+                // kubectl's `--request-timeout`, which kubectl enforces itself.
+                "timeout",
             ],
         )?;
         if boolean(raw, "sendInitialEvents")? {

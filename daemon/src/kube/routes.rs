@@ -220,4 +220,5 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::openapi_v3::routes(cfg);
     jobs::routes(cfg);
     inferenceservices::routes(cfg);
+    super::view_routes::routes(cfg);
 }

@@ -181,7 +181,7 @@ impl LabelSelector {
     }
 }
 
-/// A parsed `fieldSelector` over `metadata.name` and `metadata.namespace`.
+/// A parsed `fieldSelector` over the [`FIELDS`] Hearth knows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
@@ -189,6 +189,17 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 const FIELDS: &[(&str, &str)] = &[
     ("metadata.name", "/metadata/name"),
     ("metadata.namespace", "/metadata/namespace"),
+    // Events (`kubectl describe` finds an object's events by these).
+    ("involvedObject.kind", "/involvedObject/kind"),
+    ("involvedObject.name", "/involvedObject/name"),
+    ("involvedObject.namespace", "/involvedObject/namespace"),
+    ("involvedObject.uid", "/involvedObject/uid"),
+    ("involvedObject.apiVersion", "/involvedObject/apiVersion"),
+    ("reason", "/reason"),
+    ("type", "/type"),
+    // Pods.
+    ("status.phase", "/status/phase"),
+    ("spec.nodeName", "/spec/nodeName"),
 ];
 
 impl FieldSelector {
@@ -211,13 +222,34 @@ impl FieldSelector {
             };
             let field = field.trim();
             let Some((_, pointer)) = FIELDS.iter().find(|(name, _)| *name == field) else {
+                let known: Vec<&str> = FIELDS.iter().map(|(name, _)| *name).collect();
                 return Err(ApiError::BadRequest(format!(
-                    "fieldSelector: field label not supported: {field} (Hearth selects on metadata.name and metadata.namespace)"
+                    "fieldSelector: field label not supported: {field} (Hearth selects on {})",
+                    known.join(", ")
                 )));
             };
             terms.push((pointer.to_string(), equal, value.trim().to_string()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    /// Refuses a term on a field `kind` cannot be selected by: every kind takes
+    /// `metadata.name` and `metadata.namespace`, and some take `fields` more.
+    pub fn only(&self, kind: &str, fields: &[&str]) -> Result<(), ApiError> {
+        for (pointer, _, _) in &self.0 {
+            let Some((name, _)) = FIELDS.iter().find(|(_, p)| p == pointer) else {
+                continue;
+            };
+            if !name.starts_with("metadata.") && !fields.contains(name) {
+                let mut known = vec!["metadata.name", "metadata.namespace"];
+                known.extend(fields);
+                return Err(ApiError::BadRequest(format!(
+                    "fieldSelector: field label not supported for {kind}: {name} (it selects on {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn matches(&self, document: &Value) -> bool {
@@ -272,16 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn field_selectors_take_name_and_namespace_only() {
+    fn field_selectors_take_name_namespace_and_the_kinds_own_fields() {
         let doc = json!({"metadata": {"name": "a", "namespace": "n"}});
         assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&doc));
         assert!(!FieldSelector::parse("metadata.name!=a").unwrap().matches(&doc));
         assert!(FieldSelector::parse("metadata.namespace==n,metadata.name=a")
             .unwrap()
             .matches(&doc));
-        let err = FieldSelector::parse("status.phase=Running")
-            .unwrap_err()
-            .to_string();
+        let phase = FieldSelector::parse("status.phase=Running").unwrap();
+        let err = phase.only("Job", &[]).unwrap_err().to_string();
         assert!(err.contains("status.phase"), "{err}");
+        assert!(phase.only("Pod", &["status.phase"]).is_ok());
+        let err = FieldSelector::parse("spec.unknown=x").unwrap_err().to_string();
+        assert!(err.contains("spec.unknown"), "{err}");
     }
 }

@@ -131,6 +131,8 @@ fn target(path: &str) -> Target {
 /// `jobs.batch "x"`, as Kubernetes names an object in messages.
 fn qualified(target: &Target) -> String {
     match target.kind {
+        Some(k) if k.group.is_empty() && target.name.is_empty() => k.plural.to_string(),
+        Some(k) if k.group.is_empty() => format!("{} {:?}", k.plural, target.name),
         Some(k) if target.name.is_empty() => format!("{}.{}", k.plural, k.group),
         Some(k) => format!("{}.{} {:?}", k.plural, k.group, target.name),
         None => "the resource".into(),

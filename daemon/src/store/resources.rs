@@ -203,6 +203,20 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor over a computed view (pods, nodes, ...), whose items are ordered by a
+    /// key of their own rather than by row.
+    pub fn after_key(key: &str) -> Cursor {
+        Cursor {
+            created_at: key.to_string(),
+            rowid: 0,
+        }
+    }
+
+    /// The key of [`Cursor::after_key`].
+    pub fn key(&self) -> &str {
+        &self.created_at
+    }
+
     pub fn encode(&self) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{}", self.created_at, self.rowid))
@@ -673,6 +687,45 @@ pub fn record_event(
         }
     }
     Ok(())
+}
+
+/// An event with the object it is about, for the core/v1 `Event` view.
+#[derive(Debug, Clone)]
+pub struct ObjectEvent {
+    pub id: i64,
+    pub event: EventRecord,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The events of every object in `namespace` (or in all), oldest first.
+pub fn events_in(conn: &Connection, namespace: Option<&str>) -> Result<Vec<ObjectEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.id, e.type, e.reason, e.message, e.count, e.first_timestamp, e.last_timestamp,
+                r.kind, r.namespace, r.name, r.uid
+         FROM events e JOIN resources r ON r.uid = e.resource_uid
+         WHERE ?1 IS NULL OR r.namespace = ?1 ORDER BY e.id",
+    )?;
+    let rows = stmt.query_map(params![namespace], |r| {
+        Ok(ObjectEvent {
+            id: r.get(0)?,
+            event: EventRecord {
+                event_type: r.get(1)?,
+                reason: r.get(2)?,
+                message: r.get(3)?,
+                count: r.get(4)?,
+                first_timestamp: r.get(5)?,
+                last_timestamp: r.get(6)?,
+            },
+            kind: r.get(7)?,
+            namespace: r.get(8)?,
+            name: r.get(9)?,
+            uid: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn list_events(conn: &Connection, resource_uid: &str) -> Result<Vec<EventRecord>, StoreError> {

@@ -127,6 +127,14 @@ pub fn by_owner(conn: &Connection, owner_uid: &str) -> Result<Vec<WorkloadRecord
 }
 
 /// Queued, starting and running workloads, in admission order.
+/// Every workload of one namespace (or of all), whatever its phase.
+pub fn in_namespace(conn: &Connection, namespace: Option<&str>) -> Result<Vec<WorkloadRecord>, StoreError> {
+    match namespace {
+        Some(ns) => query(conn, "namespace = ?1", &[&ns]),
+        None => query(conn, "1 = 1", &[]),
+    }
+}
+
 pub fn unfinished(conn: &Connection) -> Result<Vec<WorkloadRecord>, StoreError> {
     query(conn, "phase IN ('Queued', 'Starting', 'Running')", &[])
 }
