@@ -11,11 +11,6 @@ use std::time::Duration;
 use hearth_e2e::{hearth_command, kubectl, spawn_daemon_with, Daemon, Options};
 use serde_json::Value;
 
-// TODO(kubeschema): remove once the kubeschema branch's `/openapi/v2|v3` is merged:
-// kubectl validates by default and, without those documents, refuses to apply.
-// The ONLY place this test turns validation off.
-const VALIDATE: &str = "--validate=false";
-
 struct Kubectl {
     bin: PathBuf,
     kubeconfig: PathBuf,
@@ -66,7 +61,7 @@ impl Kubectl {
     fn apply(&self, yaml: &str) -> Output {
         let file = self.home.path().join("apply.yaml");
         std::fs::write(&file, yaml).unwrap();
-        self.run(&["apply", VALIDATE, "-f", file.to_str().unwrap()])
+        self.run(&["apply", "-f", file.to_str().unwrap()])
     }
 }
 

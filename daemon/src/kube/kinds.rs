@@ -135,6 +135,7 @@ const fn view(
         hidden_status: &[],
         delete_answer: DeleteAnswer::Status,
         backend: Backend::View(which),
+        schema: super::schema::view,
     }
 }
 

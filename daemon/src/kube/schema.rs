@@ -405,6 +405,22 @@ pub fn inference_service(kind: &KindDef) -> Value {
     )
 }
 
+/// A read-only view (Pod, Node, Namespace, Event, ClusterServingRuntime): Hearth
+/// computes these from its own state and takes no writes, so the schema names the
+/// object's shape and leaves `spec` and `status` to the Kubernetes (or KServe) type of
+/// the same name.
+pub fn view(kind: &KindDef) -> Value {
+    document(
+        kind,
+        &format!(
+            "A read-only {} computed from Hearth's state (get, list and watch only).",
+            kind.kind
+        ),
+        free_object(&format!("As in the upstream {} type.", kind.kind)),
+        &format!("As in the upstream {} type.", kind.kind),
+    )
+}
+
 /// The schema's name in `components.schemas`: `io.k8s.api.{group}.{version}.{Kind}` for
 /// Kubernetes' groups, the reversed group for others (as the API server names CRDs).
 pub fn schema_name(kind: &KindDef) -> String {
@@ -501,7 +517,12 @@ mod tests {
             names,
             [
                 "io.k8s.api.batch.v1.Job",
-                "io.kserve.serving.v1beta1.InferenceService"
+                "io.kserve.serving.v1beta1.InferenceService",
+                "io.k8s.api.core.v1.Namespace",
+                "io.k8s.api.core.v1.Pod",
+                "io.k8s.api.core.v1.Node",
+                "io.k8s.api.core.v1.Event",
+                "io.kserve.serving.v1alpha1.ClusterServingRuntime"
             ]
         );
         assert_eq!(name_for("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");
