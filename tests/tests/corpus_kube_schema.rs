@@ -267,20 +267,18 @@ def schema(t, depth=0):
 print(json.dumps(schema(sys.argv[1])))
 "#;
 
-/// Kubernetes' own Job type (through the Kubernetes Python client that scripts/test
-/// installs in `.venv-kserve`): every field Hearth's Job schema declares exists there
+/// Kubernetes' own Job type (through the Kubernetes Python client 37.x that scripts/test
+/// installs in the tools venv `.venv`; `.venv-kserve` holds 30.1.0 for kserve's sake,
+/// which predates `successPolicy`): every field Hearth's Job schema declares exists there
 /// with the same type.
 #[test]
 fn the_job_schema_matches_kubernetes_own_job_type() {
     let fixtures = hearth_e2e::fixtures_dir();
     assert!(fixtures.is_dir());
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-kserve/bin/python");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     if !python.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "scripts/test builds .venv-kserve"
-        );
-        eprintln!("skipped: no .venv-kserve (scripts/test builds it)");
+        assert!(std::env::var_os("CI").is_none(), "scripts/test builds .venv");
+        eprintln!("skipped: no .venv (scripts/test builds it)");
         return;
     }
     let out = std::process::Command::new(&python)

@@ -27,10 +27,12 @@ fn only(raw: &Raw, known: &[&str]) -> Result<(), ApiError> {
     }
 }
 
+/// A boolean query parameter as the API server reads one (Go's `strconv.ParseBool`):
+/// the Python client sends `watch=True`.
 fn boolean(raw: &Raw, key: &str) -> Result<bool, ApiError> {
     match raw.get(key).map(String::as_str) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") => Ok(true),
+        None | Some("false" | "0" | "f" | "F" | "FALSE" | "False") => Ok(false),
+        Some("true" | "1" | "t" | "T" | "TRUE" | "True") => Ok(true),
         Some(other) => Err(bad(key, format!("must be true or false, not {other:?}"))),
     }
 }

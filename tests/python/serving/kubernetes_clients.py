@@ -1,29 +1,25 @@
 """Drives Hearth's Kubernetes API with the real `kubernetes` client (BatchV1Api,
-CustomObjectsApi, watch) and KServe's `KServeClient`, configured by a kubeconfig dict
-that points at the daemon. Lives in .venv-kserve (kserve pulls in the kubernetes
-client). Prints JSON of what it saw.
+CustomObjectsApi, watch) and KServe's `KServeClient`, configured by nothing but the
+daemon's own `<data-dir>/kubeconfig` (HTTPS, Hearth's CA, the admin token), as a user
+would. Lives in .venv-kserve (kserve 0.21 with kubernetes 30.1.0, which its typed
+`create` needs). Prints JSON of what it saw.
 
-argv: api_url token namespace storage_uri serving_url host_suffix"""
+argv: kubeconfig_path namespace storage_uri serving_url host_suffix"""
 
 import contextlib
 import json
 import sys
 import urllib.request
 
-from kserve import KServeClient
-from kubernetes import client, watch
+from kserve import (KServeClient, V1beta1InferenceService, V1beta1InferenceServiceSpec,
+                    V1beta1ModelFormat, V1beta1ModelSpec, V1beta1PredictorSpec, constants)
+from kubernetes import client, config, watch
 
 
-def main(api, token, ns, storage, serving, host):
-    kubeconfig = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "hearth",
-        "clusters": [{"name": "hearth", "cluster": {"server": api}}],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "hearth", "context": {"cluster": "hearth", "user": "admin", "namespace": ns}}],
-    }
+def main(kubeconfig, ns, storage, serving, host):
     out = {}
-    kserve = KServeClient(config_dict=kubeconfig)
-    api_client = kserve.api_instance.api_client
+    kserve = KServeClient(config_file=kubeconfig)
+    api_client = config.new_client_from_config(config_file=kubeconfig)
 
     # BatchV1Api: create, read, list, watch the status change, delete.
     batch = client.BatchV1Api(api_client)
@@ -52,17 +48,17 @@ def main(api, token, ns, storage, serving, host):
     except client.ApiException as e:
         out["job_missing"] = [e.status, json.loads(e.body)["reason"]]
 
-    # An InferenceService: created, then KServeClient waits for it (watching), reads it,
-    # and deletes it, with a prediction through the data plane in between.
-    # KServeClient.create takes the SDK's model object, which neither serializes
-    # (snake_case keys) nor passes the dict check of the kubernetes client pinned beside
-    # kserve 0.21, before any request is sent; so the document is created as a dict
-    # through CustomObjectsApi, and the SDK does the rest.
-    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": "sdk-iris", "namespace": ns},
-            "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage}}}}
+    # An InferenceService as KServe's docs write it with the SDK: created by
+    # KServeClient.create from the typed model, waited for (watching), read, and deleted,
+    # with a prediction through the data plane in between.
+    isvc = V1beta1InferenceService(
+        api_version=constants.KSERVE_V1BETA1,
+        kind=constants.KSERVE_KIND_INFERENCESERVICE,
+        metadata=client.V1ObjectMeta(name="sdk-iris", namespace=ns),
+        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(model=V1beta1ModelSpec(
+            model_format=V1beta1ModelFormat(name="sklearn"), storage_uri=storage))))
+    kserve.create(isvc)
     custom = client.CustomObjectsApi(api_client)
-    custom.create_namespaced_custom_object("serving.kserve.io", "v1beta1", ns, "inferenceservices", isvc)
     # With watch=True the SDK watches the service (and prints its table: kept off
     # stdout, which carries this script's answer).
     with contextlib.redirect_stdout(sys.stderr):
@@ -83,4 +79,4 @@ def main(api, token, ns, storage, serving, host):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:7])
+    main(*sys.argv[1:6])

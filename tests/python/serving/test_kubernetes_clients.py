@@ -1,7 +1,8 @@
 """The Kubernetes API as its own clients use it: the `kubernetes` Python client's
 BatchV1Api (create, read, list, watch the status change, delete), CustomObjectsApi
-(create, list) and KServe's KServeClient (wait ready by watching, get, delete), with a
-prediction through the data plane in between. Both run in .venv-kserve (see kubernetes_clients.py)."""
+(list) and KServe's KServeClient (create, wait ready by watching, get, delete), with a
+prediction through the data plane in between, configured by the daemon's own
+kubeconfig. Both run in .venv-kserve (see kubernetes_clients.py)."""
 
 import json
 import pathlib
@@ -19,7 +20,7 @@ def test_kubernetes_client_and_kserve_sdk(daemon, models):
     if not python.exists():
         pytest.fail(f"{python} is missing: scripts/test builds it from tests/requirements-kserve.txt")
     out = subprocess.run([str(python), str(pathlib.Path(__file__).parent / "kubernetes_clients.py"),
-                          daemon.api, daemon.token, NS, f"file://{models['a']}", daemon.serving, "example.com"],
+                          str(pathlib.Path(daemon.data_dir) / "data" / "kubeconfig"), NS, f"file://{models['a']}", daemon.serving, "example.com"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr + "\n" + daemon.log_tail()
     seen = json.loads(out.stdout)
