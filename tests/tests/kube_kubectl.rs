@@ -460,3 +460,51 @@ fn apply_of_an_inference_service_uses_merge_patch_and_prints_its_columns() {
     let runtimes = k.ok(&["get", "clusterservingruntimes"]);
     assert!(runtimes.contains("MODELTYPE"), "{runtimes}");
 }
+
+/// A custom predictor (a KServe `containers` predictor) that listens on `$PORT`: Hearth
+/// counts a custom container ready once it accepts connections.
+const LISTENING_ISVC: &str = r#"apiVersion: serving.kserve.io/v1beta1
+kind: InferenceService
+metadata:
+  name: web
+spec:
+  predictor:
+    minReplicas: 1
+    containers:
+    - name: kserve-container
+      image: example/web:latest
+      command: ["/bin/sh", "-c", "exec python3 -m http.server --bind 127.0.0.1 $PORT"]
+"#;
+
+#[test]
+fn wait_for_condition_ready_of_an_inference_service_and_describe_it() {
+    let d = daemon(0);
+    let Some(k) = Kubectl::for_admin(&d) else { return };
+    let out = k.apply(LISTENING_ISVC);
+    assert!(out.status.success(), "{}", text(&out));
+    let waited = k.run(&["wait", "--for=condition=Ready", "isvc/web", "--timeout=90s"]);
+    assert!(waited.status.success(), "{}\n{}", text(&waited), d.logs());
+    assert!(
+        String::from_utf8_lossy(&waited.stdout)
+            .contains("inferenceservice.serving.kserve.io/web condition met"),
+        "{}",
+        text(&waited)
+    );
+    let ready = k.ok(&[
+        "get",
+        "isvc",
+        "web",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready, "True");
+    let pods = k.ok(&["get", "pods", "-l", "serving.kserve.io/inferenceservice=web"]);
+    assert!(pods.contains("Running"), "{pods}");
+    let described = k.ok(&["describe", "isvc", "web"]);
+    assert!(
+        described.contains("Name:") && described.contains("web"),
+        "{described}"
+    );
+    let out = k.ok(&["delete", "isvc", "web"]);
+    assert!(out.contains("\"web\" deleted"), "{out}");
+}
