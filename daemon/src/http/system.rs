@@ -22,8 +22,10 @@ pub struct Readiness {
     pub components: Vec<ComponentStatus>,
 }
 
+/// Hearth's own version (`GET /hearth/v1/version`). Not `VersionInfo`: that name is
+/// Kubernetes' `version.Info` at `/version`, and OpenAPI schemas share one namespace.
 #[derive(Serialize, ToSchema)]
-pub struct VersionInfo {
+pub struct HearthVersion {
     pub version: &'static str,
     pub git_commit: &'static str,
     pub api_version: &'static str,
@@ -100,10 +102,10 @@ async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiE
     )))
 }
 
-#[utoipa::path(tag = "system", responses((status = 200, body = VersionInfo)), security(("bearer" = [])))]
+#[utoipa::path(tag = "system", responses((status = 200, body = HearthVersion)), security(("bearer" = [])))]
 #[get("/hearth/v1/version")]
-async fn version(_caller: Caller) -> web::Json<VersionInfo> {
-    web::Json(VersionInfo {
+async fn version(_caller: Caller) -> web::Json<HearthVersion> {
+    web::Json(HearthVersion {
         version: env!("CARGO_PKG_VERSION"),
         git_commit: env!("HEARTH_GIT_COMMIT"),
         api_version: "v1",
