@@ -194,7 +194,7 @@ pub fn uids_where(
     Ok(out)
 }
 
-/// Where a page of `list_page` ended; as a string, Kubernetes' opaque
+/// Where a page of `scan` ended; as a string, Kubernetes' opaque
 /// `metadata.continue` token (URL-safe base64 of the last item's creation time and row).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -235,53 +235,6 @@ impl Cursor {
             rowid: rowid.parse().ok()?,
         })
     }
-}
-
-/// At most `limit` items of one kind (in one namespace, or all), oldest first, after
-/// `after`; and the cursor to ask for the next page with, when there is one. Served by
-/// the `resources_by_created` index, so a page costs the same however many items exist.
-pub fn list_page(
-    conn: &Connection,
-    kind: &str,
-    namespace: Option<&str>,
-    limit: usize,
-    after: Option<&Cursor>,
-) -> Result<(Vec<Resource>, Option<Cursor>), StoreError> {
-    let filter = if namespace.is_some() {
-        "kind = ?1 AND namespace = ?2"
-    } else {
-        "kind = ?1 AND ?2 IS NULL"
-    };
-    let sql = format!(
-        "SELECT {COLUMNS}, rowid FROM resources WHERE {filter}
-           AND (?3 IS NULL OR (created_at, rowid) > (?3, ?4))
-         ORDER BY created_at, rowid LIMIT ?5"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-    let rows = stmt.query_map(
-        params![
-            kind,
-            namespace,
-            after.map(|c| c.created_at.as_str()),
-            after.map_or(0, |c| c.rowid),
-            fetch
-        ],
-        |row| Ok((from_row(row)?, row.get::<_, i64>(12)?)),
-    )?;
-    let mut out = Vec::new();
-    let mut last = None;
-    for row in rows {
-        let (raw, rowid) = row?;
-        if out.len() == limit {
-            let next = last.map(|(created_at, rowid)| Cursor { created_at, rowid });
-            return Ok((out, next));
-        }
-        let resource = decode(raw)?;
-        last = Some((resource.created_at.clone(), rowid));
-        out.push(resource);
-    }
-    Ok((out, None))
 }
 
 /// Up to `limit` items of one kind (in one namespace, or all; with `name`, that one)
@@ -810,7 +763,7 @@ mod tests {
                 let mut names = Vec::new();
                 let mut after = None;
                 loop {
-                    let (items, next) = list_page(conn, "Job", Some("team"), 3, after.as_ref())?;
+                    let (items, next) = scan(conn, "Job", Some("team"), None, 3, after.as_ref(), |_| true)?;
                     assert!(items.len() <= 3);
                     names.extend(items.into_iter().map(|r| r.name));
                     match next {
@@ -824,7 +777,7 @@ mod tests {
                     .collect();
                 assert_eq!(names, all);
                 assert_eq!(names.len(), 7);
-                let (items, next) = list_page(conn, "Job", None, 10, None)?;
+                let (items, next) = scan(conn, "Job", None, None, 10, None, |_| true)?;
                 assert_eq!((items.len(), next), (7, None));
                 assert!(Cursor::decode("not a cursor").is_none());
                 let plan: String = conn.query_row(
