@@ -21,6 +21,7 @@ mod serving;
 mod store;
 mod systemd;
 mod tls;
+mod tuning;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

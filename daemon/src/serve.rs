@@ -187,6 +187,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.workloads.path_prefix.clone(),
     );
     start_controllers(&core, &health, &store, &scheduler, &jobs, &controller);
+    let tuning = crate::tuning::Tuning::new(store.clone(), jobs.clone());
+    start_tuning_controller(&core, &health, &store, &tuning);
     let (collector, every) = (
         scheduler.clone(),
         Duration::from_secs(config.workloads.gc_interval_seconds),
@@ -242,6 +244,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         pipelines,
         scheduler,
         jobs,
+        tuning,
     });
 
     let mut sans = config.tls_sans.clone();
@@ -417,6 +420,39 @@ fn start_controllers(
                 move |uid| {
                     let jobs = reconcile_jobs.clone();
                     async move { jobs.reconcile(uid).await }
+                },
+                Some(crate::controller::record_on_resource(store.clone())),
+            )
+        },
+    ));
+}
+
+/// The Katib experiment controller ([`crate::tuning::controller`]), supervised.
+fn start_tuning_controller(
+    core: &tokio::runtime::Runtime,
+    health: &Health,
+    store: &Store,
+    tuning: &crate::tuning::Tuning,
+) {
+    let (tuning, health_for_loop, store) = (tuning.clone(), health.clone(), store.clone());
+    core.spawn(crate::controller::supervise(
+        "tuning-controller",
+        health.clone(),
+        crate::controller::IDLE_TICK,
+        move || {
+            let (list_all, reconcile) = (tuning.clone(), tuning.clone());
+            crate::controller::run_reporting(
+                "tuning-controller",
+                health_for_loop.clone(),
+                tuning.queue(),
+                Duration::from_secs(30),
+                move || {
+                    let tuning = list_all.clone();
+                    async move { tuning.all_uids().await }
+                },
+                move |uid| {
+                    let tuning = reconcile.clone();
+                    async move { tuning.reconcile(uid).await }
                 },
                 Some(crate::controller::record_on_resource(store.clone())),
             )

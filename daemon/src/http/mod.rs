@@ -5,6 +5,7 @@ pub mod access;
 pub mod auth;
 pub mod body;
 pub mod errors;
+pub mod experiments;
 pub mod inferenceservices;
 pub mod jobs;
 pub mod kfp;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub pipelines: crate::pipelines::api::Pipelines,
     pub scheduler: crate::scheduler::Scheduler,
     pub jobs: crate::jobs::Jobs,
+    pub tuning: crate::tuning::Tuning,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.

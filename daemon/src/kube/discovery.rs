@@ -143,6 +143,20 @@ async fn kserve_v1alpha1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1alpha1"))
 }
 
+/// `APIGroup` `kubeflow.org` (Katib's kinds).
+#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroup", body = Object)))]
+#[get("/apis/kubeflow.org")]
+async fn kubeflow_group() -> Result<HttpResponse, ApiError> {
+    group_answer("kubeflow.org")
+}
+
+/// `APIResourceList` of `kubeflow.org/v1beta1` (experiments, trials, suggestions).
+#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[get("/apis/kubeflow.org/v1beta1")]
+async fn kubeflow_v1beta1() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list("kubeflow.org/v1beta1"))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(core_versions)
         .service(core_resources)
@@ -151,7 +165,9 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(batch_v1)
         .service(kserve_group)
         .service(kserve_v1beta1)
-        .service(kserve_v1alpha1);
+        .service(kserve_v1alpha1)
+        .service(kubeflow_group)
+        .service(kubeflow_v1beta1);
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ pub enum DeleteAnswer {
 pub enum Backend {
     Job,
     InferenceService,
+    /// Katib `Experiment` ([`crate::tuning`]).
+    Experiment,
+    /// Katib `Trial` and `Suggestion`: made by the experiment controller, read-only
+    /// to users.
+    Trial,
+    Suggestion,
     /// A read-only kind computed from Hearth's state ([`super::views`]).
     View(super::views::View),
 }
@@ -102,6 +108,66 @@ pub static INFERENCE_SERVICE: KindDef = KindDef {
 };
 
 const READ_VERBS: &[&str] = &["get", "list", "watch"];
+
+/// Katib `kubeflow.org/v1beta1` Experiment (a CRD upstream).
+pub static EXPERIMENT: KindDef = KindDef {
+    group: "kubeflow.org",
+    version: "v1beta1",
+    kind: "Experiment",
+    list_kind: "ExperimentList",
+    plural: "experiments",
+    singular: "experiment",
+    short_names: &[],
+    categories: &["all", "kubeflow", "katib"],
+    namespaced: true,
+    verbs: WRITE_VERBS,
+    store_kind: crate::tuning::spec::EXPERIMENT_KIND,
+    status_subresource: true,
+    hidden_status: &[],
+    delete_answer: DeleteAnswer::Object,
+    backend: Backend::Experiment,
+    schema: super::schema::experiment,
+};
+
+/// Katib `kubeflow.org/v1beta1` Trial: one assignment's run, made by Hearth.
+pub static TRIAL: KindDef = KindDef {
+    group: "kubeflow.org",
+    version: "v1beta1",
+    kind: "Trial",
+    list_kind: "TrialList",
+    plural: "trials",
+    singular: "trial",
+    short_names: &[],
+    categories: &["all", "kubeflow", "katib"],
+    namespaced: true,
+    verbs: READ_VERBS,
+    store_kind: crate::tuning::spec::TRIAL_KIND,
+    status_subresource: false,
+    hidden_status: &[],
+    delete_answer: DeleteAnswer::Object,
+    backend: Backend::Trial,
+    schema: super::schema::trial,
+};
+
+/// Katib `kubeflow.org/v1beta1` Suggestion: an experiment's assignments, made by Hearth.
+pub static SUGGESTION: KindDef = KindDef {
+    group: "kubeflow.org",
+    version: "v1beta1",
+    kind: "Suggestion",
+    list_kind: "SuggestionList",
+    plural: "suggestions",
+    singular: "suggestion",
+    short_names: &[],
+    categories: &["all", "kubeflow", "katib"],
+    namespaced: true,
+    verbs: READ_VERBS,
+    store_kind: crate::tuning::spec::SUGGESTION_KIND,
+    status_subresource: false,
+    hidden_status: &[],
+    delete_answer: DeleteAnswer::Object,
+    backend: Backend::Suggestion,
+    schema: super::schema::suggestion,
+};
 
 /// A read-only view's definition: no store kind, no status subresource.
 #[allow(
@@ -209,6 +275,9 @@ pub static KINDS: &[&KindDef] = &[
     &NODE,
     &EVENT,
     &CLUSTER_SERVING_RUNTIME,
+    &EXPERIMENT,
+    &TRIAL,
+    &SUGGESTION,
 ];
 
 /// The named API groups of the registry (not the core group `""`), each once.
@@ -267,7 +336,10 @@ impl KindDef {
                 | super::views::View::ClusterServingRuntime,
             )
             | Backend::Job
-            | Backend::InferenceService => &[],
+            | Backend::InferenceService
+            | Backend::Experiment
+            | Backend::Trial
+            | Backend::Suggestion => &[],
         }
     }
 
@@ -283,6 +355,9 @@ impl KindDef {
         match self.backend {
             Backend::Job => crate::jobs::render(resource),
             Backend::InferenceService => crate::serving::service::document(resource),
+            Backend::Experiment => crate::tuning::render_experiment(resource),
+            Backend::Trial => crate::tuning::render_trial(resource),
+            Backend::Suggestion => crate::tuning::render_suggestion(resource),
             // A view has no stored objects; its documents come from `views`.
             Backend::View(_) => serde_json::json!({}),
         }
@@ -298,7 +373,8 @@ impl KindDef {
         match self.backend {
             Backend::Job => Ok(state.jobs.create(namespace, document, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.create(namespace, document, dry_run).await?),
-            Backend::View(_) => Err(self.read_only("POST")),
+            Backend::Experiment => Ok(state.tuning.create(namespace, document, dry_run).await?),
+            Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("POST")),
         }
     }
 
@@ -321,7 +397,11 @@ impl KindDef {
                 .serving
                 .replace(namespace, name, document, expected_version, dry_run)
                 .await?),
-            Backend::View(_) => Err(self.read_only("PUT")),
+            Backend::Experiment => Ok(state
+                .tuning
+                .replace(namespace, name, document, expected_version, dry_run)
+                .await?),
+            Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("PUT")),
         }
     }
 
@@ -337,7 +417,8 @@ impl KindDef {
         match self.backend {
             Backend::Job => Ok(state.jobs.delete(namespace, name, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.delete(namespace, name, dry_run).await?),
-            Backend::View(_) => Err(self.read_only("DELETE")),
+            Backend::Experiment => Ok(state.tuning.delete(namespace, name, dry_run).await?),
+            Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("DELETE")),
         }
     }
 }
@@ -355,7 +436,10 @@ mod tests {
                 kind.kind
             );
         }
-        assert_eq!(groups().collect::<Vec<_>>(), ["batch", "serving.kserve.io"]);
+        assert_eq!(
+            groups().collect::<Vec<_>>(),
+            ["batch", "serving.kserve.io", "kubeflow.org"]
+        );
         let parts = ["apis", "batch", "v1", "namespaces", "a", "jobs", "x"];
         assert_eq!(for_path(&parts).map(|k| k.kind), Some("Job"));
         let parts = ["api", "v1", "namespaces", "a", "pods", "x", "log"];

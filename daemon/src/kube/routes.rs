@@ -214,11 +214,25 @@ kind_routes!(
           "patchNamespacedInferenceServiceStatus", "listInferenceServiceForAllNamespaces"]
 );
 
+kind_routes!(
+    experiments, crate::kube::kinds::EXPERIMENT, "tuning", crate::http::experiments::Experiment,
+    collection: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments",
+    item: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments/{name}",
+    status: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments/{name}/status",
+    all: "/apis/kubeflow.org/v1beta1/experiments",
+    ops: ["listNamespacedExperiment", "createNamespacedExperiment", "readNamespacedExperiment",
+          "replaceNamespacedExperiment", "patchNamespacedExperiment", "deleteNamespacedExperiment",
+          "readNamespacedExperimentStatus", "replaceNamespacedExperimentStatus",
+          "patchNamespacedExperimentStatus", "listExperimentForAllNamespaces"]
+);
+
 /// Every kind's paths and discovery.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
     super::openapi_v3::routes(cfg);
     jobs::routes(cfg);
     inferenceservices::routes(cfg);
+    experiments::routes(cfg);
+    crate::http::experiments::routes(cfg);
     super::view_routes::routes(cfg);
 }

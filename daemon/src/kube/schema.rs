@@ -405,6 +405,241 @@ pub fn inference_service(kind: &KindDef) -> Value {
     )
 }
 
+fn name_value(description: &str) -> Value {
+    array_of(
+        description,
+        object(
+            "A name and its value.",
+            &["name", "value"],
+            vec![("name", string("The name.")), ("value", string("The value."))],
+        ),
+    )
+}
+
+/// Katib's `ParameterSpec`s, as [`crate::tuning::spec`] takes them.
+fn katib_parameters() -> Value {
+    use crate::tuning::spec::{FEASIBLE_SPACE_FIELDS, PARAMETER_FIELDS};
+    let space = object(
+        "The values the parameter may take.",
+        FEASIBLE_SPACE_FIELDS,
+        vec![
+            ("min", string("The least value (double and int), as a string.")),
+            ("max", string("The greatest value (double and int), as a string.")),
+            (
+                "step",
+                string("The spacing of values (required for double with grid), as a string."),
+            ),
+            (
+                "list",
+                strings("The values of a discrete or categorical parameter."),
+            ),
+            (
+                "distribution",
+                enumerated(
+                    "How random values are drawn (default uniform).",
+                    &["uniform", "logUniform", "normal", "logNormal"],
+                ),
+            ),
+        ],
+    );
+    array_of(
+        "The search space: one entry per hyperparameter.",
+        object(
+            "A hyperparameter.",
+            PARAMETER_FIELDS,
+            vec![
+                (
+                    "name",
+                    string("The parameter's name, referenced by trialParameters."),
+                ),
+                (
+                    "parameterType",
+                    enumerated("Its type.", &["double", "int", "discrete", "categorical"]),
+                ),
+                ("feasibleSpace", space),
+            ],
+        ),
+    )
+}
+
+fn katib_objective() -> Value {
+    object(
+        "What the experiment optimizes (Katib's ObjectiveSpec).",
+        crate::tuning::spec::OBJECTIVE_FIELDS,
+        vec![
+            ("type", enumerated("minimize or maximize.", &["maximize", "minimize"])),
+            ("goal", json!({"type": "number", "format": "double", "description": "The objective value that ends the experiment (ExperimentGoalReached)."})),
+            ("objectiveMetricName", string("The metric optimized.")),
+            ("additionalMetricNames", strings("Further metrics collected.")),
+            ("metricStrategies", name_value("Per metric, which value counts: min, max or latest (default: the objective's direction).")),
+        ],
+    )
+}
+
+/// `org.kubeflow.v1beta1.Experiment` as Hearth honours it.
+pub fn experiment(kind: &KindDef) -> Value {
+    use crate::tuning::spec;
+    let trial_template = object(
+        "How each trial runs: a batch/v1 Job with ${trialParameters.x} placeholders.",
+        spec::TRIAL_TEMPLATE_FIELDS,
+        vec![
+            (
+                "retain",
+                boolean("Keep each trial's Job once it ends (default false: removed, as Katib does)."),
+            ),
+            (
+                "trialSpec",
+                free_object("The batch/v1 Job each trial runs (other kinds are refused by name)."),
+            ),
+            (
+                "trialParameters",
+                array_of(
+                    "Placeholders of trialSpec and what fills them.",
+                    object(
+                        "A trial parameter.",
+                        spec::TRIAL_PARAMETER_FIELDS,
+                        vec![
+                            ("name", string("Used as ${trialParameters.<name>} in trialSpec.")),
+                            ("description", string("Free text.")),
+                            (
+                                "reference",
+                                string(
+                                    "A parameter's name, or a ${trialSpec.Name}-style metadata reference.",
+                                ),
+                            ),
+                        ],
+                    ),
+                ),
+            ),
+            (
+                "primaryContainerName",
+                string("The container whose output the StdOut collector reads."),
+            ),
+        ],
+    );
+    let collector = object(
+        "How metrics are collected (StdOut, the default, or File).",
+        spec::COLLECTOR_SPEC_FIELDS,
+        vec![
+            (
+                "source",
+                object(
+                    "Where metrics are read.",
+                    &["fileSystemPath", "filter"],
+                    vec![
+                        (
+                            "fileSystemPath",
+                            object(
+                                "The File collector's file.",
+                                &["path", "kind", "format"],
+                                vec![
+                                    ("path", string("An absolute path.")),
+                                    ("kind", enumerated("File.", &["File", "Directory"])),
+                                    (
+                                        "format",
+                                        enumerated(
+                                            "TEXT (matched by metricsFormat) or JSON (one object per line).",
+                                            &["TEXT", "JSON"],
+                                        ),
+                                    ),
+                                ],
+                            ),
+                        ),
+                        (
+                            "filter",
+                            object(
+                                "Regular expressions with two groups, name and value.",
+                                &["metricsFormat"],
+                                vec![("metricsFormat", strings("Default: Katib's name=value filter."))],
+                            ),
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "collector",
+                object(
+                    "The collector.",
+                    &["kind"],
+                    vec![(
+                        "kind",
+                        string("StdOut or File (other kinds are refused by name)."),
+                    )],
+                ),
+            ),
+        ],
+    );
+    let spec_schema = object(
+        "A Katib ExperimentSpec (fields Hearth does not honour are refused by name).",
+        spec::SPEC_FIELDS,
+        vec![
+            ("parameters", katib_parameters()),
+            ("objective", katib_objective()),
+            (
+                "algorithm",
+                object(
+                    "The search algorithm.",
+                    spec::ALGORITHM_FIELDS,
+                    vec![
+                        (
+                            "algorithmName",
+                            string("random or grid (other Katib algorithms are refused by name)."),
+                        ),
+                        (
+                            "algorithmSettings",
+                            name_value("Algorithm settings (random: random_state)."),
+                        ),
+                    ],
+                ),
+            ),
+            ("trialTemplate", trial_template),
+            (
+                "parallelTrialCount",
+                int32("Trials run at once, at most (default 3)."),
+            ),
+            ("maxTrialCount", int32("Trials run in all, at most.")),
+            (
+                "maxFailedTrialCount",
+                int32("Failed trials beyond which the experiment fails."),
+            ),
+            ("metricsCollectorSpec", collector),
+            (
+                "resumePolicy",
+                enumerated(
+                    "Never (the default) or LongRunning.",
+                    &["FromVolume", "LongRunning", "Never"],
+                ),
+            ),
+        ],
+    );
+    document(
+        kind,
+        "A Katib hyperparameter-tuning Experiment, run by Hearth's own controller and algorithms.",
+        spec_schema,
+        "Katib's ExperimentStatus: conditions, trial counts and lists, currentOptimalTrial.",
+    )
+}
+
+/// `org.kubeflow.v1beta1.Trial`: made by Hearth, read-only.
+pub fn trial(kind: &KindDef) -> Value {
+    document(
+        kind,
+        "A Katib Trial: one assignment of an Experiment, run as a batch/v1 Job (read-only).",
+        free_object("Katib's TrialSpec: objective, parameterAssignments, runSpec, metricsCollector, primaryContainerName."),
+        "Katib's TrialStatus: conditions, startTime, completionTime, observation.",
+    )
+}
+
+/// `org.kubeflow.v1beta1.Suggestion`: made by Hearth, read-only.
+pub fn suggestion(kind: &KindDef) -> Value {
+    document(
+        kind,
+        "A Katib Suggestion: the assignments made for an Experiment (read-only).",
+        free_object("Katib's SuggestionSpec: algorithm, requests, resumePolicy."),
+        "Katib's SuggestionStatus: suggestionCount, suggestions, conditions.",
+    )
+}
+
 /// A read-only view (Pod, Node, Namespace, Event, ClusterServingRuntime): Hearth
 /// computes these from its own state and takes no writes, so the schema names the
 /// object's shape and leaves `spec` and `status` to the Kubernetes (or KServe) type of
@@ -447,7 +682,7 @@ fn name_for(group: &str, version: &str, kind: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::kinds::{INFERENCE_SERVICE, JOB, KINDS};
+    use crate::kube::kinds::{EXPERIMENT, INFERENCE_SERVICE, JOB, KINDS};
 
     /// Every honoured field has a declared type: no name of a field list is dropped.
     fn assert_properties(schema: &Value, path: &str, names: &[&str]) {
@@ -478,6 +713,28 @@ mod tests {
             &job,
             "spec.template.spec.containers.[]",
             crate::jobs::spec::CONTAINER_FIELDS,
+        );
+        let experiment = experiment(&EXPERIMENT);
+        assert_properties(&experiment, "spec", crate::tuning::spec::SPEC_FIELDS);
+        assert_properties(
+            &experiment,
+            "spec.objective",
+            crate::tuning::spec::OBJECTIVE_FIELDS,
+        );
+        assert_properties(
+            &experiment,
+            "spec.parameters.[]",
+            crate::tuning::spec::PARAMETER_FIELDS,
+        );
+        assert_properties(
+            &experiment,
+            "spec.parameters.[].feasibleSpace",
+            crate::tuning::spec::FEASIBLE_SPACE_FIELDS,
+        );
+        assert_properties(
+            &experiment,
+            "spec.trialTemplate",
+            crate::tuning::spec::TRIAL_TEMPLATE_FIELDS,
         );
         let isvc = inference_service(&INFERENCE_SERVICE);
         assert_properties(&isvc, "spec", crate::serving::isvc::SPEC_FIELDS);
@@ -522,7 +779,10 @@ mod tests {
                 "io.k8s.api.core.v1.Pod",
                 "io.k8s.api.core.v1.Node",
                 "io.k8s.api.core.v1.Event",
-                "io.kserve.serving.v1alpha1.ClusterServingRuntime"
+                "io.kserve.serving.v1alpha1.ClusterServingRuntime",
+                "org.kubeflow.v1beta1.Experiment",
+                "org.kubeflow.v1beta1.Trial",
+                "org.kubeflow.v1beta1.Suggestion"
             ]
         );
         assert_eq!(name_for("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");

@@ -68,6 +68,18 @@ fn text(document: &Value, pointer: &str) -> String {
     }
 }
 
+/// A field of the last condition (the CRDs' `.status.conditions[-1:]`).
+fn last_condition(document: &Value, field: &str) -> String {
+    document
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.last())
+        .and_then(|c| c.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn condition(document: &Value, kind: &str) -> Option<String> {
     document
         .pointer("/status/conditions")
@@ -121,6 +133,16 @@ fn columns(kind: &KindDef) -> Vec<(&'static str, &'static str)> {
             ("Roles", "string"),
             age,
             ("Version", "string"),
+        ],
+        // The Katib CRDs' printer columns (`.status.conditions[-1:]`).
+        Backend::Experiment | Backend::Trial => vec![name, ("Type", "string"), ("Status", "string"), age],
+        Backend::Suggestion => vec![
+            name,
+            ("Type", "string"),
+            ("Status", "string"),
+            ("Requested", "string"),
+            ("Assigned", "string"),
+            age,
         ],
         Backend::View(View::Namespace) => vec![name, ("Status", "string"), age],
         Backend::View(View::Event) => vec![
@@ -177,6 +199,20 @@ fn cells(kind: &KindDef, d: &Value) -> Vec<Value> {
             json!(condition(d, "Ready").unwrap_or_default()),
             traffic(d, |t| t["tag"] == "prev"),
             traffic(d, |t| t["latestRevision"] == true),
+            created,
+        ],
+        Backend::Experiment | Backend::Trial => vec![
+            name,
+            json!(last_condition(d, "type")),
+            json!(last_condition(d, "status")),
+            created,
+        ],
+        Backend::Suggestion => vec![
+            name,
+            json!(last_condition(d, "type")),
+            json!(last_condition(d, "status")),
+            json!(text(d, "/spec/requests")),
+            json!(text(d, "/status/suggestionCount")),
             created,
         ],
         Backend::View(View::Pod) => {

@@ -1,0 +1,273 @@
+//! Tuning: Katib `kubeflow.org/v1beta1` Experiments, run unchanged. An Experiment is
+//! validated as Katib's webhook does ([`spec`]); its controller ([`controller`]) asks a
+//! native search algorithm ([`algorithms`]) for assignments, records them in the
+//! experiment's `Suggestion`, and runs each as a `Trial` whose batch/v1 Job goes
+//! through the Jobs core (the GPU queue); metrics come from the Job's output or a file
+//! ([`metrics`]). Trials and Suggestions are Hearth's, read-only to users.
+
+pub mod algorithms;
+pub mod controller;
+pub mod metrics;
+pub mod spec;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::controller::WorkQueue;
+use crate::jobs::{JobError, Jobs};
+use crate::model::meta;
+use crate::model::strict::FieldError;
+use crate::store::resources::{self, NewResource};
+use crate::store::{access, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuningError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// The Experiments API and the handle its controller shares.
+#[derive(Clone)]
+pub struct Tuning {
+    store: Store,
+    jobs: Jobs,
+    queue: Arc<WorkQueue>,
+}
+
+pub fn render_experiment(resource: &resources::Resource) -> Value {
+    meta::render(resource, spec::API_VERSION, spec::EXPERIMENT_KIND)
+}
+
+pub fn render_trial(resource: &resources::Resource) -> Value {
+    meta::render(resource, spec::API_VERSION, spec::TRIAL_KIND)
+}
+
+pub fn render_suggestion(resource: &resources::Resource) -> Value {
+    meta::render(resource, spec::API_VERSION, spec::SUGGESTION_KIND)
+}
+
+/// The spec as Katib's mutating webhook completes it: `parallelTrialCount`,
+/// `resumePolicy`, each metric's strategy and the collector kind written out.
+fn defaulted(mut value: Value, parsed: &spec::ExperimentSpec) -> Value {
+    let Some(map) = value.as_object_mut() else {
+        return value;
+    };
+    map.entry("parallelTrialCount")
+        .or_insert_with(|| json!(parsed.parallel_trial_count));
+    map.entry("resumePolicy").or_insert_with(|| json!("Never"));
+    let strategies: Vec<Value> = parsed
+        .objective
+        .strategies
+        .iter()
+        .map(|(name, s)| {
+            let value = match s {
+                spec::MetricStrategy::Min => "min",
+                spec::MetricStrategy::Max => "max",
+                spec::MetricStrategy::Latest => "latest",
+            };
+            json!({"name": name, "value": value})
+        })
+        .collect();
+    if let Some(objective) = map.get_mut("objective").and_then(Value::as_object_mut) {
+        objective.insert("metricStrategies".into(), Value::Array(strategies));
+    }
+    let collector = map.entry("metricsCollectorSpec").or_insert_with(|| json!({}));
+    if let Some(collector) = collector.as_object_mut() {
+        collector
+            .entry("collector")
+            .or_insert_with(|| json!({"kind": "StdOut"}));
+    }
+    value
+}
+
+impl Tuning {
+    pub fn new(store: Store, jobs: Jobs) -> Tuning {
+        Tuning {
+            store,
+            jobs,
+            queue: WorkQueue::new(),
+        }
+    }
+
+    pub fn queue(&self) -> Arc<WorkQueue> {
+        Arc::clone(&self.queue)
+    }
+
+    fn validate(
+        document: &Value,
+        name_from_path: Option<&str>,
+    ) -> Result<(meta::Metadata, Value, spec::ExperimentSpec), TuningError> {
+        meta::check_type(document, &[spec::API_VERSION], spec::EXPERIMENT_KIND)?;
+        crate::model::strict::only_keys(
+            document,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "status"],
+            "not part of an Experiment",
+        )?;
+        let metadata = meta::parse(document, name_from_path)?;
+        let spec_value = document
+            .get("spec")
+            .cloned()
+            .ok_or_else(|| FieldError::invalid("spec", "is required"))?;
+        let parsed = spec::parse(&spec_value)?;
+        Ok((metadata, defaulted(spec_value, &parsed), parsed))
+    }
+
+    /// Creates an Experiment (`dry_run`: only checks it); its controller starts trials.
+    pub async fn create(
+        &self,
+        namespace: &str,
+        document: Value,
+        dry_run: bool,
+    ) -> Result<Value, TuningError> {
+        let (metadata, spec_value, _) = Self::validate(&document, None)?;
+        let new = NewResource {
+            kind: spec::EXPERIMENT_KIND.into(),
+            namespace: namespace.into(),
+            name: metadata.name,
+            metadata: metadata.stored,
+            spec: spec_value,
+            status: json!({}),
+        };
+        if dry_run {
+            return Ok(render_experiment(&resources::unsaved(new)));
+        }
+        let ns = namespace.to_string();
+        let created = self
+            .store
+            .call(move |conn| {
+                access::ensure_namespace(conn, &ns)?;
+                resources::create(conn, new)
+            })
+            .await?;
+        self.queue.add(&created.uid);
+        Ok(render_experiment(&created))
+    }
+
+    async fn load(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<resources::Resource, TuningError> {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        self.store
+            .call(move |conn| resources::get(conn, kind, &ns, &n))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => TuningError::NotFound {
+                    kind,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                other => TuningError::Store(other),
+            })
+    }
+
+    /// PUT: as Katib's webhook allows, only `maxTrialCount`, `parallelTrialCount` and
+    /// `maxFailedTrialCount` change ([`spec::MUTABLE_FIELDS`]), with the same checks
+    /// as on create; a finished experiment is not resumed in this release.
+    pub async fn replace(
+        &self,
+        namespace: &str,
+        name: &str,
+        document: Value,
+        expected_version: Option<i64>,
+        dry_run: bool,
+    ) -> Result<Value, TuningError> {
+        let current = self.load(spec::EXPERIMENT_KIND, namespace, name).await?;
+        let (metadata, spec_value, _) = Self::validate(&document, Some(name))?;
+        let keys = |v: &Value| -> Vec<String> {
+            v.as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut all = keys(&current.spec);
+        all.extend(keys(&spec_value));
+        for key in all {
+            if !spec::MUTABLE_FIELDS.contains(&key.as_str()) && current.spec.get(&key) != spec_value.get(&key)
+            {
+                return Err(FieldError::invalid(
+                    format!("spec.{key}"),
+                    "is immutable; only maxTrialCount, parallelTrialCount and maxFailedTrialCount may change",
+                )
+                .into());
+            }
+        }
+        if controller::is_finished(&current.status) && current.spec != spec_value {
+            return Err(FieldError::unsupported(
+                "spec.maxTrialCount",
+                "resuming a finished experiment is not yet supported by Hearth; create a new one",
+            )
+            .into());
+        }
+        if dry_run {
+            let mut would_be = current;
+            would_be.generation += i64::from(would_be.spec != spec_value);
+            would_be.metadata = metadata.stored;
+            would_be.spec = spec_value;
+            return Ok(render_experiment(&would_be));
+        }
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let updated = self
+            .store
+            .call(move |conn| {
+                resources::replace_spec_checked(
+                    conn,
+                    spec::EXPERIMENT_KIND,
+                    &ns,
+                    &n,
+                    &metadata.stored,
+                    &spec_value,
+                    expected_version,
+                )
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => TuningError::NotFound {
+                    kind: spec::EXPERIMENT_KIND,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                other => TuningError::Store(other),
+            })?;
+        self.queue.add(&updated.uid);
+        Ok(render_experiment(&updated))
+    }
+
+    /// Marks the experiment for deletion; its controller stops the trials' Jobs and
+    /// removes its Trials, Suggestion and itself. Answers the marked object.
+    pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, TuningError> {
+        if dry_run {
+            return Ok(render_experiment(
+                &self.load(spec::EXPERIMENT_KIND, namespace, name).await?,
+            ));
+        }
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let marked = self
+            .store
+            .call(move |conn| resources::request_deletion(conn, spec::EXPERIMENT_KIND, &ns, &n))
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => TuningError::NotFound {
+                    kind: spec::EXPERIMENT_KIND,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+                other => TuningError::Store(other),
+            })?;
+        self.queue.add(&marked.uid);
+        Ok(render_experiment(&marked))
+    }
+}

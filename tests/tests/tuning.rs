@@ -1,0 +1,451 @@
+//! Katib Experiments end to end: the real daemon validates them as Katib's webhook
+//! does, runs each trial as a batch/v1 Job (host processes printing `name=value`),
+//! collects the metrics and ends the experiment with Katib's reasons. The upstream
+//! examples and CRDs are checked in `corpus_tuning.rs`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
+use serde_json::{json, Value};
+
+const EXPERIMENTS: &str = "/apis/kubeflow.org/v1beta1/namespaces/tune/experiments";
+const TRIALS: &str = "/apis/kubeflow.org/v1beta1/namespaces/tune/trials";
+const SUGGESTIONS: &str = "/apis/kubeflow.org/v1beta1/namespaces/tune/suggestions";
+const JOBS: &str = "/apis/batch/v1/namespaces/tune/jobs";
+
+fn daemon() -> Daemon {
+    spawn_daemon_with(Options::default().config("[jobs]\nbackoff_base_seconds = 0.1\n"))
+}
+
+/// An experiment whose trials run `script` (sh), the assignments in `$LR` and `$OPT`.
+fn experiment(name: &str, algorithm: Value, script: &str, counts: Value) -> Value {
+    let mut spec = json!({
+        "objective": {"type": "maximize", "goal": 99, "objectiveMetricName": "accuracy"},
+        "algorithm": algorithm,
+        "parameters": [
+            {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.4", "step": "0.1"}},
+            {"name": "opt", "parameterType": "categorical", "feasibleSpace": {"list": ["sgd", "adam"]}}
+        ],
+        "trialTemplate": {
+            "primaryContainerName": "training",
+            "trialParameters": [
+                {"name": "lr", "description": "learning rate", "reference": "lr"},
+                {"name": "opt", "reference": "opt"}
+            ],
+            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "training", "image": "python:3.11", "command": ["sh", "-c", script],
+                    "env": [{"name": "LR", "value": "${trialParameters.lr}"}, {"name": "OPT", "value": "${trialParameters.opt}"}]}]
+            }}}}
+        }
+    });
+    for (k, v) in counts.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": name}, "spec": spec})
+}
+
+fn create(d: &Daemon, doc: &Value) -> Reply {
+    let reply = d.post_json(EXPERIMENTS, d.admin(), doc);
+    assert_eq!(reply.status, 201, "{reply}");
+    reply
+}
+
+fn condition<'a>(doc: &'a Value, kind: &str) -> Option<&'a Value> {
+    doc["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+}
+
+fn wait_ended(d: &Daemon, name: &str) -> Value {
+    d.wait_until(&format!("{EXPERIMENTS}/{name}"), Duration::from_secs(60), |r| {
+        condition(&r.body, "Succeeded").is_some() || condition(&r.body, "Failed").is_some()
+    })
+    .body
+}
+
+fn reason(doc: &Value, kind: &str) -> String {
+    condition(doc, kind)
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn trials_of(d: &Daemon, experiment: &str) -> Vec<Value> {
+    let reply = d.get(
+        &format!("{TRIALS}?labelSelector=katib.kubeflow.org/experiment={experiment}"),
+        d.admin(),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    reply.body["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn random_search_runs_its_trials_as_jobs_and_reports_the_best() {
+    let d = daemon();
+    let doc = experiment(
+        "rand",
+        json!({"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": "7"}]}),
+        "echo epoch 1; echo accuracy=$LR",
+        json!({"maxTrialCount": 4, "parallelTrialCount": 2}),
+    );
+    let created = create(&d, &doc);
+    // Katib's defaults are written out.
+    assert_eq!(
+        created.body["spec"]["metricsCollectorSpec"]["collector"]["kind"],
+        "StdOut"
+    );
+    assert_eq!(
+        created.body["spec"]["objective"]["metricStrategies"],
+        json!([{"name": "accuracy", "value": "max"}])
+    );
+
+    // parallelTrialCount holds while it runs.
+    let mut most_active = 0;
+    let ended = loop {
+        let now = d.get(&format!("{EXPERIMENTS}/rand"), d.admin()).body;
+        let active = now["status"]["trialsRunning"].as_u64().unwrap_or(0)
+            + now["status"]["trialsPending"].as_u64().unwrap_or(0);
+        most_active = most_active.max(active);
+        if condition(&now, "Succeeded").is_some() || condition(&now, "Failed").is_some() {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(most_active <= 2, "{most_active} trials at once");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    assert!(condition(&ended, "Created").is_some());
+    let status = &ended["status"];
+    assert_eq!(status["trials"], 4, "{ended}");
+    assert_eq!(status["trialsSucceeded"], 4, "{ended}");
+    assert_eq!(status["succeededTrialList"].as_array().unwrap().len(), 4);
+
+    let trials = trials_of(&d, "rand");
+    assert_eq!(trials.len(), 4);
+    let mut best = (String::new(), f64::MIN);
+    for t in &trials {
+        assert_eq!(t["kind"], "Trial");
+        assert_eq!(t["metadata"]["ownerReferences"][0]["kind"], "Experiment");
+        assert_eq!(
+            t["metadata"]["ownerReferences"][0]["uid"],
+            created.body["metadata"]["uid"]
+        );
+        assert!(condition(t, "Succeeded").is_some(), "{t}");
+        let lr = t["spec"]["parameterAssignments"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let metric = &t["status"]["observation"]["metrics"][0];
+        assert_eq!(metric["name"], "accuracy");
+        assert_eq!(
+            metric["latest"].as_str().unwrap().parse::<f64>().unwrap(),
+            lr.parse::<f64>().unwrap(),
+            "{t}"
+        );
+        let value: f64 = lr.parse().unwrap();
+        if value > best.1 {
+            best = (t["metadata"]["name"].as_str().unwrap().to_string(), value);
+        }
+        // The trial's Job ran the substituted command, and is removed once done (retain false).
+        assert!(
+            t["spec"]["runSpec"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
+                .as_str()
+                .unwrap()
+                .contains("accuracy=$LR")
+        );
+        assert_eq!(
+            t["spec"]["runSpec"]["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+            lr.as_str()
+        );
+    }
+    let optimal = &status["currentOptimalTrial"];
+    assert_eq!(
+        optimal["observation"]["metrics"][0]["max"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
+        best.1
+    );
+    assert_eq!(optimal["parameterAssignments"][0]["name"], "lr");
+
+    // The suggestion records every assignment once.
+    let suggestion = d.get(&format!("{SUGGESTIONS}/rand"), d.admin());
+    assert_eq!(suggestion.status, 200, "{suggestion}");
+    assert_eq!(suggestion.body["status"]["suggestionCount"], 4);
+
+    // A seeded experiment suggests the same values again.
+    let mut again = doc.clone();
+    again["metadata"]["name"] = json!("rand-again");
+    create(&d, &again);
+    wait_ended(&d, "rand-again");
+    let values = |name: &str| -> BTreeSet<String> {
+        trials_of(&d, name)
+            .iter()
+            .map(|t| t["spec"]["parameterAssignments"].to_string())
+            .collect()
+    };
+    assert_eq!(values("rand"), values("rand-again"));
+
+    // kubectl's table: the CRD's printer columns.
+    let table = d.send(
+        d.request(reqwest::Method::GET, EXPERIMENTS, d.admin())
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io"),
+    );
+    assert_eq!(table.status, 200, "{table}");
+    assert_eq!(table.body["columnDefinitions"][1]["name"], "Type");
+}
+
+#[test]
+fn grid_ends_when_the_grid_is_exhausted() {
+    let d = daemon();
+    create(
+        &d,
+        &experiment(
+            "grid",
+            json!({"algorithmName": "grid"}),
+            "echo accuracy=$LR",
+            json!({"maxTrialCount": 20, "parallelTrialCount": 3}),
+        ),
+    );
+    let ended = wait_ended(&d, "grid");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentSuggestionEndReached",
+        "{ended}"
+    );
+    let trials = trials_of(&d, "grid");
+    // lr 0.1..0.4 step 0.1 (4 values) × 2 optimizers.
+    assert_eq!(trials.len(), 8, "{ended}");
+    let distinct: BTreeSet<String> = trials
+        .iter()
+        .map(|t| t["spec"]["parameterAssignments"].to_string())
+        .collect();
+    assert_eq!(distinct.len(), 8);
+    assert_eq!(
+        ended["status"]["currentOptimalTrial"]["parameterAssignments"][0]["value"],
+        "0.4"
+    );
+}
+
+#[test]
+fn goal_failures_and_missing_metrics_end_as_katib_says() {
+    let d = daemon();
+    let mut goal = experiment(
+        "goal",
+        json!({"algorithmName": "random"}),
+        "echo loss=0.05",
+        json!({"maxTrialCount": 6, "parallelTrialCount": 1}),
+    );
+    goal["spec"]["objective"] = json!({"type": "minimize", "goal": 0.1, "objectiveMetricName": "loss"});
+    create(&d, &goal);
+    create(
+        &d,
+        &experiment(
+            "failing",
+            json!({"algorithmName": "random"}),
+            "exit 3",
+            json!({"maxTrialCount": 6, "parallelTrialCount": 1, "maxFailedTrialCount": 1}),
+        ),
+    );
+    create(
+        &d,
+        &experiment(
+            "silent",
+            json!({"algorithmName": "random"}),
+            "echo nothing to report",
+            json!({"maxTrialCount": 1, "parallelTrialCount": 1}),
+        ),
+    );
+
+    let ended = wait_ended(&d, "goal");
+    assert_eq!(reason(&ended, "Succeeded"), "ExperimentGoalReached", "{ended}");
+    assert_eq!(ended["status"]["trials"], 1, "{ended}");
+
+    let ended = wait_ended(&d, "failing");
+    assert_eq!(reason(&ended, "Failed"), "ExperimentFailed", "{ended}");
+    assert_eq!(ended["status"]["trialsFailed"], 2, "{ended}");
+    assert!(trials_of(&d, "failing")
+        .iter()
+        .all(|t| condition(t, "Failed").is_some()));
+
+    let ended = wait_ended(&d, "silent");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    assert_eq!(ended["status"]["trialMetricsUnavailable"], 1, "{ended}");
+    let trial = &trials_of(&d, "silent")[0];
+    assert!(condition(trial, "MetricsUnavailable").is_some(), "{trial}");
+    assert_eq!(
+        trial["status"]["observation"]["metrics"][0]["latest"],
+        "unavailable"
+    );
+}
+
+/// A change to a valid experiment that makes it invalid.
+type Change = Box<dyn Fn(&mut Value)>;
+
+#[test]
+fn bad_experiments_are_refused_naming_the_field_and_trials_are_read_only() {
+    let d = daemon();
+    let base = experiment(
+        "bad",
+        json!({"algorithmName": "random"}),
+        "echo accuracy=1",
+        json!({"maxTrialCount": 2, "parallelTrialCount": 1}),
+    );
+    let cases: Vec<(&str, Change)> = vec![
+        (
+            "spec.algorithm.algorithmName",
+            Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("enas")),
+        ),
+        (
+            "spec.algorithm.algorithmName",
+            Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("tpe")),
+        ),
+        (
+            "spec.parallelTrialCount",
+            Box::new(|e| e["spec"]["parallelTrialCount"] = json!(3)),
+        ),
+        (
+            "spec.objective.type",
+            Box::new(|e| e["spec"]["objective"]["type"] = json!("best")),
+        ),
+        ("spec.nasConfig", Box::new(|e| e["spec"]["nasConfig"] = json!({}))),
+        (
+            "spec.maxTrialCount",
+            Box::new(|e| e["spec"]["maxTrialCount"] = json!(-1)),
+        ),
+        (
+            "spec.trialTemplate.trialSpec.kind",
+            Box::new(|e| e["spec"]["trialTemplate"]["trialSpec"]["kind"] = json!("TFJob")),
+        ),
+        (
+            "spec.metricsCollectorSpec.collector.kind",
+            Box::new(|e| e["spec"]["metricsCollectorSpec"] = json!({"collector": {"kind": "Prometheus"}})),
+        ),
+        (
+            "spec.parameters[0].feasibleSpace.max",
+            Box::new(|e| e["spec"]["parameters"][0]["feasibleSpace"]["max"] = json!("0.01")),
+        ),
+        (
+            "spec.trialTemplate.trialParameters",
+            Box::new(|e| {
+                e["spec"]["trialTemplate"]["trialParameters"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "unused", "reference": "lr"}))
+            }),
+        ),
+    ];
+    for (field, change) in cases {
+        let mut doc = base.clone();
+        change(&mut doc);
+        let reply = d.post_json(EXPERIMENTS, d.admin(), &doc);
+        assert_eq!(reply.status, 422, "{field}: {reply}");
+        assert_eq!(reply.body["kind"], "Status", "{reply}");
+        assert_eq!(reply.cause_field(), field, "{reply}");
+    }
+    assert_eq!(d.get(&format!("{EXPERIMENTS}/bad"), d.admin()).status, 404);
+
+    let trial =
+        json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "metadata": {"name": "t"}, "spec": {}});
+    let reply = d.post_json(TRIALS, d.admin(), &trial);
+    assert_eq!(reply.status, 405, "{reply}");
+
+    // Discovery lists the three kinds, Trials and Suggestions read-only.
+    let group = d.get("/apis/kubeflow.org/v1beta1", d.admin());
+    assert_eq!(group.status, 200, "{group}");
+    let verbs = |plural: &str| -> Vec<String> {
+        group.body["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == plural)
+            .map(|r| serde_json::from_value(r["verbs"].clone()).unwrap())
+            .unwrap_or_default()
+    };
+    assert!(verbs("experiments").contains(&"create".to_string()));
+    assert_eq!(verbs("trials"), ["get", "list", "watch"]);
+    assert_eq!(verbs("suggestions"), ["get", "list", "watch"]);
+}
+
+#[test]
+fn deleting_an_experiment_stops_its_trials_and_removes_what_it_made() {
+    let d = daemon();
+    create(
+        &d,
+        &experiment(
+            "long",
+            json!({"algorithmName": "random"}),
+            "sleep 60; echo accuracy=1",
+            json!({"maxTrialCount": 4, "parallelTrialCount": 2}),
+        ),
+    );
+    let jobs = d.wait_until(
+        &format!("{JOBS}?labelSelector=katib.kubeflow.org/experiment=long"),
+        Duration::from_secs(20),
+        |r| r.body["items"].as_array().is_some_and(|i| i.len() == 2),
+    );
+    let job = &jobs.body["items"][0];
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "Trial");
+    let reply = d.delete(&format!("{EXPERIMENTS}/long"), d.admin());
+    assert_eq!(reply.status, 200, "{reply}");
+    d.wait_until(&format!("{EXPERIMENTS}/long"), Duration::from_secs(20), |r| {
+        r.status == 404
+    });
+    assert!(trials_of(&d, "long").is_empty());
+    assert_eq!(d.get(&format!("{SUGGESTIONS}/long"), d.admin()).status, 404);
+    d.wait_until(
+        &format!("{JOBS}?labelSelector=katib.kubeflow.org/experiment=long"),
+        Duration::from_secs(20),
+        |r| r.body["items"].as_array().is_some_and(|i| i.is_empty()),
+    );
+}
+
+#[test]
+fn a_kill_9_mid_experiment_loses_no_trial_and_runs_none_twice() {
+    let mut d = daemon();
+    create(
+        &d,
+        &experiment(
+            "durable",
+            json!({"algorithmName": "random"}),
+            "sleep 0.5; echo accuracy=$LR",
+            json!({"maxTrialCount": 5, "parallelTrialCount": 2}),
+        ),
+    );
+    d.wait_until(&format!("{EXPERIMENTS}/durable"), Duration::from_secs(20), |r| {
+        r.body["status"]["trials"].as_u64().unwrap_or(0) >= 2
+    });
+    d.kill9();
+    d.restart();
+    let ended = wait_ended(&d, "durable");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    let trials = trials_of(&d, "durable");
+    assert_eq!(trials.len(), 5, "{ended}");
+    let suggestion = d.get(&format!("{SUGGESTIONS}/durable"), d.admin()).body;
+    let suggested: BTreeSet<&str> = suggestion["status"]["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let made: BTreeSet<&str> = trials
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(suggested, made, "every suggestion has exactly its trial");
+}
