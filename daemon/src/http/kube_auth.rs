@@ -76,6 +76,28 @@ impl<T: DeserializeOwned + 'static> FromRequest for ReviewBody<T> {
     }
 }
 
+/// Reads a nested struct only from a JSON object: serde reads a struct from an array of
+/// its fields too (`"resourceAttributes": []`), which the API server refuses.
+fn object_only<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let object = Map::<String, Value>::deserialize(deserializer)?;
+    serde_json::from_value(Value::Object(object)).map_err(serde::de::Error::custom)
+}
+
+/// [`object_only`] for an optional field (`null` or absent: `None`).
+fn opt_object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    Option::<Map<String, Value>>::deserialize(deserializer)?
+        .map(|object| serde_json::from_value(Value::Object(object)).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 /// The Kubernetes minor release whose API (and kubectl) Hearth follows.
 pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "35";
@@ -303,9 +325,17 @@ pub struct NonResourceAttributes {
 #[derive(Deserialize, Serialize, ToSchema, Default, Clone)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SelfSubjectAccessReviewSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_object_only"
+    )]
     pub resource_attributes: Option<ResourceAttributes>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_object_only"
+    )]
     pub non_resource_attributes: Option<NonResourceAttributes>,
 }
 
@@ -324,6 +354,7 @@ pub struct SelfSubjectAccessReviewRequest {
     #[schema(value_type = Option<Object>)]
     #[allow(dead_code, reason = "accepted from clients, ignored as Kubernetes does")]
     pub metadata: Option<Map<String, Value>>,
+    #[serde(deserialize_with = "object_only")]
     pub spec: SelfSubjectAccessReviewSpec,
     /// Ignored, as Kubernetes ignores a posted status.
     #[serde(default)]
@@ -478,7 +509,7 @@ pub struct SelfSubjectRulesReviewRequest {
     #[schema(value_type = Option<Object>)]
     #[allow(dead_code, reason = "accepted from clients, ignored as Kubernetes does")]
     pub metadata: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_only")]
     pub spec: SelfSubjectRulesReviewSpec,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
@@ -655,6 +686,28 @@ mod tests {
         let admin = user("admin", true);
         assert!(decide(&admin, &on("bob", "delete", "batch", "jobs")).0);
         assert!(decide(&admin, &on("", "*", "*", "*")).0);
+    }
+
+    #[test]
+    fn nested_structs_are_read_from_objects_only() {
+        let read = |body: Value| serde_json::from_value::<SelfSubjectAccessReviewRequest>(body);
+        for bad in [
+            serde_json::json!({"spec": {"resourceAttributes": []}}),
+            serde_json::json!({"spec": {"nonResourceAttributes": ["/version", "get"]}}),
+            serde_json::json!({"spec": [null, null]}),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
+        let ok = read(serde_json::json!({"spec": {"resourceAttributes": {"verb": "get"}, "nonResourceAttributes": null}}))
+            .expect("an object reads");
+        assert_eq!(
+            ok.spec.resource_attributes.map(|r| r.verb).as_deref(),
+            Some("get")
+        );
+        assert!(
+            serde_json::from_value::<SelfSubjectRulesReviewRequest>(serde_json::json!({"spec": []})).is_err()
+        );
+        assert!(serde_json::from_value::<SelfSubjectRulesReviewRequest>(serde_json::json!({})).is_ok());
     }
 
     #[test]
