@@ -449,3 +449,52 @@ fn a_kill_9_mid_experiment_loses_no_trial_and_runs_none_twice() {
         .collect();
     assert_eq!(suggested, made, "every suggestion has exactly its trial");
 }
+
+#[test]
+fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
+    let d = daemon();
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.log");
+    let stale = dir.path().join("stale.log");
+    std::fs::write(&stale, "accuracy=0.99\n").unwrap();
+    let file_collector = |path: &std::path::Path, format: &str| {
+        json!({
+            "collector": {"kind": "File"},
+            "source": {"fileSystemPath": {"path": path.to_str().unwrap(), "kind": "File", "format": format}}
+        })
+    };
+    let mut writes = experiment(
+        "file",
+        json!({"algorithmName": "random"}),
+        &format!("echo '{{\"accuracy\": \"'$LR'\"}}' >> {}", fresh.display()),
+        json!({"maxTrialCount": 2, "parallelTrialCount": 1}),
+    );
+    writes["spec"]["metricsCollectorSpec"] = file_collector(&fresh, "JSON");
+    create(&d, &writes);
+    // A trial that writes nothing must not read the file left before it was made.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut reads_stale = experiment(
+        "stale",
+        json!({"algorithmName": "random"}),
+        "true",
+        json!({"maxTrialCount": 1, "parallelTrialCount": 1}),
+    );
+    reads_stale["spec"]["metricsCollectorSpec"] = file_collector(&stale, "TEXT");
+    create(&d, &reads_stale);
+
+    let ended = wait_ended(&d, "file");
+    assert_eq!(ended["status"]["trialsSucceeded"], 2, "{ended}");
+    for t in trials_of(&d, "file") {
+        let lr = t["spec"]["parameterAssignments"][0]["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let latest = t["status"]["observation"]["metrics"][0]["latest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(latest.parse::<f64>().unwrap(), lr.parse::<f64>().unwrap(), "{t}");
+    }
+    let ended = wait_ended(&d, "stale");
+    assert_eq!(ended["status"]["trialMetricsUnavailable"], 1, "{ended}");
+}
