@@ -498,3 +498,42 @@ fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
     let ended = wait_ended(&d, "stale");
     assert_eq!(ended["status"]["trialMetricsUnavailable"], 1, "{ended}");
 }
+
+#[test]
+fn the_trial_budget_may_change_while_it_runs_and_nothing_else() {
+    let d = daemon();
+    create(
+        &d,
+        &experiment(
+            "budget",
+            json!({"algorithmName": "random"}),
+            "sleep 0.3; echo accuracy=$LR",
+            json!({"maxTrialCount": 2, "parallelTrialCount": 1}),
+        ),
+    );
+    let path = format!("{EXPERIMENTS}/budget");
+    let raised = d.patch(&path, d.admin(), &json!({"spec": {"maxTrialCount": 3}}));
+    assert_eq!(raised.status, 200, "{raised}");
+    let refused = d.patch(
+        &path,
+        d.admin(),
+        &json!({"spec": {"objective": {"type": "minimize"}}}),
+    );
+    assert_eq!(refused.status, 422, "{refused}");
+    assert_eq!(refused.cause_field(), "spec.objective", "{refused}");
+    // A document read back and sent again changes nothing.
+    let current = d.get(&path, d.admin()).body;
+    let again = d.put(&path, d.admin(), &current);
+    assert_eq!(again.status, 200, "{again}");
+    let ended = wait_ended(&d, "budget");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    assert_eq!(ended["status"]["trials"], 3, "{ended}");
+    // Once ended, it is not resumed in this release: refused by name.
+    let resumed = d.patch(&path, d.admin(), &json!({"spec": {"maxTrialCount": 5}}));
+    assert_eq!(resumed.status, 422, "{resumed}");
+    assert_eq!(resumed.cause_field(), "spec.maxTrialCount", "{resumed}");
+}
