@@ -1,6 +1,12 @@
-//! SQLite store. One connection behind a mutex, used only from blocking threads, so
-//! database work never runs on the async executor. WAL keeps readers cheap and makes a
-//! committed transaction survive a `kill -9` of the daemon.
+//! SQLite store. One connection behind a mutex, used from one thread of its own (async
+//! callers) or from start-up code, so database work never runs on the async executor.
+//! WAL keeps readers cheap and makes a committed transaction survive a `kill -9` of the
+//! daemon.
+//!
+//! Why a thread of its own rather than `spawn_blocking`: every call takes the one
+//! connection anyway, so a burst of calls on the blocking pool only parks a thread per
+//! waiting call on the mutex; each such thread keeps its stack and its malloc caches,
+//! which is how RSS grew with the number of Jobs kept (README, "Performance").
 
 pub mod access;
 mod migrations;
@@ -12,7 +18,7 @@ pub mod resources;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
@@ -72,9 +78,14 @@ fn lock_recovering(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     guard
 }
 
+/// A store call queued for the store's thread.
+type Call = Box<dyn FnOnce() + Send>;
+
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// The store thread's queue; the thread ends when the last clone is dropped.
+    calls: mpsc::Sender<Call>,
     path: PathBuf,
     /// The newest `resourceVersion`, sent after each store call that wrote one, so
     /// watches wake right after the commit instead of polling.
@@ -113,8 +124,20 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::apply(&mut conn, path)?;
         let latest = resources::latest_version(&conn)?;
+        let (calls, queue) = mpsc::channel::<Call>();
+        std::thread::Builder::new()
+            .name("hearth-store".into())
+            .spawn(move || {
+                for call in queue {
+                    // A panicking call drops its answer channel (its caller gets
+                    // `Worker`); the thread and the connection carry on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+                }
+            })
+            .map_err(|e| StoreError::Worker(format!("starting the store thread: {e}")))?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            calls,
             path: path.to_path_buf(),
             changes: Arc::new(tokio::sync::watch::channel(latest).0),
         })
@@ -128,7 +151,9 @@ impl Store {
         &self.path
     }
 
-    /// Runs `work` on a blocking thread with the connection.
+    /// Runs `work` with the connection on the store's thread, in the order calls came.
+    ///
+    /// Errors: what `work` returns; `Worker` when it panicked.
     pub async fn call<R, F>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -136,15 +161,21 @@ impl Store {
     {
         let conn = Arc::clone(&self.conn);
         let changes = Arc::clone(&self.changes);
-        tokio::task::spawn_blocking(move || {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call: Call = Box::new(move || {
             let mut guard = lock_recovering(&conn);
             let before = guard.total_changes();
             let result = work(&mut guard);
             announce(&guard, before, &changes);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
+            // The caller may have gone (a request cancelled); the work is done either way.
+            let _ = answer.send(result);
+        });
+        self.calls
+            .send(call)
+            .map_err(|_| StoreError::Worker("the store thread has stopped".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Worker("a store call panicked".into()))?
     }
 
     /// The same as `call`, for start-up code and tests that are not async.
@@ -214,5 +245,19 @@ mod tests {
             .call_blocking(|conn| Ok(conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
             .unwrap();
         assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
+    async fn an_async_store_call_that_panics_answers_worker_and_the_next_call_runs() {
+        let (_dir, store) = test_store();
+        let failed = store
+            .call(|_conn| -> Result<(), StoreError> { panic!("a bug in a store call") })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Worker(_))), "{failed:?}");
+        let one: i64 = store
+            .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
     }
 }
