@@ -677,9 +677,30 @@ impl Tuning {
                     "Suggestion is running",
                 );
             }
-            if !self.write_status(&suggestion, status).await? {
+            // `spec.requests` is how many assignments were asked for, as Katib's
+            // experiment controller writes it.
+            let mut requested = suggestion.spec.clone();
+            requested["requests"] = json!(stored.len());
+            let (uid, version, ns, name, metadata) = (
+                suggestion.uid.clone(),
+                suggestion.resource_version,
+                suggestion.namespace.clone(),
+                suggestion.name.clone(),
+                suggestion.metadata.clone(),
+            );
+            let status = Value::Object(status);
+            let written = self
+                .store
+                .call(move |conn| {
+                    resources::update_status(conn, &uid, &status, Some(version))?;
+                    resources::replace_spec(conn, spec::SUGGESTION_KIND, &ns, &name, &metadata, &requested)
+                })
+                .await;
+            match written {
+                Ok(_) => {}
                 // Another pass wrote it: ask again over what it wrote.
-                return Ok(true);
+                Err(StoreError::Conflict(_)) => return Ok(true),
+                Err(e) => return Err(e.into()),
             }
         }
         let mut made = false;
