@@ -2,7 +2,8 @@
 the kubeconfig the daemon writes: create_experiment with the SDK's typed models,
 wait_for_experiment_condition, get_optimal_hyperparameters, list_trials and
 delete_experiment. Trials are tiny python3 commands printing `accuracy=...` (process
-mode runs the container's command on the host)."""
+mode runs the container's command on the host). The served Experiment schema is
+checked against the SDK's models, which are generated from Katib's Go types."""
 
 import json
 import os
@@ -122,3 +123,56 @@ def test_katib_sdk_runs_an_experiment_to_its_optimum(daemon):
         time.sleep(0.2)
     assert katib.list_experiments(namespace=NS) == []
     assert katib.list_trials("sdk-random", namespace=NS) == []
+
+
+def sdk_schema(type_name, depth=0):
+    """The OpenAPI shape of a Katib SDK model (generated from Katib's Go types): names
+    from `attribute_map`, types from `openapi_types`."""
+    import re
+    m = re.fullmatch(r"list\[(.*)\]", type_name)
+    if m:
+        return {"type": "array", "items": sdk_schema(m.group(1), depth + 1)}
+    if type_name.startswith("dict("):
+        return {"type": "object"}
+    simple = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "object": "object"}
+    if type_name in simple or depth > 8:
+        return {"type": simple.get(type_name, "object")}
+    cls = getattr(models, type_name, None)
+    if cls is None:  # a Kubernetes type (V1HTTPGetAction): not descended into
+        return {"type": "object"}
+    return {"type": "object", "properties": {
+        cls.attribute_map[a]: sdk_schema(t, depth + 1) for a, t in cls.openapi_types.items()}}
+
+
+def same_fields(ours, theirs, path, errors):
+    if theirs.get("type") and ours.get("type") != theirs["type"]:
+        errors.append(f"{path}: Hearth says {ours.get('type')}, Katib {theirs['type']}")
+        return 1
+    checked = 1
+    for name, sub in (ours.get("properties") or {}).items():
+        if "properties" not in theirs:
+            break
+        if name not in theirs["properties"]:
+            errors.append(f"{path}.{name}: not a Katib field")
+            continue
+        checked += same_fields(sub, theirs["properties"][name], f"{path}.{name}", errors)
+    if "items" in ours and "items" in theirs:
+        checked += same_fields(ours["items"], theirs["items"], f"{path}[]", errors)
+    return checked
+
+
+def test_the_experiment_schema_has_katibs_fields_and_types(daemon):
+    """Every field the served Experiment schema declares is one of Katib's (the SDK's
+    models), with Katib's type: the CRD itself declares no fields
+    (x-kubernetes-preserve-unknown-fields)."""
+    import requests
+    info = json.loads((daemon / "data" / "hearth.addr").read_text())
+    token = (daemon / "data" / "admin.token").read_text().strip()
+    doc = requests.get(f"http://{info['api']}/openapi/v3/apis/kubeflow.org/v1beta1",
+                       headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    ours = doc["components"]["schemas"]["org.kubeflow.v1beta1.Experiment"]["properties"]["spec"]
+    errors = []
+    checked = same_fields(ours, sdk_schema("V1beta1ExperimentSpec"), "spec", errors)
+    assert not errors, "\n".join(errors)
+    assert checked > 30, checked
+    print(f"{checked} fields compared")
