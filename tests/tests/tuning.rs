@@ -464,14 +464,6 @@ fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
             "source": {"fileSystemPath": {"path": path.to_str().unwrap(), "kind": "File", "format": format}}
         })
     };
-    let mut writes = experiment(
-        "file",
-        json!({"algorithmName": "random"}),
-        &format!("echo '{{\"accuracy\": \"'$LR'\"}}' >> {}", fresh.display()),
-        json!({"maxTrialCount": 2, "parallelTrialCount": 1}),
-    );
-    writes["spec"]["metricsCollectorSpec"] = file_collector(&fresh, "JSON");
-    create(&d, &writes);
     // A trial that writes nothing must not read the file left before it was made.
     std::thread::sleep(Duration::from_millis(1100));
     let mut reads_stale = experiment(
@@ -483,18 +475,40 @@ fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
     reads_stale["spec"]["metricsCollectorSpec"] = file_collector(&stale, "TEXT");
     create(&d, &reads_stale);
 
-    let ended = wait_ended(&d, "file");
-    assert_eq!(ended["status"]["trialsSucceeded"], 2, "{ended}");
+    let mut writes = experiment(
+        "file",
+        json!({"algorithmName": "random"}),
+        &format!("echo '{{\"accuracy\": \"'$LR'\"}}' >> {}", fresh.display()),
+        json!({"maxTrialCount": 3, "parallelTrialCount": 3}),
+    );
+    writes["spec"]["metricsCollectorSpec"] = file_collector(&fresh, "JSON");
+    create(&d, &writes);
+    // Trials writing the same file run one at a time, and each reads only its lines.
+    let mut most_active = 0;
+    let ended = loop {
+        let now = d.get(&format!("{EXPERIMENTS}/file"), d.admin()).body;
+        let active = now["status"]["trialsRunning"].as_u64().unwrap_or(0)
+            + now["status"]["trialsPending"].as_u64().unwrap_or(0);
+        most_active = most_active.max(active);
+        if condition(&now, "Succeeded").is_some() || condition(&now, "Failed").is_some() {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(most_active, 1, "{ended}");
+    assert_eq!(ended["status"]["trialsSucceeded"], 3, "{ended}");
     for t in trials_of(&d, "file") {
-        let lr = t["spec"]["parameterAssignments"][0]["value"]
+        let lr: f64 = t["spec"]["parameterAssignments"][0]["value"]
             .as_str()
             .unwrap()
-            .to_string();
-        let latest = t["status"]["observation"]["metrics"][0]["latest"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert_eq!(latest.parse::<f64>().unwrap(), lr.parse::<f64>().unwrap(), "{t}");
+            .parse()
+            .unwrap();
+        let metric = &t["status"]["observation"]["metrics"][0];
+        for key in ["min", "max", "latest"] {
+            let value: f64 = metric[key].as_str().unwrap().parse().unwrap();
+            assert_eq!(value, lr, "{key}: {t}");
+        }
+        assert!(t["status"].get("hearth").is_none(), "{t}");
     }
     let ended = wait_ended(&d, "stale");
     assert_eq!(ended["status"]["trialMetricsUnavailable"], 1, "{ended}");

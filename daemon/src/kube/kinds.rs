@@ -143,7 +143,7 @@ pub static TRIAL: KindDef = KindDef {
     verbs: READ_VERBS,
     store_kind: crate::tuning::spec::TRIAL_KIND,
     status_subresource: false,
-    hidden_status: &[],
+    hidden_status: &[crate::tuning::controller::HEARTH_STATUS],
     delete_answer: DeleteAnswer::Object,
     backend: Backend::Trial,
     schema: super::schema::trial,

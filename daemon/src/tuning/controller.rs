@@ -27,6 +27,10 @@ use crate::store::{now_rfc3339, StoreError};
 pub const EXPERIMENT_LABEL: &str = "katib.kubeflow.org/experiment";
 pub const TRIAL_LABEL: &str = "katib.kubeflow.org/trial";
 
+/// The key of a Trial's `status` that is Hearth's bookkeeping (never shown; the
+/// Trial kind's `hidden_status`).
+pub const HEARTH_STATUS: &str = "hearth";
+
 /// How soon a running experiment is looked at again (its trials' Jobs move on their
 /// own; the Jobs controller does not wake this one).
 const POLL: Duration = Duration::from_millis(500);
@@ -624,7 +628,12 @@ impl Tuning {
         counts: &Counts,
         max_trials: usize,
     ) -> Result<bool, TuningError> {
-        let parallel = usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX);
+        // In process mode trials share one filesystem: File-collector trials would
+        // write the same file, so they run one at a time.
+        let parallel = match parsed.collector {
+            Collector::File { .. } => 1,
+            Collector::StdOut { .. } => usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX),
+        };
         let want = parallel
             .saturating_sub(counts.active())
             .min(max_trials.saturating_sub(trials.len()));
@@ -815,6 +824,11 @@ impl Tuning {
                 None
             }
             None => {
+                if let Collector::File { path, .. } = &parsed.collector {
+                    // What the file holds before this trial runs is an earlier trial's.
+                    let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+                    status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
+                }
                 let run_spec = trial.spec.get("runSpec").cloned().unwrap_or(json!({}));
                 let owners = owner_reference(spec::TRIAL_KIND, spec::API_VERSION, &trial);
                 match self.jobs.create_owned(&trial.namespace, run_spec, owners).await {
@@ -970,7 +984,17 @@ impl Tuning {
                     return metrics::Series::new();
                 }
                 match tokio::fs::read(path).await {
-                    Ok(bytes) => metrics::from_file(&metrics::tail_text(&bytes), *format, formats, &wanted),
+                    Ok(bytes) => {
+                        // Only what this trial added, unless it rewrote the file.
+                        let offset = trial
+                            .status
+                            .pointer(&format!("/{HEARTH_STATUS}/metricsFileOffset"))
+                            .and_then(Value::as_u64)
+                            .and_then(|o| usize::try_from(o).ok())
+                            .filter(|o| *o <= bytes.len())
+                            .unwrap_or(0);
+                        metrics::from_file(&metrics::tail_text(&bytes[offset..]), *format, formats, &wanted)
+                    }
                     Err(_) => metrics::Series::new(),
                 }
             }

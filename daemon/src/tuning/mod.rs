@@ -49,8 +49,14 @@ pub fn render_experiment(resource: &resources::Resource) -> Value {
     meta::render(resource, spec::API_VERSION, spec::EXPERIMENT_KIND)
 }
 
+/// A Trial as clients see it: Hearth's bookkeeping in `status`
+/// ([`controller::HEARTH_STATUS`]) left out.
 pub fn render_trial(resource: &resources::Resource) -> Value {
-    meta::render(resource, spec::API_VERSION, spec::TRIAL_KIND)
+    let mut document = meta::render(resource, spec::API_VERSION, spec::TRIAL_KIND);
+    if let Some(status) = document.get_mut("status").and_then(Value::as_object_mut) {
+        status.remove(controller::HEARTH_STATUS);
+    }
+    document
 }
 
 pub fn render_suggestion(resource: &resources::Resource) -> Value {
