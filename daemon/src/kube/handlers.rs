@@ -304,13 +304,14 @@ pub async fn delete(
     body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
     let options = params::delete_options(raw, body)?;
-    if options.dry_run {
+    let object = if options.dry_run {
         let current = load(kind, state, namespace, name).await?;
         resources::check_preconditions(&current, &options.preconditions)?;
+        kind.delete(state, namespace, name, true).await?
     } else {
         let (ns, n) = (namespace.to_string(), name.to_string());
         let (preconditions, finalizer) = (options.preconditions.clone(), options.propagation.finalizer());
-        state
+        let marked = state
             .store
             .call(move |conn| {
                 resources::request_deletion_with(conn, kind.store_kind, &ns, &n, &preconditions, finalizer)
@@ -320,8 +321,14 @@ pub async fn delete(
                 StoreError::NotFound { .. } => not_found(kind, namespace, name),
                 other => other.into(),
             })?;
-    }
-    let object = kind.delete(state, namespace, name, options.dry_run).await?;
+        // Marked already: this wakes the kind's controller. The object may be gone by
+        // now (the collector released it and the controller removed it); the answer
+        // is the object as this delete left it, as the API server answers.
+        match kind.delete(state, namespace, name, false).await {
+            Ok(_) | Err(ApiError::NotFound(_)) => kind.render(&marked),
+            Err(e) => return Err(e),
+        }
+    };
     let held = object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
