@@ -141,6 +141,21 @@ fn drop_references(metadata: &mut serde_json::Map<String, Value>, gone: &HashSet
     }
 }
 
+/// Sets `blockOwnerDeletion: false` on the references to the owners in `owners`.
+fn unblock(metadata: &mut serde_json::Map<String, Value>, owners: &HashSet<String>) {
+    if let Some(Value::Array(refs)) = metadata.get_mut("ownerReferences") {
+        for reference in refs.iter_mut() {
+            let named = reference
+                .get("uid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| owners.contains(u));
+            if let (true, Some(map)) = (named, reference.as_object_mut()) {
+                map.insert("blockOwnerDeletion".into(), Value::Bool(false));
+            }
+        }
+    }
+}
+
 fn drop_finalizer(metadata: &mut serde_json::Map<String, Value>, finalizer: &str) {
     if let Some(Value::Array(items)) = metadata.get_mut("finalizers") {
         items.retain(|f| f != finalizer);
@@ -176,7 +191,7 @@ fn pass(conn: &Connection) -> Result<Vec<Key>, StoreError> {
         if references.is_empty() {
             continue;
         }
-        let (mut solid, mut released, mut waiting) = (0, HashSet::new(), false);
+        let (mut solid, mut released, mut waiting) = (0, HashSet::new(), HashSet::new());
         for reference in &references {
             let owner = owners.get(&reference.uid).and_then(Option::as_ref);
             match classify(reference, owner, &dependent.namespace) {
@@ -185,13 +200,25 @@ fn pass(conn: &Connection) -> Result<Vec<Key>, StoreError> {
                     released.insert(reference.uid.clone());
                 }
                 Owner::Waiting => {
-                    waiting = true;
+                    waiting.insert(reference.uid.clone());
                     released.insert(reference.uid.clone());
                 }
             }
         }
         if solid == 0 {
-            let foreground = waiting && owning.contains(&dependent.uid);
+            let foreground = !waiting.is_empty() && owning.contains(&dependent.uid);
+            // A dependent of this one waiting for its own dependents may be a cycle
+            // back to the waiting owner, which would hold both for ever: as upstream,
+            // this one stops blocking the owners it waits for.
+            let cycle = foreground
+                && rows.iter().any(|r| {
+                    r.deletion_requested_at.is_some()
+                        && resources::finalizers(&r.metadata).contains(&FOREGROUND_FINALIZER)
+                        && owner_refs(&r.metadata).iter().any(|o| o.uid == dependent.uid)
+                });
+            if cycle {
+                edit_metadata(conn, &dependent.uid, |m| unblock(m, &waiting))?;
+            }
             let marked = resources::request_deletion_with(
                 conn,
                 &dependent.kind,
@@ -336,6 +363,26 @@ mod tests {
                 assert!(kept.metadata.get("ownerReferences").is_none(), "{:?}", kept.metadata);
                 assert!(!deleting(conn, "kept"));
                 assert!(resources::finalizers(&resources::get_by_uid(conn, &parent.uid)?.unwrap().metadata).is_empty());
+
+                // A cycle deleted in the foreground does not hold itself for ever.
+                let a = resources::create(conn, new("a", json!({})))?;
+                let b = resources::create(conn, new("b", owned_by(&a, true)))?;
+                resources::set_metadata(conn, &a.uid, &owned_by(&b, true), resources::get_by_uid(conn, &a.uid)?.unwrap().resource_version)?;
+                resources::request_deletion_with(conn, "Job", "team", "a", &Preconditions::default(), Some(FOREGROUND_FINALIZER))?;
+                for _ in 0..6 {
+                    for (_, _, name) in pass(conn)? {
+                        // What the Job controller does once a woken Job's workloads stopped.
+                        let uid = resources::get(conn, "Job", "team", &name)?.uid;
+                        resources::delete(conn, &uid)?;
+                    }
+                    for uid in [&a.uid, &b.uid] {
+                        if resources::get_by_uid(conn, uid)?.is_some_and(|r| r.deletion_requested_at.is_some()) {
+                            resources::delete(conn, uid)?;
+                        }
+                    }
+                }
+                assert!(resources::get_by_uid(conn, &a.uid)?.is_none(), "the cycle's owner is gone");
+                assert!(resources::get_by_uid(conn, &b.uid)?.is_none(), "the cycle's dependent is gone");
                 Ok(())
             })
             .unwrap();
