@@ -320,6 +320,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 move || Arc::clone(&serving_controller).run(health.clone()),
             ))
         };
+        // Deletion propagating over ownerReferences, for every stored kind.
+        let collector_loop = {
+            let state = state.clone();
+            actix_web::rt::spawn(crate::controller::supervise(
+                "garbage-collector",
+                state.health.clone(),
+                crate::controller::IDLE_TICK,
+                move || crate::kube::gc::run(state.clone()),
+            ))
+        };
         systemd::notify_ready(&status_line(&state).await);
         // Start-up built and dropped large transient state (the OpenAPI tree, once per
         // worker); hand the freed pages back so idle RSS is what the daemon holds.
@@ -330,6 +340,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         systemd::notify_stopping();
         background.abort();
         serving_loop.abort();
+        collector_loop.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));

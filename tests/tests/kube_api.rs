@@ -470,3 +470,307 @@ fn discovery_describes_every_kind() {
     assert_eq!(aggregated.body["kind"], "APIGroupList", "{aggregated}");
     assert_eq!(aggregated.content_type(), "application/json");
 }
+
+/// An owner reference to `owner` (a created object's answer).
+fn reference_to(owner: &Value, block: bool) -> Value {
+    json!({
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"],
+        "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
+        "controller": true, "blockOwnerDeletion": block,
+    })
+}
+
+fn create(d: &Daemon, kind: &Kind, namespace: &str, name: &str, owners: Vec<Value>) -> Value {
+    let mut document = (kind.document)(name);
+    if !owners.is_empty() {
+        document["metadata"]["ownerReferences"] = Value::Array(owners);
+    }
+    let created = d.post_json(&collection(kind, namespace), d.admin(), &document);
+    assert_eq!(created.status, 201, "{}: {created}", kind.kind);
+    created.body
+}
+
+fn item_path(kind: &Kind, namespace: &str, name: &str) -> String {
+    format!("{}/{name}", collection(kind, namespace))
+}
+
+fn wait_gone(d: &Daemon, path: &str) {
+    d.wait_until(path, Duration::from_secs(30), |r| r.status == 404);
+}
+
+fn delete_with(d: &Daemon, path: &str, options: &Value) -> Reply {
+    d.send(
+        d.request(Method::DELETE, path, d.admin())
+            .header("content-type", "application/json")
+            .body(options.to_string()),
+    )
+}
+
+/// The owner/dependent checks for one pair of kinds: validation of
+/// `metadata.ownerReferences`, each `propagationPolicy`, preconditions, a dangling
+/// owner and a dependent with a second, living owner.
+fn ownership(d: &Daemon, owner_kind: &Kind, dependent_kind: &Kind, tag: &str) {
+    let ns = "owners";
+    let what = format!("{} owning {}", owner_kind.kind, dependent_kind.kind);
+    let dependents = collection(dependent_kind, ns);
+
+    // Validation, as the API server's: the Status names the field.
+    let owner = create(d, owner_kind, ns, &format!("{tag}-o"), vec![]);
+    let mut document = (dependent_kind.document)(&format!("{tag}-bad"));
+    let mut no_uid = reference_to(&owner, true);
+    no_uid.as_object_mut().unwrap().remove("uid");
+    document["metadata"]["ownerReferences"] = json!([no_uid]);
+    let reply = d.post_json(&dependents, d.admin(), &document);
+    reply.assert_status(422, "Invalid");
+    assert_eq!(
+        reply.cause_field(),
+        "metadata.ownerReferences[0].uid",
+        "{what}: {reply}"
+    );
+    let mut second = reference_to(&owner, false);
+    second["uid"] = json!("another-uid");
+    document["metadata"]["ownerReferences"] = json!([reference_to(&owner, true), second]);
+    let reply = d.post_json(&dependents, d.admin(), &document);
+    reply.assert_status(422, "Invalid");
+    assert_eq!(reply.cause_field(), "metadata.ownerReferences", "{what}: {reply}");
+    let elsewhere = create(d, owner_kind, "owners-elsewhere", &format!("{tag}-x"), vec![]);
+    document["metadata"]["ownerReferences"] = json!([reference_to(&elsewhere, true)]);
+    let reply = d.post_json(&dependents, d.admin(), &document);
+    reply.assert_status(422, "Invalid");
+    assert_eq!(
+        reply.cause_field(),
+        "metadata.ownerReferences[0].uid",
+        "{what}: {reply}"
+    );
+    document["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "u"}]);
+    let reply = d.post_json(&dependents, d.admin(), &document);
+    reply.assert_status(422, "Invalid");
+    assert_eq!(
+        reply.cause_field(),
+        "metadata.ownerReferences[0].kind",
+        "{what}: {reply}"
+    );
+    document["metadata"]["finalizers"] = json!(["example.com/keep"]);
+    document["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let reply = d.post_json(&dependents, d.admin(), &document);
+    reply.assert_status(422, "Invalid");
+    assert_eq!(reply.cause_field(), "metadata.finalizers[0]", "{what}: {reply}");
+
+    // Background (the default): the owner goes, then its dependent.
+    let child = create(
+        d,
+        dependent_kind,
+        ns,
+        &format!("{tag}-bg"),
+        vec![reference_to(&owner, true)],
+    );
+    assert_eq!(
+        child["metadata"]["ownerReferences"][0]["uid"], owner["metadata"]["uid"],
+        "{child}"
+    );
+    let owner_path = item_path(owner_kind, ns, &format!("{tag}-o"));
+    let child_path = item_path(dependent_kind, ns, &format!("{tag}-bg"));
+    // Preconditions: another uid or version is a Conflict and deletes nothing.
+    delete_with(d, &owner_path, &json!({"preconditions": {"uid": "not-its-uid"}}))
+        .assert_status(409, "Conflict");
+    delete_with(
+        d,
+        &owner_path,
+        &json!({"preconditions": {"resourceVersion": "1"}}),
+    )
+    .assert_status(409, "Conflict");
+    // The controller may have written status since: preconditions name the version
+    // read now.
+    let owner = d.get(&owner_path, d.admin()).body;
+    let deleted = delete_with(
+        d,
+        &owner_path,
+        &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": owner["metadata"]["uid"], "resourceVersion": owner["metadata"]["resourceVersion"]}}),
+    );
+    assert_eq!(deleted.status, 200, "{what}: {deleted}");
+    wait_gone(d, &owner_path);
+    wait_gone(d, &child_path);
+
+    // Foreground: the owner stays, held by the finalizer, until its blocking
+    // dependent is gone.
+    let owner = create(d, owner_kind, ns, &format!("{tag}-fg"), vec![]);
+    let owner_path = item_path(owner_kind, ns, &format!("{tag}-fg"));
+    let child_path = item_path(dependent_kind, ns, &format!("{tag}-fgc"));
+    create(
+        d,
+        dependent_kind,
+        ns,
+        &format!("{tag}-fgc"),
+        vec![reference_to(&owner, true)],
+    );
+    let held = delete_with(d, &owner_path, &json!({"propagationPolicy": "Foreground"}));
+    assert_eq!(held.status, 200, "{what}: {held}");
+    assert_eq!(
+        held.body["kind"], owner_kind.kind,
+        "the held object is answered: {held}"
+    );
+    assert_eq!(
+        held.body["metadata"]["finalizers"],
+        json!(["foregroundDeletion"]),
+        "{held}"
+    );
+    assert!(held.body["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    // Until the dependent is gone, the owner is there.
+    loop {
+        let owner_now = d.get(&owner_path, d.admin());
+        let child_now = d.get(&child_path, d.admin());
+        if child_now.status == 404 {
+            break;
+        }
+        assert_eq!(
+            owner_now.status, 200,
+            "{what}: the owner went before its dependent: {owner_now}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    wait_gone(d, &owner_path);
+
+    // Orphan: the dependent loses the reference and stays.
+    let owner = create(d, owner_kind, ns, &format!("{tag}-or"), vec![]);
+    let owner_path = item_path(owner_kind, ns, &format!("{tag}-or"));
+    let child_path = item_path(dependent_kind, ns, &format!("{tag}-orc"));
+    create(
+        d,
+        dependent_kind,
+        ns,
+        &format!("{tag}-orc"),
+        vec![reference_to(&owner, true)],
+    );
+    let orphaned = d.delete(&format!("{owner_path}?propagationPolicy=Orphan"), d.admin());
+    assert_eq!(orphaned.status, 200, "{what}: {orphaned}");
+    assert_eq!(
+        orphaned.body["metadata"]["finalizers"],
+        json!(["orphan"]),
+        "{orphaned}"
+    );
+    wait_gone(d, &owner_path);
+    let kept = d.get(&child_path, d.admin());
+    assert_eq!(kept.status, 200, "{what}: {kept}");
+    assert!(kept.body["metadata"]["ownerReferences"].is_null(), "{kept}");
+    assert!(kept.body["metadata"]["deletionTimestamp"].is_null(), "{kept}");
+    d.delete(&child_path, d.admin());
+    wait_gone(d, &child_path);
+
+    // A dependent with a living second owner stays and loses the reference to the
+    // deleted one.
+    let first = create(d, owner_kind, ns, &format!("{tag}-a"), vec![]);
+    let second = create(d, owner_kind, ns, &format!("{tag}-b"), vec![]);
+    let mut to_second = reference_to(&second, false);
+    to_second["controller"] = json!(false);
+    let child_path = item_path(dependent_kind, ns, &format!("{tag}-ab"));
+    create(
+        d,
+        dependent_kind,
+        ns,
+        &format!("{tag}-ab"),
+        vec![reference_to(&first, false), to_second],
+    );
+    d.delete(&item_path(owner_kind, ns, &format!("{tag}-a")), d.admin());
+    let kept = d.wait_until(&child_path, Duration::from_secs(30), |r| {
+        r.body["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|o| o.len() == 1)
+    });
+    assert_eq!(
+        kept.body["metadata"]["ownerReferences"][0]["uid"], second["metadata"]["uid"],
+        "{kept}"
+    );
+    assert!(kept.body["metadata"]["deletionTimestamp"].is_null(), "{kept}");
+    d.delete(&item_path(owner_kind, ns, &format!("{tag}-b")), d.admin());
+    wait_gone(d, &child_path);
+
+    // A dangling owner (no object has its uid): the dependent is collected.
+    let ghost = json!({"apiVersion": owner_kind.group_version.trim_start_matches("/apis/"), "kind": owner_kind.kind,
+        "name": "ghost", "uid": "00000000-0000-4000-8000-000000000000"});
+    create(d, dependent_kind, ns, &format!("{tag}-dg"), vec![ghost]);
+    wait_gone(d, &item_path(dependent_kind, ns, &format!("{tag}-dg")));
+    d.delete(
+        &item_path(owner_kind, "owners-elsewhere", &format!("{tag}-x")),
+        d.admin(),
+    );
+}
+
+#[test]
+fn deletion_propagates_over_owner_references_between_every_pair_of_kinds() {
+    let d = daemon();
+    // Namespaces exist once a Job was created in them.
+    create(&d, &kinds()[0], "owners", "seed", vec![]);
+    create(&d, &kinds()[0], "owners-elsewhere", "seed", vec![]);
+    for (i, owner) in kinds().iter().enumerate() {
+        for (j, dependent) in kinds().iter().enumerate() {
+            ownership(&d, owner, dependent, &format!("p{i}{j}"));
+        }
+    }
+}
+
+/// A `kill -9` mid-cascade loses nothing: after the restart the dependents of the
+/// deleted owners are collected (and what they ran stopped), a foreground owner
+/// finishes, an owner deleted with Orphan leaves its dependent.
+#[test]
+fn a_cascade_interrupted_by_kill_9_finishes_after_restart() {
+    let mut d = daemon();
+    let jobs = &kinds()[0];
+    let ns = "cascade";
+    let mut running = job("x");
+    running["spec"]["suspend"] = json!(false);
+    let running_named = |name: &str, owner: &Value| {
+        let mut document = running.clone();
+        document["metadata"] = json!({"name": name, "ownerReferences": [reference_to(owner, true)]});
+        document
+    };
+    let owners: Vec<Value> = ["bg", "fg", "or"]
+        .iter()
+        .map(|n| create(&d, jobs, ns, n, vec![]))
+        .collect();
+    for (owner, child) in owners.iter().zip(["bg-child", "fg-child", "or-child"]) {
+        let reply = d.post_json(&collection(jobs, ns), d.admin(), &running_named(child, owner));
+        assert_eq!(reply.status, 201, "{reply}");
+    }
+    // The dependents run before the owners go.
+    d.wait_until(
+        &format!("/api/v1/namespaces/{ns}/pods?fieldSelector=status.phase%3DRunning"),
+        Duration::from_secs(30),
+        |r| r.body["items"].as_array().is_some_and(|i| i.len() == 3),
+    );
+    let bg = d.delete(&item_path(jobs, ns, "bg"), d.admin());
+    assert_eq!(bg.status, 200, "{bg}");
+    let fg = d.delete(
+        &format!("{}?propagationPolicy=Foreground", item_path(jobs, ns, "fg")),
+        d.admin(),
+    );
+    assert_eq!(fg.status, 200, "{fg}");
+    let or = d.delete(
+        &format!("{}?propagationPolicy=Orphan", item_path(jobs, ns, "or")),
+        d.admin(),
+    );
+    assert_eq!(or.status, 200, "{or}");
+    d.kill9();
+    d.restart();
+    for name in ["bg", "bg-child", "fg", "fg-child", "or"] {
+        wait_gone(&d, &item_path(jobs, ns, name));
+    }
+    let kept = d.get(&item_path(jobs, ns, "or-child"), d.admin());
+    assert_eq!(kept.status, 200, "{kept}");
+    assert!(kept.body["metadata"]["ownerReferences"].is_null(), "{kept}");
+    // Nothing of the collected dependents runs on.
+    d.wait_until(
+        &format!("/api/v1/namespaces/{ns}/pods?fieldSelector=status.phase%3DRunning"),
+        Duration::from_secs(30),
+        |r| {
+            r.body["items"].as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .all(|p| p["metadata"]["labels"]["job-name"] == "or-child")
+            })
+        },
+    );
+}

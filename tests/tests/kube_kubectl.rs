@@ -1,8 +1,9 @@
 //! The real kubectl 1.35 (`hearth_e2e::kubectl()`, installed by scripts/test) against
 //! a spawned daemon with nothing but `<data-dir>/kubeconfig`: the read-only views
 //! (nodes, namespaces, pods with their logs, cluster serving runtimes), `apply -f` of
-//! an upstream Job document, `wait`, `logs`, `describe`, `delete -f`, and the
-//! `Invalid` and `Forbidden` answers as kubectl prints them.
+//! an upstream Job document, `wait`, `logs`, `describe`, `delete -f`, `delete
+//! --cascade=orphan|foreground`, and the `Invalid` and `Forbidden` answers as kubectl
+//! prints them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -507,4 +508,79 @@ fn wait_for_condition_ready_of_an_inference_service_and_describe_it() {
     );
     let out = k.ok(&["delete", "isvc", "web"]);
     assert!(out.contains("\"web\" deleted"), "{out}");
+}
+
+/// A suspended Job document, owned by `owner` (`kubectl get -o json` of it) if any.
+fn owned_job(name: &str, owner: Option<&Value>) -> String {
+    let references = owner.map_or(String::new(), |owner| {
+        format!(
+            "  ownerReferences:\n  - apiVersion: batch/v1\n    kind: Job\n    name: {}\n    uid: {}\n    controller: true\n    blockOwnerDeletion: true\n",
+            owner["metadata"]["name"].as_str().unwrap(),
+            owner["metadata"]["uid"].as_str().unwrap(),
+        )
+    });
+    format!(
+        r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+{references}spec:
+  suspend: true
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "sleep 30"]
+"#
+    )
+}
+
+#[test]
+fn delete_cascade_orphan_keeps_dependents_and_foreground_deletes_them_first() {
+    let d = daemon(0);
+    let Some(k) = Kubectl::for_admin(&d) else { return };
+    for owner in ["keeper", "parent"] {
+        let out = k.apply(&owned_job(owner, None));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let keeper = k.json(&["get", "job", "keeper"]);
+    let parent = k.json(&["get", "job", "parent"]);
+    let out = k.apply(&owned_job("kept", Some(&keeper)));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = k.apply(&owned_job("child", Some(&parent)));
+    assert!(out.status.success(), "{}", text(&out));
+    let kept = k.json(&["get", "job", "kept"]);
+    assert_eq!(
+        kept["metadata"]["ownerReferences"][0]["uid"],
+        keeper["metadata"]["uid"]
+    );
+
+    // --cascade=orphan: the owner goes, its dependent stays without the reference.
+    let deleted = k.ok(&["delete", "job", "keeper", "--cascade=orphan"]);
+    assert!(deleted.contains("job.batch \"keeper\" deleted"), "{deleted}");
+    let kept = k.json(&["get", "job", "kept"]);
+    assert!(kept["metadata"]["ownerReferences"].is_null(), "{kept}");
+    assert!(kept["metadata"]["deletionTimestamp"].is_null(), "{kept}");
+
+    // --cascade=foreground: kubectl waits until the owner is gone, which is after its
+    // dependent.
+    let deleted = k.ok(&["delete", "job", "parent", "--cascade=foreground", "--timeout=60s"]);
+    assert!(deleted.contains("job.batch \"parent\" deleted"), "{deleted}");
+    let gone = k.run(&["get", "job", "child"]);
+    assert!(!gone.status.success(), "{}", text(&gone));
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("NotFound"),
+        "{}",
+        text(&gone)
+    );
+    let remaining = k.json(&["get", "jobs"]);
+    let names: Vec<&str> = remaining["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["kept"]);
 }

@@ -124,13 +124,17 @@ pub async fn create(
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
     let options = WriteOptions::parse(raw)?;
-    let (document, _) = prepare(body.single()?, namespace)?;
+    let (mut document, _) = prepare(body.single()?, namespace)?;
     let name = document
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let mut created = match kind.create(state, namespace, document, options.dry_run).await {
+    let checked = match super::ownership::check(kind, state, namespace, &mut document).await {
+        Ok(()) => kind.create(state, namespace, document, options.dry_run).await,
+        Err(e) => Err(e),
+    };
+    let mut created = match checked {
         Ok(created) => created,
         Err(e) => {
             let mut answer = e.error_response();
@@ -229,7 +233,8 @@ pub async fn replace(
     body: Document,
 ) -> Result<HttpResponse, ApiError> {
     let options = WriteOptions::parse(raw)?;
-    let (document, expected) = prepare(body.single()?, namespace)?;
+    let (mut document, expected) = prepare(body.single()?, namespace)?;
+    super::ownership::check(kind, state, namespace, &mut document).await?;
     let replaced = kind
         .replace(state, namespace, name, document, expected, options.dry_run)
         .await?;
@@ -272,7 +277,8 @@ pub async fn patch(
         let current = load(kind, state, namespace, name).await?;
         let mut document = kind.render(&current);
         patch::apply(&mut document, &patch_body, patch_type)?;
-        let (document, expected) = prepare(document, namespace)?;
+        let (mut document, expected) = prepare(document, namespace)?;
+        super::ownership::check(kind, state, namespace, &mut document).await?;
         match kind
             .replace(state, namespace, name, document, expected, options.dry_run)
             .await
@@ -283,6 +289,12 @@ pub async fn patch(
     }
 }
 
+/// DELETE with Kubernetes' `DeleteOptions`: `preconditions` (uid, resourceVersion;
+/// a mismatch is 409 `Conflict`) and `propagationPolicy`, recorded with the deletion
+/// as the API server records it (the `foregroundDeletion` or `orphan` finalizer) and
+/// carried out by the garbage collector ([`super::gc`]). An object held by a finalizer
+/// is answered as the object, as the API server answers a deletion that did not
+/// finish at once.
 pub async fn delete(
     kind: &'static KindDef,
     state: &AppState,
@@ -292,16 +304,44 @@ pub async fn delete(
     body: &[u8],
 ) -> Result<HttpResponse, ApiError> {
     let options = params::delete_options(raw, body)?;
-    let object = kind.delete(state, namespace, name, options.dry_run).await?;
+    let object = if options.dry_run {
+        let current = load(kind, state, namespace, name).await?;
+        resources::check_preconditions(&current, &options.preconditions)?;
+        kind.delete(state, namespace, name, true).await?
+    } else {
+        let (ns, n) = (namespace.to_string(), name.to_string());
+        let (preconditions, finalizer) = (options.preconditions.clone(), options.propagation.finalizer());
+        let marked = state
+            .store
+            .call(move |conn| {
+                resources::request_deletion_with(conn, kind.store_kind, &ns, &n, &preconditions, finalizer)
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound { .. } => not_found(kind, namespace, name),
+                other => other.into(),
+            })?;
+        // Marked already: this wakes the kind's controller. The object may be gone by
+        // now (the collector released it and the controller removed it); the answer
+        // is the object as this delete left it, as the API server answers.
+        match kind.delete(state, namespace, name, false).await {
+            Ok(_) | Err(ApiError::NotFound(_)) => kind.render(&marked),
+            Err(e) => return Err(e),
+        }
+    };
+    let held = object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
     Ok(match kind.delete_answer {
-        DeleteAnswer::Status => {
+        DeleteAnswer::Status if !held => {
             let uid = object
                 .pointer("/metadata/uid")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             HttpResponse::Ok().json(Status::deleted(kind, name, uid))
         }
-        DeleteAnswer::Object => HttpResponse::Ok().json(object),
+        DeleteAnswer::Status | DeleteAnswer::Object => HttpResponse::Ok().json(object),
     })
 }
 

@@ -4,9 +4,11 @@
 //! so kubectl and the Kubernetes clients work against Hearth unchanged.
 
 pub mod discovery;
+pub mod gc;
 pub mod handlers;
 pub mod kinds;
 pub mod openapi_v3;
+pub mod ownership;
 pub mod params;
 pub mod patch;
 pub mod routes;

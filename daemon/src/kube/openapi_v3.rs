@@ -54,6 +54,50 @@ fn write_parameters() -> Vec<Value> {
     ]
 }
 
+fn delete_parameters() -> Vec<Value> {
+    vec![
+        parameter("dryRun", "query", "All: check, delete nothing."),
+        parameter(
+            "propagationPolicy",
+            "query",
+            "Background (the default), Foreground or Orphan: whether the object's dependents (objects whose ownerReferences name it) are deleted after it, before it, or kept without the reference.",
+        ),
+        parameter(
+            "orphanDependents",
+            "query",
+            "Deprecated: true is propagationPolicy=Orphan, false is Background.",
+        ),
+        parameter(
+            "gracePeriodSeconds",
+            "query",
+            "Accepted: the grace period of the workloads' configured stop applies.",
+        ),
+    ]
+}
+
+/// `DeleteOptions` (meta/v1) as a DELETE's optional body.
+fn delete_options_body() -> Value {
+    let string = |description: &str| json!({"type": "string", "description": description});
+    let schema = json!({
+        "type": "object",
+        "description": "DeleteOptions: the query parameters of a delete, sent as its body (kubectl delete does).",
+        "properties": {
+            "apiVersion": string("v1"),
+            "kind": string("DeleteOptions"),
+            "dryRun": {"type": "array", "items": {"type": "string"}, "description": "[All]: check, delete nothing."},
+            "propagationPolicy": string("Background, Foreground or Orphan."),
+            "orphanDependents": {"type": "boolean", "description": "Deprecated form of propagationPolicy."},
+            "gracePeriodSeconds": {"type": "integer", "format": "int64", "description": "Accepted: the workloads' configured stop applies."},
+            "preconditions": {
+                "type": "object",
+                "description": "Delete only the object with this uid and/or resourceVersion (else 409 Conflict).",
+                "properties": {"uid": string("The object's metadata.uid."), "resourceVersion": string("The object's metadata.resourceVersion.")},
+            },
+        },
+    });
+    json!({"content": {"application/json": {"schema": schema}}, "required": false})
+}
+
 /// One operation of a kind, tagged with its GVK and Kubernetes action.
 fn operation(kind: &KindDef, action: &str, id: &str, parameters: Vec<Value>, body: bool) -> Value {
     let reference = json!({"$ref": format!("#/components/schemas/{}", schema::schema_name(kind))});
@@ -138,16 +182,15 @@ fn kind_paths(kind: &KindDef, paths: &mut Map<String, Value>) {
             "patch".into(),
             operation(kind, "patch", "patchNamespaced", item_writes(), true),
         );
-        item.insert(
-            "delete".into(),
-            operation(
-                kind,
-                "delete",
-                "deleteNamespaced",
-                with(namespace(), name()),
-                false,
-            ),
+        let mut delete = operation(
+            kind,
+            "delete",
+            "deleteNamespaced",
+            with(with(namespace(), name()), delete_parameters()),
+            false,
         );
+        delete["requestBody"] = delete_options_body();
+        item.insert("delete".into(), delete);
     }
     paths.insert(format!("{scoped}/{{name}}"), Value::Object(item));
     if kind.namespaced {

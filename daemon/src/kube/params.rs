@@ -264,10 +264,20 @@ pub struct DeleteParams {
     #[serde(rename = "dryRun")]
     #[param(rename = "dryRun", pattern = "^All$")]
     dry_run: Option<String>,
-    /// `Background` or `Foreground`; both stop what runs before the object goes.
+    /// How deletion reaches the object's dependents (objects whose
+    /// `metadata.ownerReferences` name it): `Background` (the default: the object goes,
+    /// the garbage collector deletes its dependents), `Foreground` (the object stays,
+    /// with `deletionTimestamp` and the `foregroundDeletion` finalizer, until its
+    /// dependents with `blockOwnerDeletion` are gone) or `Orphan` (its dependents lose
+    /// the owner reference and stay). What the object itself runs is always stopped.
     #[serde(rename = "propagationPolicy")]
-    #[param(rename = "propagationPolicy", pattern = "^(Background|Foreground)$")]
+    #[param(rename = "propagationPolicy", pattern = "^(Background|Foreground|Orphan)$")]
     propagation_policy: Option<String>,
+    /// Deprecated form of `propagationPolicy`: `true` is `Orphan`, `false` is
+    /// `Background`; not together with `propagationPolicy`.
+    #[serde(rename = "orphanDependents")]
+    #[param(rename = "orphanDependents")]
+    orphan_dependents: Option<bool>,
     /// Accepted: the grace period of the workloads' configured stop applies.
     #[serde(rename = "gracePeriodSeconds")]
     #[param(rename = "gracePeriodSeconds", minimum = 0, maximum = 2147483647)]
@@ -276,8 +286,125 @@ pub struct DeleteParams {
     pretty: Option<String>,
 }
 
+/// A `DeleteOptions` body (`meta/v1`), as `kubectl delete` and the Kubernetes clients
+/// send it; its fields mean what the query parameters of the same names mean.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "documents the body for OpenAPI; it is read field by field"
+)]
+pub struct DeleteOptions {
+    #[schema(example = "DeleteOptions")]
+    kind: Option<String>,
+    #[schema(example = "v1")]
+    api_version: Option<String>,
+    /// `["All"]`: check, delete nothing.
+    dry_run: Option<Vec<DryRunValue>>,
+    /// `Background`, `Foreground` or `Orphan` (see the query parameter).
+    #[schema(pattern = "^(Background|Foreground|Orphan)$")]
+    propagation_policy: Option<String>,
+    /// Deprecated: `true` is `Orphan`, `false` is `Background`.
+    orphan_dependents: Option<bool>,
+    /// Accepted: the grace period of the workloads' configured stop applies.
+    #[schema(minimum = 0, maximum = 2147483647)]
+    grace_period_seconds: Option<i64>,
+    preconditions: Option<DeletePreconditions>,
+}
+
+/// The one `dryRun` value Kubernetes defines.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "documents the body for OpenAPI")]
+pub enum DryRunValue {
+    All,
+}
+
+/// `Preconditions`: delete only the object with this uid and/or `resourceVersion`
+/// (else 409 `Conflict`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(
+    dead_code,
+    reason = "documents the body for OpenAPI; it is read field by field"
+)]
+pub struct DeletePreconditions {
+    uid: Option<String>,
+    #[schema(pattern = "^[0-9]{1,18}$")]
+    resource_version: Option<String>,
+}
+
+/// Kubernetes' `DeletionPropagation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    #[default]
+    Background,
+    Foreground,
+    Orphan,
+}
+
+impl Propagation {
+    /// The finalizer that holds the object while the garbage collector propagates its
+    /// deletion (the API server's names), if any.
+    pub fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        }
+    }
+}
+
+/// `metav1.FinalizerDeleteDependents`.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// `metav1.FinalizerOrphanDependents`.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+/// What a delete asks for.
+#[derive(Debug, Default)]
+pub struct DeleteRequest {
+    pub dry_run: bool,
+    pub propagation: Propagation,
+    pub preconditions: crate::store::resources::Preconditions,
+}
+
+fn preconditions(value: &serde_json::Value) -> Result<crate::store::resources::Preconditions, ApiError> {
+    let mut out = crate::store::resources::Preconditions::default();
+    let object = match value {
+        serde_json::Value::Null => return Ok(out),
+        serde_json::Value::Object(object) => object,
+        _ => return Err(ApiError::invalid("preconditions", "must be an object")),
+    };
+    for (key, v) in object {
+        match (key.as_str(), v) {
+            (_, serde_json::Value::Null) => {}
+            ("uid", serde_json::Value::String(uid)) => out.uid = Some(uid.clone()),
+            ("resourceVersion", serde_json::Value::String(text)) => {
+                out.resource_version = Some(text.parse::<i64>().map_err(|_| {
+                    ApiError::invalid(
+                        "preconditions.resourceVersion",
+                        format!("{text:?} is not a resourceVersion this server issued"),
+                    )
+                })?)
+            }
+            ("uid" | "resourceVersion", _) => {
+                return Err(ApiError::invalid(
+                    format!("preconditions.{key}"),
+                    "must be a string",
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::invalid(
+                    format!("preconditions.{other}"),
+                    "is not a field of Preconditions (uid, resourceVersion)",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads delete options: query parameters first, then a `DeleteOptions` body.
-pub fn delete_options(raw: &Raw, body: &[u8]) -> Result<WriteOptions, ApiError> {
+pub fn delete_options(raw: &Raw, body: &[u8]) -> Result<DeleteRequest, ApiError> {
     only(
         raw,
         &[
@@ -289,15 +416,24 @@ pub fn delete_options(raw: &Raw, body: &[u8]) -> Result<WriteOptions, ApiError> 
         ],
     )?;
     let mut merged = raw.clone();
+    let mut conditions = crate::store::resources::Preconditions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let value: serde_json::Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("DeleteOptions body: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| ApiError::BadRequest("DeleteOptions body: must be a JSON object".into()))?;
+        let empty = serde_json::Map::new();
+        let object = match &value {
+            // `null`: no options, as an empty body.
+            serde_json::Value::Null => &empty,
+            serde_json::Value::Object(object) => object,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "DeleteOptions body: must be a JSON object".into(),
+                ))
+            }
+        };
         for (key, v) in object {
             match (key.as_str(), v) {
-                ("kind" | "apiVersion", _) => {}
+                ("kind" | "apiVersion", _) | (_, serde_json::Value::Null) => {}
                 ("dryRun", serde_json::Value::Array(items)) => {
                     if let Some(first) = items.first().and_then(|i| i.as_str()) {
                         merged.insert("dryRun".into(), first.to_string());
@@ -312,11 +448,7 @@ pub fn delete_options(raw: &Raw, body: &[u8]) -> Result<WriteOptions, ApiError> 
                 ("orphanDependents", serde_json::Value::Bool(b)) => {
                     merged.insert(key.clone(), b.to_string());
                 }
-                ("preconditions", _) => {
-                    return Err(ApiError::BadRequest(
-                        "DeleteOptions.preconditions: not supported by Hearth".into(),
-                    ))
-                }
+                ("preconditions", v) => conditions = preconditions(v)?,
                 (other, _) => {
                     return Err(ApiError::BadRequest(format!(
                         "DeleteOptions.{other}: not known, or not of its type"
@@ -325,30 +457,40 @@ pub fn delete_options(raw: &Raw, body: &[u8]) -> Result<WriteOptions, ApiError> 
             }
         }
     }
-    match merged.get("propagationPolicy").map(String::as_str) {
-        None | Some("Background") | Some("Foreground") => {}
-        Some("Orphan") => {
-            return Err(bad(
-                "propagationPolicy",
-                "Orphan is not supported by Hearth: a deleted object's workloads are always stopped",
-            ))
-        }
+    let policy = match merged.get("propagationPolicy").map(String::as_str) {
+        None => None,
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some("Orphan") => Some(Propagation::Orphan),
         Some(other) => {
-            return Err(bad(
+            return Err(ApiError::invalid(
                 "propagationPolicy",
-                format!("must be Background or Foreground, not {other:?}"),
+                format!(
+                "Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ),
             ))
         }
-    }
-    if boolean(&merged, "orphanDependents")? {
-        return Err(bad(
-            "orphanDependents",
-            "true is not supported by Hearth: a deleted object's workloads are always stopped",
-        ));
-    }
+    };
+    let orphan = match merged.get("orphanDependents") {
+        None => None,
+        Some(_) => Some(boolean(&merged, "orphanDependents")?),
+    };
+    let propagation = match (policy, orphan) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "propagationPolicy",
+                "orphanDependents and deletionPropagation cannot be both set",
+            ))
+        }
+        (Some(policy), None) => policy,
+        (None, Some(true)) => Propagation::Orphan,
+        (None, Some(false) | None) => Propagation::Background,
+    };
     integer(&merged, "gracePeriodSeconds", MAX_SECONDS)?;
-    Ok(WriteOptions {
+    Ok(DeleteRequest {
         dry_run: dry_run(&merged)?,
+        propagation,
+        preconditions: conditions,
     })
 }
 

@@ -24,6 +24,8 @@ macro_rules! kind_routes {
             use crate::kube::handlers::{self, Raw, ResourceList};
             use crate::kube::params::{DeleteBody, DeleteParams, ListParams, WriteParams};
             #[allow(unused_imports, reason = "named by the OpenAPI declarations")]
+            use crate::kube::params::DeleteOptions;
+            #[allow(unused_imports, reason = "named by the OpenAPI declarations")]
             use crate::kube::status::Status;
             #[allow(unused_imports, reason = "named by the OpenAPI declarations")]
             use $schema as KindSchema;
@@ -117,11 +119,14 @@ macro_rules! kind_routes {
                 handlers::patch(&$kind, &state, &item.namespace, &item.name, &raw, content_type(&req), body).await
             }
 
-            /// Delete an object: what it runs is stopped, then it is gone. Takes a
-            /// `DeleteOptions` body as well as the query parameters.
+            /// Delete an object: what it runs is stopped, then it is gone; its
+            /// dependents (objects whose `metadata.ownerReferences` name it) follow
+            /// `propagationPolicy`. Takes a `DeleteOptions` body as well as the query
+            /// parameters.
             #[utoipa::path(tag = $tag, operation_id = $delete_op,
                 params(("namespace" = String, Path), ("name" = String, Path), DeleteParams),
-                responses((status = 200, description = "A `Status` (Job) or the object being deleted (custom resources)", body = Object)))]
+                request_body(content((Option<DeleteOptions> = "application/json")), description = "Optional `DeleteOptions`"),
+                responses((status = 200, description = "A `Status` (Job deleted in the background) or the object being deleted (custom resources, or held by a `foregroundDeletion`/`orphan` finalizer)", body = Object)))]
             #[delete($item)]
             async fn remove(
                 item: NamespacedItem,

@@ -159,10 +159,48 @@ fn object_meta() -> Value {
             ("generation", int64("Counts changes of spec.")),
             ("creationTimestamp", json!({"type": "string", "format": "date-time", "description": "When the object was created (RFC 3339)."})),
             ("deletionTimestamp", json!({"type": "string", "format": "date-time", "description": "When deletion began (RFC 3339)."})),
-            ("ownerReferences", array_of("Objects this one belongs to; deleting the owner deletes it.", free_object("An owner reference (apiVersion, kind, name, uid)."))),
-            ("finalizers", strings("Accepted for compatibility; Hearth's controllers finish deletion themselves.")),
+            ("ownerReferences", array_of("Objects this one belongs to (of a kind Hearth stores, in this namespace): once none of them is left, the garbage collector deletes this one.", owner_reference())),
+            ("finalizers", strings("Set by Hearth only: foregroundDeletion or orphan, from a delete's propagationPolicy, while it propagates.")),
         ],
     )
+}
+
+/// `io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference`.
+fn owner_reference() -> Value {
+    let names = [
+        "apiVersion",
+        "kind",
+        "name",
+        "uid",
+        "controller",
+        "blockOwnerDeletion",
+    ];
+    let mut schema = object(
+        "An owner of this object (meta/v1 OwnerReference).",
+        &names,
+        vec![
+            (
+                "apiVersion",
+                string("The owner's API version (batch/v1, serving.kserve.io/v1beta1)."),
+            ),
+            ("kind", string("The owner's kind (Job, InferenceService).")),
+            ("name", string("The owner's name, in this object's namespace.")),
+            (
+                "uid",
+                string("The owner's metadata.uid; an owner is matched by it."),
+            ),
+            (
+                "controller",
+                boolean("Whether the owner is this object's managing controller (at most one)."),
+            ),
+            (
+                "blockOwnerDeletion",
+                boolean("Whether a foreground deletion of the owner waits for this object to be gone."),
+            ),
+        ],
+    );
+    schema["required"] = json!(["apiVersion", "kind", "name", "uid"]);
+    schema
 }
 
 /// Top-level document of a kind: apiVersion, kind, metadata, spec, status.

@@ -10,7 +10,14 @@ use crate::store::resources::Resource;
 /// What a user may set in `metadata`. Server-owned fields that `kubectl get -o yaml`
 /// exports (uid, resourceVersion, ...) are accepted and replaced, so a document read
 /// from Hearth can be sent back.
-const USER_FIELDS: &[&str] = &["name", "generateName", "namespace", "labels", "annotations"];
+const USER_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "labels",
+    "annotations",
+    "ownerReferences",
+];
 const SERVER_FIELDS: &[&str] = &[
     "uid",
     "resourceVersion",
@@ -55,7 +62,12 @@ pub fn parse(document: &Value, name_from_path: Option<&str>) -> Result<Metadata,
     let empty = json!({});
     let metadata = document.get("metadata").unwrap_or(&empty);
     let allowed: Vec<&str> = USER_FIELDS.iter().chain(SERVER_FIELDS).copied().collect();
-    only_keys(metadata, "metadata", &allowed, "Hearth does not honour it (finalizers, owner references and deletion fields belong to a Kubernetes API server)")?;
+    only_keys(
+        metadata,
+        "metadata",
+        &allowed,
+        "Hearth does not honour it (finalizers and deletion fields are set by Hearth itself)",
+    )?;
     let labels = string_map(metadata.get("labels"), "metadata.labels")?;
     let annotations = string_map(metadata.get("annotations"), "metadata.annotations")?;
     let name = match (
@@ -94,6 +106,10 @@ pub fn parse(document: &Value, name_from_path: Option<&str>) -> Result<Metadata,
     }
     if !annotations.is_empty() {
         stored.insert("annotations".into(), Value::Object(annotations));
+    }
+    // Checked (and put in their stored form) by `kube::ownership::check`.
+    if let Some(owners) = metadata.get("ownerReferences").filter(|o| !o.is_null()) {
+        stored.insert("ownerReferences".into(), owners.clone());
     }
     Ok(Metadata {
         name,

@@ -113,6 +113,13 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO sqlite_sequence (name, seq)
         SELECT 'resource_changes', COALESCE(MAX(resource_version), 0) FROM resources;
     "#,
+    // 6: the garbage collector's candidates (objects with owner references or
+    // finalizers), so its pass after each change reads those rows, not every object.
+    // The condition is `resources::with_owners_or_finalizers`'s, word for word.
+    r#"
+    CREATE INDEX resources_owned ON resources(kind)
+        WHERE instr(metadata, '"ownerReferences"') > 0 OR instr(metadata, '"finalizers"') > 0;
+    "#,
 ];
 
 pub fn supported_version() -> i64 {

@@ -323,6 +323,11 @@ pub fn replace_spec_checked(
             }
         }
         let bump = i64::from(current.spec != *spec);
+        // Finalizers are the server's (deletion under way): a replace keeps them.
+        let mut metadata = metadata.clone();
+        if let (Some(kept), Some(map)) = (current.metadata.get("finalizers"), metadata.as_object_mut()) {
+            map.insert("finalizers".into(), kept.clone());
+        }
         conn.execute(
             "UPDATE resources SET metadata = ?1, spec = ?2, generation = generation + ?3, updated_at = ?4
              WHERE uid = ?5",
@@ -390,15 +395,137 @@ pub fn request_deletion(
     })
 }
 
+/// Removes a resource once its controller has cleaned up. A resource marked for
+/// deletion that still has `metadata.finalizers` (Kubernetes' `foregroundDeletion`,
+/// `orphan`) stays until they are removed, as the API server keeps such an object:
+/// the garbage collector removes them and wakes the controller, which calls this again.
 pub fn delete(conn: &Connection, uid: &str) -> Result<(), StoreError> {
     atomically(conn, |conn| {
-        if get_by_uid(conn, uid)?.is_none() {
+        let Some(current) = get_by_uid(conn, uid)? else {
+            return Ok(());
+        };
+        if current.deletion_requested_at.is_some() && !finalizers(&current.metadata).is_empty() {
             return Ok(());
         }
         record_change(conn, uid, ChangeOp::Deleted)?;
         conn.execute("DELETE FROM resources WHERE uid = ?1", params![uid])?;
         Ok(())
     })
+}
+
+/// `metadata.finalizers` of stored metadata (none when absent or malformed).
+pub fn finalizers(metadata: &Value) -> Vec<&str> {
+    metadata
+        .get("finalizers")
+        .and_then(Value::as_array)
+        .map(|items| items.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Kubernetes' `DeleteOptions.preconditions`: the deletion applies only to the object
+/// with this uid and/or at this `resourceVersion`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    pub uid: Option<String>,
+    pub resource_version: Option<i64>,
+}
+
+/// [`request_deletion`] under `preconditions` (a mismatch is a `Conflict`, in the API
+/// server's words), adding `finalizer` to `metadata.finalizers` in the same
+/// transaction when the deletion starts now, so the deletion and how it propagates are
+/// recorded together. A resource already being deleted is answered as it is.
+pub fn request_deletion_with(
+    conn: &Connection,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    preconditions: &Preconditions,
+    finalizer: Option<&str>,
+) -> Result<Resource, StoreError> {
+    atomically(conn, |conn| {
+        let current = get(conn, kind, namespace, name)?;
+        check_preconditions(&current, preconditions)?;
+        if current.deletion_requested_at.is_some() {
+            return Ok(current);
+        }
+        let mut metadata = current.metadata.clone();
+        if let (Some(finalizer), Some(map)) = (finalizer, metadata.as_object_mut()) {
+            let list = map
+                .entry("finalizers")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(items) = list.as_array_mut() {
+                if !items.iter().any(|f| f == finalizer) {
+                    items.push(Value::String(finalizer.to_string()));
+                }
+            }
+        }
+        conn.execute(
+            "UPDATE resources SET deletion_requested_at = ?1, metadata = ?2 WHERE uid = ?3",
+            params![now_rfc3339(), metadata.to_string(), current.uid],
+        )?;
+        record_change(conn, &current.uid, ChangeOp::Modified)?;
+        get(conn, kind, namespace, name)
+    })
+}
+
+/// The API server's precondition check of a delete (`Precondition failed: ...`).
+pub fn check_preconditions(current: &Resource, preconditions: &Preconditions) -> Result<(), StoreError> {
+    if let Some(uid) = &preconditions.uid {
+        if *uid != current.uid {
+            return Err(StoreError::Conflict(format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                current.uid
+            )));
+        }
+    }
+    if let Some(version) = preconditions.resource_version {
+        if version != current.resource_version {
+            return Err(StoreError::Conflict(format!(
+                "Precondition failed: ResourceVersion in precondition: {version}, ResourceVersion in object meta: {}",
+                current.resource_version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `metadata` only (owner references, finalizers: the garbage collector's
+/// writes), over `expected_version`; spec, status and `generation` stay.
+pub fn set_metadata(
+    conn: &Connection,
+    uid: &str,
+    metadata: &Value,
+    expected_version: i64,
+) -> Result<i64, StoreError> {
+    atomically(conn, |conn| {
+        let changed = conn.execute(
+            "UPDATE resources SET metadata = ?1, updated_at = ?2 WHERE uid = ?3 AND resource_version = ?4",
+            params![metadata.to_string(), now_rfc3339(), uid, expected_version],
+        )?;
+        if changed == 0 {
+            return Err(stale());
+        }
+        record_change(conn, uid, ChangeOp::Modified)
+    })
+}
+
+/// The condition of [`with_owners_or_finalizers`] and of the index that serves it.
+const OWNED: &str =
+    "kind = ?1 AND (instr(metadata, '\"ownerReferences\"') > 0 OR instr(metadata, '\"finalizers\"') > 0)";
+
+/// The resources of `kinds` whose `metadata` has owner references or finalizers: what
+/// the garbage collector looks at, along the partial index `resources_owned` (whose
+/// condition this query repeats), so the cost is theirs, not every object's.
+pub fn with_owners_or_finalizers(conn: &Connection, kinds: &[&str]) -> Result<Vec<Resource>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM resources WHERE {OWNED}");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut out = Vec::new();
+    for kind in kinds {
+        for row in stmt.query_map(params![kind], from_row)? {
+            out.push(decode(row?)?);
+        }
+    }
+    Ok(out)
 }
 
 /// What a write did to a resource, named as Kubernetes watch events name it.
@@ -844,6 +971,31 @@ mod tests {
                     "a trimmed log resumes only from its start"
                 );
                 assert_eq!(changes_since(conn, "Job", None, 0, 100)?.len(), 1);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_collectors_candidates_are_read_along_their_own_index() {
+        let (_dir, store) = test_store();
+        store
+            .call_blocking(|conn| {
+                create(conn, job("plain"))?;
+                let mut owned = job("owned");
+                owned.metadata = json!({"ownerReferences": [{"uid": "u"}]});
+                create(conn, owned)?;
+                let names: Vec<String> = with_owners_or_finalizers(conn, &["Job"])?
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
+                assert_eq!(names, ["owned"]);
+                let plan: String = conn.query_row(
+                    &format!("EXPLAIN QUERY PLAN SELECT uid FROM resources WHERE {OWNED}"),
+                    ["Job"],
+                    |r| r.get(3),
+                )?;
+                assert!(plan.contains("resources_owned"), "{plan}");
                 Ok(())
             })
             .unwrap();
