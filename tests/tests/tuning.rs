@@ -403,12 +403,50 @@ fn deleting_an_experiment_stops_its_trials_and_removes_what_it_made() {
     d.wait_until(&format!("{EXPERIMENTS}/long"), Duration::from_secs(20), |r| {
         r.status == 404
     });
-    assert!(trials_of(&d, "long").is_empty());
-    assert_eq!(d.get(&format!("{SUGGESTIONS}/long"), d.admin()).status, 404);
+    // The garbage collector follows: Trials and the Suggestion, then the Jobs.
+    d.wait_until(
+        &format!("{TRIALS}?labelSelector=katib.kubeflow.org/experiment=long"),
+        Duration::from_secs(20),
+        |r| r.body["items"].as_array().is_some_and(|i| i.is_empty()),
+    );
+    d.wait_until(&format!("{SUGGESTIONS}/long"), Duration::from_secs(20), |r| {
+        r.status == 404
+    });
     d.wait_until(
         &format!("{JOBS}?labelSelector=katib.kubeflow.org/experiment=long"),
         Duration::from_secs(20),
         |r| r.body["items"].as_array().is_some_and(|i| i.is_empty()),
+    );
+}
+
+#[test]
+fn an_orphaning_delete_leaves_the_trials() {
+    let d = daemon();
+    create(
+        &d,
+        &experiment(
+            "orphans",
+            json!({"algorithmName": "random"}),
+            "echo accuracy=$LR",
+            json!({"maxTrialCount": 2, "parallelTrialCount": 2}),
+        ),
+    );
+    wait_ended(&d, "orphans");
+    let reply = d.delete(
+        &format!("{EXPERIMENTS}/orphans?propagationPolicy=Orphan"),
+        d.admin(),
+    );
+    assert_eq!(reply.status, 200, "{reply}");
+    d.wait_until(&format!("{EXPERIMENTS}/orphans"), Duration::from_secs(20), |r| {
+        r.status == 404
+    });
+    let trials = trials_of(&d, "orphans");
+    assert_eq!(trials.len(), 2);
+    assert!(
+        trials.iter().all(|t| t["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|o| o == &json!([]))),
+        "{trials:?}"
     );
 }
 

@@ -196,32 +196,7 @@ impl Jobs {
     /// Creates a job; with `dry_run` (Kubernetes' `dryRun=All`) only checks it and
     /// answers what would be stored.
     pub async fn create(&self, namespace: &str, document: Value, dry_run: bool) -> Result<Value, JobError> {
-        self.create_with(namespace, document, dry_run, None).await
-    }
-
-    /// `create` of a Job another controller makes (a Katib Trial's): `owner_references`
-    /// (a list of Kubernetes `OwnerReference`s) is stored as `metadata.ownerReferences`.
-    pub async fn create_owned(
-        &self,
-        namespace: &str,
-        document: Value,
-        owner_references: Value,
-    ) -> Result<Value, JobError> {
-        self.create_with(namespace, document, false, Some(owner_references))
-            .await
-    }
-
-    async fn create_with(
-        &self,
-        namespace: &str,
-        document: Value,
-        dry_run: bool,
-        owner_references: Option<Value>,
-    ) -> Result<Value, JobError> {
-        let (mut metadata, spec_value, parsed) = self.validate(&document, None)?;
-        if let (Some(owners), Some(stored)) = (owner_references, metadata.stored.as_object_mut()) {
-            stored.insert("ownerReferences".into(), owners);
-        }
+        let (metadata, spec_value, parsed) = self.validate(&document, None)?;
         self.scheduler.check_satisfiable(&parsed.resources, namespace)?;
         // Who the attempts will run as, checked now so a refused securityContext is a 422.
         crate::runtime::identity::global()

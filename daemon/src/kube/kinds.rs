@@ -418,7 +418,12 @@ impl KindDef {
             Backend::Job => Ok(state.jobs.delete(namespace, name, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.delete(namespace, name, dry_run).await?),
             Backend::Experiment => Ok(state.tuning.delete(namespace, name, dry_run).await?),
-            Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("DELETE")),
+            // Reached only from the garbage collector: these kinds have no DELETE path.
+            Backend::Trial | Backend::Suggestion => Ok(state
+                .tuning
+                .finish_collected(self.store_kind, namespace, name, dry_run)
+                .await?),
+            Backend::View(_) => Err(self.read_only("DELETE")),
         }
     }
 }

@@ -829,9 +829,14 @@ impl Tuning {
                     let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
                     status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
                 }
-                let run_spec = trial.spec.get("runSpec").cloned().unwrap_or(json!({}));
-                let owners = owner_reference(spec::TRIAL_KIND, spec::API_VERSION, &trial);
-                match self.jobs.create_owned(&trial.namespace, run_spec, owners).await {
+                let mut run_spec = trial.spec.get("runSpec").cloned().unwrap_or(json!({}));
+                if let Some(metadata) = run_spec.get_mut("metadata").and_then(Value::as_object_mut) {
+                    metadata.insert(
+                        "ownerReferences".into(),
+                        owner_reference(spec::TRIAL_KIND, spec::API_VERSION, &trial),
+                    );
+                }
+                match self.jobs.create(&trial.namespace, run_spec, false).await {
                     Ok(_) | Err(JobError::Store(StoreError::AlreadyExists { .. })) => {}
                     Err(e @ (JobError::Field(_) | JobError::Unschedulable(_))) => {
                         set_condition(
@@ -1001,31 +1006,13 @@ impl Tuning {
         }
     }
 
-    /// Stops the trials' Jobs and removes the Trials, the Suggestion and the Experiment.
+    /// Removes the Experiment once its finalizers are gone. Its Trials and Suggestion
+    /// follow through the garbage collector (`kube::gc`) as `propagationPolicy` says
+    /// (Background by default, Foreground, or Orphan), and each Trial's Job after its
+    /// Trial, its workloads stopped by the Jobs controller.
     async fn finish_deletion(&self, experiment: &Resource) -> Result<(), TuningError> {
-        for trial in self.trials(experiment).await? {
-            match self.jobs.delete(&trial.namespace, &trial.name, false).await {
-                Ok(_) | Err(JobError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let uid = trial.uid.clone();
-            self.store.call(move |conn| resources::delete(conn, &uid)).await?;
-        }
-        let (ns, name, uid) = (
-            experiment.namespace.clone(),
-            experiment.name.clone(),
-            experiment.uid.clone(),
-        );
-        self.store
-            .call(move |conn| {
-                match resources::get(conn, spec::SUGGESTION_KIND, &ns, &name) {
-                    Ok(s) if owned_by(&s, &uid) => resources::delete(conn, &s.uid)?,
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                resources::delete(conn, &uid)
-            })
-            .await?;
+        let uid = experiment.uid.clone();
+        self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(())
     }
 }

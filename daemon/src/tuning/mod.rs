@@ -252,8 +252,34 @@ impl Tuning {
         Ok(render_experiment(&updated))
     }
 
-    /// Marks the experiment for deletion; its controller stops the trials' Jobs and
-    /// removes its Trials, Suggestion and itself. Answers the marked object.
+    /// Finishes the deletion of a Trial or Suggestion that the garbage collector marked
+    /// (its Experiment is gone, or going in the foreground): the object goes, and a
+    /// Trial's Job, its owner gone, is collected in turn. One not marked is left as it
+    /// is (users do not delete these kinds: they have no DELETE path).
+    pub async fn finish_collected(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, TuningError> {
+        let resource = self.load(kind, namespace, name).await?;
+        let document = if kind == spec::TRIAL_KIND {
+            render_trial(&resource)
+        } else {
+            render_suggestion(&resource)
+        };
+        if dry_run || resource.deletion_requested_at.is_none() {
+            return Ok(document);
+        }
+        let uid = resource.uid.clone();
+        self.store.call(move |conn| resources::delete(conn, &uid)).await?;
+        Ok(document)
+    }
+
+    /// Marks the experiment for deletion; its controller removes it, and the garbage
+    /// collector its Trials (whose Jobs are stopped) and Suggestion. Answers the
+    /// marked object.
     pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, TuningError> {
         if dry_run {
             return Ok(render_experiment(

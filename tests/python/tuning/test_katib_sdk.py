@@ -118,8 +118,10 @@ def test_katib_sdk_runs_an_experiment_to_its_optimum(daemon):
     assert float(optimal.observation.metrics[0].max) == pytest.approx(1 - abs(lr - 0.03), abs=1e-5)
 
     katib.delete_experiment("sdk-random", namespace=NS)
+    # The experiment goes, then the garbage collector takes its trials.
     deadline = time.time() + 30
-    while katib.list_experiments(namespace=NS) and time.time() < deadline:
+    while (katib.list_experiments(namespace=NS) or katib.list_trials("sdk-random", namespace=NS)) \
+            and time.time() < deadline:
         time.sleep(0.2)
     assert katib.list_experiments(namespace=NS) == []
     assert katib.list_trials("sdk-random", namespace=NS) == []
