@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod openapi_v3;
 pub mod params;
 pub mod patch;
+pub mod pod_log;
 pub mod routes;
 pub mod schema;
 pub mod selectors;
