@@ -72,6 +72,8 @@ struct Cursor {
     /// The start of a line not yet ended, and where it began.
     pending: Vec<u8>,
     pending_start: u64,
+    /// Output made outside a read (the last line of a file rotated while followed).
+    ready: Vec<u8>,
     remaining: Option<u64>,
     options: LineOptions,
 }
@@ -148,6 +150,9 @@ impl Cursor {
     /// Reads one chunk of what is known to be there. `None` when nothing is left up to
     /// the live file's `end`.
     fn step(&mut self) -> Option<Vec<u8>> {
+        if !self.ready.is_empty() {
+            return Some(std::mem::take(&mut self.ready));
+        }
         let mut out = Vec::new();
         loop {
             if self.out_of_room() || self.file >= self.files.len() {
@@ -342,8 +347,9 @@ impl Cursor {
         let len = file_len(&live);
         let same = self.files.last() == Some(&live) && self.file + 1 == self.files.len();
         if !same || len < self.offset {
-            let mut out = Vec::new();
+            let mut out = std::mem::take(&mut self.ready);
             self.flush(&mut out);
+            self.ready = out;
             self.files = vec![live.clone()];
             self.times = vec![None];
             self.file = 0;
@@ -403,6 +409,7 @@ fn prepare(files: Vec<PathBuf>, options: LineOptions) -> Result<Cursor, ApiError
         skip_partial,
         pending: Vec::new(),
         pending_start: 0,
+        ready: Vec::new(),
         remaining: options.limit_bytes,
         finished: false,
         options,

