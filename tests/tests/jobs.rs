@@ -531,7 +531,7 @@ fn the_pod_template_is_immutable_but_limits_may_change() {
 #[test]
 fn logs_are_size_capped_and_rotated() {
     let d = daemon("[workloads]\nlog_max_bytes = 4096\n");
-    // ~20 KiB over about 2.5 s, so the shim's once-a-second check rotates mid-run.
+    // ~20 KiB over about 2.5 s: the shim rotates the log several times mid-run.
     let script = "i=0; while [ $i -lt 400 ]; do printf 'line %04d %040d\\n' $i 0; i=$((i+1)); case $i in *00) sleep 0.8;; esac; done";
     create(&d, &job_yaml("chatty", script, "", ""));
     let job = wait_finished(&d, "chatty", Duration::from_secs(20));

@@ -212,8 +212,41 @@ fn a_jobs_attempt_is_a_pod_with_its_labels_owner_status_and_log() {
     assert_eq!(tail, "done\n");
     let followed = k.ok(&["logs", "-f", name]);
     assert_eq!(followed, "hello from pi\ndone\n");
-    let out = k.run(&["logs", name, "--since=1s"]);
+    // `--timestamps`: RFC3339Nano and a space before each line, in the Job's run.
+    let stamped = k.ok(&["logs", name, "--timestamps"]);
+    let stamps: Vec<(&str, &str)> = stamped.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(
+        stamps.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        ["hello from pi", "done"],
+        "{stamped}"
+    );
+    let started = terminated["startedAt"].as_str().unwrap();
+    let finished = terminated["finishedAt"].as_str().unwrap();
+    for (at, _) in &stamps {
+        assert!(at.ends_with('Z') && at.len() > 20, "{stamped}");
+        // Same format and zone: the text order is the time order (to the second).
+        assert!(
+            at[..19] >= started[..19] && at[..19] <= finished[..19],
+            "{at} not in {started}..{finished}"
+        );
+    }
+    assert!(stamps[0].0 < stamps[1].0, "{stamped}");
+    // `--since` and `--since-time`: the 0.5 s sleep splits the lines.
+    assert_eq!(k.ok(&["logs", name, "--since=1h"]), "hello from pi\ndone\n");
+    // kubectl sends `sinceTime` to the second.
+    let first_second = format!("--since-time={}Z", &stamps[0].0[..19]);
+    assert_eq!(k.ok(&["logs", name, &first_second]), "hello from pi\ndone\n");
+    assert_eq!(k.ok(&["logs", name, "--since-time=2099-01-01T00:00:00Z"]), "");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(k.ok(&["logs", name, "--since=1s"]), "");
+    assert_eq!(k.ok(&["logs", name, "--limit-bytes=8"]), "hello fr");
+    let out = k.run(&["logs", name, "--previous"]);
     assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("previous terminated container"),
+        "{}",
+        text(&out)
+    );
     // A field selector on the pods' own name.
     let by_name = k.json(&[
         "get",

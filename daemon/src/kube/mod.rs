@@ -11,6 +11,7 @@ pub mod openapi_v3;
 pub mod ownership;
 pub mod params;
 pub mod patch;
+pub mod pod_log;
 pub mod routes;
 pub mod schema;
 pub mod selectors;

@@ -115,12 +115,31 @@ pub struct PodLogParams {
     #[serde(rename = "tailLines")]
     #[param(rename = "tailLines", minimum = 0, maximum = 100000000)]
     tail_lines: Option<u64>,
+    /// Each line prefixed with the time it was written (RFC3339Nano) and a space.
+    timestamps: Option<bool>,
+    /// Only lines written in the last this many seconds.
+    #[serde(rename = "sinceSeconds")]
+    #[param(rename = "sinceSeconds", minimum = 1, maximum = 2147483647)]
+    since_seconds: Option<u64>,
+    /// Only lines written at or after this RFC 3339 time (not with `sinceSeconds`).
+    #[serde(rename = "sinceTime")]
+    #[param(rename = "sinceTime", format = DateTime)]
+    since_time: Option<String>,
+    /// At most this many bytes of output (the last line may be cut).
+    #[serde(rename = "limitBytes")]
+    #[param(rename = "limitBytes", minimum = 1, maximum = 9223372036854775807_u64)]
+    limit_bytes: Option<u64>,
+    /// The log of the previous attempt in the same pod (a Job's restart under
+    /// `restartPolicy: OnFailure`, a pipeline task's retry).
+    previous: Option<bool>,
     /// Accepted and without effect.
     pretty: Option<String>,
 }
 
 /// The pod's output (stdout and stderr interleaved), as the kubelet answers
-/// `pods/{name}/log`; `follow=true` streams it until the workload ends.
+/// `pods/{name}/log`; `follow=true` streams it until the workload ends. Line times
+/// are those the workload's shim recorded as it wrote them; a log written by an
+/// earlier Hearth without them refuses `timestamps` and the since options.
 #[utoipa::path(tag = "kubernetes", operation_id = "readNamespacedPodLog",
     params(("namespace" = String, Path), ("name" = String, Path), PodLogParams),
     responses((status = 200, description = "Log text", body = String, content_type = "text/plain")))]
@@ -132,7 +151,10 @@ async fn pod_log(
     raw: web::Query<Raw>,
 ) -> Result<HttpResponse, ApiError> {
     let options = views::LogOptions::parse(&raw)?;
-    let record = views::workload_of(&state, &scope.namespace, &path.1).await?;
+    let mut record = views::workload_of(&state, &scope.namespace, &path.1).await?;
+    if options.previous {
+        record = views::previous_of(&state, &record, &path.1).await?;
+    }
     let log = state.scheduler.log_of(&record).await;
     let scheduler = state.scheduler.clone();
     let id = record.id.clone();
@@ -145,6 +167,10 @@ async fn pod_log(
             }
         }
     };
+    if options.per_line() {
+        let lines = options.lines(crate::runtime::log_times::now_nanos());
+        return super::pod_log::respond(log, lines, refresh).await;
+    }
     Ok(crate::http::logs::respond(
         HttpResponse::Ok(),
         Some(log),

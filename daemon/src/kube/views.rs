@@ -683,11 +683,46 @@ const CONTAINER: &str = "main";
 /// The most lines `tailLines` may ask for.
 const MAX_TAIL_LINES: u64 = 100_000_000;
 
-/// `PodLogOptions` Hearth honours; the others are refused by name.
+/// The largest `limitBytes` (Kubernetes' field is an int64).
+const MAX_LIMIT_BYTES: u64 = i64::MAX as u64;
+
+/// core/v1 `PodLogOptions` (all of its fields but `insecureSkipTLSVerifyBackend`,
+/// which concerns a kubelet Hearth does not have), checked as the API server checks
+/// them: `sinceSeconds` and `limitBytes` at least 1, at most one of `sinceSeconds` and
+/// `sinceTime`.
 #[derive(Debug, Default)]
 pub struct LogOptions {
     pub follow: bool,
     pub tail_lines: Option<usize>,
+    pub timestamps: bool,
+    /// The log of the attempt before this one (the previous container instance).
+    pub previous: bool,
+    /// Seconds before now.
+    pub since_seconds: Option<u64>,
+    pub since_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub limit_bytes: Option<u64>,
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        other => Err(ApiError::BadRequest(format!(
+            "query parameter {key}: must be true or false, not {other:?}"
+        ))),
+    }
+}
+
+fn integer_in(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ApiError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "query parameter {key}: must be an integer from {min} to {max}, not {value:?}"
+            ))
+        })
 }
 
 impl LogOptions {
@@ -702,44 +737,111 @@ impl LogOptions {
                         "query parameter container: {value:?} is not a container of this pod (it has one: {CONTAINER})"
                     )))
                 }
-                "follow" => {
-                    options.follow = match value.as_str() {
-                        "true" | "1" => true,
-                        "false" | "0" | "" => false,
-                        other => {
-                            return Err(ApiError::BadRequest(format!(
-                                "query parameter follow: must be true or false, not {other:?}"
-                            )))
-                        }
-                    }
-                }
+                "follow" => options.follow = flag(key, value)?,
+                "timestamps" => options.timestamps = flag(key, value)?,
+                "previous" => options.previous = flag(key, value)?,
                 "tailLines" => {
-                    let lines = value
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|n| *n <= MAX_TAIL_LINES)
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "query parameter tailLines: must be an integer from 0 to {MAX_TAIL_LINES}, not {value:?}"
-                            ))
-                        })?;
+                    let lines = integer_in(key, value, 0, MAX_TAIL_LINES)?;
                     options.tail_lines = Some(usize::try_from(lines).unwrap_or(usize::MAX));
                 }
-                "previous" if value == "false" => {}
-                "timestamps" if value == "false" => {}
-                other @ ("sinceSeconds" | "sinceTime" | "timestamps" | "previous" | "limitBytes") => {
-                    return Err(ApiError::Unsupported {
-                        feature: other.to_string(),
-                        detail: "Hearth keeps a workload's output without per-line times or earlier containers".into(),
-                    })
+                "sinceSeconds" => {
+                    options.since_seconds = Some(integer_in(key, value, 1, crate::model::strict::MAX_SECONDS)?)
                 }
+                "sinceTime" => {
+                    let at = chrono::DateTime::parse_from_rfc3339(value).map_err(|e| {
+                        ApiError::BadRequest(format!(
+                            "query parameter sinceTime: must be an RFC 3339 time such as 2026-01-02T15:04:05Z, not {value:?} ({e})"
+                        ))
+                    })?;
+                    options.since_time = Some(at.with_timezone(&chrono::Utc));
+                }
+                "limitBytes" => options.limit_bytes = Some(integer_in(key, value, 1, MAX_LIMIT_BYTES)?),
                 other => {
                     return Err(ApiError::BadRequest(format!(
-                        "query parameter {other}: is not known here (container, follow, tailLines, pretty)"
+                        "query parameter {other}: is not known here (container, follow, previous, sinceSeconds, sinceTime, timestamps, tailLines, limitBytes, pretty)"
                     )))
                 }
             }
         }
+        if options.since_seconds.is_some() && options.since_time.is_some() {
+            return Err(ApiError::BadRequest(
+                "query parameters sinceSeconds and sinceTime: at most one of sinceTime or sinceSeconds may be specified".into(),
+            ));
+        }
         Ok(options)
     }
+
+    /// Whether a line-by-line read is needed (else the log's bytes are sent as they
+    /// are).
+    pub fn per_line(&self) -> bool {
+        self.timestamps
+            || self.since_seconds.is_some()
+            || self.since_time.is_some()
+            || self.limit_bytes.is_some()
+    }
+
+    /// The line options, with the since time taken from `now` (ns since the epoch).
+    pub fn lines(&self, now: i64) -> super::pod_log::LineOptions {
+        const NANOS: i64 = 1_000_000_000;
+        let since = match (self.since_seconds, self.since_time) {
+            (Some(seconds), _) => Some(
+                i64::try_from(seconds)
+                    .ok()
+                    .and_then(|s| s.checked_mul(NANOS))
+                    .and_then(|back| now.checked_sub(back))
+                    .unwrap_or(i64::MIN),
+            ),
+            (None, Some(at)) => Some(at.timestamp_nanos_opt().unwrap_or(i64::MIN)),
+            (None, None) => None,
+        };
+        let needs_times = if self.timestamps {
+            Some("timestamps")
+        } else if self.since_seconds.is_some() {
+            Some("sinceSeconds")
+        } else if self.since_time.is_some() {
+            Some("sinceTime")
+        } else {
+            None
+        };
+        super::pod_log::LineOptions {
+            timestamps: self.timestamps,
+            since,
+            limit_bytes: self.limit_bytes,
+            tail_lines: self.tail_lines,
+            follow: self.follow,
+            needs_times,
+        }
+    }
+}
+
+/// The workload that ran before `record` in the same place, of the same owner: the
+/// same Job pod (its `pod` label, kept by a restart under `restartPolicy: OnFailure`)
+/// and completion index, or the same pipeline task. That is the previous container
+/// instance of its pod, as `previous=true` asks. A serving replica has none (one that
+/// ends is replaced by a new pod, as a Deployment's is). `BadRequest` as the kubelet
+/// answers when there is none.
+pub async fn previous_of(
+    state: &AppState,
+    record: &WorkloadRecord,
+    pod: &str,
+) -> Result<WorkloadRecord, ApiError> {
+    let slot = |r: &WorkloadRecord| {
+        let label = |k: &str| r.workload.labels.get(k).cloned();
+        (label("index"), label("task"), label("pod"))
+    };
+    let not_found = || {
+        ApiError::BadRequest(format!(
+            "previous terminated container \"{CONTAINER}\" in pod \"{pod}\" not found"
+        ))
+    };
+    let mine = slot(record);
+    if mine.1.is_none() && mine.2.is_none() {
+        return Err(not_found());
+    }
+    let records = state.scheduler.list_by_owner(&record.owner.uid).await?;
+    records
+        .into_iter()
+        .filter(|r| r.seq < record.seq && r.phase.is_final() && slot(r) == mine)
+        .max_by_key(|r| r.seq)
+        .ok_or_else(not_found)
 }

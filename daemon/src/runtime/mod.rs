@@ -6,6 +6,7 @@
 
 pub mod cgroups;
 pub mod identity;
+pub mod log_times;
 pub mod process;
 pub mod proctree;
 pub mod shim;
