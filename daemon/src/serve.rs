@@ -332,8 +332,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         };
         systemd::notify_ready(&status_line(&state).await);
         // Start-up built and dropped large transient state (the OpenAPI tree, once per
-        // worker); hand the freed pages back so idle RSS is what the daemon holds.
+        // worker); hand the freed pages back so idle RSS is what the daemon holds. The
+        // workers and the controllers' first passes may still be finishing, so again a
+        // second later, and then every minute: glibc returns freed pages below the top
+        // of an arena only when asked, and bursts of work leave them behind.
         release_free_memory();
+        let trimmer = actix_web::rt::spawn(async {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(pause).await;
+                let _ = tokio::task::spawn_blocking(release_free_memory).await;
+                pause = Duration::from_secs(60);
+            }
+        });
 
         shutdown.await;
         tracing::info!("shutting down: draining requests");
@@ -341,6 +352,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         background.abort();
         serving_loop.abort();
         collector_loop.abort();
+        trimmer.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
