@@ -643,3 +643,25 @@ fn a_deleted_jobs_workloads_and_logs_are_removed() {
     assert_eq!(logs.text, "kept\n", "{logs}");
     d.wait_logs_containing(&["removed ended workloads of deleted owners"]);
 }
+
+#[test]
+fn a_workload_inherits_no_descriptor_beyond_its_stdio() {
+    // A descriptor without close-on-exec, as a careless parent of the daemon leaves one:
+    // the daemon and its shims inherit it, and the workload must not.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let leaked = nix::unistd::dup(&file).unwrap();
+    let d = daemon("");
+    create(&d, &job_yaml("fds", "ls /proc/self/fd", "  backoffLimit: 0", ""));
+    let job = wait_finished(&d, "fds", Duration::from_secs(10));
+    assert_eq!(
+        condition(&job),
+        Some(("Complete".into(), "CompletionsReached".into())),
+        "{job}"
+    );
+    let logs = d.get(&format!("{JOB_EXTRAS}/fds/logs"), d.admin()).text;
+    // 0-2 and the descriptor `ls` opens on /proc/self/fd itself.
+    let fds: Vec<u32> = logs.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    assert_eq!(fds.len(), 4, "the workload holds more than its stdio: {logs:?}");
+    assert_eq!(&fds[..3], &[0, 1, 2], "{logs:?}");
+    drop(leaked);
+}

@@ -32,6 +32,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+/// `close_range(2)` flag: mark the range close-on-exec instead of closing it now
+/// (linux/close_range.h).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -202,11 +206,15 @@ fn run(dir: &Path) -> Result<(), String> {
         }
     };
     let cgroup_procs = spec.cgroup.as_ref().map(|c| c.join("cgroup.procs"));
-    // SAFETY: only async-signal-safe calls between fork and exec: sigprocmask,
-    // write(2) through an already-open path handled by the kernel, and the credential
-    // and chdir calls of `identity::enter`.
+    // SAFETY: only async-signal-safe calls between fork and exec: close_range,
+    // sigprocmask, write(2) through an already-open path handled by the kernel, and the
+    // credential and chdir calls of `identity::enter`.
     unsafe {
         command.pre_exec(move || {
+            // Whatever descriptors the daemon's own parent left open without
+            // close-on-exec reached the shim; the workload gets only its stdio.
+            // Best effort: kernels before 5.11 lack CLOSE_RANGE_CLOEXEC.
+            let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             if let Some(procs) = &cgroup_procs {
                 std::fs::write(procs, b"0")?;
