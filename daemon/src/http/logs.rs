@@ -133,15 +133,19 @@ fn whole(files: Vec<PathBuf>, live_len: u64) -> Chunks {
     stream::iter(parts).flatten().boxed_local()
 }
 
-/// The last `n` lines of `files` taken as one text (the live, last, one up to
-/// `live_len`), read backwards from the end a chunk at a time: only as much of the log
-/// as the lines take is read. Blocking.
-fn read_tail(files: &[PathBuf], live_len: u64, n: usize) -> Vec<u8> {
-    // Pieces from the end backwards; one newline more than `n` fixes where the last
-    // `n` lines start, whether or not the text ends with a newline.
-    let mut pieces: Vec<Vec<u8>> = Vec::new();
+/// Where the last `n` lines of `files` taken as one text (the live, last, one up to
+/// `live_len`) begin: (file index, byte offset). Read backwards from the end a chunk at
+/// a time, so only as much of the log as the lines take is read. Fewer lines than `n`:
+/// the start of the first file; `n == 0`: the end. Blocking.
+pub(crate) fn tail_start(files: &[PathBuf], live_len: u64, n: usize) -> (usize, u64) {
+    let end_position = (files.len().saturating_sub(1), live_len);
+    if n == 0 {
+        return end_position;
+    }
+    // The newline that ends the very last line starts no line after it.
+    let mut last_byte_seen = false;
     let mut newlines = 0usize;
-    'files: for (i, path) in files.iter().enumerate().rev() {
+    for (i, path) in files.iter().enumerate().rev() {
         let Ok(mut file) = std::fs::File::open(path) else {
             continue;
         };
@@ -151,35 +155,47 @@ fn read_tail(files: &[PathBuf], live_len: u64, n: usize) -> Vec<u8> {
             file.metadata().map(|m| m.len()).unwrap_or(0)
         };
         while end > 0 {
-            if newlines > n {
-                break 'files;
-            }
             let start = end.saturating_sub(CHUNK);
-            let mut piece = vec![0; (end - start) as usize];
+            let mut piece = vec![0; usize::try_from(end - start).unwrap_or(0)];
             if file.seek(SeekFrom::Start(start)).is_err() || file.read_exact(&mut piece).is_err() {
                 break;
             }
-            newlines += memchr::memchr_iter(b'\n', &piece).count();
-            pieces.push(piece);
+            for (j, byte) in piece.iter().enumerate().rev() {
+                let first = !last_byte_seen;
+                last_byte_seen = true;
+                if *byte == b'\n' && !first {
+                    newlines += 1;
+                    if newlines == n {
+                        return (i, start + j as u64 + 1);
+                    }
+                }
+            }
             end = start;
         }
     }
-    let text: Vec<u8> = pieces.into_iter().rev().flatten().collect();
-    last_lines(&text, n).to_vec()
+    (0, 0)
 }
 
-fn last_lines(text: &[u8], n: usize) -> &[u8] {
-    if n == 0 {
-        return &text[text.len()..];
-    }
-    let trimmed = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut seen = 0;
-    for (i, b) in trimmed.iter().enumerate().rev() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == n {
-                return &text[i + 1..];
-            }
+/// The last `n` lines of `files` (the live, last, one up to `live_len`). Blocking.
+fn read_tail(files: &[PathBuf], live_len: u64, n: usize) -> Vec<u8> {
+    let (first, offset) = tail_start(files, live_len, n);
+    let mut text = Vec::new();
+    for (i, path) in files.iter().enumerate().skip(first) {
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let from = if i == first { offset } else { 0 };
+        let end = if i + 1 == files.len() {
+            live_len
+        } else {
+            file.metadata().map(|m| m.len()).unwrap_or(0)
+        };
+        let mut file = file;
+        if end <= from || file.seek(SeekFrom::Start(from)).is_err() {
+            continue;
+        }
+        if file.take(end - from).read_to_end(&mut text).is_err() {
+            break;
         }
     }
     text
@@ -187,14 +203,22 @@ fn last_lines(text: &[u8], n: usize) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::{last_lines, read_tail};
+    use super::{read_tail, tail_start};
 
     #[test]
-    fn last_lines_counts_from_the_end() {
-        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(last_lines(b"a\nb\nc", 1), b"c");
-        assert_eq!(last_lines(b"a\nb\n", 5), b"a\nb\n");
-        assert_eq!(last_lines(b"a\n", 0), b"");
+    fn tail_start_counts_lines_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("output.log");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        let files = [path];
+        assert_eq!(read_tail(&files, 6, 2), b"b\nc\n");
+        assert_eq!(read_tail(&files, 5, 1), b"c");
+        assert_eq!(read_tail(&files, 4, 5), b"a\nb\n");
+        assert_eq!(read_tail(&files, 2, 0), b"");
+        assert_eq!(tail_start(&files, 6, 1), (0, 4));
+        assert_eq!(tail_start(&files, 6, 2), (0, 2));
+        assert_eq!(tail_start(&files, 6, 9), (0, 0));
+        assert_eq!(tail_start(&files, 5, 1), (0, 4));
     }
 
     #[test]

@@ -204,47 +204,6 @@ fn read_at(path: &PathBuf, offset: u64, len: u64) -> Option<Vec<u8>> {
     Some(chunk)
 }
 
-/// The position where the last `n` lines of the files (the live one up to `live_len`)
-/// begin, read backwards a chunk at a time.
-fn tail_start(files: &[PathBuf], live_len: u64, n: usize) -> (usize, u64) {
-    let end_position = (files.len().saturating_sub(1), live_len);
-    if n == 0 {
-        return end_position;
-    }
-    // The newline that ends the very last line starts no line after it.
-    let mut last_byte_seen = false;
-    let mut newlines = 0usize;
-    for (i, path) in files.iter().enumerate().rev() {
-        let Ok(mut file) = std::fs::File::open(path) else {
-            continue;
-        };
-        let mut end = if i + 1 == files.len() {
-            live_len
-        } else {
-            file.metadata().map(|m| m.len()).unwrap_or(0)
-        };
-        while end > 0 {
-            let start = end.saturating_sub(CHUNK);
-            let mut piece = vec![0; usize::try_from(end - start).unwrap_or(0)];
-            if file.seek(SeekFrom::Start(start)).is_err() || file.read_exact(&mut piece).is_err() {
-                break;
-            }
-            for (j, byte) in piece.iter().enumerate().rev() {
-                let first = !last_byte_seen;
-                last_byte_seen = true;
-                if *byte == b'\n' && !first {
-                    newlines += 1;
-                    if newlines == n {
-                        return (i, start + j as u64 + 1);
-                    }
-                }
-            }
-            end = start;
-        }
-    }
-    (0, 0)
-}
-
 /// The position of the first line written at or after `since`, and whether it sits
 /// inside an older line (to be skipped up to its end).
 fn since_start(
@@ -384,7 +343,7 @@ fn prepare(files: Vec<PathBuf>, options: LineOptions) -> Result<Cursor, ApiError
     }
     let mut start = (0usize, 0u64, false);
     if let Some(n) = options.tail_lines {
-        let (file, offset) = tail_start(&files, live_len, n);
+        let (file, offset) = crate::http::logs::tail_start(&files, live_len, n);
         start = (file, offset, false);
     }
     if let Some(since) = options.since {
@@ -470,17 +429,5 @@ mod tests {
             ..LineOptions::default()
         };
         assert_eq!(run(late), "");
-    }
-
-    #[test]
-    fn tail_start_counts_lines_from_the_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("output.log");
-        std::fs::write(&path, "a\nb\nc\n").unwrap();
-        let files = vec![path];
-        assert_eq!(tail_start(&files, 6, 1), (0, 4));
-        assert_eq!(tail_start(&files, 6, 2), (0, 2));
-        assert_eq!(tail_start(&files, 6, 9), (0, 0));
-        assert_eq!(tail_start(&files, 5, 1), (0, 4));
     }
 }

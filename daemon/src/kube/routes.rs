@@ -194,6 +194,72 @@ macro_rules! kind_routes {
     };
 }
 
+/// Declares the paths of a kind Hearth makes and users only read (Katib's Trials and
+/// Suggestions): the namespaced list and item, and the all-namespaces list.
+macro_rules! read_only_kind_routes {
+    (
+        $module:ident, $kind:path, $tag:tt, $schema:ty,
+        collection: $collection:tt, item: $item:tt, all: $all:tt,
+        ops: [$list_op:tt, $read_op:tt, $list_all_op:tt]
+    ) => {
+        pub mod $module {
+            use actix_web::{get, web, HttpResponse};
+
+            use crate::http::auth::Caller;
+            use crate::http::errors::ApiError;
+            use crate::http::scope::{Namespaced, NamespacedItem};
+            use crate::http::AppState;
+            use crate::kube::handlers::{self, Raw, ResourceList};
+            use crate::kube::params::ListParams;
+            #[allow(unused_imports, reason = "named by the OpenAPI declarations")]
+            use $schema as KindSchema;
+
+            /// List (or, with `watch=true`, watch) the namespace's objects.
+            #[utoipa::path(tag = $tag, operation_id = $list_op,
+                        params(("namespace" = String, Path), ListParams),
+                        responses((status = 200, body = ResourceList)))]
+            #[get($collection)]
+            async fn list(
+                scope: Namespaced,
+                caller: Caller,
+                state: web::Data<AppState>,
+                raw: web::Query<Raw>,
+            ) -> Result<HttpResponse, ApiError> {
+                handlers::list(&$kind, &state, Some(scope.namespace), caller.0, &raw).await
+            }
+
+            /// List (or watch) the objects of every namespace the caller may see.
+            #[utoipa::path(tag = $tag, operation_id = $list_all_op,
+                        params(ListParams),
+                        responses((status = 200, body = ResourceList)))]
+            #[get($all)]
+            async fn list_all(
+                caller: Caller,
+                state: web::Data<AppState>,
+                raw: web::Query<Raw>,
+            ) -> Result<HttpResponse, ApiError> {
+                handlers::list(&$kind, &state, None, caller.0, &raw).await
+            }
+
+            /// Read an object.
+            #[utoipa::path(tag = $tag, operation_id = $read_op,
+                        params(("namespace" = String, Path), ("name" = String, Path)),
+                        responses((status = 200, body = KindSchema)))]
+            #[get($item)]
+            async fn read(
+                item: NamespacedItem,
+                state: web::Data<AppState>,
+            ) -> Result<HttpResponse, ApiError> {
+                handlers::read(&$kind, &state, &item.namespace, &item.name).await
+            }
+
+            pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+                cfg.service(list).service(list_all).service(read);
+            }
+        }
+    };
+}
+
 kind_routes!(
     jobs, crate::kube::kinds::JOB, "jobs", crate::http::jobs::JobDocument,
     collection: "/apis/batch/v1/namespaces/{namespace}/jobs",
@@ -231,6 +297,22 @@ kind_routes!(
           "patchNamespacedExperimentStatus", "listExperimentForAllNamespaces"]
 );
 
+read_only_kind_routes!(
+    trials, crate::kube::kinds::TRIAL, "tuning", crate::http::experiments::KatibObject,
+    collection: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/trials",
+    item: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/trials/{name}",
+    all: "/apis/kubeflow.org/v1beta1/trials",
+    ops: ["listNamespacedTrial", "readNamespacedTrial", "listTrialForAllNamespaces"]
+);
+
+read_only_kind_routes!(
+    suggestions, crate::kube::kinds::SUGGESTION, "tuning", crate::http::experiments::KatibObject,
+    collection: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/suggestions",
+    item: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/suggestions/{name}",
+    all: "/apis/kubeflow.org/v1beta1/suggestions",
+    ops: ["listNamespacedSuggestion", "readNamespacedSuggestion", "listSuggestionForAllNamespaces"]
+);
+
 /// Every kind's paths and discovery.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
@@ -238,6 +320,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     jobs::routes(cfg);
     inferenceservices::routes(cfg);
     experiments::routes(cfg);
-    crate::http::experiments::routes(cfg);
+    trials::routes(cfg);
+    suggestions::routes(cfg);
     super::view_routes::routes(cfg);
 }

@@ -344,6 +344,48 @@ pub fn replace_spec_checked(
     })
 }
 
+/// A PUT's write, one step for every kind: stores `metadata` and `spec` over `current`
+/// under the precondition (see [`replace_spec_checked`]), or with `dry_run` (Kubernetes'
+/// `dryRun=All`) answers the object as that write would leave it and stores nothing.
+/// Errors: `NotFound` when the object went meanwhile, `Conflict` on a stale
+/// `expected_version`.
+pub async fn replace_spec_staged(
+    store: &super::Store,
+    current: Resource,
+    metadata: Value,
+    spec: Value,
+    expected_version: Option<i64>,
+    dry_run: bool,
+) -> Result<Resource, StoreError> {
+    if dry_run {
+        if expected_version.is_some_and(|expected| expected != current.resource_version) {
+            return Err(stale());
+        }
+        let mut would_be = current;
+        would_be.generation += i64::from(would_be.spec != spec);
+        let kept = would_be.metadata.get("finalizers").cloned();
+        would_be.metadata = metadata;
+        if let (Some(kept), Some(map)) = (kept, would_be.metadata.as_object_mut()) {
+            map.insert("finalizers".into(), kept);
+        }
+        would_be.spec = spec;
+        return Ok(would_be);
+    }
+    store
+        .call(move |conn| {
+            replace_spec_checked(
+                conn,
+                &current.kind,
+                &current.namespace,
+                &current.name,
+                &metadata,
+                &spec,
+                expected_version,
+            )
+        })
+        .await
+}
+
 /// The message Kubernetes gives a write over a stale `resourceVersion` (after
 /// "Operation cannot be fulfilled on <kind> <name>: ").
 fn stale() -> StoreError {

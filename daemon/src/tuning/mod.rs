@@ -218,37 +218,26 @@ impl Tuning {
             )
             .into());
         }
-        if dry_run {
-            let mut would_be = current;
-            would_be.generation += i64::from(would_be.spec != spec_value);
-            would_be.metadata = metadata.stored;
-            would_be.spec = spec_value;
-            return Ok(render_experiment(&would_be));
+        let updated = resources::replace_spec_staged(
+            &self.store,
+            current,
+            metadata.stored,
+            spec_value,
+            expected_version,
+            dry_run,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => TuningError::NotFound {
+                kind: spec::EXPERIMENT_KIND,
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            other => TuningError::Store(other),
+        })?;
+        if !dry_run {
+            self.queue.add(&updated.uid);
         }
-        let (ns, n) = (namespace.to_string(), name.to_string());
-        let updated = self
-            .store
-            .call(move |conn| {
-                resources::replace_spec_checked(
-                    conn,
-                    spec::EXPERIMENT_KIND,
-                    &ns,
-                    &n,
-                    &metadata.stored,
-                    &spec_value,
-                    expected_version,
-                )
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound { .. } => TuningError::NotFound {
-                    kind: spec::EXPERIMENT_KIND,
-                    namespace: namespace.into(),
-                    name: name.into(),
-                },
-                other => TuningError::Store(other),
-            })?;
-        self.queue.add(&updated.uid);
         Ok(render_experiment(&updated))
     }
 
