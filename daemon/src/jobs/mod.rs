@@ -77,32 +77,33 @@ fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
     }
 }
 
-pub fn render(resource: &resources::Resource) -> Value {
+pub fn render(resource: resources::Resource) -> Value {
+    let (uid, name) = (resource.uid.clone(), resource.name.clone());
     let mut document = meta::render(resource, spec::API_VERSION, spec::KIND);
-    add_selector(&mut document, resource);
+    add_selector(&mut document, &uid, &name);
     document
 }
 
 /// The labels the Job controller puts on a Job's pods (and its pod template), as
 /// Kubernetes does; `kubectl logs job/x` finds the pod by them.
-fn pod_labels(resource: &resources::Resource) -> [(&'static str, &str); 4] {
+fn pod_labels<'a>(uid: &'a str, name: &'a str) -> [(&'static str, &'a str); 4] {
     [
-        ("batch.kubernetes.io/controller-uid", resource.uid.as_str()),
-        ("batch.kubernetes.io/job-name", resource.name.as_str()),
-        ("controller-uid", resource.uid.as_str()),
-        ("job-name", resource.name.as_str()),
+        ("batch.kubernetes.io/controller-uid", uid),
+        ("batch.kubernetes.io/job-name", name),
+        ("controller-uid", uid),
+        ("job-name", name),
     ]
 }
 
 /// `spec.selector` and the pod template's labels as the API server defaults them
 /// for a Job without `manualSelector`.
-fn add_selector(document: &mut Value, resource: &resources::Resource) {
+fn add_selector(document: &mut Value, uid: &str, name: &str) {
     let Some(spec) = document.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
     spec.insert(
         "selector".into(),
-        serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": resource.uid}}),
+        serde_json::json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
     );
     let Some(template) = spec.get_mut("template").and_then(Value::as_object_mut) else {
         return;
@@ -119,7 +120,7 @@ fn add_selector(document: &mut Value, resource: &resources::Resource) {
     let Some(labels) = labels.as_object_mut() else {
         return;
     };
-    for (key, value) in pod_labels(resource) {
+    for (key, value) in pod_labels(uid, name) {
         labels.insert(key.into(), Value::String(value.into()));
     }
 }
@@ -143,7 +144,7 @@ fn strip_selector(document: &mut Value, current: &resources::Resource) {
         return;
     };
     if let Some(labels) = metadata.get_mut("labels").and_then(Value::as_object_mut) {
-        for (key, value) in pod_labels(current) {
+        for (key, value) in pod_labels(&current.uid, &current.name) {
             if labels.get(key).and_then(Value::as_str) == Some(value) {
                 labels.remove(key);
             }
@@ -211,7 +212,7 @@ impl Jobs {
             status: serde_json::json!({}),
         };
         if dry_run {
-            return Ok(render(&resources::unsaved(new)));
+            return Ok(render(resources::unsaved(new)));
         }
         let ns = namespace.to_string();
         let created = self
@@ -222,7 +223,7 @@ impl Jobs {
             })
             .await?;
         self.queue.add(&created.uid);
-        Ok(render(&created))
+        Ok(render(created))
     }
 
     async fn load(&self, namespace: &str, name: &str) -> Result<resources::Resource, JobError> {
@@ -275,14 +276,14 @@ impl Jobs {
         if !dry_run {
             self.queue.add(&updated.uid);
         }
-        Ok(render(&updated))
+        Ok(render(updated))
     }
 
     /// Cancels what runs and removes the job once its workloads have stopped; answers
     /// the job as marked for deletion (`dry_run`: as it is, with nothing changed).
     pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, JobError> {
         if dry_run {
-            return Ok(render(&self.load(namespace, name).await?));
+            return Ok(render(self.load(namespace, name).await?));
         }
         let (ns, n) = (namespace.to_string(), name.to_string());
         let marked = self
@@ -291,7 +292,7 @@ impl Jobs {
             .await
             .map_err(|e| not_found(e, namespace, name))?;
         self.queue.add(&marked.uid);
-        Ok(render(&marked))
+        Ok(render(marked))
     }
 
     pub async fn events(&self, namespace: &str, name: &str) -> Result<Vec<EventRecord>, JobError> {

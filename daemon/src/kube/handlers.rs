@@ -156,7 +156,7 @@ pub async fn read(
     namespace: &str,
     name: &str,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(kind.render(&load(kind, state, namespace, name).await?)))
+    Ok(HttpResponse::Ok().json(kind.render(load(kind, state, namespace, name).await?)))
 }
 
 /// One page of a kind (in one namespace, or every namespace the caller may see),
@@ -188,8 +188,7 @@ pub async fn list(
         .call(move |conn| {
             let version = resources::latest_version(conn)?;
             let name = fields.name().map(str::to_string);
-            let mut items = Vec::new();
-            let (_, next) = resources::scan(
+            let (items, next) = resources::scan(
                 conn,
                 kind.store_kind,
                 namespace.as_deref(),
@@ -198,18 +197,12 @@ pub async fn list(
                 after.as_ref(),
                 |r| {
                     if !caller.can_access(&r.namespace) {
-                        return false;
+                        return None;
                     }
                     let document = kind.render(r);
-                    let keep = labels.matches(&document) && fields.matches(&document);
-                    if keep {
-                        items.push(document);
-                    }
-                    keep
+                    (labels.matches(&document) && fields.matches(&document)).then_some(document)
                 },
             )?;
-            // The scan looks one kept item past the page to know a next page exists.
-            items.truncate(limit.unwrap_or(usize::MAX));
             Ok((items, next, version))
         })
         .await?;
@@ -275,7 +268,7 @@ pub async fn patch(
     loop {
         attempt += 1;
         let current = load(kind, state, namespace, name).await?;
-        let mut document = kind.render(&current);
+        let mut document = kind.render(current);
         patch::apply(&mut document, &patch_body, patch_type)?;
         let (mut document, expected) = prepare(document, namespace)?;
         super::ownership::check(kind, state, namespace, &mut document).await?;
@@ -325,7 +318,7 @@ pub async fn delete(
         // now (the collector released it and the controller removed it); the answer
         // is the object as this delete left it, as the API server answers.
         match kind.delete(state, namespace, name, false).await {
-            Ok(_) | Err(ApiError::NotFound(_)) => kind.render(&marked),
+            Ok(_) | Err(ApiError::NotFound(_)) => kind.render(marked),
             Err(e) => return Err(e),
         }
     };
@@ -360,7 +353,7 @@ async fn write_status(
     loop {
         attempt += 1;
         let current = load(kind, state, namespace, name).await?;
-        let (status, expected) = new_status(&kind.render(&current))?;
+        let (status, expected) = new_status(&kind.render(current.clone()))?;
         let mut status = match status {
             Value::Object(map) => map,
             Value::Null => serde_json::Map::new(),
@@ -376,7 +369,7 @@ async fn write_status(
         if dry_run {
             let mut would_be = current;
             would_be.status = status;
-            return Ok(HttpResponse::Ok().json(kind.render(&would_be)));
+            return Ok(HttpResponse::Ok().json(kind.render(would_be)));
         }
         let uid = current.uid.clone();
         let expected = expected.unwrap_or(current.resource_version);
@@ -395,7 +388,7 @@ async fn write_status(
             )),
             Err(e) => return Err(e.into()),
             Ok(None) => return Err(not_found(kind, namespace, name)),
-            Ok(Some(resource)) => return Ok(HttpResponse::Ok().json(kind.render(&resource))),
+            Ok(Some(resource)) => return Ok(HttpResponse::Ok().json(kind.render(resource))),
         }
     }
 }

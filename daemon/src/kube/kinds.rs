@@ -350,8 +350,9 @@ impl KindDef {
         }
     }
 
-    /// The stored resource as the document clients see.
-    pub fn render(&self, resource: &Resource) -> Value {
+    /// The stored resource as the document clients see (by value: its parsed fields
+    /// move into the document).
+    pub fn render(&self, resource: Resource) -> Value {
         match self.backend {
             Backend::Job => crate::jobs::render(resource),
             Backend::InferenceService => crate::serving::service::document(resource),

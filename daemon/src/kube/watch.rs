@@ -126,7 +126,7 @@ async fn initial(store: &Store, filter: &Filter) -> Result<Start, ApiError> {
                 })
                 .await?;
             let events = all
-                .iter()
+                .into_iter()
                 .map(|r| kind.render(r))
                 .filter(|d| filter.keeps(d))
                 .map(|d| line("ADDED", &d))
@@ -175,7 +175,7 @@ async fn pump(
         let full = batch.len() == BATCH;
         for change in batch {
             since = change.rv;
-            let document = kind.render(&change.object);
+            let document = kind.render(change.object);
             if !filter.keeps(&document) {
                 continue;
             }

@@ -146,28 +146,46 @@ pub fn check_type(document: &Value, api_versions: &[&str], kind: &str) -> Result
 }
 
 /// The stored resource as a document: the user's spec as written, Hearth's status.
-pub fn render(resource: &Resource, api_version: &str, kind: &str) -> Value {
+/// Takes the resource by value: a list renders each row once, moving its parsed
+/// fields into the document instead of copying them.
+pub fn render(resource: Resource, api_version: &str, kind: &str) -> Value {
+    let Resource {
+        uid,
+        namespace,
+        name,
+        generation,
+        resource_version,
+        metadata,
+        spec,
+        status,
+        created_at,
+        deletion_requested_at,
+        ..
+    } = resource;
     // The user's labels and annotations first; the server-owned fields always win.
-    let mut metadata = resource.metadata.as_object().cloned().unwrap_or_default();
-    metadata.insert("name".into(), json!(resource.name));
-    metadata.insert("namespace".into(), json!(resource.namespace));
-    metadata.insert("uid".into(), json!(resource.uid));
-    metadata.insert("generation".into(), json!(resource.generation));
+    let mut metadata = match metadata {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    metadata.insert("name".into(), Value::String(name));
+    metadata.insert("namespace".into(), Value::String(namespace));
+    metadata.insert("uid".into(), Value::String(uid));
+    metadata.insert("generation".into(), json!(generation));
     metadata.insert(
         "resourceVersion".into(),
-        json!(resource.resource_version.to_string()),
+        Value::String(resource_version.to_string()),
     );
-    metadata.insert("creationTimestamp".into(), json!(resource.created_at));
-    if let Some(deleting) = &resource.deletion_requested_at {
-        metadata.insert("deletionTimestamp".into(), json!(deleting));
+    metadata.insert("creationTimestamp".into(), Value::String(created_at));
+    if let Some(deleting) = deletion_requested_at {
+        metadata.insert("deletionTimestamp".into(), Value::String(deleting));
     }
-    json!({
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": metadata,
-        "spec": resource.spec,
-        "status": resource.status,
-    })
+    let mut document = Map::new();
+    document.insert("apiVersion".into(), Value::String(api_version.into()));
+    document.insert("kind".into(), Value::String(kind.into()));
+    document.insert("metadata".into(), Value::Object(metadata));
+    document.insert("spec".into(), spec);
+    document.insert("status".into(), status);
+    Value::Object(document)
 }
 
 /// RFC 7396 JSON merge patch.

@@ -131,24 +131,16 @@ pub struct Services {
 
 /// The document as answered: the user's metadata and spec, Hearth's identity fields
 /// and the status the controller wrote.
-pub fn document(resource: &Resource) -> Value {
-    let status = match &resource.status {
-        Value::Object(o) if !o.is_empty() => resource.status.clone(),
-        _ => json!({"observedGeneration": 0, "conditions": []}),
-    };
-    let mut doc = crate::model::meta::render(resource, API_VERSION, KIND);
-    doc["status"] = public_status(&status);
-    doc
-}
-
-/// The controller keeps its bookkeeping under `status.hearth`; the public status is
-/// KServe's shape only.
-fn public_status(status: &Value) -> Value {
-    let mut status = status.clone();
-    if let Some(o) = status.as_object_mut() {
-        o.remove("hearth");
+pub fn document(mut resource: Resource) -> Value {
+    // The controller keeps its bookkeeping under `status.hearth`; the public status is
+    // KServe's shape only.
+    match &mut resource.status {
+        Value::Object(o) if !o.is_empty() => {
+            o.remove("hearth");
+        }
+        other => *other = json!({"observedGeneration": 0, "conditions": []}),
     }
-    status
+    crate::model::meta::render(resource, API_VERSION, KIND)
 }
 
 impl Services {
@@ -168,11 +160,11 @@ impl Services {
             status: json!({}),
         };
         if dry_run {
-            return Ok(document(&resources::unsaved(new)));
+            return Ok(document(resources::unsaved(new)));
         }
         let created = self.store.call(move |conn| resources::create(conn, new)).await?;
         self.wake.notify_one();
-        Ok(document(&created))
+        Ok(document(created))
     }
 
     async fn get_resource(&self, namespace: &str, name: &str) -> Result<Resource, ServingError> {
@@ -225,7 +217,7 @@ impl Services {
         if !dry_run {
             self.wake.notify_one();
         }
-        Ok(document(&replaced))
+        Ok(document(replaced))
     }
 
     /// The service's replicas, oldest first, ended ones included.
@@ -282,7 +274,7 @@ impl Services {
     /// removes it (and its revisions).
     pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, ServingError> {
         if dry_run {
-            return Ok(document(&self.get_resource(namespace, name).await?));
+            return Ok(document(self.get_resource(namespace, name).await?));
         }
         let (namespace, name) = (namespace.to_string(), name.to_string());
         let marked = self
@@ -290,6 +282,6 @@ impl Services {
             .call(move |conn| resources::request_deletion(conn, STORE_KIND, &namespace, &name))
             .await?;
         self.wake.notify_one();
-        Ok(document(&marked))
+        Ok(document(marked))
     }
 }

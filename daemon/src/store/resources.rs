@@ -237,20 +237,21 @@ impl Cursor {
     }
 }
 
-/// Up to `limit` items of one kind (in one namespace, or all; with `name`, that one)
-/// for which `keep` holds, oldest first, after `after`; and the cursor to ask for the
-/// next page with when a further item is kept. Rows are read and dropped one at a
-/// time along the `resources_by_created` index, so a filtered page costs the rows it
-/// passes, not the whole kind.
-pub fn scan(
+/// Up to `limit` items of one kind (in one namespace, or all; with `name`, that one),
+/// each what `keep` makes of a row (`None`: skipped), oldest first, after `after`; and
+/// the cursor to ask for the next page with when a further item is kept. Rows are
+/// read, handed over by value and dropped one at a time along the
+/// `resources_by_created` index, so a filtered page costs the rows it passes, not the
+/// whole kind, and a row is decoded once.
+pub fn scan<T>(
     conn: &Connection,
     kind: &str,
     namespace: Option<&str>,
     name: Option<&str>,
     limit: usize,
     after: Option<&Cursor>,
-    mut keep: impl FnMut(&Resource) -> bool,
-) -> Result<(Vec<Resource>, Option<Cursor>), StoreError> {
+    mut keep: impl FnMut(Resource) -> Option<T>,
+) -> Result<(Vec<T>, Option<Cursor>), StoreError> {
     let filter = if namespace.is_some() {
         "kind = ?1 AND namespace = ?2"
     } else {
@@ -278,15 +279,16 @@ pub fn scan(
     for row in rows {
         let (raw, rowid) = row?;
         let resource = decode(raw)?;
-        if !keep(&resource) {
+        let created_at = resource.created_at.clone();
+        let Some(item) = keep(resource) else {
             continue;
-        }
+        };
         if out.len() == limit {
             let next = last.map(|(created_at, rowid)| Cursor { created_at, rowid });
             return Ok((out, next));
         }
-        last = Some((resource.created_at.clone(), rowid));
-        out.push(resource);
+        last = Some((created_at, rowid));
+        out.push(item);
     }
     Ok((out, None))
 }
@@ -932,7 +934,7 @@ mod tests {
                 let mut names = Vec::new();
                 let mut after = None;
                 loop {
-                    let (items, next) = scan(conn, "Job", Some("team"), None, 3, after.as_ref(), |_| true)?;
+                    let (items, next) = scan(conn, "Job", Some("team"), None, 3, after.as_ref(), Some)?;
                     assert!(items.len() <= 3);
                     names.extend(items.into_iter().map(|r| r.name));
                     match next {
@@ -946,7 +948,7 @@ mod tests {
                     .collect();
                 assert_eq!(names, all);
                 assert_eq!(names.len(), 7);
-                let (items, next) = scan(conn, "Job", None, None, 10, None, |_| true)?;
+                let (items, next) = scan(conn, "Job", None, None, 10, None, Some)?;
                 assert_eq!((items.len(), next), (7, None));
                 assert!(Cursor::decode("not a cursor").is_none());
                 let plan: String = conn.query_row(

@@ -45,13 +45,13 @@ pub struct Tuning {
     queue: Arc<WorkQueue>,
 }
 
-pub fn render_experiment(resource: &resources::Resource) -> Value {
+pub fn render_experiment(resource: resources::Resource) -> Value {
     meta::render(resource, spec::API_VERSION, spec::EXPERIMENT_KIND)
 }
 
 /// A Trial as clients see it: Hearth's bookkeeping in `status`
 /// ([`controller::HEARTH_STATUS`]) left out.
-pub fn render_trial(resource: &resources::Resource) -> Value {
+pub fn render_trial(resource: resources::Resource) -> Value {
     let mut document = meta::render(resource, spec::API_VERSION, spec::TRIAL_KIND);
     if let Some(status) = document.get_mut("status").and_then(Value::as_object_mut) {
         status.remove(controller::HEARTH_STATUS);
@@ -59,7 +59,7 @@ pub fn render_trial(resource: &resources::Resource) -> Value {
     document
 }
 
-pub fn render_suggestion(resource: &resources::Resource) -> Value {
+pub fn render_suggestion(resource: resources::Resource) -> Value {
     meta::render(resource, spec::API_VERSION, spec::SUGGESTION_KIND)
 }
 
@@ -147,7 +147,7 @@ impl Tuning {
             status: json!({}),
         };
         if dry_run {
-            return Ok(render_experiment(&resources::unsaved(new)));
+            return Ok(render_experiment(resources::unsaved(new)));
         }
         let ns = namespace.to_string();
         let created = self
@@ -158,7 +158,7 @@ impl Tuning {
             })
             .await?;
         self.queue.add(&created.uid);
-        Ok(render_experiment(&created))
+        Ok(render_experiment(created))
     }
 
     async fn load(
@@ -238,7 +238,7 @@ impl Tuning {
         if !dry_run {
             self.queue.add(&updated.uid);
         }
-        Ok(render_experiment(&updated))
+        Ok(render_experiment(updated))
     }
 
     /// Finishes the deletion of a Trial or Suggestion that the garbage collector marked
@@ -253,15 +253,16 @@ impl Tuning {
         dry_run: bool,
     ) -> Result<Value, TuningError> {
         let resource = self.load(kind, namespace, name).await?;
+        let collect = !dry_run && resource.deletion_requested_at.is_some();
+        let uid = resource.uid.clone();
         let document = if kind == spec::TRIAL_KIND {
-            render_trial(&resource)
+            render_trial(resource)
         } else {
-            render_suggestion(&resource)
+            render_suggestion(resource)
         };
-        if dry_run || resource.deletion_requested_at.is_none() {
+        if !collect {
             return Ok(document);
         }
-        let uid = resource.uid.clone();
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(document)
     }
@@ -272,7 +273,7 @@ impl Tuning {
     pub async fn delete(&self, namespace: &str, name: &str, dry_run: bool) -> Result<Value, TuningError> {
         if dry_run {
             return Ok(render_experiment(
-                &self.load(spec::EXPERIMENT_KIND, namespace, name).await?,
+                self.load(spec::EXPERIMENT_KIND, namespace, name).await?,
             ));
         }
         let (ns, n) = (namespace.to_string(), name.to_string());
@@ -289,6 +290,6 @@ impl Tuning {
                 other => TuningError::Store(other),
             })?;
         self.queue.add(&marked.uid);
-        Ok(render_experiment(&marked))
+        Ok(render_experiment(marked))
     }
 }
