@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
@@ -33,8 +34,31 @@ pub struct ResourceList {
     #[schema(example = "JobList")]
     pub kind: String,
     pub metadata: ListMeta,
+    // Kept serialized: a list renders each row and writes it out at once instead of
+    // holding every item's tree until the answer is written (the allocator's churn
+    // over those trees was most of a large list's cost).
     #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
+    pub items: Vec<Box<RawValue>>,
+}
+
+impl ResourceList {
+    /// A list of `items` (documents) of `kind`, read at `resource_version`.
+    pub fn of(
+        kind: &KindDef,
+        resource_version: i64,
+        continue_token: Option<String>,
+        items: Vec<Box<RawValue>>,
+    ) -> ResourceList {
+        ResourceList {
+            api_version: kind.api_version(),
+            kind: kind.list_kind.into(),
+            metadata: ListMeta {
+                resource_version: resource_version.to_string(),
+                continue_token,
+            },
+            items,
+        }
+    }
 }
 
 /// `ListMeta`: the store's `resourceVersion` when the list was read (a watch resumes
@@ -200,21 +224,15 @@ pub async fn list(
                         return None;
                     }
                     let document = kind.render(r);
-                    (labels.matches(&document) && fields.matches(&document)).then_some(document)
+                    (labels.matches(&document) && fields.matches(&document))
+                        .then(|| serde_json::value::to_raw_value(&document))
                 },
             )?;
+            let items = items.into_iter().collect::<Result<Vec<_>, _>>()?;
             Ok((items, next, version))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(ResourceList {
-        api_version: kind.api_version(),
-        kind: kind.list_kind.into(),
-        metadata: ListMeta {
-            resource_version: version.to_string(),
-            continue_token: next.map(|c| c.encode()),
-        },
-        items,
-    }))
+    Ok(HttpResponse::Ok().json(ResourceList::of(kind, version, next.map(|c| c.encode()), items)))
 }
 
 pub async fn replace(

@@ -18,7 +18,7 @@ use actix_web::HttpResponse;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::handlers::{ListMeta, ResourceList};
+use super::handlers::ResourceList;
 use super::kinds::KindDef;
 use super::params::ListOptions;
 use crate::auth::Principal;
@@ -27,7 +27,7 @@ use crate::http::AppState;
 use crate::runtime::Owner;
 use crate::scheduler::{WorkloadPhase, WorkloadRecord};
 use crate::store::resources::{self, Cursor};
-use crate::store::{access, workloads};
+use crate::store::{access, workloads, StoreError};
 
 /// Which computed kind a [`KindDef`] serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,15 +172,12 @@ pub async fn list(
     } else {
         None
     };
-    Ok(HttpResponse::Ok().json(ResourceList {
-        api_version: kind.api_version(),
-        kind: kind.list_kind.into(),
-        metadata: ListMeta {
-            resource_version: version.to_string(),
-            continue_token: next,
-        },
-        items,
-    }))
+    let items = items
+        .iter()
+        .map(serde_json::value::to_raw_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::from)?;
+    Ok(HttpResponse::Ok().json(ResourceList::of(kind, version, next, items)))
 }
 
 /// One object of a view; `NotFound` as for stored kinds.
