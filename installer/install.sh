@@ -1,70 +1,358 @@
-#!/usr/bin/env bash
-# Installs Hearth on this machine:
-#   - the binary: HEARTH_BINARY=/path/to/hearth, else `cargo build --release` when run
-#     from a checkout (there is no download: release artifacts are not published yet);
-#   - /usr/local/bin/hearth, the systemd unit, /etc/hearth/config.toml if missing;
-#   - `systemctl daemon-reload && systemctl enable --now hearth` when systemd runs.
-# Run it as root (or it re-runs itself with sudo). Idempotent: running it again
-# upgrades the binary and unit and keeps the config and data.
+#!/bin/sh
+# Hearth installer. POSIX sh (dash, busybox ash), so that it can be piped:
+#   curl -sfL <release-url>/install.sh | sudo HEARTH_RELEASE_URL=<release-url>/hearth-<v>-<target>.tar.gz sh -
 #
-# Environment: HEARTH_BINARY (a built binary), PREFIX (default /usr/local),
-# DESTDIR (stage into a directory instead of /, for packaging and tests; implies no
-# systemctl), HEARTH_NO_START=1 (install but do not enable/start).
-set -euo pipefail
+# Where the binary comes from, first match wins; every source is sha256-verified:
+#   HEARTH_BINARY=/path/to/hearth   a built binary (checked against HEARTH_SHA256 when set);
+#   HEARTH_RELEASE_URL=URL          a release tarball (http(s):// or file://), checked
+#                                   against URL.sha256 (or HEARTH_SHA256);
+#   a release tarball beside this script (hearth-<version>-<target>.tar.gz with its
+#                                   .sha256 file beside it);
+#   the unpacked release this script is part of (./hearth, checked against ./SHA256SUMS).
+# A tarball whose checksum does not match is refused; nothing is installed.
+#
+# What it installs (every path under HEARTH_ROOT when that is set):
+#   /usr/local/bin/hearth, /usr/local/bin/hearth-uninstall.sh,
+#   /etc/systemd/system/hearth.service, /usr/local/share/doc/hearth/ (README, licenses),
+#   /etc/hearth/config.toml (only if absent: a re-run keeps it, and the data dir),
+#   /usr/local/share/hearth/manifest (the files above, for hearth-uninstall.sh);
+#   with HEARTH_K3S_BINARY or HEARTH_AIRGAP_BUNDLE: /usr/local/bin/k3s and k3s's images
+#   under <data-dir>/k3s/agent/images/ (k3s's data lives under Hearth's data dir).
+# Then, when systemd runs this machine: daemon-reload, enable --now (restart on an
+# upgrade), and wait for /readyz. Without systemd it prints how to start the daemon.
+#
+# Options (environment):
+#   HEARTH_RUNTIME=process|docker|k3s  runtime written into a new config.toml
+#   HEARTH_K3S_BINARY=/path/to/k3s    install this k3s binary (k3s mode)
+#   HEARTH_AIRGAP_BUNDLE=DIR|TARBALL  the air-gap bundle scripts/release makes: its
+#                                     bin/k3s and images/* are installed
+#   HEARTH_SKIP_START=1               install and enable, but do not start
+#   HEARTH_ROOT=DIR                   install into DIR as a root file system (an image,
+#                                     a chroot): files under DIR at their usual paths, the
+#                                     unit and config name the paths as seen from inside DIR.
+#                                     The host's systemd is never asked to start anything;
+#                                     the unit is enabled with `systemctl --root=DIR` (which
+#                                     only writes links under DIR), and the command to run
+#                                     the daemon in place is printed. Root is not required.
+#   HEARTH_READY_TIMEOUT=SECONDS      how long to wait for /readyz (default 120)
+# Arguments: --dry-run prints the plan and changes nothing; --help.
+set -eu
 
-PREFIX="${PREFIX:-/usr/local}"
-DESTDIR="${DESTDIR:-}"
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-checkout="$(dirname "$here")"
+prog=hearth-install
+say() { printf '%s: %s\n' "$prog" "$*"; }
+warn() { printf '%s: warning: %s\n' "$prog" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$prog" "$*" >&2; exit 1; }
 
-say() { printf 'hearth-install: %s\n' "$*"; }
-die() { printf 'hearth-install: error: %s\n' "$*" >&2; exit 1; }
+usage() {
+    sed -n '2,/^set -eu/p' "$0" 2>/dev/null | sed -e '$d' -e 's/^# \{0,1\}//' || true
+}
 
-if [[ -z "$DESTDIR" && "$(id -u)" -ne 0 ]]; then
-    command -v sudo >/dev/null || die "run as root (sudo is not available)"
-    say "re-running with sudo"
-    exec sudo --preserve-env=HEARTH_BINARY,PREFIX,HEARTH_NO_START "$0" "$@"
-fi
+dry_run=0
+for arg in "$@"; do
+    case $arg in
+        --dry-run) dry_run=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown argument '$arg' (known: --dry-run, --help)" ;;
+    esac
+done
 
-binary="${HEARTH_BINARY:-}"
-if [[ -z "$binary" ]]; then
-    [[ -f "$checkout/Cargo.toml" && -d "$checkout/daemon" ]] \
-        || die "not in a Hearth checkout: set HEARTH_BINARY=/path/to/hearth"
-    command -v cargo >/dev/null || die "cargo not found: install Rust, or set HEARTH_BINARY"
-    say "building the release binary (cargo build --release)"
-    # Build as the checkout's owner, not root, so target/ stays theirs.
-    owner="$(stat -c %U "$checkout")"
-    if [[ "$(id -u)" -eq 0 && "$owner" != root ]] && command -v sudo >/dev/null; then
-        sudo -u "$owner" -H bash -lc "cd '$checkout' && cargo build --release --locked"
+# run CMD...: runs it, or prints it under --dry-run.
+run() {
+    if [ "$dry_run" = 1 ]; then
+        printf '  would run: %s\n' "$*"
     else
-        (cd "$checkout" && cargo build --release --locked)
+        "$@"
     fi
-    binary="$checkout/target/release/hearth"
+}
+
+# --- where we are ------------------------------------------------------------------
+root=${HEARTH_ROOT:-}
+[ "$root" = / ] && root=
+root=${root%/}
+if [ -n "$root" ]; then
+    case $root in
+        /*) ;;
+        *) root=$(pwd)/$root ;;
+    esac
 fi
-[[ -x "$binary" ]] || die "$binary is not an executable"
-"$binary" --version >/dev/null || die "$binary does not run on this machine"
 
-unit_src="$checkout/systemd/hearth.service"
-[[ -f "$unit_src" ]] || die "missing $unit_src"
+[ "$(uname -s)" = Linux ] || die "Hearth runs on Linux only (this is $(uname -s))"
+case $(uname -m) in
+    x86_64 | amd64) arch=x86_64 ;;
+    aarch64 | arm64) arch=aarch64 ;;
+    *) die "no Hearth build for this CPU architecture ($(uname -m)); x86_64 and aarch64 are built" ;;
+esac
 
-bin_dir="$DESTDIR$PREFIX/bin"
-unit_dir="$DESTDIR/etc/systemd/system"
-conf_dir="$DESTDIR/etc/hearth"
+if [ -z "$root" ] && [ "$(id -u)" != 0 ]; then
+    die "must run as root (it installs into /usr/local, /etc and a systemd unit): curl -sfL ... | sudo sh -, or sudo sh $0"
+fi
 
-install -d -m 0755 "$bin_dir" "$unit_dir"
-install -d -m 0755 "$conf_dir"
-# Replace atomically, so a running daemon keeps its old inode until it restarts.
-install -m 0755 "$binary" "$bin_dir/hearth.new"
-mv -f "$bin_dir/hearth.new" "$bin_dir/hearth"
-sed "s#^ExecStart=/usr/local/bin/hearth#ExecStart=$PREFIX/bin/hearth#" "$unit_src" > "$unit_dir/hearth.service"
-chmod 0644 "$unit_dir/hearth.service"
-say "installed $bin_dir/hearth ($("$bin_dir/hearth" --version))"
-say "installed $unit_dir/hearth.service"
+systemd=0
+if [ -z "$root" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    systemd=1
+fi
 
-if [[ ! -e "$conf_dir/config.toml" ]]; then
-    cat > "$conf_dir/config.toml" <<'CONF'
-# Hearth configuration. Every key is optional; `hearth config show` prints the
-# effective values. Each key can also be set as HEARTH_<KEY> in the environment.
+# The directory this script was run from, when it was run from a file (not piped).
+here=
+if [ -f "$0" ]; then
+    case ${0##*/} in
+        *install*) here=$(cd "$(dirname "$0")" && pwd) ;;
+    esac
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/hearth-install.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        sha256sum "$1" | cut -d' ' -f1
+    elif command -v shasum >/dev/null 2>&1; then
+        shasum -a 256 "$1" | cut -d' ' -f1
+    else
+        die "neither sha256sum nor shasum is installed: cannot verify $1"
+    fi
+}
+
+# verify FILE EXPECTED_HEX WHAT
+verify() {
+    got=$(sha256_of "$1")
+    want=$(printf '%s' "$2" | tr 'A-F' 'a-f')
+    if [ "$got" != "$want" ]; then
+        die "checksum mismatch for $3: expected sha256 $want, got $got. The file is corrupt or not the one published; nothing was installed"
+    fi
+    say "verified $3 (sha256 $got)"
+}
+
+fetch() { # fetch URL FILE
+    case $1 in
+        file://*) cp "${1#file://}" "$2" ;;
+        *)
+            if command -v curl >/dev/null 2>&1; then
+                curl -fsSL --retry 3 -o "$2" "$1"
+            elif command -v wget >/dev/null 2>&1; then
+                wget -q -O "$2" "$1"
+            else
+                die "neither curl nor wget is installed: cannot download $1"
+            fi
+            ;;
+    esac
+}
+
+# unpack TARBALL EXPECTED_SHA WHAT: verifies, unpacks into $tmp, sets src to its top dir.
+unpack() {
+    verify "$1" "$2" "$3"
+    mkdir "$tmp/unpacked"
+    tar -xzf "$1" -C "$tmp/unpacked" || die "$3 is not a readable .tar.gz"
+    set -- "$tmp"/unpacked/hearth-*/
+    [ -d "$1" ] || die "the release tarball has no hearth-<version>-<target>/ directory"
+    src=${1%/}
+    check_sums "$src"
+}
+
+# check_sums DIR: the release's own SHA256SUMS, so that an unpacked copy is checked too.
+check_sums() {
+    [ -f "$1/SHA256SUMS" ] || die "$1 has no SHA256SUMS: not a Hearth release"
+    while read -r sum file; do
+        [ -n "$file" ] || continue
+        [ -f "$1/$file" ] || die "$1/$file is listed in SHA256SUMS but missing"
+        [ "$(sha256_of "$1/$file")" = "$sum" ] \
+            || die "checksum mismatch for $1/$file (SHA256SUMS): the release is corrupt; nothing was installed"
+    done <"$1/SHA256SUMS"
+    say "verified the files of $1 against its SHA256SUMS"
+}
+
+# sha256 from a .sha256 file (sha256sum's format: HEX  NAME).
+sum_file() {
+    [ -f "$1" ] || return 1
+    read -r s _ <"$1" || true
+    [ -n "${s:-}" ] || die "$1 is empty"
+    printf '%s\n' "$s"
+}
+
+# --- the binary and the files that come with it --------------------------------------
+src=      # a release directory (unpacked) or a checkout, for the unit and the docs
+binary=
+if [ -n "${HEARTH_BINARY:-}" ]; then
+    binary=$HEARTH_BINARY
+    [ -f "$binary" ] || die "HEARTH_BINARY=$binary does not exist"
+    if [ -n "${HEARTH_SHA256:-}" ]; then
+        verify "$binary" "$HEARTH_SHA256" "$binary"
+    else
+        say "using $binary (sha256 $(sha256_of "$binary"); set HEARTH_SHA256 to have it checked)"
+    fi
+    if [ -n "$here" ] && [ -f "$here/hearth.service" ]; then
+        src=$here
+    elif [ -n "$here" ] && [ -f "$here/../systemd/hearth.service" ]; then
+        src=$(cd "$here/.." && pwd)
+    fi
+elif [ -n "${HEARTH_RELEASE_URL:-}" ]; then
+    url=$HEARTH_RELEASE_URL
+    name=${url##*/}
+    say "downloading $url"
+    fetch "$url" "$tmp/$name" || die "could not download $url"
+    if [ -n "${HEARTH_SHA256:-}" ]; then
+        want=$HEARTH_SHA256
+    else
+        fetch "$url.sha256" "$tmp/$name.sha256" \
+            || die "could not download $url.sha256: refusing to install an unverified tarball (or set HEARTH_SHA256)"
+        want=$(sum_file "$tmp/$name.sha256")
+    fi
+    unpack "$tmp/$name" "$want" "$name"
+elif [ -n "$here" ] && [ -f "$here/hearth" ] && [ -f "$here/SHA256SUMS" ]; then
+    check_sums "$here"
+    src=$here
+elif [ -n "$here" ]; then
+    found=
+    for t in "$here"/hearth-*-"$arch"-*linux*.tar.gz; do
+        [ -f "$t" ] || continue
+        case ${t##*/} in hearth-airgap-*) continue ;; esac
+        [ -z "$found" ] || die "several release tarballs beside $0: choose one with HEARTH_RELEASE_URL=file://$t"
+        found=$t
+    done
+    if [ -z "$found" ]; then
+        for t in "$here"/hearth-*.tar.gz; do
+            case ${t##*/} in hearth-airgap-*) continue ;; esac
+            [ -f "$t" ] && die "$t is not built for $arch"
+        done
+        if [ -f "$here/../Cargo.toml" ]; then
+            die "no binary: build one (cargo build --release --locked) and run HEARTH_BINARY=target/release/hearth sh $0"
+        fi
+        die "no hearth binary: put hearth-<version>-<target>.tar.gz beside $0, or set HEARTH_RELEASE_URL or HEARTH_BINARY"
+    fi
+    want=$(sum_file "$found.sha256") \
+        || die "$found.sha256 is missing: refusing to install an unverified tarball (or set HEARTH_SHA256)"
+    [ -z "${HEARTH_SHA256:-}" ] || want=$HEARTH_SHA256
+    unpack "$found" "$want" "${found##*/}"
+else
+    die "no hearth binary: set HEARTH_RELEASE_URL (a release tarball) or HEARTH_BINARY (a built binary)"
+fi
+[ -n "$binary" ] || binary=$src/hearth
+[ -f "$binary" ] || die "$binary is missing"
+chmod +x "$binary" 2>/dev/null || true
+version=$("$binary" --version 2>/dev/null) \
+    || die "$binary does not run on this machine ($arch, libc $(ldd --version 2>/dev/null | head -n1 | sed 's/.* //'))"
+
+# The unit, uninstaller and docs: in a release directory, or at their checkout paths.
+find_file() { # find_file NAME CHECKOUT_PATH
+    if [ -n "$src" ] && [ -f "$src/$1" ]; then
+        printf '%s\n' "$src/$1"
+    elif [ -n "$src" ] && [ -f "$src/$2" ]; then
+        printf '%s\n' "$src/$2"
+    fi
+}
+unit_src=$(find_file hearth.service systemd/hearth.service)
+uninstall_src=$(find_file hearth-uninstall.sh installer/hearth-uninstall.sh)
+[ -n "$unit_src" ] || die "hearth.service was not found beside the installer: run the installer from the release tarball or a checkout"
+[ -n "$uninstall_src" ] || die "hearth-uninstall.sh was not found beside the installer"
+
+# --- what goes where (paths as seen on the installed system; $root in front on disk) --
+bin_path=/usr/local/bin/hearth
+uninstall_path=/usr/local/bin/hearth-uninstall.sh
+unit_path=/etc/systemd/system/hearth.service
+conf_dir=/etc/hearth
+conf_path=$conf_dir/config.toml
+doc_dir=/usr/local/share/doc/hearth
+manifest=/usr/local/share/hearth/manifest
+k3s_path=/usr/local/bin/k3s
+
+runtime=${HEARTH_RUNTIME:-}
+case $runtime in
+    '' | process | docker | k3s) ;;
+    *) die "HEARTH_RUNTIME=$runtime: the runtimes are process, docker and k3s" ;;
+esac
+
+k3s_binary=${HEARTH_K3S_BINARY:-}
+images=
+if [ -n "${HEARTH_AIRGAP_BUNDLE:-}" ]; then
+    bundle=$HEARTH_AIRGAP_BUNDLE
+    if [ -f "$bundle" ]; then
+        if [ -f "$bundle.sha256" ]; then
+            verify "$bundle" "$(sum_file "$bundle.sha256")" "$bundle"
+        else
+            die "$bundle.sha256 is missing: refusing to install an unverified air-gap bundle"
+        fi
+        mkdir "$tmp/airgap"
+        tar -xzf "$bundle" -C "$tmp/airgap" || die "$bundle is not a readable .tar.gz"
+        set -- "$tmp"/airgap/*/
+        bundle=${1%/}
+    fi
+    [ -d "$bundle" ] || die "HEARTH_AIRGAP_BUNDLE=$HEARTH_AIRGAP_BUNDLE is neither a directory nor a tarball"
+    [ ! -f "$bundle/SHA256SUMS" ] || check_sums "$bundle"
+    if [ -z "$k3s_binary" ] && [ -f "$bundle/bin/k3s" ]; then
+        k3s_binary=$bundle/bin/k3s
+    fi
+    images=$bundle/images
+    [ -d "$images" ] || die "the air-gap bundle $bundle has no images/ directory"
+fi
+[ -z "$k3s_binary" ] || [ -f "$k3s_binary" ] || die "HEARTH_K3S_BINARY=$k3s_binary does not exist"
+
+# Hearth's effective settings from a config file, asked of the binary being installed
+# (so defaults stay defined in one place). The installer's own HEARTH_* variables are
+# not daemon settings, except HEARTH_RUNTIME, which means the same to both.
+setting() { # setting KEY CONFIG_FILE
+    if [ -f "$2" ]; then
+        set -- "$1" --config "$2"
+    else
+        set -- "$1" --config /dev/null
+    fi
+    env -u HEARTH_BINARY -u HEARTH_ROOT -u HEARTH_SKIP_START -u HEARTH_K3S_BINARY \
+        -u HEARTH_AIRGAP_BUNDLE -u HEARTH_RELEASE_URL -u HEARTH_SHA256 -u HEARTH_READY_TIMEOUT \
+        "$binary" config show "$2" "$3" 2>/dev/null \
+        | sed -n "s/^$1 = \"\\(.*\\)\"\$/\\1/p" | head -n1
+}
+
+# --- the plan ------------------------------------------------------------------------
+if [ -e "$root$bin_path" ]; then
+    old=$("$root$bin_path" --version 2>/dev/null || echo "an unreadable version")
+    say "upgrading $old to $version in ${root:-/}"
+else
+    say "installing $version in ${root:-/}"
+fi
+[ "$dry_run" = 0 ] || say "--dry-run: the plan, nothing is changed"
+
+install_file() { # install_file SRC DEST MODE
+    run mkdir -p "$root$(dirname "$2")"
+    # Copy beside, then rename: a running daemon keeps its old binary until it restarts.
+    run cp "$1" "$root$2.new"
+    run chmod "$3" "$root$2.new"
+    run mv -f "$root$2.new" "$root$2"
+    installed="$installed$2
+"
+}
+installed=
+
+install_file "$binary" "$bin_path" 0755
+[ "$dry_run" = 1 ] || [ "$(sha256_of "$binary")" = "$(sha256_of "$root$bin_path")" ] \
+    || die "the copy $root$bin_path differs from $binary (disk full?)"
+install_file "$uninstall_src" "$uninstall_path" 0755
+install_file "$unit_src" "$unit_path" 0644
+for doc in README.md LICENSE THIRD-PARTY-LICENSES.md; do
+    f=$(find_file "$doc" "$doc")
+    [ -z "$f" ] || install_file "$f" "$doc_dir/$doc" 0644
+done
+if [ -n "$k3s_binary" ]; then
+    install_file "$k3s_binary" "$k3s_path" 0755
+fi
+
+if [ -e "$root$conf_path" ]; then
+    say "kept $root$conf_path"
+    if [ -n "$runtime" ]; then
+        have=$(setting runtime "$root$conf_path")
+        [ "$have" = "$runtime" ] \
+            || warn "HEARTH_RUNTIME=$runtime ignored: the kept $root$conf_path sets runtime \"$have\"; edit it to change"
+    fi
+else
+    say "writing $root$conf_path"
+    runtime_line="# runtime = \"process\""
+    [ -z "$runtime" ] || runtime_line="runtime = \"$runtime\""
+    if [ "$dry_run" = 0 ]; then
+        mkdir -p "$root$conf_dir"
+        cat >"$root$conf_path.new" <<CONF
+# Hearth configuration, written by the installer (a re-run keeps this file). Every key
+# is optional: \`hearth config show\` prints the effective values, the README's
+# "Configuration" lists them all. Each key can also be set as HEARTH_<KEY>.
 # listen = "127.0.0.1:8470"
 # serving_listen = "127.0.0.1:8471"
 # HTTPS for kubectl and remote clients (CA and kubeconfig under data_dir);
@@ -72,9 +360,8 @@ if [[ ! -e "$conf_dir/config.toml" ]]; then
 # tls_listen = "127.0.0.1:8472"
 # tls_sans = ["gpu-box.lan"]
 # data_dir = "/var/lib/hearth"
-# runtime = "process"
+$runtime_line
 # log_level = "info"
-# max_body_bytes = 67108864
 #
 # [metrics]
 # public = false
@@ -82,26 +369,126 @@ if [[ ! -e "$conf_dir/config.toml" ]]; then
 # [gpu]
 # time_slicing_replicas = 1
 CONF
-    chmod 0644 "$conf_dir/config.toml"
-    say "wrote $conf_dir/config.toml"
-else
-    say "kept $conf_dir/config.toml"
+        chmod 0644 "$root$conf_path.new"
+        mv -f "$root$conf_path.new" "$root$conf_path"
+    fi
 fi
-"$bin_dir/hearth" config show --config "$conf_dir/config.toml" >/dev/null \
-    || die "$conf_dir/config.toml is not valid (see above)"
+if [ "$dry_run" = 0 ]; then
+    env -u HEARTH_RUNTIME "$root$bin_path" config show --config "$root$conf_path" >/dev/null \
+        || die "$root$conf_path is not valid (see above): fix it and run the installer again"
+fi
 
-token="/var/lib/hearth/admin.token"
-if [[ -n "$DESTDIR" || "${HEARTH_NO_START:-0}" == 1 ]]; then
-    say "not starting the service; start it with: systemctl daemon-reload && systemctl enable --now hearth"
-elif [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    systemctl daemon-reload
-    systemctl enable hearth >/dev/null
-    # restart, not start: an upgrade must run the new binary. KillMode=process keeps
-    # running workloads alive across it.
-    systemctl restart hearth
-    say "hearth is running: systemctl status hearth"
-else
-    say "systemd is not running here; start the daemon with: $PREFIX/bin/hearth serve"
+data_dir=$(setting data_dir "$root$conf_path")
+[ -n "$data_dir" ] || data_dir=/var/lib/hearth
+listen=$(setting listen "$root$conf_path")
+[ -n "$listen" ] || listen=127.0.0.1:8470
+tls_listen=$(setting tls_listen "$root$conf_path")
+
+if [ -n "$images" ]; then
+    image_dir=$data_dir/k3s/agent/images
+    run mkdir -p "$root$image_dir"
+    for img in "$images"/*; do
+        [ -f "$img" ] || continue
+        run cp "$img" "$root$image_dir/"
+        say "k3s image archive ${img##*/} -> $root$image_dir/"
+    done
 fi
-say "the admin token is in $token (readable by root only), once the daemon has started"
-say "try: curl -H \"Authorization: Bearer \$(sudo cat $token)\" http://127.0.0.1:8470/hearth/v1/version"
+
+if [ "$dry_run" = 0 ]; then
+    mkdir -p "$root$(dirname "$manifest")"
+    printf '%s' "$installed" >"$root$manifest"
+fi
+
+# --- start ---------------------------------------------------------------------------
+url_host() { # the address to reach a listen address from this host
+    case $1 in
+        0.0.0.0:*) printf '127.0.0.1:%s\n' "${1##*:}" ;;
+        '[::]:'*) printf '[::1]:%s\n' "${1##*:}" ;;
+        *) printf '%s\n' "$1" ;;
+    esac
+}
+api=http://$(url_host "$listen")
+
+wait_ready() {
+    timeout=${HEARTH_READY_TIMEOUT:-120}
+    if command -v curl >/dev/null 2>&1; then
+        get() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+    elif command -v wget >/dev/null 2>&1; then
+        get() { wget -q -O /dev/null -T 2 "$1"; }
+    else
+        warn "neither curl nor wget: not waiting for $api/readyz"
+        return 0
+    fi
+    say "waiting for $api/readyz (up to ${timeout}s)"
+    i=0
+    while [ "$i" -lt "$timeout" ]; do
+        if get "$api/readyz" 2>/dev/null; then
+            say "ready"
+            return 0
+        fi
+        sleep 1
+        i=$((i + 1))
+    done
+    systemctl --no-pager status hearth.service >&2 || true
+    die "hearth did not become ready in ${timeout}s: see journalctl -u hearth -n 100, and $api/readyz names what is missing"
+}
+
+manual_start=
+if [ -n "$root" ]; then
+    if command -v systemctl >/dev/null 2>&1; then
+        # --root only writes the [Install] links under $root; no daemon is asked anything.
+        run systemctl --root="$root" --quiet enable hearth.service
+        say "enabled hearth.service in $root (it starts when that tree boots with systemd)"
+    fi
+    manual_start="$root$bin_path serve --config $root$conf_path --data-dir $root$data_dir"
+elif [ "$systemd" = 1 ]; then
+    run systemctl daemon-reload
+    if [ "${HEARTH_SKIP_START:-0}" = 1 ]; then
+        run systemctl enable hearth.service
+        say "HEARTH_SKIP_START=1: not started; start it with: systemctl start hearth"
+    elif systemctl --quiet is-active hearth.service; then
+        # An upgrade runs the new binary. KillMode=process: workloads keep running and
+        # the new daemon adopts them.
+        run systemctl enable hearth.service
+        run systemctl restart hearth.service
+        [ "$dry_run" = 1 ] || wait_ready
+    else
+        run systemctl enable --now hearth.service
+        [ "$dry_run" = 1 ] || wait_ready
+    fi
+else
+    manual_start="$bin_path serve"
+fi
+
+# --- what next -----------------------------------------------------------------------
+echo
+say "$version installed"
+if [ -n "$manual_start" ]; then
+    if [ -n "$root" ]; then
+        say "installed into $root (the host's systemd does not manage a prefix); run it in place by hand:"
+    else
+        say "systemd is not running on this machine: start the daemon by hand (as root; it reads $conf_path):"
+    fi
+    echo
+    echo "    $manual_start"
+    echo "    # or in the background:  nohup $manual_start >>/var/log/hearth.log 2>&1 &"
+    echo
+fi
+token=$root$data_dir/admin.token
+kubeconfig=$root$data_dir/kubeconfig
+cat <<NEXT
+  API:         $api   (HTTPS for kubectl: https://$(url_host "${tls_listen:-127.0.0.1:8472}"))
+  admin token: $token   (root only; written on the first start)
+  kubeconfig:  $kubeconfig    (root only; rewritten on every start)
+  config:      $root$conf_path
+  docs:        $root$doc_dir/README.md
+  uninstall:   $root$uninstall_path   (keeps the data; --purge removes it)
+
+Next steps:
+  1. Check it:   curl -s $api/readyz; TOKEN=\$(sudo cat $token)
+                 curl -s -H "Authorization: Bearer \$TOKEN" $api/hearth/v1/whoami
+  2. kubectl:    sudo cp $kubeconfig ~/.kube/hearth && export KUBECONFIG=~/.kube/hearth
+                 kubectl get jobs -A
+  3. Add a user: curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+                   -d '{"name":"alice"}' $api/hearth/v1/users    (the answer holds alice's token)
+NEXT

@@ -1,0 +1,324 @@
+"""installer/install.sh, hearth-uninstall.sh and scripts/release, run for real.
+
+The installer runs under dash (it is piped to `sh`, which is dash on Debian and
+Ubuntu) into a HEARTH_ROOT prefix, from a built binary and from the release tarball
+scripts/release makes (with the debug binary, via HEARTH_BINARY). scripts/test runs
+this with HEARTH_BIN set to target/debug/hearth.
+"""
+
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+INSTALL = REPO / "installer" / "install.sh"
+UNINSTALL = REPO / "installer" / "hearth-uninstall.sh"
+BIN = Path(os.environ.get("HEARTH_BIN", REPO / "target" / "debug" / "hearth")).resolve()
+DASH = shutil.which("dash")
+
+
+def sh(args, env=None, check=True, cwd=None):
+    """Runs a command with only the environment given (plus PATH), so no HEARTH_* of
+    the caller leaks in; returns the completed process with stdout+stderr as text."""
+    full = {"PATH": os.environ["PATH"], "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    full.update(env or {})
+    proc = subprocess.run(
+        [str(a) for a in args],
+        env=full,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}:\n{proc.stdout}")
+    return proc
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def root():
+    # Not pytest's tmp_path: its parents are 0700, and the daemon (as root) wants every
+    # directory above its data dir traversable by others (README, "Files").
+    d = Path(tempfile.mkdtemp(prefix="hearth-root-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def release():
+    """scripts/release with the debug binary, a stand-in k3s and an image archive."""
+    assert BIN.is_file(), f"{BIN} is not built"
+    out = Path(tempfile.mkdtemp(prefix="hearth-dist-"))
+    k3s_dir = out / "k3s-input"
+    (k3s_dir / "images").mkdir(parents=True)
+    k3s = k3s_dir / "k3s"
+    k3s.write_text("#!/bin/sh\necho 'k3s version v1.35.0+k3s1 (stand-in)'\n")
+    k3s.chmod(0o755)
+    image = k3s_dir / "images" / "k3s-airgap-images-amd64.tar"
+    with tarfile.open(image, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        data = b"[]"
+        info.size = len(data)
+        import io
+
+        tar.addfile(info, io.BytesIO(data))
+    dist = out / "dist"
+    sh(
+        [REPO / "scripts" / "release"],
+        env={
+            "HEARTH_BINARY": BIN,
+            "RELEASE_OUT": dist,
+            "K3S_BINARY": k3s,
+            "K3S_IMAGES": k3s_dir / "images",
+            "HOME": os.environ.get("HOME", "/root"),
+            "CARGO_HOME": os.environ.get("CARGO_HOME", str(Path.home() / ".cargo")),
+            "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(Path.home() / ".rustup")),
+        },
+        cwd=REPO,
+    )
+    yield dist
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def install(root, *args, **env):
+    return sh([DASH, INSTALL, *args], env={"HEARTH_ROOT": root, **env})
+
+
+def assert_installed(root):
+    files = {
+        "usr/local/bin/hearth": 0o755,
+        "usr/local/bin/hearth-uninstall.sh": 0o755,
+        "etc/systemd/system/hearth.service": 0o644,
+        "etc/hearth/config.toml": 0o644,
+        "usr/local/share/doc/hearth/README.md": 0o644,
+        "usr/local/share/hearth/manifest": 0o644,
+    }
+    for rel, want in files.items():
+        path = root / rel
+        assert path.is_file(), f"{rel} was not installed"
+        assert mode(path) == want, f"{rel} has mode {oct(mode(path))}, want {oct(want)}"
+    # The unit's Documentation= names a file that the installer put there.
+    unit = (root / "etc/systemd/system/hearth.service").read_text()
+    docs = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("Documentation=")]
+    assert docs, "the unit has no Documentation="
+    for doc in docs:
+        assert doc.startswith("file:/"), doc
+        assert (root / doc.removeprefix("file:/")).is_file(), f"{doc} does not exist"
+    # `systemctl --root` enabled it inside the prefix only.
+    if shutil.which("systemctl"):
+        link = root / "etc/systemd/system/multi-user.target.wants/hearth.service"
+        assert os.readlink(link) == "/etc/systemd/system/hearth.service"
+
+
+def test_shellcheck_posix():
+    sh(["shellcheck", "--shell=sh", INSTALL, UNINSTALL])
+
+
+def test_binary_install_rerun_uninstall_purge(root):
+    out = install(root, HEARTH_BINARY=BIN).stdout
+    assert_installed(root)
+    assert sha256(root / "usr/local/bin/hearth") == sha256(BIN)
+    # No systemd for a prefix: the manual start, with the prefix's own paths.
+    manual = f"{root}/usr/local/bin/hearth serve --config {root}/etc/hearth/config.toml --data-dir {root}/var/lib/hearth"
+    assert manual in out, out
+    assert f"{root}/var/lib/hearth/admin.token" in out
+
+    # The printed command starts the daemon (ports moved to 0 so tests can run side by side).
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env = {k: v for k, v in env.items() if not k.startswith("HEARTH_")}
+    daemon = subprocess.Popen(
+        manual.split() + ["--listen", "127.0.0.1:0", "--serving-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    token = root / "var/lib/hearth/admin.token"
+    try:
+        deadline = time.monotonic() + 60
+        while not (token.exists() and (root / "var/lib/hearth/kubeconfig").exists()):
+            assert daemon.poll() is None, daemon.stderr.read().decode()
+            assert time.monotonic() < deadline, "the daemon wrote no admin.token in 60 s"
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+    assert mode(token) == 0o600
+
+    # Re-run: an upgrade. The config (edited by its owner) and the data are kept.
+    config = root / "etc/hearth/config.toml"
+    config.write_text(config.read_text() + 'log_level = "debug"\n')
+    before = config.read_bytes()
+    token_before = token.read_bytes()
+    out = install(root, HEARTH_BINARY=BIN).stdout
+    assert "upgrading hearth" in out and "kept" in out, out
+    assert config.read_bytes() == before
+    assert token.read_bytes() == token_before
+    assert_installed(root)
+
+    # Uninstall keeps the data and the config...
+    out = sh([DASH, root / "usr/local/bin/hearth-uninstall.sh"], env={"HEARTH_ROOT": root}).stdout
+    for gone in (
+        "usr/local/bin/hearth",
+        "usr/local/bin/hearth-uninstall.sh",
+        "etc/systemd/system/hearth.service",
+        "etc/systemd/system/multi-user.target.wants/hearth.service",
+        "usr/local/share/doc/hearth",
+        "usr/local/share/hearth",
+    ):
+        assert not os.path.lexists(root / gone), f"{gone} is still there after uninstall"
+    assert token.read_bytes() == token_before and config.read_bytes() == before
+    assert "kept the data" in out
+
+    # ...a reinstall finds them, and --purge removes them.
+    install(root, HEARTH_BINARY=BIN)
+    assert config.read_bytes() == before
+    sh([DASH, root / "usr/local/bin/hearth-uninstall.sh", "--purge"], env={"HEARTH_ROOT": root})
+    assert not (root / "var/lib/hearth").exists()
+    assert not (root / "etc/hearth").exists()
+    assert not (root / "usr/local/bin/hearth").exists()
+
+
+def test_systemd_analyze_verifies_the_installed_unit(root):
+    install(root, HEARTH_BINARY=BIN)
+    # verify --root resolves every unit inside the root, the targets the unit names
+    # included: give it the host's unit directory.
+    host_units = Path("/lib/systemd/system")
+    shutil.copytree(host_units, root / "usr/lib/systemd/system", symlinks=True)
+    out = sh(
+        ["systemd-analyze", f"--root={root}", "verify", "/etc/systemd/system/hearth.service"],
+        check=False,
+    )
+    assert out.returncode == 0 and "hearth.service" not in out.stdout, out.stdout
+
+
+def test_dry_run_changes_nothing(root):
+    out = install(root, "--dry-run", HEARTH_BINARY=BIN).stdout
+    assert "would run: cp" in out and "usr/local/bin/hearth" in out, out
+    assert list(root.iterdir()) == []
+
+
+def test_needs_root():
+    if os.getuid() != 0:
+        pytest.skip("runs as root to drop to nobody")
+    proc = sh(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DASH, INSTALL],
+        env={"HEARTH_BINARY": BIN},
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "must run as root" in proc.stdout, proc.stdout
+
+
+def tarball_of(dist):
+    (tarball,) = (t for t in dist.glob("hearth-*-*linux*.tar.gz") if not t.name.startswith("hearth-airgap-"))
+    return tarball
+
+
+def test_release_tarball_contents(release):
+    tarball = tarball_of(release)
+    name = tarball.name.removesuffix(".tar.gz")
+    version = sh([BIN, "--version"]).stdout.split()[1]
+    assert name.startswith(f"hearth-{version}-")
+    assert (release / f"{tarball.name}.sha256").read_text() == f"{sha256(tarball)}  {tarball.name}\n"
+    with tarfile.open(tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for f, want in {
+            "hearth": 0o755,
+            "hearth.service": 0o644,
+            "install.sh": 0o755,
+            "hearth-uninstall.sh": 0o755,
+            "README.md": 0o644,
+            "LICENSE": 0o644,
+            "THIRD-PARTY-LICENSES.md": 0o644,
+            "BUILDINFO": 0o644,
+            "SHA256SUMS": 0o644,
+        }.items():
+            m = members[f"{name}/{f}"]
+            assert m.mode & 0o777 == want, f"{f}: {oct(m.mode)}"
+        licenses = tar.extractfile(f"{name}/THIRD-PARTY-LICENSES.md").read().decode()
+    # A crate the daemon links, with the license cargo metadata gives.
+    assert "| actix-web |" in licenses and "MIT OR Apache-2.0" in licenses
+
+
+def test_install_from_tarball_beside_and_url(release, root):
+    tarball = tarball_of(release)
+    # Beside: install.sh, the tarball and its .sha256 in one directory.
+    out = sh([DASH, release / "install.sh"], env={"HEARTH_ROOT": root}).stdout
+    assert f"verified {tarball.name}" in out, out
+    assert_installed(root)
+    assert sha256(root / "usr/local/bin/hearth") == sha256(BIN)
+    assert (root / "usr/local/share/doc/hearth/LICENSE").is_file()
+    assert (root / "usr/local/share/doc/hearth/THIRD-PARTY-LICENSES.md").is_file()
+    # By URL (file://), the .sha256 fetched beside it; an upgrade keeps the config.
+    config = (root / "etc/hearth/config.toml").read_bytes()
+    out = sh([DASH, INSTALL], env={"HEARTH_ROOT": root, "HEARTH_RELEASE_URL": f"file://{tarball}"}).stdout
+    assert f"verified {tarball.name}" in out and "upgrading" in out, out
+    assert (root / "etc/hearth/config.toml").read_bytes() == config
+
+
+def test_corrupted_tarball_is_refused(release, root):
+    tarball = tarball_of(release)
+    bad_dir = Path(tempfile.mkdtemp(prefix="hearth-bad-"))
+    try:
+        bad = bad_dir / tarball.name
+        shutil.copy(tarball, bad)
+        shutil.copy(release / f"{tarball.name}.sha256", bad_dir)
+        shutil.copy(INSTALL, bad_dir / "install.sh")
+        with open(bad, "r+b") as f:
+            f.seek(4096)
+            byte = f.read(1)
+            f.seek(4096)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        for env in ({}, {"HEARTH_RELEASE_URL": f"file://{bad}"}):
+            proc = sh([DASH, bad_dir / "install.sh"], env={"HEARTH_ROOT": root, **env}, check=False)
+            assert proc.returncode != 0, proc.stdout
+            assert "checksum mismatch" in proc.stdout and "nothing was installed" in proc.stdout, proc.stdout
+            assert list(root.iterdir()) == [], "a refused tarball left files behind"
+        # No .sha256 at all: refused too.
+        (bad_dir / f"{tarball.name}.sha256").unlink()
+        shutil.copy(tarball, bad)
+        proc = sh([DASH, bad_dir / "install.sh"], env={"HEARTH_ROOT": root}, check=False)
+        assert proc.returncode != 0 and "unverified" in proc.stdout, proc.stdout
+    finally:
+        shutil.rmtree(bad_dir)
+
+
+def test_airgap_bundle_for_k3s(release, root):
+    (bundle,) = release.glob("hearth-airgap-*.tar.gz")
+    assert (release / f"{bundle.name}.sha256").is_file()
+    out = sh(
+        [DASH, release / "install.sh"],
+        env={"HEARTH_ROOT": root, "HEARTH_AIRGAP_BUNDLE": bundle, "HEARTH_RUNTIME": "k3s"},
+    ).stdout
+    assert f"verified {bundle}" in out, out
+    k3s = root / "usr/local/bin/k3s"
+    assert mode(k3s) == 0o755
+    assert "stand-in" in sh([k3s]).stdout
+    assert (root / "var/lib/hearth/k3s/agent/images/k3s-airgap-images-amd64.tar").is_file()
+    assert 'runtime = "k3s"' in (root / "etc/hearth/config.toml").read_text()
+    # The uninstaller removes the k3s binary it installed (the manifest lists it).
+    sh([DASH, root / "usr/local/bin/hearth-uninstall.sh"], env={"HEARTH_ROOT": root})
+    assert not k3s.exists()
