@@ -56,7 +56,8 @@ data_dir=
 if [ -x "$root$bin_path" ]; then
     conf=/dev/null
     [ ! -f "$root$conf_dir/config.toml" ] || conf=$root$conf_dir/config.toml
-    data_dir=$(env -u HEARTH_ROOT "$root$bin_path" config show --config "$conf" 2>/dev/null \
+    # A clean environment: the caller's HEARTH_* variables are not the service's.
+    data_dir=$(env -i PATH="$PATH" "$root$bin_path" config show --config "$conf" 2>/dev/null \
         | sed -n 's/^data_dir = "\(.*\)"$/\1/p' | head -n1) || true
 fi
 [ -n "$data_dir" ] || data_dir=/var/lib/hearth

@@ -8,7 +8,9 @@
 #                                   against URL.sha256 (or HEARTH_SHA256);
 #   a release tarball beside this script (hearth-<version>-<target>.tar.gz with its
 #                                   .sha256 file beside it);
-#   the unpacked release this script is part of (./hearth, checked against ./SHA256SUMS).
+#   the unpacked release this script is part of (./hearth, checked against ./SHA256SUMS);
+#   the release this copy was published with (scripts/release RELEASE_URL=...):
+#                                   <url>/hearth-<version>-<arch>-unknown-linux-gnu.tar.gz.
 # A tarball whose checksum does not match is refused; nothing is installed.
 #
 # What it installs (every path under HEARTH_ROOT when that is set):
@@ -37,6 +39,11 @@
 #   HEARTH_READY_TIMEOUT=SECONDS      how long to wait for /readyz (default 120)
 # Arguments: --dry-run prints the plan and changes nothing; --help.
 set -eu
+
+# Set by scripts/release (RELEASE_URL) in the copy it publishes, so that
+# `curl -sfL <release-url>/install.sh | sudo sh -` fetches the matching tarball.
+release_base=
+release_version=
 
 prog=hearth-install
 say() { printf '%s: %s\n' "$prog" "$*"; }
@@ -174,13 +181,17 @@ sum_file() {
 # --- the binary and the files that come with it --------------------------------------
 src=      # a release directory (unpacked) or a checkout, for the unit and the docs
 binary=
+if [ -z "${HEARTH_BINARY:-}" ] && [ -z "${HEARTH_RELEASE_URL:-}" ] && [ -n "$release_base" ] \
+    && { [ -z "$here" ] || ! [ -f "$here/SHA256SUMS" ]; }; then
+    HEARTH_RELEASE_URL=$release_base/hearth-$release_version-$arch-unknown-linux-gnu.tar.gz
+fi
 if [ -n "${HEARTH_BINARY:-}" ]; then
     binary=$HEARTH_BINARY
     [ -f "$binary" ] || die "HEARTH_BINARY=$binary does not exist"
     if [ -n "${HEARTH_SHA256:-}" ]; then
         verify "$binary" "$HEARTH_SHA256" "$binary"
     else
-        say "using $binary (sha256 $(sha256_of "$binary"); set HEARTH_SHA256 to have it checked)"
+        say "using $binary (set HEARTH_SHA256 to have its checksum checked)"
     fi
     if [ -n "$here" ] && [ -f "$here/hearth.service" ]; then
         src=$here
@@ -289,18 +300,21 @@ fi
 [ -z "$k3s_binary" ] || [ -f "$k3s_binary" ] || die "HEARTH_K3S_BINARY=$k3s_binary does not exist"
 
 # Hearth's effective settings from a config file, asked of the binary being installed
-# (so defaults stay defined in one place). The installer's own HEARTH_* variables are
-# not daemon settings, except HEARTH_RUNTIME, which means the same to both.
+# (so that defaults are defined in one place), in a clean environment: the daemon reads
+# HEARTH_* variables too, and the caller's (this installer's options included) are not
+# the service's. As non-root (a prefix) the binary would answer its non-root data_dir
+# default; the service runs as root, so the file's own value or /var/lib/hearth is used.
 setting() { # setting KEY CONFIG_FILE
-    if [ -f "$2" ]; then
-        set -- "$1" --config "$2"
-    else
-        set -- "$1" --config /dev/null
+    if [ "$1" = data_dir ] && [ "$(id -u)" != 0 ]; then
+        v=
+        [ ! -f "$2" ] || v=$(sed -n "s/^[[:space:]]*data_dir[[:space:]]*=[[:space:]]*[\"']\(.*\)[\"'][[:space:]]*\$/\1/p" "$2" | head -n1)
+        printf '%s\n' "${v:-/var/lib/hearth}"
+        return
     fi
-    env -u HEARTH_BINARY -u HEARTH_ROOT -u HEARTH_SKIP_START -u HEARTH_K3S_BINARY \
-        -u HEARTH_AIRGAP_BUNDLE -u HEARTH_RELEASE_URL -u HEARTH_SHA256 -u HEARTH_READY_TIMEOUT \
-        "$binary" config show "$2" "$3" 2>/dev/null \
-        | sed -n "s/^$1 = \"\\(.*\\)\"\$/\\1/p" | head -n1
+    c=/dev/null
+    [ ! -f "$2" ] || c=$2
+    env -i PATH="$PATH" "$binary" config show --config "$c" 2>/dev/null \
+        | sed -n "s/^$1 = \"\(.*\)\"\$/\1/p" | head -n1
 }
 
 # --- the plan ------------------------------------------------------------------------
@@ -324,7 +338,7 @@ install_file() { # install_file SRC DEST MODE
 installed=
 
 install_file "$binary" "$bin_path" 0755
-[ "$dry_run" = 1 ] || [ "$(sha256_of "$binary")" = "$(sha256_of "$root$bin_path")" ] \
+[ "$dry_run" = 1 ] || cmp -s "$binary" "$root$bin_path" \
     || die "the copy $root$bin_path differs from $binary (disk full?)"
 install_file "$uninstall_src" "$uninstall_path" 0755
 install_file "$unit_src" "$unit_path" 0644
@@ -374,7 +388,7 @@ CONF
     fi
 fi
 if [ "$dry_run" = 0 ]; then
-    env -u HEARTH_RUNTIME "$root$bin_path" config show --config "$root$conf_path" >/dev/null \
+    env -i PATH="$PATH" "$root$bin_path" config show --config "$root$conf_path" >/dev/null \
         || die "$root$conf_path is not valid (see above): fix it and run the installer again"
 fi
 

@@ -7,6 +7,7 @@ this with HEARTH_BIN set to target/debug/hearth.
 """
 
 import hashlib
+import io
 import os
 import shutil
 import signal
@@ -82,8 +83,6 @@ def release():
         info = tarfile.TarInfo("manifest.json")
         data = b"[]"
         info.size = len(data)
-        import io
-
         tar.addfile(info, io.BytesIO(data))
     dist = out / "dist"
     sh(
@@ -91,6 +90,7 @@ def release():
         env={
             "HEARTH_BINARY": BIN,
             "RELEASE_OUT": dist,
+            "RELEASE_URL": f"file://{dist}",
             "K3S_BINARY": k3s,
             "K3S_IMAGES": k3s_dir / "images",
             "HOME": os.environ.get("HOME", "/root"),
@@ -277,6 +277,25 @@ def test_install_from_tarball_beside_and_url(release, root):
     out = sh([DASH, INSTALL], env={"HEARTH_ROOT": root, "HEARTH_RELEASE_URL": f"file://{tarball}"}).stdout
     assert f"verified {tarball.name}" in out and "upgrading" in out, out
     assert (root / "etc/hearth/config.toml").read_bytes() == config
+
+
+def test_piped_install_fetches_the_published_release(release, root):
+    # `curl -sfL <release-url>/install.sh | sudo sh -`: the published copy, read from
+    # stdin with no variables set and nothing beside it.
+    script = (release / "install.sh").read_bytes()
+    proc = subprocess.run(
+        [DASH, "-s"],
+        input=script,
+        cwd=root,
+        env={"PATH": os.environ["PATH"], "HEARTH_ROOT": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=300,
+    )
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out
+    assert f"downloading file://{tarball_of(release)}" in out, out
+    assert_installed(root)
 
 
 def test_corrupted_tarball_is_refused(release, root):
