@@ -68,6 +68,7 @@ if [ -z "$root" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/nu
         # KillMode=process leaves workloads running when the daemon stops (so that an
         # upgrade keeps them); an uninstall ends them: every process of the unit's
         # cgroup gets SIGTERM, then the unit is stopped.
+        # (--kill-who: the name before systemd 252, a prefix getopt accepts of --kill-whom since.)
         run systemctl kill --kill-who=all --signal=SIGTERM "$unit" || true
     fi
     run systemctl disable --now "$unit" || true

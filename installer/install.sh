@@ -1,6 +1,8 @@
 #!/bin/sh
 # Hearth installer. POSIX sh (dash, busybox ash), so that it can be piped:
-#   curl -sfL <release-url>/install.sh | sudo HEARTH_RELEASE_URL=<release-url>/hearth-<v>-<target>.tar.gz sh -
+#   curl -sfL <release-url>/install.sh | sudo sh -
+# (the copy scripts/release publishes knows <release-url>; any copy takes
+# HEARTH_RELEASE_URL=<release-url>/hearth-<version>-<target>.tar.gz).
 #
 # Where the binary comes from, first match wins; every source is sha256-verified:
 #   HEARTH_BINARY=/path/to/hearth   a built binary (checked against HEARTH_SHA256 when set);
@@ -327,13 +329,17 @@ fi
 [ "$dry_run" = 0 ] || say "--dry-run: the plan, nothing is changed"
 
 install_file() { # install_file SRC DEST MODE
-    run mkdir -p "$root$(dirname "$2")"
-    # Copy beside, then rename: a running daemon keeps its old binary until it restarts.
-    run cp "$1" "$root$2.new"
-    run chmod "$3" "$root$2.new"
-    run mv -f "$root$2.new" "$root$2"
     installed="$installed$2
 "
+    if [ "$dry_run" = 1 ]; then
+        printf '  would install %s as %s (mode %s)\n' "$1" "$root$2" "$3"
+        return
+    fi
+    mkdir -p "$root$(dirname "$2")"
+    # Copy beside, then rename: a running daemon keeps its old binary until it restarts.
+    cp "$1" "$root$2.new"
+    chmod "$3" "$root$2.new"
+    mv -f "$root$2.new" "$root$2"
 }
 installed=
 
@@ -358,7 +364,11 @@ if [ -e "$root$conf_path" ]; then
             || warn "HEARTH_RUNTIME=$runtime ignored: the kept $root$conf_path sets runtime \"$have\"; edit it to change"
     fi
 else
-    say "writing $root$conf_path"
+    if [ "$dry_run" = 1 ]; then
+        say "would write $root$conf_path"
+    else
+        say "writing $root$conf_path"
+    fi
     runtime_line="# runtime = \"process\""
     [ -z "$runtime" ] || runtime_line="runtime = \"$runtime\""
     if [ "$dry_run" = 0 ]; then
@@ -476,7 +486,11 @@ fi
 
 # --- what next -----------------------------------------------------------------------
 echo
-say "$version installed"
+if [ "$dry_run" = 1 ]; then
+    say "--dry-run: $version would be installed; nothing was changed"
+else
+    say "$version installed"
+fi
 if [ -n "$manual_start" ]; then
     if [ -n "$root" ]; then
         say "installed into $root (the host's systemd does not manage a prefix); run it in place by hand:"

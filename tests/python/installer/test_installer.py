@@ -216,8 +216,25 @@ def test_systemd_analyze_verifies_the_installed_unit(root):
 
 def test_dry_run_changes_nothing(root):
     out = install(root, "--dry-run", HEARTH_BINARY=BIN).stdout
-    assert "would run: cp" in out and "usr/local/bin/hearth" in out, out
+    assert f"would install {BIN} as {root}/usr/local/bin/hearth (mode 0755)" in out, out
     assert list(root.iterdir()) == []
+
+
+def test_no_systemd_host_dry_run_prints_the_manual_start():
+    # The host layout (no HEARTH_ROOT) on a machine without systemd, as this container
+    # and CI are: --dry-run shows the plan for /usr/local and the command to start the
+    # daemon by hand, and touches nothing.
+    if os.getuid() != 0:
+        pytest.skip("the host layout needs root")
+    if Path("/run/systemd/system").exists():
+        pytest.skip("systemd runs here: the manual-start path is not taken")
+    watched = [Path("/usr/local/bin/hearth"), Path("/etc/hearth"), Path("/etc/systemd/system/hearth.service")]
+    before = [(p.exists(), p.exists() and p.stat().st_mtime_ns) for p in watched]
+    out = sh([DASH, INSTALL, "--dry-run"], env={"HEARTH_BINARY": BIN}).stdout
+    assert f"would install {BIN} as /usr/local/bin/hearth (mode 0755)" in out, out
+    assert "systemd is not running on this machine" in out, out
+    assert "\n    /usr/local/bin/hearth serve\n" in out, out
+    assert [(p.exists(), p.exists() and p.stat().st_mtime_ns) for p in watched] == before
 
 
 def test_needs_root():
