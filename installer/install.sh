@@ -410,7 +410,10 @@ tls_listen=$(setting tls_listen "$root$conf_path")
 
 if [ -n "$images" ]; then
     image_dir=$data_dir/k3s/agent/images
-    run mkdir -p "$root$image_dir"
+    # The data dir and what is below it are private (the unit's StateDirectoryMode=0700);
+    # the directories above it stay traversable.
+    run mkdir -p "$root$(dirname "$data_dir")"
+    run sh -c 'umask 077 && mkdir -p "$1"' sh "$root$image_dir"
     for img in "$images"/*; do
         [ -f "$img" ] || continue
         run cp "$img" "$root$image_dir/"

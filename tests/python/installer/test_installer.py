@@ -354,6 +354,7 @@ def test_airgap_bundle_for_k3s(release, root):
     assert mode(k3s) == 0o755
     assert "stand-in" in sh([k3s]).stdout
     assert (root / "var/lib/hearth/k3s/agent/images/k3s-airgap-images-amd64.tar").is_file()
+    assert mode(root / "var/lib/hearth") == 0o700 and mode(root / "var/lib") == 0o755
     assert 'runtime = "k3s"' in (root / "etc/hearth/config.toml").read_text()
     # The uninstaller removes the k3s binary it installed (the manifest lists it).
     sh([DASH, root / "usr/local/bin/hearth-uninstall.sh"], env={"HEARTH_ROOT": root})
