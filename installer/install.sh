@@ -227,7 +227,7 @@ elif [ -n "$here" ]; then
     if [ -z "$found" ]; then
         for t in "$here"/hearth-*.tar.gz; do
             case ${t##*/} in hearth-airgap-*) continue ;; esac
-            [ -f "$t" ] && die "$t is not built for $arch"
+            if [ -f "$t" ]; then die "$t is not built for $arch"; fi
         done
         if [ -f "$here/../Cargo.toml" ]; then
             die "no binary: build one (cargo build --release --locked) and run HEARTH_BINARY=target/release/hearth sh $0"
@@ -327,6 +327,12 @@ else
     say "installing $version in ${root:-/}"
 fi
 [ "$dry_run" = 0 ] || say "--dry-run: the plan, nothing is changed"
+# A kept config must suit the new binary before anything is replaced: an upgrade that
+# stops here leaves the old installation as it was.
+if [ -f "$root$conf_path" ]; then
+    env -i PATH="$PATH" "$binary" config show --config "$root$conf_path" >/dev/null \
+        || die "$root$conf_path is not valid for $version (see above): fix it and run the installer again; nothing was changed"
+fi
 
 install_file() { # install_file SRC DEST MODE
     installed="$installed$2
@@ -396,10 +402,6 @@ CONF
         chmod 0644 "$root$conf_path.new"
         mv -f "$root$conf_path.new" "$root$conf_path"
     fi
-fi
-if [ "$dry_run" = 0 ]; then
-    env -i PATH="$PATH" "$root$bin_path" config show --config "$root$conf_path" >/dev/null \
-        || die "$root$conf_path is not valid (see above): fix it and run the installer again"
 fi
 
 data_dir=$(setting data_dir "$root$conf_path")

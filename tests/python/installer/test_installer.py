@@ -178,6 +178,15 @@ def test_binary_install_rerun_uninstall_purge(root):
     assert token.read_bytes() == token_before
     assert_installed(root)
 
+    # A kept config the new binary refuses stops the upgrade before anything changes.
+    config.write_text(before.decode() + "no_such_key = 1\n")
+    binary_mtime = (root / "usr/local/bin/hearth").stat().st_mtime_ns
+    proc = sh([DASH, INSTALL], env={"HEARTH_ROOT": root, "HEARTH_BINARY": BIN}, check=False)
+    assert proc.returncode != 0 and "nothing was changed" in proc.stdout, proc.stdout
+    assert "no_such_key" in proc.stdout, proc.stdout
+    assert (root / "usr/local/bin/hearth").stat().st_mtime_ns == binary_mtime
+    config.write_bytes(before)
+
     # Uninstall keeps the data and the config...
     out = sh([DASH, root / "usr/local/bin/hearth-uninstall.sh"], env={"HEARTH_ROOT": root}).stdout
     for gone in (
