@@ -246,6 +246,142 @@ def test_no_systemd_host_dry_run_prints_the_manual_start():
     assert [(p.exists(), p.exists() and p.stat().st_mtime_ns) for p in watched] == before
 
 
+# A stand-in for systemctl: PID 1 is not systemd in this container or in CI, so the real
+# one cannot start a unit. It logs its arguments and runs the installed unit's
+# ExecStart in a clean environment, as systemd would, for enable --now / restart, and
+# stops it for kill / disable --now / stop.
+STAND_IN_SYSTEMCTL = """#!/bin/sh
+state=@STATE@
+echo "$*" >>"$state/calls"
+running() { [ -f "$state/pid" ] && kill -0 "$(cat "$state/pid")" 2>/dev/null; }
+stop() {
+    if running; then
+        pid=$(cat "$state/pid"); kill -TERM "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    rm -f "$state/pid"
+}
+start() {
+    exec_start=$(sed -n 's/^ExecStart=//p' /etc/systemd/system/hearth.service)
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin setsid $exec_start >>"$state/daemon.log" 2>&1 &
+    echo $! >"$state/pid"
+    echo "$!" >>"$state/pids"
+}
+case "$*" in
+    "--quiet is-active hearth.service") running ;;
+    "enable --now hearth.service") start ;;
+    "restart hearth.service") stop; start ;;
+    "disable --now hearth.service" | "stop hearth.service") stop ;;
+    "kill --kill-who=all --signal=SIGTERM hearth.service") stop ;;
+    "daemon-reload" | "enable hearth.service" | "--no-pager status hearth.service") ;;
+    *) echo "stand-in systemctl: unexpected $*" >&2; exit 1 ;;
+esac
+"""
+
+DRIVER = """set -eu
+work=$1 install=$2 binary=$3 port=$4
+# This mount namespace's own /run (with /run/systemd/system: "systemd runs"), /etc,
+# /usr/local and /var/lib, so that the host layout is installed without touching the host.
+mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system
+cp -a /etc "$work/etc" && mount --bind "$work/etc" /etc
+mount -t tmpfs tmpfs /usr/local
+mount -t tmpfs tmpfs /var/lib
+mkdir -p /etc/hearth
+printf 'listen = "127.0.0.1:%s"\nserving_listen = "127.0.0.1:%s"\ntls_listen = "127.0.0.1:%s"\n' \
+    "$port" "$((port + 1))" "$((port + 2))" >/etc/hearth/config.toml
+export PATH="$work/bin:$PATH"
+status=0
+{
+    HEARTH_BINARY=$binary HEARTH_READY_TIMEOUT=60 dash "$install" >"$work/install1.log" 2>&1
+    cp /var/lib/hearth/admin.token "$work/token1"
+    HEARTH_BINARY=$binary HEARTH_READY_TIMEOUT=60 dash "$install" >"$work/install2.log" 2>&1
+    dash /usr/local/bin/hearth-uninstall.sh >"$work/uninstall.log" 2>&1
+    ls -a /usr/local/bin /etc/systemd/system /var/lib/hearth /etc/hearth >"$work/after.txt" 2>&1 || true
+    cmp -s /var/lib/hearth/admin.token "$work/token1" && echo kept >"$work/token-kept"
+} || status=$?
+"$work/bin/systemctl" stop hearth.service
+exit $status
+"""
+
+
+def free_port_triple():
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 2 > 65535:
+            continue
+        try:
+            socks = []
+            for p in (port, port + 1, port + 2):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no three free ports in a row")
+
+
+def test_systemd_host_path_with_a_stand_in_systemctl():
+    """The branch taken on a systemd machine: daemon-reload, enable --now, the wait for
+    /readyz, restart on an upgrade, and the uninstaller's kill and disable. The host
+    layout is installed inside a private mount namespace."""
+    if os.getuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private mount namespace")
+    work = Path(tempfile.mkdtemp(prefix="hearth-systemd-"))
+    work.chmod(0o755)
+    try:
+        state = work / "state"
+        state.mkdir()
+        (work / "bin").mkdir()
+        systemctl = work / "bin" / "systemctl"
+        systemctl.write_text(STAND_IN_SYSTEMCTL.replace("@STATE@", str(state)))
+        systemctl.chmod(0o755)
+        (work / "driver.sh").write_text(DRIVER)
+        port = free_port_triple()
+        proc = sh(["unshare", "-m", "--propagation", "private", "sh", work / "driver.sh", work, INSTALL, BIN, port], check=False)
+        logs = {f: (work / f).read_text() for f in ("install1.log", "install2.log", "uninstall.log") if (work / f).exists()}
+        assert proc.returncode == 0, f"{proc.stdout}\n{logs}\n{(state / 'daemon.log').read_text() if (state / 'daemon.log').exists() else ''}"
+        calls = (state / "calls").read_text().splitlines()
+        first, upgrade, uninstall = logs["install1.log"], logs["install2.log"], logs["uninstall.log"]
+        api = f"http://127.0.0.1:{port}"
+        assert f"waiting for {api}/readyz" in first and "hearth-install: ready" in first, first
+        assert f"API:         {api}" in first and "/var/lib/hearth/admin.token" in first, first
+        assert "systemd is not running" not in first
+        assert "upgrading hearth" in upgrade and "hearth-install: ready" in upgrade, upgrade
+        assert calls == [
+            "daemon-reload",
+            "--quiet is-active hearth.service",
+            "enable --now hearth.service",
+            "daemon-reload",
+            "--quiet is-active hearth.service",
+            "enable hearth.service",
+            "restart hearth.service",
+            "--quiet is-active hearth.service",
+            "kill --kill-who=all --signal=SIGTERM hearth.service",
+            "disable --now hearth.service",
+            "daemon-reload",
+            "stop hearth.service",
+        ], calls
+        # Two daemons ran (the restart ran the new binary), and none is left.
+        pids = (state / "pids").read_text().split()
+        assert len(pids) == 2
+        for pid in pids:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        after = (work / "after.txt").read_text()
+        assert "hearth.service" not in after and "\nhearth\n" not in after, after
+        assert (work / "token-kept").exists(), uninstall
+    finally:
+        if not os.environ.get("KEEP_WORK"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def test_needs_root():
     if os.getuid() != 0:
         pytest.skip("runs as root to drop to nobody")
