@@ -298,6 +298,7 @@ status=0
     dash /usr/local/bin/hearth-uninstall.sh >"$work/uninstall.log" 2>&1
     ls -a /usr/local/bin /etc/systemd/system /var/lib/hearth /etc/hearth >"$work/after.txt" 2>&1 || true
     cmp -s /var/lib/hearth/admin.token "$work/token1" && echo kept >"$work/token-kept"
+    HEARTH_BINARY=$binary HEARTH_SKIP_START=1 dash "$install" >"$work/install3.log" 2>&1
 } || status=$?
 "$work/bin/systemctl" stop hearth.service
 exit $status
@@ -346,7 +347,7 @@ def test_systemd_host_path_with_a_stand_in_systemctl():
         (work / "driver.sh").write_text(DRIVER)
         port = free_port_triple()
         proc = sh(["unshare", "-m", "--propagation", "private", "sh", work / "driver.sh", work, INSTALL, BIN, port], check=False)
-        logs = {f: (work / f).read_text() for f in ("install1.log", "install2.log", "uninstall.log") if (work / f).exists()}
+        logs = {f: (work / f).read_text() for f in ("install1.log", "install2.log", "uninstall.log", "install3.log") if (work / f).exists()}
         assert proc.returncode == 0, f"{proc.stdout}\n{logs}\n{(state / 'daemon.log').read_text() if (state / 'daemon.log').exists() else ''}"
         calls = (state / "calls").read_text().splitlines()
         first, upgrade, uninstall = logs["install1.log"], logs["install2.log"], logs["uninstall.log"]
@@ -367,8 +368,12 @@ def test_systemd_host_path_with_a_stand_in_systemctl():
             "kill --kill-who=all --signal=SIGTERM hearth.service",
             "disable --now hearth.service",
             "daemon-reload",
+            # HEARTH_SKIP_START=1: enabled, not started.
+            "daemon-reload",
+            "enable hearth.service",
             "stop hearth.service",
         ], calls
+        assert "HEARTH_SKIP_START=1: not started" in logs["install3.log"], logs["install3.log"]
         # Two daemons ran (the restart ran the new binary), and none is left.
         pids = (state / "pids").read_text().split()
         assert len(pids) == 2
