@@ -309,8 +309,23 @@ fn bad_experiments_are_refused_naming_the_field_and_trials_are_read_only() {
             Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("enas")),
         ),
         (
-            "spec.algorithm.algorithmName",
-            Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("tpe")),
+            "spec.algorithm.algorithmSettings[0].name",
+            Box::new(|e| {
+                e["spec"]["algorithm"] = json!({"algorithmName": "tpe",
+                    "algorithmSettings": [{"name": "gamma", "value": "0.2"}]})
+            }),
+        ),
+        (
+            "spec.algorithm.algorithmSettings[1].value",
+            Box::new(|e| {
+                e["spec"]["algorithm"] = json!({"algorithmName": "bayesianoptimization",
+                    "algorithmSettings": [{"name": "random_state", "value": "1"},
+                                          {"name": "base_estimator", "value": "RF"}]})
+            }),
+        ),
+        (
+            "spec.parameters",
+            Box::new(|e| e["spec"]["algorithm"] = json!({"algorithmName": "cmaes"})),
         ),
         (
             "spec.parallelTrialCount",
