@@ -683,13 +683,26 @@ impl Tuning {
                 return Ok(false);
             };
             let history = history(&stored, trials, parsed);
-            let batch = algorithm.suggest(&Request {
-                parameters: &parsed.parameters,
-                settings: &parsed.algorithm_settings,
-                history: &history,
-                made: u64::try_from(stored.len()).unwrap_or(u64::MAX),
-                count: u64::try_from(want - unused.len()).unwrap_or(0),
-            });
+            let (parameters, settings) = (parsed.parameters.clone(), parsed.algorithm_settings.clone());
+            let made = u64::try_from(stored.len()).unwrap_or(u64::MAX);
+            let count = u64::try_from(want - unused.len()).unwrap_or(0);
+            // A Gaussian process over a long history takes a while: off the async workers.
+            let asked = tokio::task::spawn_blocking(move || {
+                algorithm.suggest(&Request {
+                    parameters: &parameters,
+                    settings: &settings,
+                    history: &history,
+                    made,
+                    count,
+                })
+            })
+            .await;
+            let batch = match asked {
+                Ok(batch) => batch,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return Ok(false),
+            };
             let mut status = status_map(&suggestion);
             let mut items = status
                 .get("suggestions")

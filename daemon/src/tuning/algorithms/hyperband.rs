@@ -27,7 +27,7 @@ pub struct Hyperband;
 
 /// Katib's `ValidateAlgorithmSettings`: `r_l` (the maximum resource, a number of at
 /// least 1 here so there is a bracket), `eta` (at least 2; default 3) and
-/// `resource_name`; both `r_l` and `resource_name` are required ([`check_space`]).
+/// `resource_name`, and `random_state`; both `r_l` and `resource_name` are required ([`check_space`]).
 pub fn check_setting(key: &str, value: &str, path: &str) -> Result<(), FieldError> {
     let at = format!("{path}.value");
     match key {
@@ -46,6 +46,9 @@ pub fn check_setting(key: &str, value: &str, path: &str) -> Result<(), FieldErro
             )),
         },
         "resource_name" => Ok(()),
+        // Katib's service ignores settings it does not know; Hearth seeds the first
+        // rungs' random configurations with it, as `random` does.
+        "random_state" => super::non_negative_int(key, value, path).map(|_| ()),
         "s_max" | "b_l" | "r" | "n" | "current_s" | "current_i" | "evaluating_trials" => {
             Err(FieldError::unsupported(
                 format!("{path}.name"),
