@@ -1,23 +1,26 @@
 //! Katib's `tpe` and `multivariate-tpe`: its optuna service runs Optuna's
 //! `TPESampler(n_startup_trials, n_ei_candidates, seed=random_state,
-//! constant_liar=True, multivariate=...)`; this follows that sampler's defaults and
-//! its Parzen estimators (Optuna 4):
+//! constant_liar=True)`, with `multivariate=True` for `multivariate-tpe` and the
+//! library's default for `tpe`. Katib's image takes the latest Optuna (`optuna>=3.0.0`),
+//! whose default since 5.0 is the multivariate estimator for a single objective, so
+//! both names run the same sampler here, Optuna 5.0's:
 //!
 //! - the first `n_startup_trials` (default 10) suggestions, finished or running, are
 //!   drawn from the parameters' distributions;
-//! - then the finished trials split into the best `ceil(0.1 n)` (at most 25) and the
-//!   rest, the running ones counted with the rest (the constant liar);
-//! - each group is a mixture of a kernel per trial and a prior kernel (weight 1),
-//!   the trials weighted by Optuna's default ramp (older trials of more than 25 weigh
-//!   less); numeric kernels are normals truncated to the range (in the
-//!   [`super::space`] coordinates: the log of a logUniform, the quantile of a normal),
-//!   their widths the distance to the farther neighbour (univariate) or Scott's rule
-//!   `0.2 n^(-1/(d+4))` (multivariate), clipped to [range / min(100, n + 2), range];
-//!   categorical kernels put `1 + 1/(n+1)` on the trial's choice, `1/(n+1)` on the
-//!   others, normalized;
-//! - `n_ei_candidates` (default 24) points drawn from the good mixture, the one with
-//!   the highest `log l(x) - log g(x)` suggested. Univariate TPE does this per
-//!   parameter; multivariate draws and scores whole points.
+//! - then the finished trials split into the best `ceil(0.1 n)` (at most 25, `n`
+//!   counting the finished ones) and the rest, the running ones counted with the rest
+//!   (the constant liar);
+//! - each group is a mixture of a kernel per trial (a product over the parameters)
+//!   and a prior kernel (weight 1), the trials weighted by Optuna's default ramp
+//!   (older trials of more than 25 weigh less); numeric kernels are normals truncated
+//!   to the range, in the [`super::space`] coordinates (the log of a logUniform, the
+//!   quantile of a normal), centred on the trial with the distance to its farther
+//!   neighbour as width (the range's ends as outer neighbours, the outermost trials
+//!   measured inward), clipped to [range / min(100, n + 2), range], the prior centred
+//!   with the whole range as width; categorical kernels put `1 + 1/(n+1)` on the
+//!   trial's choice, `1/(n+1)` on each other, normalized;
+//! - `n_ei_candidates` (default 24) points are drawn from the good mixture, and the
+//!   one with the highest `log l(x) - log g(x)` is suggested.
 
 use rand::Rng;
 
@@ -32,12 +35,8 @@ use crate::tuning::algorithms::space::{normal_cdf, normal_ppf};
 pub const DEFAULT_STARTUP_TRIALS: usize = 10;
 pub const DEFAULT_EI_CANDIDATES: usize = 24;
 const PRIOR_WEIGHT: f64 = 1.0;
-/// Optuna's multivariate bandwidth factor (`SIGMA0_MAGNITUDE`).
-const SIGMA0_MAGNITUDE: f64 = 0.2;
 
-pub struct Tpe {
-    pub multivariate: bool,
-}
+pub struct Tpe;
 
 /// Katib's `_validate_tpe_setting`: `n_startup_trials`, `n_ei_candidates` and
 /// `random_state`, integers of zero or more (`n_ei_candidates` at least 1: Optuna
@@ -95,7 +94,7 @@ impl Algorithm for Tpe {
             let x = if observations.len() < startup || dims.is_empty() {
                 prior_sample(&dims, &mut rng)
             } else {
-                sample(&dims, &observations, self.multivariate, candidates, &mut rng)
+                sample(&dims, &observations, candidates, &mut rng)
             };
             assignments.push(space.decode(&x));
             // The next suggestion of this batch sees this one running.
@@ -157,37 +156,27 @@ struct Mixture {
     dims: Vec<Kernels>,
 }
 
-fn numeric_kernels(mus: &[f64], multivariate: bool, n_dims: usize) -> Kernels {
+fn numeric_kernels(mus: &[f64]) -> Kernels {
     let n = mus.len();
-    let mut sigma: Vec<f64> = if multivariate {
-        let s = SIGMA0_MAGNITUDE * (n.max(1) as f64).powf(-1.0 / (n_dims as f64 + 4.0));
-        vec![s; n]
-    } else {
-        // Distance to the farther neighbour, the prior's centre among them and the
-        // range's ends outermost; the outermost trials measure inward only.
-        let mut with_prior: Vec<(f64, usize)> = mus.iter().copied().zip(0..).collect();
-        with_prior.push((0.5, n));
-        with_prior.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let m = with_prior.len();
-        let mut points = Vec::with_capacity(m + 2);
-        points.push(0.0);
-        points.extend(with_prior.iter().map(|p| p.0));
-        points.push(1.0);
-        let mut sorted: Vec<f64> = (1..=m)
-            .map(|i| (points[i] - points[i - 1]).max(points[i + 1] - points[i]))
-            .collect();
-        if m >= 2 {
-            sorted[0] = points[2] - points[1];
-            sorted[m - 1] = points[m] - points[m - 1];
-        }
-        let mut out = vec![0.0; n];
-        for (j, (_, i)) in with_prior.iter().enumerate() {
-            if *i < n {
-                out[*i] = sorted[j];
-            }
-        }
-        out
-    };
+    // Distance to the farther neighbour, the range's ends outermost; the outermost
+    // trials measure inward only (Optuna's `consider_endpoints=False`).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
+    let mut points = Vec::with_capacity(n + 2);
+    points.push(0.0);
+    points.extend(order.iter().map(|&i| mus[i]));
+    points.push(1.0);
+    let mut sorted: Vec<f64> = (1..=n)
+        .map(|i| (points[i] - points[i - 1]).max(points[i + 1] - points[i]))
+        .collect();
+    if n >= 2 {
+        sorted[0] = points[2] - points[1];
+        sorted[n - 1] = points[n] - points[n - 1];
+    }
+    let mut sigma = vec![0.0; n];
+    for (j, &i) in order.iter().enumerate() {
+        sigma[i] = sorted[j];
+    }
     let max_sigma = 1.0;
     let min_sigma = max_sigma / (1.0 + n as f64 + 1.0).min(100.0);
     for s in sigma.iter_mut() {
@@ -239,20 +228,19 @@ fn choice_kernels(indices: &[f64], choices: usize) -> Kernels {
 }
 
 impl Mixture {
-    /// The estimator of `points` (oldest first), restricted to `dims_used`.
-    fn new(points: &[&[f64]], dims: &[Dim], dims_used: &[usize], multivariate: bool) -> Mixture {
+    /// The estimator of `points` (oldest first).
+    fn new(points: &[&[f64]], dims: &[Dim]) -> Mixture {
         let mut w = ramp(points.len());
         w.push(PRIOR_WEIGHT);
         let total: f64 = w.iter().sum();
         for x in w.iter_mut() {
             *x /= total;
         }
-        let kernels = dims_used
-            .iter()
-            .map(|&d| {
+        let kernels = (0..dims.len())
+            .map(|d| {
                 let column: Vec<f64> = points.iter().map(|p| p[d]).collect();
                 match dims[d] {
-                    Dim::Numeric => numeric_kernels(&column, multivariate, dims.len()),
+                    Dim::Numeric => numeric_kernels(&column),
                     Dim::Choice(n) => choice_kernels(&column, n),
                 }
             })
@@ -275,7 +263,7 @@ impl Mixture {
         self.w.len() - 1
     }
 
-    /// A draw from component `c` of dimension `d` (an index of `dims_used`).
+    /// A draw from component `c` of dimension `d`.
     fn draw(&self, d: usize, c: usize, rng: &mut impl Rng) -> f64 {
         match &self.dims[d] {
             Kernels::Numeric {
@@ -316,7 +304,7 @@ impl Mixture {
         }
     }
 
-    /// `ln` of the mixture's density at `x` (one value per used dimension).
+    /// `ln` of the mixture's density at `x`.
     fn log_pdf(&self, x: &[f64], terms: &mut Vec<f64>) -> f64 {
         terms.clear();
         terms.extend((0..self.w.len()).map(|c| {
@@ -339,13 +327,7 @@ fn log_sum_exp(terms: &[f64]) -> f64 {
 }
 
 /// One TPE suggestion over the observations (finished and running).
-fn sample(
-    dims: &[Dim],
-    observations: &[Observation],
-    multivariate: bool,
-    candidates: usize,
-    rng: &mut impl Rng,
-) -> Vec<f64> {
+fn sample(dims: &[Dim], observations: &[Observation], candidates: usize, rng: &mut impl Rng) -> Vec<f64> {
     // The finished ones best first (ties: older first); the good ones are the first
     // `n_below(n)`, n counting the running ones too.
     let mut finished: Vec<usize> = (0..observations.len())
@@ -357,7 +339,8 @@ fn sample(
             .total_cmp(&vb.unwrap_or(f64::INFINITY))
             .then(a.cmp(&b))
     });
-    let good_count = n_below(observations.len()).min(finished.len());
+    // Optuna counts the finished ones only.
+    let good_count = n_below(finished.len()).min(finished.len());
     let mut is_good = vec![false; observations.len()];
     for &i in &finished[..good_count] {
         is_good[i] = true;
@@ -371,32 +354,19 @@ fn sample(
         .filter(|&i| !is_good[i])
         .map(|i| observations[i].x.as_slice())
         .collect();
-    let groups: Vec<Vec<usize>> = if multivariate {
-        vec![(0..dims.len()).collect()]
-    } else {
-        (0..dims.len()).map(|d| vec![d]).collect()
-    };
-    let mut x = vec![0.0; dims.len()];
+    let l = Mixture::new(&below, dims);
+    let g = Mixture::new(&above, dims);
     let mut terms = Vec::new();
-    for used in groups {
-        let l = Mixture::new(&below, dims, &used, multivariate);
-        let g = Mixture::new(&above, dims, &used, multivariate);
-        let mut best: Option<(f64, Vec<f64>)> = None;
-        for _ in 0..candidates {
-            let c = l.pick(rng);
-            let point: Vec<f64> = (0..used.len()).map(|d| l.draw(d, c, rng)).collect();
-            let score = l.log_pdf(&point, &mut terms) - g.log_pdf(&point, &mut terms);
-            if best.as_ref().is_none_or(|(s, _)| score > *s) {
-                best = Some((score, point));
-            }
-        }
-        if let Some((_, point)) = best {
-            for (d, v) in used.iter().zip(point) {
-                x[*d] = v;
-            }
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    for _ in 0..candidates {
+        let c = l.pick(rng);
+        let point: Vec<f64> = (0..dims.len()).map(|d| l.draw(d, c, rng)).collect();
+        let score = l.log_pdf(&point, &mut terms) - g.log_pdf(&point, &mut terms);
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, point));
         }
     }
-    x
+    best.map_or_else(|| vec![0.5; dims.len()], |(_, p)| p)
 }
 
 #[cfg(test)]
@@ -414,8 +384,8 @@ mod tests {
     #[test]
     fn tpe_beats_random_on_a_sphere_and_is_reproducible() {
         let params: Vec<Parameter> = (0..3).map(|i| double(&format!("x{i}"), -2.0, 2.0)).collect();
-        for multivariate in [false, true] {
-            let tpe = Tpe { multivariate };
+        {
+            let tpe = Tpe;
             let (mut wins, mut tpe_total, mut random_total) = (0, 0.0, 0.0);
             for seed in 0..6 {
                 let s = settings(&[("random_state", &seed.to_string())]);
@@ -425,7 +395,7 @@ mod tests {
                 tpe_total += t;
                 random_total += r;
             }
-            assert!(wins >= 5, "multivariate={multivariate}: TPE won {wins} of 6");
+            assert!(wins >= 5, "TPE won {wins} of 6");
             assert!(tpe_total * 3.0 < random_total, "{tpe_total} vs {random_total}");
             let s = settings(&[("random_state", "7")]);
             assert_eq!(
