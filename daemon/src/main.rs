@@ -53,6 +53,23 @@ enum Command {
     /// Print a kubeconfig for a token (its user's namespace as the context's), to hand
     /// to whoever holds the token. Reads the CA and the database of the data dir.
     Kubeconfig(KubeconfigFlags),
+    /// Benchmark the native search algorithms in process, no daemon (`scripts/bench`
+    /// runs it beside Optuna): best regret per seed, or suggestion times, as JSON.
+    #[command(hide = true, name = "search-bench")]
+    SearchBench {
+        #[arg(long)]
+        algorithm: String,
+        /// branin, hartmann6 or rosenbrock10 [default: all three]
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        trials: u64,
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Time one suggestion after this many finished trials (`seeds` times).
+        #[arg(long)]
+        latency_after: Option<u64>,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -214,6 +231,22 @@ fn main() -> ExitCode {
             print!("{}", http::openapi::to_pretty_json(&http::openapi::document()));
             ExitCode::SUCCESS
         }
+        Command::SearchBench {
+            algorithm,
+            function,
+            trials,
+            seeds,
+            latency_after,
+        } => match tuning::benchmark::main(&algorithm, function.as_deref(), trials, seeds, latency_after) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hearth search-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Kubeconfig(flags) => match print_kubeconfig(&flags) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

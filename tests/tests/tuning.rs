@@ -309,8 +309,23 @@ fn bad_experiments_are_refused_naming_the_field_and_trials_are_read_only() {
             Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("enas")),
         ),
         (
-            "spec.algorithm.algorithmName",
-            Box::new(|e| e["spec"]["algorithm"]["algorithmName"] = json!("tpe")),
+            "spec.algorithm.algorithmSettings[0].name",
+            Box::new(|e| {
+                e["spec"]["algorithm"] = json!({"algorithmName": "tpe",
+                    "algorithmSettings": [{"name": "gamma", "value": "0.2"}]})
+            }),
+        ),
+        (
+            "spec.algorithm.algorithmSettings[1].value",
+            Box::new(|e| {
+                e["spec"]["algorithm"] = json!({"algorithmName": "bayesianoptimization",
+                    "algorithmSettings": [{"name": "random_state", "value": "1"},
+                                          {"name": "base_estimator", "value": "RF"}]})
+            }),
+        ),
+        (
+            "spec.parameters",
+            Box::new(|e| e["spec"]["algorithm"] = json!({"algorithmName": "cmaes"})),
         ),
         (
             "spec.parallelTrialCount",
@@ -596,4 +611,166 @@ fn the_trial_budget_may_change_while_it_runs_and_nothing_else() {
     let resumed = d.patch(&path, d.admin(), &json!({"spec": {"maxTrialCount": 5}}));
     assert_eq!(resumed.status, 422, "{resumed}");
     assert_eq!(resumed.cause_field(), "spec.maxTrialCount", "{resumed}");
+}
+
+/// An experiment minimizing `loss = (x - 0.3)^2 + (y - 0.6)^2` over [0, 1]^2 (awk in
+/// the trial's shell), `epochs` an int in [1, 4] that the function ignores.
+fn quadratic(name: &str, algorithm: Value, counts: Value) -> Value {
+    let script =
+        r#"awk -v x="$X" -v y="$Y" -v e="$E" 'BEGIN { printf "loss=%.6f\n", (x-0.3)^2 + (y-0.6)^2 }'"#;
+    let mut doc = experiment(name, algorithm, script, counts);
+    let spec = &mut doc["spec"];
+    spec["objective"] = json!({"type": "minimize", "goal": 0.0001, "objectiveMetricName": "loss"});
+    spec["parameters"] = json!([
+        {"name": "x", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+        {"name": "y", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "1"}},
+        {"name": "epochs", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "4"}}
+    ]);
+    let template = &mut spec["trialTemplate"];
+    template["trialParameters"] = json!([
+        {"name": "x", "reference": "x"}, {"name": "y", "reference": "y"}, {"name": "e", "reference": "epochs"}
+    ]);
+    template["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"] = json!([
+        {"name": "X", "value": "${trialParameters.x}"}, {"name": "Y", "value": "${trialParameters.y}"},
+        {"name": "E", "value": "${trialParameters.e}"}
+    ]);
+    doc
+}
+
+fn assignment(trial: &Value, name: &str) -> String {
+    trial["spec"]["parameterAssignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .map(|a| a["value"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+/// Every model-based algorithm runs a real experiment of local trials to its limit:
+/// its suggestions stay in the space, none repeats, the best is reported, and the
+/// model's history is the stored trials (a seeded model-based run is told each
+/// finished trial; hyperband's later rungs rerun the best of the rung before, which
+/// only the history can say).
+#[test]
+fn every_search_algorithm_runs_an_experiment_to_its_limit() {
+    let d = daemon();
+    let counts = json!({"maxTrialCount": 10, "parallelTrialCount": 3});
+    let runs = [
+        (
+            "tpe",
+            json!([{"name": "n_startup_trials", "value": "4"}, {"name": "random_state", "value": "1"}]),
+        ),
+        (
+            "multivariate-tpe",
+            json!([{"name": "n_startup_trials", "value": "4"}, {"name": "random_state", "value": "2"}]),
+        ),
+        ("sobol", json!([])),
+        (
+            "cmaes",
+            json!([{"name": "random_state", "value": "3"}, {"name": "sigma", "value": "0.2"}]),
+        ),
+        (
+            "bayesianoptimization",
+            json!([{"name": "n_initial_points", "value": "4"}, {"name": "random_state", "value": "4"},
+                                         {"name": "acq_optimizer", "value": "sampling"}]),
+        ),
+    ];
+    for (name, settings) in &runs {
+        create(
+            &d,
+            &quadratic(
+                name,
+                json!({"algorithmName": name, "algorithmSettings": settings}),
+                counts.clone(),
+            ),
+        );
+    }
+    // Hyperband with r_l 4, eta 2: brackets of 4, 2, 1 trials at 1, 2, 4 epochs; 3, 2 at
+    // 2, 4; 3 at 4: 15 trials, then the suggestions end.
+    create(
+        &d,
+        &quadratic(
+            "hyperband",
+            json!({"algorithmName": "hyperband", "algorithmSettings": [
+                {"name": "resource_name", "value": "epochs"}, {"name": "r_l", "value": "4"},
+                {"name": "eta", "value": "2"}, {"name": "random_state", "value": "5"}]}),
+            json!({"maxTrialCount": 30, "parallelTrialCount": 4}),
+        ),
+    );
+    for (name, _) in &runs {
+        let ended = wait_ended(&d, name);
+        assert_eq!(
+            reason(&ended, "Succeeded"),
+            "ExperimentMaxTrialsReached",
+            "{name}: {ended}"
+        );
+        let trials = trials_of(&d, name);
+        assert_eq!(trials.len(), 10, "{name}: {ended}");
+        let mut seen = BTreeSet::new();
+        for t in &trials {
+            let (x, y): (f64, f64) = (
+                assignment(t, "x").parse().unwrap(),
+                assignment(t, "y").parse().unwrap(),
+            );
+            let e: i64 = assignment(t, "epochs").parse().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&x) && (0.0..=1.0).contains(&y) && (1..=4).contains(&e),
+                "{name}: {t}"
+            );
+            assert!(seen.insert(format!("{x},{y}")), "{name} repeated a point: {t}");
+            assert!(condition(t, "Succeeded").is_some(), "{name}: {t}");
+        }
+        let best = &ended["status"]["currentOptimalTrial"];
+        let loss: f64 = best["observation"]["metrics"][0]["min"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(loss < 0.25, "{name}: {best}");
+    }
+    let ended = d
+        .wait_until(
+            &format!("{EXPERIMENTS}/hyperband"),
+            Duration::from_secs(90),
+            |r| condition(&r.body, "Succeeded").is_some() || condition(&r.body, "Failed").is_some(),
+        )
+        .body;
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentSuggestionEndReached",
+        "{ended}"
+    );
+    let mut trials = trials_of(&d, "hyperband");
+    assert_eq!(trials.len(), 15, "{ended}");
+    // In the order suggested (the Suggestion's list).
+    let suggestion = d.get(&format!("{SUGGESTIONS}/hyperband"), d.admin()).body;
+    let order: Vec<String> = suggestion["status"]["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    trials.sort_by_key(|t| order.iter().position(|n| t["metadata"]["name"] == n.as_str()));
+    let epochs: Vec<String> = trials.iter().map(|t| assignment(t, "epochs")).collect();
+    let count = |e: &str| epochs.iter().filter(|x| *x == e).count();
+    assert_eq!((count("1"), count("2"), count("4")), (4, 5, 6), "{epochs:?}");
+    // The first bracket's second rung reruns the two best of its first four.
+    let loss = |t: &Value| -> f64 {
+        t["status"]["observation"]["metrics"][0]["latest"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut first: Vec<&Value> = trials.iter().filter(|t| assignment(t, "epochs") == "1").collect();
+    first.sort_by(|a, b| loss(a).total_cmp(&loss(b)));
+    let promoted: BTreeSet<String> = trials
+        .iter()
+        .filter(|t| assignment(t, "epochs") == "2")
+        .take(2)
+        .map(|t| assignment(t, "x"))
+        .collect();
+    let best_two: BTreeSet<String> = first[..2].iter().map(|t| assignment(t, "x")).collect();
+    assert_eq!(promoted, best_two, "{epochs:?}");
 }

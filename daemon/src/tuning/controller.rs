@@ -251,6 +251,39 @@ fn goal_reached(parsed: &ExperimentSpec, best: f64) -> bool {
     }
 }
 
+/// What the algorithm is told: every stored suggestion in the order made, with its
+/// Trial's outcome (the objective under its metric strategy, negated when maximized;
+/// a suggestion without a Trial yet, or whose Trial runs, is pending). Rebuilt from
+/// the stored Suggestion and Trials on every pass, so a restarted daemon asks the
+/// algorithm exactly what it would have asked.
+fn history(stored: &[Suggested], trials: &[Resource], parsed: &ExperimentSpec) -> Vec<algorithms::Trial> {
+    stored
+        .iter()
+        .zip(0u64..)
+        .map(|(s, index)| {
+            let trial = trials.iter().find(|t| t.name == s.trial);
+            let outcome = match trial {
+                None => algorithms::Outcome::Pending,
+                Some(t) if trial_end(&t.status).is_none() => algorithms::Outcome::Pending,
+                Some(t) => match objective_value(t, parsed) {
+                    Some(v) if matches!(trial_end(&t.status), Some("Succeeded" | "EarlyStopped")) => {
+                        algorithms::Outcome::Completed(match parsed.objective.objective_type {
+                            ObjectiveType::Minimize => v,
+                            ObjectiveType::Maximize => -v,
+                        })
+                    }
+                    _ => algorithms::Outcome::Failed,
+                },
+            };
+            algorithms::Trial {
+                index,
+                assignment: s.assignments.clone(),
+                outcome,
+            }
+        })
+        .collect()
+}
+
 /// A stored suggestion: the trial it is for, and its assignments.
 struct Suggested {
     trial: String,
@@ -649,12 +682,27 @@ impl Tuning {
             let Some(algorithm) = algorithms::by_name(&parsed.algorithm_name) else {
                 return Ok(false);
             };
-            let batch = algorithm.suggest(&Request {
-                parameters: &parsed.parameters,
-                settings: &parsed.algorithm_settings,
-                made: u64::try_from(stored.len()).unwrap_or(u64::MAX),
-                count: u64::try_from(want - unused.len()).unwrap_or(0),
-            });
+            let history = history(&stored, trials, parsed);
+            let (parameters, settings) = (parsed.parameters.clone(), parsed.algorithm_settings.clone());
+            let made = u64::try_from(stored.len()).unwrap_or(u64::MAX);
+            let count = u64::try_from(want - unused.len()).unwrap_or(0);
+            // A Gaussian process over a long history takes a while: off the async workers.
+            let asked = tokio::task::spawn_blocking(move || {
+                algorithm.suggest(&Request {
+                    parameters: &parameters,
+                    settings: &settings,
+                    history: &history,
+                    made,
+                    count,
+                })
+            })
+            .await;
+            let batch = match asked {
+                Ok(batch) => batch,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return Ok(false),
+            };
             let mut status = status_map(&suggestion);
             let mut items = status
                 .get("suggestions")

@@ -6,6 +6,7 @@
 //! ([`metrics`]). Trials and Suggestions are Hearth's, read-only to users.
 
 pub mod algorithms;
+pub mod benchmark;
 pub mod controller;
 pub mod metrics;
 pub mod spec;

@@ -48,17 +48,10 @@ pub const TRIAL_TEMPLATE_FIELDS: &[&str] =
 pub const TRIAL_PARAMETER_FIELDS: &[&str] = &["name", "description", "reference"];
 pub const COLLECTOR_SPEC_FIELDS: &[&str] = &["source", "collector"];
 
-/// Algorithms Hearth runs in this release.
-pub const SUPPORTED_ALGORITHMS: &[&str] = &["random", "grid"];
-/// Katib's other HP algorithms: Hearth will run them natively; refused until then.
-pub const PLANNED_ALGORITHMS: &[&str] = &[
-    "tpe",
-    "multivariate-tpe",
-    "bayesianoptimization",
-    "hyperband",
-    "cmaes",
-    "sobol",
-];
+/// Algorithms Hearth runs ([`super::algorithms`]).
+pub const SUPPORTED_ALGORITHMS: &[&str] = super::algorithms::NAMES;
+/// Katib's other HP algorithms that Hearth will run natively; refused until then.
+pub const PLANNED_ALGORITHMS: &[&str] = &[];
 /// Katib algorithms Hearth does not run: neural architecture search and PBT need a
 /// suggestion service's own state and checkpoints.
 pub const REFUSED_ALGORITHMS: &[&str] = &["enas", "darts", "pbt"];
@@ -848,7 +841,7 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
             ));
         }
     }
-    super::algorithms::check_space(&algorithm_name, &parameters)?;
+    super::algorithms::check_space(&algorithm_name, &algorithm_settings, &parameters)?;
     let trial_template = trial_template(spec, &parameters)?;
     let collector = collector(spec)?;
     Ok(ExperimentSpec {
