@@ -453,15 +453,24 @@ fn an_orphaning_delete_leaves_the_trials() {
 #[test]
 fn a_kill_9_mid_experiment_loses_no_trial_and_runs_none_twice() {
     let mut d = daemon();
-    create(
-        &d,
-        &experiment(
-            "durable",
-            json!({"algorithmName": "random"}),
-            "sleep 0.5; echo accuracy=$LR",
-            json!({"maxTrialCount": 5, "parallelTrialCount": 2}),
-        ),
+    // Each trial's command records its run (its `${trialSpec.Name}`) in a file.
+    let runs = tempfile::tempdir().unwrap();
+    let record = runs.path().join("runs");
+    let mut doc = experiment(
+        "durable",
+        json!({"algorithmName": "random"}),
+        &format!("echo $ME >> {}; sleep 0.5; echo accuracy=$LR", record.display()),
+        json!({"maxTrialCount": 5, "parallelTrialCount": 2}),
     );
+    doc["spec"]["trialTemplate"]["trialParameters"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "me", "reference": "${trialSpec.Name}"}));
+    doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ME", "value": "${trialParameters.me}"}));
+    create(&d, &doc);
     d.wait_until(&format!("{EXPERIMENTS}/durable"), Duration::from_secs(20), |r| {
         r.body["status"]["trials"].as_u64().unwrap_or(0) >= 2
     });
@@ -487,6 +496,13 @@ fn a_kill_9_mid_experiment_loses_no_trial_and_runs_none_twice() {
         .map(|t| t["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(suggested, made, "every suggestion has exactly its trial");
+    // A trial running at the kill is one whose process died with the daemon's
+    // workloads or kept running; either way it ran once: never started again.
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut ran: Vec<&str> = text.lines().collect();
+    ran.sort_unstable();
+    let once: Vec<&str> = made.iter().copied().collect();
+    assert_eq!(ran, once, "each trial ran exactly once: {text}");
 }
 
 #[test]
@@ -592,8 +608,71 @@ fn the_trial_budget_may_change_while_it_runs_and_nothing_else() {
         "{ended}"
     );
     assert_eq!(ended["status"]["trials"], 3, "{ended}");
-    // Once ended, it is not resumed in this release: refused by name.
+    // Once ended, `resumePolicy: Never` (the default) keeps it ended, as Katib does.
     let resumed = d.patch(&path, d.admin(), &json!({"spec": {"maxTrialCount": 5}}));
     assert_eq!(resumed.status, 422, "{resumed}");
-    assert_eq!(resumed.cause_field(), "spec.maxTrialCount", "{resumed}");
+    assert_eq!(resumed.cause_field(), "spec.resumePolicy", "{resumed}");
+}
+
+#[test]
+fn a_long_running_experiment_resumes_when_its_budget_is_raised() {
+    let d = daemon();
+    let mut doc = experiment(
+        "resumes",
+        json!({"algorithmName": "random"}),
+        "echo accuracy=$LR",
+        json!({"maxTrialCount": 1, "parallelTrialCount": 1}),
+    );
+    doc["spec"]["resumePolicy"] = json!("LongRunning");
+    create(&d, &doc);
+    let ended = wait_ended(&d, "resumes");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    let path = format!("{EXPERIMENTS}/resumes");
+    let same = d.patch(
+        &path,
+        d.admin(),
+        &json!({"spec": {"maxTrialCount": 1, "parallelTrialCount": 1}}),
+    );
+    assert_eq!(same.status, 200, "nothing changed: {same}");
+    let lowered = d.patch(
+        &path,
+        d.admin(),
+        &json!({"spec": {"parallelTrialCount": 1, "maxFailedTrialCount": 1}}),
+    );
+    assert_eq!(lowered.status, 422, "{lowered}");
+    assert_eq!(lowered.cause_field(), "spec.maxTrialCount", "{lowered}");
+    let raised = d.patch(&path, d.admin(), &json!({"spec": {"maxTrialCount": 3}}));
+    assert_eq!(raised.status, 200, "{raised}");
+    d.wait_until(&path, Duration::from_secs(20), |r| {
+        r.body["status"]["trials"].as_u64() == Some(3)
+            && condition(&r.body, "Succeeded").is_some_and(|c| c["status"] == "True")
+    });
+    let again = d.get(&path, d.admin()).body;
+    assert_eq!(
+        reason(&again, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{again}"
+    );
+    assert_eq!(again["status"]["trialsSucceeded"], 3, "{again}");
+    let restarting = again["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Restarting")
+        .unwrap();
+    assert_eq!(
+        restarting["status"], "False",
+        "restarted, then ended again: {again}"
+    );
+
+    // FromVolume is refused by name.
+    let mut volume = experiment("volume", json!({"algorithmName": "random"}), "true", json!({}));
+    volume["spec"]["resumePolicy"] = json!("FromVolume");
+    let refused = d.post_json(EXPERIMENTS, d.admin(), &volume);
+    assert_eq!(refused.status, 422, "{refused}");
+    assert_eq!(refused.cause_field(), "spec.resumePolicy", "{refused}");
 }

@@ -216,8 +216,8 @@ macro_rules! read_only_kind_routes {
 
             /// List (or, with `watch=true`, watch) the namespace's objects.
             #[utoipa::path(tag = $tag, operation_id = $list_op,
-                                        params(("namespace" = String, Path), ListParams),
-                                        responses((status = 200, body = ResourceList)))]
+                                                params(("namespace" = String, Path), ListParams),
+                                                responses((status = 200, body = ResourceList)))]
             #[get($collection)]
             async fn list(
                 scope: Namespaced,
@@ -230,8 +230,8 @@ macro_rules! read_only_kind_routes {
 
             /// List (or watch) the objects of every namespace the caller may see.
             #[utoipa::path(tag = $tag, operation_id = $list_all_op,
-                                        params(ListParams),
-                                        responses((status = 200, body = ResourceList)))]
+                                                params(ListParams),
+                                                responses((status = 200, body = ResourceList)))]
             #[get($all)]
             async fn list_all(
                 caller: Caller,
@@ -243,8 +243,8 @@ macro_rules! read_only_kind_routes {
 
             /// Read an object.
             #[utoipa::path(tag = $tag, operation_id = $read_op,
-                                        params(("namespace" = String, Path), ("name" = String, Path)),
-                                        responses((status = 200, body = KindSchema)))]
+                                                params(("namespace" = String, Path), ("name" = String, Path)),
+                                                responses((status = 200, body = KindSchema)))]
             #[get($item)]
             async fn read(
                 item: NamespacedItem,

@@ -65,6 +65,43 @@ pub fn is_finished(status: &Value) -> bool {
     condition_true(status, "Succeeded") || condition_true(status, "Failed")
 }
 
+/// Whether a finished experiment ended because `maxTrialCount` was reached (the only
+/// end Katib restarts from).
+pub fn ended_by_max_trials(status: &Value) -> bool {
+    condition_true(status, "Succeeded")
+        && status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Succeeded")
+                        && c.get("reason").and_then(Value::as_str) == Some("ExperimentMaxTrialsReached")
+                })
+            })
+}
+
+/// Whether a finished experiment is one Katib's controller restarts once its budget
+/// is raised: `resumePolicy: LongRunning`, ended by `ExperimentMaxTrialsReached`.
+fn resumable(experiment: &Resource, parsed: &ExperimentSpec) -> bool {
+    parsed.resume_policy == spec::ResumePolicy::LongRunning && ended_by_max_trials(&experiment.status)
+}
+
+/// Katib's restart: the `Succeeded` condition goes, `Restarting` is set
+/// (`ExperimentRestarting`), and the pass goes on as for a running experiment.
+fn restart(status: &mut Map<String, Value>) {
+    if let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("Succeeded"));
+    }
+    status.remove("completionTime");
+    set_condition(
+        status,
+        "Restarting",
+        true,
+        "ExperimentRestarting",
+        "Experiment is restarted",
+    );
+}
+
 /// The terminal condition of a Trial, if any.
 fn trial_end(status: &Value) -> Option<&'static str> {
     TERMINAL_TRIAL.iter().copied().find(|k| condition_true(status, k))
@@ -438,7 +475,16 @@ impl Tuning {
                 "Experiment is created",
             );
         }
-        let finished = is_finished(&experiment.status);
+        let mut finished = is_finished(&experiment.status);
+        if finished && resumable(&experiment, &parsed) {
+            let completed = Counts::of(&self.trials(&experiment).await?).completed();
+            let budget =
+                usize::try_from(parsed.max_trial_count.unwrap_or(spec::MAX_TRIALS)).unwrap_or(usize::MAX);
+            if completed < budget {
+                restart(&mut status);
+                finished = false;
+            }
+        }
         if !finished {
             set_condition(
                 &mut status,
@@ -521,6 +567,7 @@ impl Tuning {
                 *trial = self.kill_trial(trial.clone()).await?;
             }
             counts = Counts::of(&trials);
+            set_condition(&mut status, "Restarting", false, reason, message);
             set_condition(&mut status, "Running", false, reason, message);
             set_condition(&mut status, kind, true, reason, message);
             status.insert("completionTime".into(), json!(now_rfc3339()));

@@ -180,6 +180,17 @@ pub struct ExperimentSpec {
     pub max_failed_trial_count: Option<u64>,
     pub trial_template: TrialTemplate,
     pub collector: Collector,
+    pub resume_policy: ResumePolicy,
+}
+
+/// Katib's `resumePolicy` values Hearth runs (`FromVolume` is refused by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePolicy {
+    /// The default: a finished experiment is never restarted.
+    Never,
+    /// Raising `maxTrialCount` on one that ended with `ExperimentMaxTrialsReached`
+    /// restarts it.
+    LongRunning,
 }
 
 fn field(path: &str, key: &str) -> String {
@@ -803,8 +814,9 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
     strict::only_keys(spec, "spec", SPEC_FIELDS, "not part of Katib's ExperimentSpec")?;
     let objective = objective(spec)?;
     let (algorithm_name, algorithm_settings) = algorithm(spec)?;
-    match strict::opt_string(spec, "resumePolicy", "spec")?.as_deref() {
-        None | Some("") | Some("Never") | Some("LongRunning") => {}
+    let resume_policy = match strict::opt_string(spec, "resumePolicy", "spec")?.as_deref() {
+        None | Some("") | Some("Never") => ResumePolicy::Never,
+        Some("LongRunning") => ResumePolicy::LongRunning,
         Some("FromVolume") => {
             return Err(FieldError::unsupported(
                 "spec.resumePolicy",
@@ -817,7 +829,7 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
                 format!("{other:?} is not Never, LongRunning or FromVolume"),
             ))
         }
-    }
+    };
     let mut seen = BTreeSet::new();
     let parameters = array(spec, "parameters", "spec")?
         .iter()
@@ -861,6 +873,7 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
         max_failed_trial_count,
         trial_template,
         collector,
+        resume_policy,
     })
 }
 
