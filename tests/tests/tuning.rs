@@ -676,3 +676,119 @@ fn a_long_running_experiment_resumes_when_its_budget_is_raised() {
     assert_eq!(refused.status, 422, "{refused}");
     assert_eq!(refused.cause_field(), "spec.resumePolicy", "{refused}");
 }
+
+/// Katib's medianstop: once `min_trials_required` trials have succeeded, a trial whose
+/// best objective value from its `start_step`-th report on is below the median of their
+/// averages over `start_step` reports is stopped: `EarlyStopped` (not `Failed`), its
+/// Job suspended but kept (`retain`), counted as Katib counts it. Each trial's values
+/// are in its observation log, timestamps from the output's RFC 3339 prefix.
+#[test]
+fn medianstop_stops_a_bad_trial_early_and_keeps_its_retained_job() {
+    let d = daemon();
+    // One trial at a time; a counter file numbers them. The first three report
+    // accuracy=0.5 five times (RFC 3339 prefixes) and succeed: the median of their
+    // averages over start_step=2 reports is 0.5. Later trials report 0.1, below it, and
+    // would then linger 30 s: they are stopped early instead.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let script = format!(
+        "n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); echo $n > {c}; v=0.5; [ $n -gt 3 ] && v=0.1; \
+         for i in 1 2 3 4 5; do echo \"2024-01-0${{i}}T00:00:00Z accuracy=$v\"; sleep 0.05; done; \
+         [ $n -gt 3 ] && sleep 30; true",
+        c = count.display()
+    );
+    let mut doc = experiment(
+        "median",
+        json!({"algorithmName": "random"}),
+        &script,
+        json!({"maxTrialCount": 5, "parallelTrialCount": 1}),
+    );
+    doc["spec"]["earlyStopping"] = json!({"algorithmName": "medianstop",
+        "algorithmSettings": [{"name": "min_trials_required", "value": "3"}, {"name": "start_step", "value": "2"}]});
+    doc["spec"]["trialTemplate"]["retain"] = json!(true);
+    create(&d, &doc);
+    let ended = wait_ended(&d, "median");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    let mut trials = trials_of(&d, "median");
+    trials.sort_by_key(|t| t["metadata"]["creationTimestamp"].as_str().unwrap().to_string());
+    let stopped: Vec<&Value> = trials
+        .iter()
+        .filter(|t| condition(t, "EarlyStopped").is_some())
+        .collect();
+    assert_eq!(stopped.len(), 2, "the fourth and fifth: {ended}");
+    assert_eq!(ended["status"]["trialsEarlyStopped"], 2, "{ended}");
+    assert_eq!(ended["status"]["trialsSucceeded"], 3, "{ended}");
+    for t in &stopped {
+        assert_eq!(reason(t, "EarlyStopped"), "TrialEarlyStopped", "{t}");
+        assert!(condition(t, "Failed").is_none(), "{t}");
+        let rule = &t["spec"]["earlyStoppingRules"][0];
+        assert_eq!(rule["name"], "accuracy", "{t}");
+        assert_eq!(rule["comparison"], "less", "{t}");
+        assert_eq!(rule["startStep"], 2, "{t}");
+        assert_eq!(
+            rule["value"].as_str().unwrap().parse::<f64>().unwrap(),
+            0.5,
+            "{t}"
+        );
+        // Retained: the Job is kept, its pods stopped.
+        let name = t["metadata"]["name"].as_str().unwrap();
+        let job = d.get(&format!("{JOBS}/{name}"), d.admin());
+        assert_eq!(job.status, 200, "{job}");
+        assert_eq!(job.body["spec"]["suspend"], true, "{job}");
+    }
+    // The first three trials ran before any rule existed.
+    let first = &trials[0];
+    assert_eq!(first["spec"]["earlyStoppingRules"], json!([]), "{first}");
+
+    // The observation log, in Katib's shape.
+    let name = first["metadata"]["name"].as_str().unwrap();
+    let log = d.get(
+        &format!("/hearth/v1/namespaces/tune/trials/{name}/observationlog"),
+        d.admin(),
+    );
+    assert_eq!(log.status, 200, "{log}");
+    let entries = log.body["metricLogs"].as_array().unwrap();
+    assert_eq!(entries.len(), 5, "{log}");
+    assert_eq!(entries[0]["timeStamp"], "2024-01-01T00:00:00.000Z", "{log}");
+    assert_eq!(entries[4]["timeStamp"], "2024-01-05T00:00:00.000Z", "{log}");
+    assert_eq!(
+        entries[0]["metric"],
+        json!({"name": "accuracy", "value": "0.5"}),
+        "{log}"
+    );
+    let only = d.get(
+        &format!("/hearth/v1/namespaces/tune/trials/{name}/observationlog?metric_name=loss"),
+        d.admin(),
+    );
+    assert_eq!(only.body["metricLogs"], json!([]), "{only}");
+    let bad = d.get(
+        &format!("/hearth/v1/namespaces/tune/trials/{name}/observationlog?since=1"),
+        d.admin(),
+    );
+    assert_eq!(bad.status, 400, "{bad}");
+    let missing = d.get("/hearth/v1/namespaces/tune/trials/nope/observationlog", d.admin());
+    assert_eq!(missing.status, 404, "{missing}");
+    // Another namespace's user may not read it.
+    let other = d.create_user("mallory");
+    let denied = d.get(
+        &format!("/hearth/v1/namespaces/tune/trials/{name}/observationlog"),
+        Some(&other),
+    );
+    assert_eq!(denied.status, 403, "{denied}");
+
+    // Settings are checked as Katib's medianstop service checks them.
+    let mut bad = experiment("bad-stop", json!({"algorithmName": "random"}), "true", json!({}));
+    bad["spec"]["earlyStopping"] = json!({"algorithmName": "medianstop",
+        "algorithmSettings": [{"name": "start_step", "value": "0"}]});
+    let refused = d.post_json(EXPERIMENTS, d.admin(), &bad);
+    assert_eq!(refused.status, 422, "{refused}");
+    assert_eq!(
+        refused.cause_field(),
+        "spec.earlyStopping.algorithmSettings[0].value",
+        "{refused}"
+    );
+}

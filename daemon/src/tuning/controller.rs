@@ -20,6 +20,7 @@ use super::metrics;
 use super::spec::{self, Collector, ExperimentSpec, MetricStrategy, ObjectiveType};
 use super::{Tuning, TuningError};
 use crate::jobs::JobError;
+use crate::store::observation_logs;
 use crate::store::resources::{self, NewResource, Resource};
 use crate::store::{now_rfc3339, StoreError};
 
@@ -286,6 +287,74 @@ fn goal_reached(parsed: &ExperimentSpec, best: f64) -> bool {
         (Some(goal), ObjectiveType::Maximize) => best >= goal,
         (None, _) => false,
     }
+}
+
+/// An early stopping rule of a trial (Katib's `EarlyStoppingRule`).
+struct Rule {
+    name: String,
+    value: f64,
+    /// `less` or `greater` (Katib's `ComparisonType`; `equal` is not made by medianstop).
+    less: bool,
+    start_step: usize,
+}
+
+fn early_stopping_rules(trial: &Resource) -> Vec<Rule> {
+    trial
+        .spec
+        .get("earlyStoppingRules")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        name: r.get("name")?.as_str()?.to_string(),
+                        value: r.get("value")?.as_str()?.parse().ok()?,
+                        less: r.get("comparison")?.as_str()? == "less",
+                        start_step: usize::try_from(r.get("startStep")?.as_u64()?).ok()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a trial's values so far break a rule, as Katib's metrics collector checks
+/// them: from the rule's `startStep`-th value of its metric on, the best value so far
+/// (for the objective; the value itself for another metric) compared with the rule's.
+fn stops_early(rules: &[Rule], logs: &[metrics::MetricLog], parsed: &ExperimentSpec) -> bool {
+    rules.iter().any(|rule| {
+        let values = logs
+            .iter()
+            .filter(|l| l.name == rule.name)
+            .filter_map(|l| l.value.trim().parse::<f64>().ok());
+        let objective = rule.name == parsed.objective.metric_name;
+        let mut best: Option<f64> = None;
+        for (step, value) in values.enumerate() {
+            let current = if objective {
+                let b = match best {
+                    Some(b) if !better(parsed, value, b) => b,
+                    _ => value,
+                };
+                best = Some(b);
+                b
+            } else {
+                value
+            };
+            if step + 1 < rule.start_step {
+                continue;
+            }
+            let worse = if rule.less {
+                current < rule.value
+            } else {
+                current > rule.value
+            };
+            if worse {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 /// A stored suggestion: the trial it is for, and its assignments.
@@ -788,6 +857,7 @@ impl Tuning {
             "ownerReferences".into(),
             owner_reference(spec::EXPERIMENT_KIND, spec::API_VERSION, experiment),
         );
+        let rules = self.early_stopping_rules_for(experiment, parsed).await?;
         let mut trial_status = Map::new();
         set_condition(
             &mut trial_status,
@@ -811,6 +881,7 @@ impl Tuning {
                 "failureCondition": JOB_FAILURE,
                 "retainRun": parsed.trial_template.retain,
                 "labels": {EXPERIMENT_LABEL: experiment.name},
+                "earlyStoppingRules": rules,
             }),
             status: Value::Object(trial_status),
         };
@@ -842,7 +913,7 @@ impl Tuning {
     /// on the Job's end collects metrics and ends the Trial.
     async fn reconcile_trial(
         &self,
-        experiment: &Resource,
+        _experiment: &Resource,
         parsed: &ExperimentSpec,
         trial: Resource,
     ) -> Result<Resource, TuningError> {
@@ -903,7 +974,9 @@ impl Tuning {
             let started = job.status.get("startTime").is_some()
                 || job.status.get("active").and_then(Value::as_u64).unwrap_or(0) > 0;
             if condition_true(&job.status, "Complete") {
-                let series = self.collect(experiment, parsed, &trial, job).await;
+                let logs = self.collect(parsed, &trial, job).await;
+                self.log_observations(&trial, &logs).await?;
+                let series = metrics::series(&logs);
                 let wanted = parsed.objective.metric_names();
                 status.insert("observation".into(), metrics::observation(&series, &wanted));
                 set_condition(
@@ -944,9 +1017,39 @@ impl Tuning {
                     .to_string();
                 set_condition(&mut status, "Running", false, "TrialFailed", "Trial has failed");
                 set_condition(&mut status, "Failed", true, "TrialFailed", &why);
-            } else if started && !condition_true(&trial.status, "Running") {
-                status.insert("startTime".into(), json!(now_rfc3339()));
-                set_condition(&mut status, "Running", true, "TrialRunning", "Trial is running");
+            } else {
+                if started && !condition_true(&trial.status, "Running") {
+                    status.insert("startTime".into(), json!(now_rfc3339()));
+                    set_condition(&mut status, "Running", true, "TrialRunning", "Trial is running");
+                }
+                let rules = early_stopping_rules(&trial);
+                if started && !rules.is_empty() {
+                    // Katib's collector reports while the trial runs and checks each
+                    // value against the trial's rules.
+                    let logs = self.collect(parsed, &trial, job).await;
+                    self.log_observations(&trial, &logs).await?;
+                    if stops_early(&rules, &logs, parsed) {
+                        let wanted = parsed.objective.metric_names();
+                        status.insert(
+                            "observation".into(),
+                            metrics::observation(&metrics::series(&logs), &wanted),
+                        );
+                        set_condition(
+                            &mut status,
+                            "Running",
+                            false,
+                            "TrialEarlyStopped",
+                            "Trial is early stopped",
+                        );
+                        set_condition(
+                            &mut status,
+                            "EarlyStopped",
+                            true,
+                            "TrialEarlyStopped",
+                            "Trial is early stopped",
+                        );
+                    }
+                }
             }
         }
         let ended = {
@@ -956,8 +1059,14 @@ impl Tuning {
         if ended {
             status.insert("completionTime".into(), json!(now_rfc3339()));
         }
+        let early_stopped = condition_true(&Value::Object(status.clone()), "EarlyStopped");
         self.write_status(&trial, status).await?;
-        if ended && !parsed.trial_template.retain && job.is_some() {
+        if early_stopped && parsed.trial_template.retain {
+            // Stopping is not deleting: a retained run is kept, its pods stopped.
+            if let Some(job) = &job {
+                self.suspend_job(job).await?;
+            }
+        } else if ended && !parsed.trial_template.retain && job.is_some() {
             // Katib removes a finished trial's run unless `retain` is set.
             match self.jobs.delete(&trial.namespace, &trial.name, false).await {
                 Ok(_) | Err(JobError::NotFound { .. }) => {}
@@ -993,20 +1102,21 @@ impl Tuning {
         Ok(self.reload(&trial.uid).await?.unwrap_or(trial))
     }
 
-    /// The trial's metrics from its collector. A metrics file older than the trial is
-    /// an earlier trial's and is not read.
+    /// The trial's metric values so far from its collector, in order. A metrics file
+    /// older than the trial is an earlier trial's and is not read; of one it shares,
+    /// only what was added since the trial started.
     async fn collect(
         &self,
-        _experiment: &Resource,
         parsed: &ExperimentSpec,
         trial: &Resource,
         job: &Resource,
-    ) -> metrics::Series {
+    ) -> Vec<metrics::MetricLog> {
         let wanted = parsed.objective.metric_names();
+        let now = now_rfc3339();
         match &parsed.collector {
             Collector::StdOut { formats } => {
                 let Ok(Some(log)) = self.jobs.log(&job.namespace, &job.name, None).await else {
-                    return metrics::Series::new();
+                    return Vec::new();
                 };
                 let mut text = String::new();
                 for file in &log.files {
@@ -1015,7 +1125,7 @@ impl Tuning {
                         text.push('\n');
                     }
                 }
-                metrics::from_text(&text, formats, &wanted)
+                metrics::logs_from_text(&text, formats, &wanted, &now)
             }
             Collector::File {
                 path,
@@ -1033,7 +1143,7 @@ impl Tuning {
                     _ => false,
                 };
                 if !fresh {
-                    return metrics::Series::new();
+                    return Vec::new();
                 }
                 match tokio::fs::read(path).await {
                     Ok(bytes) => {
@@ -1045,12 +1155,130 @@ impl Tuning {
                             .and_then(|o| usize::try_from(o).ok())
                             .filter(|o| *o <= bytes.len())
                             .unwrap_or(0);
-                        metrics::from_file(&metrics::tail_text(&bytes[offset..]), *format, formats, &wanted)
+                        metrics::logs_from_file(
+                            &metrics::tail_text(&bytes[offset..]),
+                            *format,
+                            formats,
+                            &wanted,
+                            &now,
+                        )
                     }
-                    Err(_) => metrics::Series::new(),
+                    Err(_) => Vec::new(),
                 }
             }
         }
+    }
+
+    /// Appends to the trial's observation log what `logs` (everything its collector
+    /// has read so far, in order) holds beyond what is logged, up to
+    /// [`metrics::LOG_BOUND`]. Re-reading the same output appends nothing, so a value
+    /// keeps the time it was first seen.
+    async fn log_observations(
+        &self,
+        trial: &Resource,
+        logs: &[metrics::MetricLog],
+    ) -> Result<(), TuningError> {
+        let uid = trial.uid.clone();
+        let logs = logs.to_vec();
+        self.store
+            .call(move |conn| {
+                let held = usize::try_from(observation_logs::count(conn, &uid)?).unwrap_or(usize::MAX);
+                if let Some(new) = logs.get(held..).filter(|n| !n.is_empty()) {
+                    observation_logs::append(conn, &uid, new, metrics::LOG_BOUND)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Stops a Job's pods and keeps its record (`spec.suspend`), as a retained trial
+    /// that was stopped early keeps its run.
+    async fn suspend_job(&self, job: &Resource) -> Result<(), TuningError> {
+        let mut spec = job.spec.clone();
+        spec["suspend"] = json!(true);
+        let mut metadata = job.metadata.clone();
+        metadata["name"] = json!(job.name);
+        let document = json!({
+            "apiVersion": crate::jobs::spec::API_VERSION,
+            "kind": crate::jobs::spec::KIND,
+            "metadata": metadata,
+            "spec": spec,
+        });
+        match self
+            .jobs
+            .replace(&job.namespace, &job.name, document, None, false)
+            .await
+        {
+            Ok(_) | Err(JobError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Katib's medianstop rules for a new trial (`Trial.spec.earlyStoppingRules`), fixed
+    /// when the trial is made as Katib's experiment controller does: none until
+    /// `min_trials_required` trials have succeeded; then the objective, the median of
+    /// the succeeded trials' averages over their first `start_step` logged values, and
+    /// the comparison that means worse (`less` when maximizing, `greater` when
+    /// minimizing). Katib's service computes the mean of those averages under the name
+    /// median; Hearth takes the median, as the rule (and Katib's docs) name it.
+    async fn early_stopping_rules_for(
+        &self,
+        experiment: &Resource,
+        parsed: &ExperimentSpec,
+    ) -> Result<Value, TuningError> {
+        let Some(stop) = parsed.early_stopping else {
+            return Ok(json!([]));
+        };
+        let succeeded: Vec<String> = self
+            .trials(experiment)
+            .await?
+            .into_iter()
+            .filter(|t| trial_end(&t.status) == Some("Succeeded"))
+            .map(|t| t.uid)
+            .collect();
+        if u64::try_from(succeeded.len()).unwrap_or(u64::MAX) < stop.min_trials_required {
+            return Ok(json!([]));
+        }
+        let metric = parsed.objective.metric_name.clone();
+        let first = usize::try_from(stop.start_step).unwrap_or(usize::MAX);
+        let mut averages: Vec<f64> = self
+            .store
+            .call(move |conn| {
+                let mut averages = Vec::new();
+                for uid in succeeded {
+                    let values: Vec<f64> = observation_logs::read(conn, &uid, Some(&metric))?
+                        .iter()
+                        .filter_map(|l| l.value.trim().parse::<f64>().ok())
+                        .take(first)
+                        .collect();
+                    if !values.is_empty() {
+                        averages.push(values.iter().sum::<f64>() / values.len() as f64);
+                    }
+                }
+                Ok(averages)
+            })
+            .await?;
+        if u64::try_from(averages.len()).unwrap_or(u64::MAX) < stop.min_trials_required {
+            return Ok(json!([]));
+        }
+        averages.sort_by(f64::total_cmp);
+        let mid = averages.len() / 2;
+        let median = if averages.len() % 2 == 0 {
+            (averages[mid - 1] + averages[mid]) / 2.0
+        } else {
+            averages[mid]
+        };
+        let comparison = match parsed.objective.objective_type {
+            ObjectiveType::Maximize => "less",
+            ObjectiveType::Minimize => "greater",
+        };
+        Ok(json!([{
+            "name": parsed.objective.metric_name,
+            "value": median.to_string(),
+            "comparison": comparison,
+            "startStep": stop.start_step,
+        }]))
     }
 
     /// Removes the Experiment once its finalizers are gone. Its Trials and Suggestion

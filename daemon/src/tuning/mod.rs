@@ -304,6 +304,22 @@ impl Tuning {
         Ok(document)
     }
 
+    /// A Trial's observation log (Katib's DB manager `GetObservationLog`): every value
+    /// it reported, in order, only `metric_name`'s when given; at most
+    /// [`metrics::LOG_BOUND`] values.
+    pub async fn observation_log(
+        &self,
+        namespace: &str,
+        name: &str,
+        metric_name: Option<String>,
+    ) -> Result<Vec<crate::store::observation_logs::MetricLog>, TuningError> {
+        let trial = self.load(spec::TRIAL_KIND, namespace, name).await?;
+        Ok(self
+            .store
+            .call(move |conn| crate::store::observation_logs::read(conn, &trial.uid, metric_name.as_deref()))
+            .await?)
+    }
+
     /// Marks the experiment for deletion; its controller removes it, and the garbage
     /// collector its Trials (whose Jobs are stopped) and Suggestion. Answers the
     /// marked object.
