@@ -103,6 +103,11 @@ fn restart(status: &mut Map<String, Value>) {
     );
 }
 
+/// Whether a Trial has ended (any of Katib's terminal conditions).
+pub(super) fn trial_has_ended(status: &Value) -> bool {
+    trial_end(status).is_some()
+}
+
 /// The terminal condition of a Trial, if any.
 fn trial_end(status: &Value) -> Option<&'static str> {
     TERMINAL_TRIAL.iter().copied().find(|k| condition_true(status, k))
@@ -157,7 +162,7 @@ fn owner_reference(kind: &str, api_version: &str, owner: &Resource) -> Value {
     }])
 }
 
-fn owned_by(resource: &Resource, owner_uid: &str) -> bool {
+pub(super) fn owned_by(resource: &Resource, owner_uid: &str) -> bool {
     resource
         .metadata
         .get("ownerReferences")
@@ -748,7 +753,9 @@ impl Tuning {
         // write the same file, so they run one at a time.
         let parallel = match parsed.collector {
             Collector::File { .. } => 1,
-            Collector::StdOut { .. } => usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX),
+            Collector::StdOut { .. } | Collector::Push => {
+                usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX)
+            }
         };
         let want = parallel
             .saturating_sub(counts.active())
@@ -953,6 +960,14 @@ impl Tuning {
                         "ownerReferences".into(),
                         owner_reference(spec::TRIAL_KIND, spec::API_VERSION, &trial),
                     );
+                    if parsed.collector == Collector::Push {
+                        // Its process gets the Push endpoint and credential
+                        // (`push::Push::environment`); the document only this mark.
+                        let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+                        if let Some(annotations) = annotations.as_object_mut() {
+                            annotations.insert(super::push::PUSH_ANNOTATION.into(), json!("true"));
+                        }
+                    }
                 }
                 match self.jobs.create(&trial.namespace, run_spec, false).await {
                     Ok(_) | Err(JobError::Store(StoreError::AlreadyExists { .. })) => {}
@@ -1126,6 +1141,17 @@ impl Tuning {
                     }
                 }
                 metrics::logs_from_text(&text, formats, &wanted, &now)
+            }
+            Collector::Push => {
+                // What the trial reported is its log.
+                let uid = trial.uid.clone();
+                self.store
+                    .call(move |conn| observation_logs::read(conn, &uid, None))
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|l| wanted.contains(&l.name))
+                    .collect()
             }
             Collector::File {
                 path,

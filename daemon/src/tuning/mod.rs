@@ -8,6 +8,7 @@
 pub mod algorithms;
 pub mod controller;
 pub mod metrics;
+pub mod push;
 pub mod spec;
 
 use std::sync::Arc;

@@ -168,6 +168,9 @@ pub enum Collector {
         format: FileFormat,
         formats: Vec<String>,
     },
+    /// Values the trial reports itself, with the katib SDK's `report_metrics`
+    /// (`super::push`).
+    Push,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -861,9 +864,18 @@ fn collector(spec: &Value) -> Result<Collector, FieldError> {
                 formats,
             })
         }
-        "TensorFlowEvent" | "PrometheusMetric" | "Custom" | "Push" | "None" => Err(FieldError::unsupported(
+        "Push" => {
+            if source.get("fileSystemPath").is_some_and(|v| !v.is_null()) {
+                return Err(FieldError::invalid(
+                    format!("{path}.source.fileSystemPath"),
+                    "is for the File collector; a Push trial reports with the katib SDK's report_metrics",
+                ));
+            }
+            Ok(Collector::Push)
+        }
+        "TensorFlowEvent" | "PrometheusMetric" | "Custom" | "None" => Err(FieldError::unsupported(
             format!("{path}.collector.kind"),
-            format!("the {kind} metrics collector is not yet supported by Hearth; use StdOut or File"),
+            format!("the {kind} metrics collector is not supported by Hearth; use StdOut, File or Push"),
         )),
         other => Err(FieldError::invalid(
             format!("{path}.collector.kind"),
