@@ -532,26 +532,52 @@ fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
     let mut writes = experiment(
         "file",
         json!({"algorithmName": "random"}),
-        &format!("echo '{{\"accuracy\": \"'$LR'\"}}' >> {}", fresh.display()),
+        &format!(
+            "sleep 0.3; echo '{{\"accuracy\": \"'$LR'\"}}' >> {}",
+            fresh.display()
+        ),
         json!({"maxTrialCount": 3, "parallelTrialCount": 3}),
     );
     writes["spec"]["metricsCollectorSpec"] = file_collector(&fresh, "JSON");
     create(&d, &writes);
+    // Another experiment's trials write the same file (a host path is shared across
+    // experiments and namespaces): they wait for each other's.
+    let mut also = experiment(
+        "file-too",
+        json!({"algorithmName": "random"}),
+        &format!(
+            "sleep 0.2; echo '{{\"accuracy\": \"'$LR'\"}}' >> {}",
+            fresh.display()
+        ),
+        json!({"maxTrialCount": 2, "parallelTrialCount": 2}),
+    );
+    also["spec"]["metricsCollectorSpec"] = file_collector(&fresh, "JSON");
+    create(&d, &also);
     // Trials writing the same file run one at a time, and each reads only its lines.
     let mut most_active = 0;
+    let mut most_running = 0;
     let ended = loop {
         let now = d.get(&format!("{EXPERIMENTS}/file"), d.admin()).body;
+        let other = d.get(&format!("{EXPERIMENTS}/file-too"), d.admin()).body;
         let active = now["status"]["trialsRunning"].as_u64().unwrap_or(0)
             + now["status"]["trialsPending"].as_u64().unwrap_or(0);
         most_active = most_active.max(active);
-        if condition(&now, "Succeeded").is_some() || condition(&now, "Failed").is_some() {
+        let running = now["status"]["trialsRunning"].as_u64().unwrap_or(0)
+            + other["status"]["trialsRunning"].as_u64().unwrap_or(0);
+        most_running = most_running.max(running);
+        let done = |e: &Value| condition(e, "Succeeded").is_some() || condition(e, "Failed").is_some();
+        if done(&now) && done(&other) {
             break now;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(most_active, 1, "{ended}");
+    assert!(most_running <= 1, "{most_running} at once: {ended}");
     assert_eq!(ended["status"]["trialsSucceeded"], 3, "{ended}");
-    for t in trials_of(&d, "file") {
+    let mut all = trials_of(&d, "file");
+    all.extend(trials_of(&d, "file-too"));
+    assert_eq!(all.len(), 5);
+    for t in all {
         let lr: f64 = t["spec"]["parameterAssignments"][0]["value"]
             .as_str()
             .unwrap()

@@ -32,6 +32,10 @@ pub const TRIAL_LABEL: &str = "katib.kubeflow.org/trial";
 /// Trial kind's `hidden_status`).
 pub const HEARTH_STATUS: &str = "hearth";
 
+/// Held while a File-collector trial checks that no other trial writes its metrics
+/// file and makes its Job ([`Tuning::file_writer`]).
+static METRICS_FILE_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How soon a running experiment is looked at again (its trials' Jobs move on their
 /// own; the Jobs controller does not wake this one).
 const POLL: Duration = Duration::from_millis(500);
@@ -949,11 +953,27 @@ impl Tuning {
                 None
             }
             None => {
-                if let Collector::File { path, .. } = &parsed.collector {
-                    // What the file holds before this trial runs is an earlier trial's.
-                    let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
-                    status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
-                }
+                // Trials that write the same metrics file run one at a time, across
+                // experiments and namespaces (one host filesystem): held from the check
+                // to the Job's creation, so two passes cannot both start one.
+                let _file_gate = match &parsed.collector {
+                    Collector::File { path, .. } => {
+                        let gate = METRICS_FILE_GATE.lock().await;
+                        if let Some(other) = self.file_writer(path, &trial).await? {
+                            let message = format!(
+                                "waiting for trial {other} to finish: it writes the same metrics file {path}"
+                            );
+                            set_condition(&mut status, "Created", true, "TrialCreated", &message);
+                            self.write_status(&trial, status).await?;
+                            return Ok(self.reload(&trial.uid).await?.unwrap_or(trial));
+                        }
+                        // What the file holds before this trial runs is an earlier trial's.
+                        let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+                        status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
+                        Some(gate)
+                    }
+                    Collector::StdOut { .. } | Collector::Push => None,
+                };
                 let mut run_spec = trial.spec.get("runSpec").cloned().unwrap_or(json!({}));
                 if let Some(metadata) = run_spec.get_mut("metadata").and_then(Value::as_object_mut) {
                     metadata.insert(
@@ -1216,6 +1236,33 @@ impl Tuning {
             })
             .await?;
         Ok(())
+    }
+
+    /// Another unfinished trial (any experiment, any namespace) whose File collector
+    /// reads `path` and whose Job exists: `namespace/name`, if any.
+    async fn file_writer(&self, path: &str, trial: &Resource) -> Result<Option<String>, TuningError> {
+        let (path, uid) = (path.to_string(), trial.uid.clone());
+        Ok(self
+            .store
+            .call(move |conn| {
+                for other in resources::list(conn, spec::TRIAL_KIND, None)? {
+                    let same = other
+                        .spec
+                        .pointer("/metricsCollector/source/fileSystemPath/path")
+                        .and_then(Value::as_str)
+                        == Some(path.as_str());
+                    if other.uid == uid || !same || trial_end(&other.status).is_some() {
+                        continue;
+                    }
+                    match resources::get(conn, crate::jobs::spec::KIND, &other.namespace, &other.name) {
+                        Ok(_) => return Ok(Some(format!("{}/{}", other.namespace, other.name))),
+                        Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(None)
+            })
+            .await?)
     }
 
     /// Stops a Job's pods and keeps its record (`spec.suspend`), as a retained trial
