@@ -642,7 +642,9 @@ impl Tuning {
         };
         if let Some((kind, reason, message)) = ending {
             for trial in trials.iter_mut().filter(|t| trial_end(&t.status).is_none()) {
-                *trial = self.kill_trial(trial.clone()).await?;
+                *trial = self
+                    .kill_trial(trial.clone(), parsed.trial_template.retain)
+                    .await?;
             }
             counts = Counts::of(&trials);
             set_condition(&mut status, "Restarting", false, reason, message);
@@ -1111,11 +1113,18 @@ impl Tuning {
         Ok(self.reload(&trial.uid).await?.unwrap_or(trial))
     }
 
-    /// Ends an unfinished Trial when its experiment ends: its Job is stopped.
-    async fn kill_trial(&self, trial: Resource) -> Result<Resource, TuningError> {
-        match self.jobs.delete(&trial.namespace, &trial.name, false).await {
-            Ok(_) | Err(JobError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+    /// Ends an unfinished Trial when its experiment ends: its Job is stopped, and
+    /// removed unless `retain` keeps it (then only suspended).
+    async fn kill_trial(&self, trial: Resource, retain: bool) -> Result<Resource, TuningError> {
+        if retain {
+            if let Some(job) = self.job_of(&trial).await?.filter(|j| owned_by(j, &trial.uid)) {
+                self.suspend_job(&job).await?;
+            }
+        } else {
+            match self.jobs.delete(&trial.namespace, &trial.name, false).await {
+                Ok(_) | Err(JobError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut status = status_map(&trial);
         set_condition(

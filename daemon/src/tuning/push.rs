@@ -111,7 +111,19 @@ impl Push {
     /// reports for `tuning` on the current runtime.
     pub async fn start(data_dir: &Path, tuning: Tuning) -> std::io::Result<Push> {
         let key = load_key(data_dir)?;
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        // The port of the last run if it is free: trials that outlived a restart keep
+        // reporting to the address in their environment.
+        let previous = std::fs::read_to_string(data_dir.join("katib-push.addr"))
+            .ok()
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            .filter(|a| a.ip().is_loopback());
+        let listener = match previous {
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(_) => TcpListener::bind(("127.0.0.1", 0)).await?,
+            },
+            None => TcpListener::bind(("127.0.0.1", 0)).await?,
+        };
         let addr = listener.local_addr()?;
         std::fs::write(data_dir.join("katib-push.addr"), addr.to_string())?;
         let push = Push {
