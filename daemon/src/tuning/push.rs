@@ -158,7 +158,10 @@ impl Push {
 
     /// The environment of a Push trial's process (a Job the controller annotated with
     /// [`PUSH_ANNOTATION`], owned by its Trial): `KATIB_TRIAL_NAME`, as Katib sets it,
-    /// and `grpc_proxy` carrying this Job's credential. Empty for any other Job.
+    /// and `grpc_proxy` carrying this Job's credential. Empty for any other Job. Every
+    /// gRPC channel of the trial goes to this endpoint unless the trial lists its host
+    /// in `no_grpc_proxy` (gRPC's own exclusion list); only `ReportObservationLog` is
+    /// served, anything else is `UNIMPLEMENTED`, naming the method.
     pub fn environment(&self, job: &Resource) -> Vec<(String, String)> {
         let annotated = job
             .metadata
@@ -181,8 +184,6 @@ impl Push {
                 "grpc_proxy".into(),
                 format!("http://{}:{token}@{}", job.namespace, self.addr),
             ),
-            // So a host-wide `no_proxy` cannot send the SDK to the real DNS name.
-            ("no_grpc_proxy".into(), String::new()),
         ]
     }
 
@@ -531,6 +532,58 @@ mod tests {
         ];
         out.extend_from_slice(bytes);
         out
+    }
+
+    fn job(namespace: &str, name: &str, uid: &str, annotated: bool) -> Resource {
+        let mut metadata = serde_json::json!({"labels": {TRIAL_LABEL: name}});
+        if annotated {
+            metadata["annotations"] = serde_json::json!({PUSH_ANNOTATION: "true"});
+        }
+        Resource {
+            uid: uid.into(),
+            kind: crate::jobs::spec::KIND.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            metadata,
+            spec: serde_json::json!({}),
+            status: serde_json::json!({}),
+            generation: 1,
+            resource_version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+            deletion_requested_at: None,
+        }
+    }
+
+    #[test]
+    fn each_job_gets_its_own_credential_and_unmarked_jobs_none() {
+        let push = Push {
+            addr: "127.0.0.1:7000".parse().unwrap(),
+            key: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &[7u8; 32])),
+        };
+        let env = push.environment(&job("team", "exp-a", "u1", true));
+        assert_eq!(env[0], ("KATIB_TRIAL_NAME".to_string(), "exp-a".to_string()));
+        let proxy = &env[1].1;
+        assert!(
+            proxy.starts_with("http://team:") && proxy.ends_with("@127.0.0.1:7000"),
+            "{proxy}"
+        );
+        let token = |ns: &str, name: &str, uid: &str| push.token(ns, name, uid);
+        let mine = token("team", "exp-a", "u1");
+        assert!(proxy.contains(&mine));
+        // Another trial, the same name in another namespace, or a later Job of the
+        // same name: each a different credential.
+        for other in [
+            token("team", "exp-b", "u1"),
+            token("other", "exp-a", "u1"),
+            token("team", "exp-a", "u2"),
+        ] {
+            assert_ne!(other, mine);
+        }
+        assert!(push.environment(&job("team", "exp-a", "u1", false)).is_empty());
+        let mut unlabelled = job("team", "exp-a", "u1", true);
+        unlabelled.metadata["labels"] = serde_json::json!({TRIAL_LABEL: "someone-else"});
+        assert!(push.environment(&unlabelled).is_empty());
     }
 
     #[test]
