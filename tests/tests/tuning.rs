@@ -818,3 +818,32 @@ fn medianstop_stops_a_bad_trial_early_and_keeps_its_retained_job() {
         "{refused}"
     );
 }
+
+/// The observation log keeps at most 10,000 values per trial; past that, values are
+/// not logged, and the trial's observation still counts them.
+#[test]
+fn the_observation_log_is_bounded_and_the_observation_is_not() {
+    let d = daemon();
+    create(
+        &d,
+        &experiment(
+            "bounded",
+            json!({"algorithmName": "random"}),
+            "i=0; while [ $i -lt 10005 ]; do i=$((i+1)); echo accuracy=$i; done",
+            json!({"maxTrialCount": 1, "parallelTrialCount": 1}),
+        ),
+    );
+    let ended = wait_ended(&d, "bounded");
+    assert_eq!(ended["status"]["trialsSucceeded"], 1, "{ended}");
+    let trial = &trials_of(&d, "bounded")[0];
+    let metric = &trial["status"]["observation"]["metrics"][0];
+    assert_eq!(metric["latest"], "10005", "{trial}");
+    let name = trial["metadata"]["name"].as_str().unwrap();
+    let log = d.get(
+        &format!("/hearth/v1/namespaces/tune/trials/{name}/observationlog"),
+        d.admin(),
+    );
+    let entries = log.body["metricLogs"].as_array().unwrap();
+    assert_eq!(entries.len(), 10_000);
+    assert_eq!(entries[9_999]["metric"]["value"], "10000");
+}
