@@ -186,8 +186,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         scheduler.clone(),
         config.workloads.path_prefix.clone(),
     );
-    start_controllers(&core, &health, &store, &scheduler, &jobs, &controller);
     let tuning = crate::tuning::Tuning::new(store.clone(), jobs.clone());
+    // Before any Job starts: a Push trial's process needs its credential from the start.
+    let push = core.block_on(crate::tuning::push::Push::start(&config.data_dir, tuning.clone()))?;
+    jobs.set_extra_env(Arc::new(move |job| push.environment(job)));
+    start_controllers(&core, &health, &store, &scheduler, &jobs, &controller);
     start_tuning_controller(&core, &health, &store, &tuning);
     let (collector, every) = (
         scheduler.clone(),

@@ -156,6 +156,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     servingruntimes::routes(cfg);
     kfp::routes(cfg);
     jobs::routes(cfg);
+    experiments::routes(cfg);
     crate::kube::routes::routes(cfg);
     kube_auth::routes(cfg);
 }
