@@ -616,9 +616,11 @@ impl Tuning {
 
         // The best trial so far, and whether the experiment has ended.
         let mut counts = Counts::of(&trials);
+        // As Katib's experiment status: any trial whose observation has the objective,
+        // an early-stopped one included.
         let best = trials
             .iter()
-            .filter(|t| trial_end(&t.status) == Some("Succeeded"))
+            .filter(|t| matches!(trial_end(&t.status), Some("Succeeded" | "EarlyStopped")))
             .filter_map(|t| objective_value(t, &parsed).map(|v| (t, v)))
             .fold(None::<(&Resource, f64)>, |acc, (t, v)| match acc {
                 Some((_, b)) if !better(&parsed, v, b) => acc,
