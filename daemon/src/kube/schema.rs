@@ -601,7 +601,7 @@ pub fn experiment(kind: &KindDef) -> Value {
                     &["kind"],
                     vec![(
                         "kind",
-                        string("StdOut or File (other kinds are refused by name)."),
+                        string("StdOut, File or Push (other kinds are refused by name)."),
                     )],
                 ),
             ),
@@ -621,11 +621,16 @@ pub fn experiment(kind: &KindDef) -> Value {
                     vec![
                         (
                             "algorithmName",
-                            string("random or grid (other Katib algorithms are refused by name)."),
+                            string(
+                                "random, grid, tpe, multivariate-tpe, sobol, cmaes, bayesianoptimization or \
+                                 hyperband (enas, darts and pbt are refused by name).",
+                            ),
                         ),
                         (
                             "algorithmSettings",
-                            name_value("Algorithm settings (random: random_state)."),
+                            name_value(
+                                "Algorithm settings, with Katib's names and defaults (random_state, ...).",
+                            ),
                         ),
                     ],
                 ),
@@ -641,6 +646,20 @@ pub fn experiment(kind: &KindDef) -> Value {
                 int32("Failed trials beyond which the experiment fails."),
             ),
             ("metricsCollectorSpec", collector),
+            (
+                "earlyStopping",
+                object(
+                    "Early stopping (Katib's medianstop).",
+                    spec::EARLY_STOPPING_FIELDS,
+                    vec![
+                        ("algorithmName", string("medianstop.")),
+                        (
+                            "algorithmSettings",
+                            name_value("min_trials_required (default 3) and start_step (default 4)."),
+                        ),
+                    ],
+                ),
+            ),
             (
                 "resumePolicy",
                 enumerated(
