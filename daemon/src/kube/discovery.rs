@@ -143,7 +143,7 @@ async fn kserve_v1alpha1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1alpha1"))
 }
 
-/// `APIGroup` `kubeflow.org` (Katib's kinds).
+/// `APIGroup` `kubeflow.org` (Katib's kinds and Notebooks).
 #[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroup", body = Object)))]
 #[get("/apis/kubeflow.org")]
 async fn kubeflow_group() -> Result<HttpResponse, ApiError> {
@@ -157,6 +157,13 @@ async fn kubeflow_v1beta1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("kubeflow.org/v1beta1"))
 }
 
+/// `APIResourceList` of `kubeflow.org/v1` (notebooks).
+#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[get("/apis/kubeflow.org/v1")]
+async fn kubeflow_v1() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list("kubeflow.org/v1"))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(core_versions)
         .service(core_resources)
@@ -167,7 +174,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(kserve_v1beta1)
         .service(kserve_v1alpha1)
         .service(kubeflow_group)
-        .service(kubeflow_v1beta1);
+        .service(kubeflow_v1beta1)
+        .service(kubeflow_v1);
 }
 
 #[cfg(test)]

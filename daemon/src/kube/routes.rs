@@ -216,8 +216,8 @@ macro_rules! read_only_kind_routes {
 
             /// List (or, with `watch=true`, watch) the namespace's objects.
             #[utoipa::path(tag = $tag, operation_id = $list_op,
-                                        params(("namespace" = String, Path), ListParams),
-                                        responses((status = 200, body = ResourceList)))]
+                                                params(("namespace" = String, Path), ListParams),
+                                                responses((status = 200, body = ResourceList)))]
             #[get($collection)]
             async fn list(
                 scope: Namespaced,
@@ -230,8 +230,8 @@ macro_rules! read_only_kind_routes {
 
             /// List (or watch) the objects of every namespace the caller may see.
             #[utoipa::path(tag = $tag, operation_id = $list_all_op,
-                                        params(ListParams),
-                                        responses((status = 200, body = ResourceList)))]
+                                                params(ListParams),
+                                                responses((status = 200, body = ResourceList)))]
             #[get($all)]
             async fn list_all(
                 caller: Caller,
@@ -243,8 +243,8 @@ macro_rules! read_only_kind_routes {
 
             /// Read an object.
             #[utoipa::path(tag = $tag, operation_id = $read_op,
-                                        params(("namespace" = String, Path), ("name" = String, Path)),
-                                        responses((status = 200, body = KindSchema)))]
+                                                params(("namespace" = String, Path), ("name" = String, Path)),
+                                                responses((status = 200, body = KindSchema)))]
             #[get($item)]
             async fn read(
                 item: NamespacedItem,
@@ -313,6 +313,31 @@ read_only_kind_routes!(
     ops: ["listNamespacedSuggestion", "readNamespacedSuggestion", "listSuggestionForAllNamespaces"]
 );
 
+kind_routes!(
+    notebooks, crate::kube::kinds::NOTEBOOK, "notebooks", crate::http::notebooks::Notebook,
+    collection: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks",
+    item: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}",
+    status: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}/status",
+    all: "/apis/kubeflow.org/v1/notebooks",
+    ops: ["listNamespacedNotebook", "createNamespacedNotebook", "readNamespacedNotebook",
+          "replaceNamespacedNotebook", "patchNamespacedNotebook", "deleteNamespacedNotebook",
+          "readNamespacedNotebookStatus", "replaceNamespacedNotebookStatus",
+          "patchNamespacedNotebookStatus", "listNotebookForAllNamespaces"]
+);
+
+kind_routes!(
+    notebooks_v1beta1, crate::kube::kinds::NOTEBOOK_V1BETA1, "notebooks", crate::http::notebooks::Notebook,
+    collection: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks",
+    item: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks/{name}",
+    status: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks/{name}/status",
+    all: "/apis/kubeflow.org/v1beta1/notebooks",
+    ops: ["listNamespacedNotebookV1beta1", "createNamespacedNotebookV1beta1",
+          "readNamespacedNotebookV1beta1", "replaceNamespacedNotebookV1beta1",
+          "patchNamespacedNotebookV1beta1", "deleteNamespacedNotebookV1beta1",
+          "readNamespacedNotebookV1beta1Status", "replaceNamespacedNotebookV1beta1Status",
+          "patchNamespacedNotebookV1beta1Status", "listNotebookV1beta1ForAllNamespaces"]
+);
+
 /// Every kind's paths and discovery.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
@@ -322,5 +347,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     experiments::routes(cfg);
     trials::routes(cfg);
     suggestions::routes(cfg);
+    notebooks::routes(cfg);
+    notebooks_v1beta1::routes(cfg);
     super::view_routes::routes(cfg);
 }

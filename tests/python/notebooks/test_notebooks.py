@@ -1,0 +1,283 @@
+"""Kubeflow Notebooks as real Jupyter servers (jupyterlab and jupyter-server from
+.venv-notebooks, tests/requirements-notebooks.txt) behind Hearth's proxy: Ready, the
+Jupyter API and a kernel's websocket through the proxy with only a Hearth credential
+(bearer or session cookie), the workspace across stop and start, another user refused,
+cross-site websockets refused, GPU notebooks queued Pending and started when a GPU is
+free, idle culling, and servers surviving a daemon kill -9."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+import requests
+import websocket
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+VENV_BIN = pathlib.Path(sys.executable).parent
+NB_API = "/apis/kubeflow.org/v1/namespaces/{ns}/notebooks"
+
+
+class Daemon:
+    def __init__(self, config, data=None):
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="hearth-nb-"))
+        self.data = data or self.tmp / "data"
+        (self.tmp / "config.toml").write_text(
+            f'[workloads]\npath_prefix = "{VENV_BIN}"\n[isolation]\nenabled = false\n' + config)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        binary = os.environ.get("HEARTH_BIN", str(ROOT / "target" / "debug" / "hearth"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+        env.pop("NOTIFY_SOCKET", None)
+        log = open(self.tmp / "daemon.log", "a")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--config", str(self.tmp / "config.toml"), "--data-dir", str(self.data),
+             "--listen", "127.0.0.1:0", "--serving-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"],
+            env=env, stderr=log, stdout=log)
+        addr = self.data / "hearth.addr"
+        for _ in range(600):
+            try:
+                info = json.loads(addr.read_text())
+                if info.get("pid") == self.proc.pid:
+                    self.api = "http://" + info["api"]
+                    self.admin = (self.data / "admin.token").read_text().strip()
+                    return
+            except (OSError, ValueError):
+                pass
+            assert self.proc.poll() is None, (self.tmp / "daemon.log").read_text()
+            time.sleep(0.05)
+        raise AssertionError("the daemon did not start")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        # The servers are stopped with their notebooks; the daemon's own stop leaves
+        # workloads running under their shims, so delete every notebook first.
+        for ns in ("admin", "alice", "bob"):
+            r = self.get(NB_API.format(ns=ns), self.admin)
+            for item in r.json().get("items", []) if r.status_code == 200 else []:
+                self.req("DELETE", NB_API.format(ns=ns) + "/" + item["metadata"]["name"], self.admin)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            left = sum(len(self.get(NB_API.format(ns=ns), self.admin).json().get("items", []))
+                       for ns in ("admin", "alice", "bob"))
+            if left == 0:
+                break
+            time.sleep(0.2)
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def req(self, method, path, token=None, **kw):
+        headers = kw.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.api + path, headers=headers, timeout=60, **kw)
+
+    def get(self, path, token=None, **kw):
+        return self.req("GET", path, token, **kw)
+
+    def user(self, name):
+        r = self.req("POST", "/hearth/v1/users", self.admin, json={"name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]["token"]
+
+    def create(self, ns, token, name, gpus=0, claim=None):
+        container = {"name": name, "image": "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0",
+                     "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}
+        pod = {"containers": [container], "serviceAccountName": "default-editor"}
+        if gpus:
+            container["resources"]["limits"] = {"nvidia.com/gpu": gpus}
+        if claim:
+            container["volumeMounts"] = [{"name": "workspace", "mountPath": "/home/jovyan"}]
+            pod["volumes"] = [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}]
+        doc = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": name},
+               "spec": {"template": {"spec": pod}}}
+        r = self.req("POST", NB_API.format(ns=ns), token, json=doc)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def notebook(self, ns, name):
+        r = self.get(NB_API.format(ns=ns) + "/" + name, self.admin)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, ns, name, what, timeout=120):
+        deadline = time.time() + timeout
+        nb = None
+        while time.time() < deadline:
+            nb = self.notebook(ns, name)
+            if what(nb):
+                return nb
+            time.sleep(0.2)
+        raise AssertionError(f"{ns}/{name}: {json.dumps(nb.get('status'))}\n" +
+                             (self.tmp / "daemon.log").read_text()[-3000:])
+
+    def annotate_stopped(self, ns, name, stopped):
+        value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) if stopped else None
+        r = self.req("PATCH", NB_API.format(ns=ns) + "/" + name, self.admin,
+                     data=json.dumps({"metadata": {"annotations": {"kubeflow-resource-stopped": value}}}),
+                     headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+
+
+def ready(nb):
+    return nb.get("status", {}).get("readyReplicas") == 1
+
+
+def stopped(nb):
+    s = nb.get("status", {})
+    return s.get("readyReplicas") == 0 and s.get("containerState") == {} and \
+        s["conditions"][0]["reason"] == "Stopped"
+
+
+def execute(ws_url, headers, code, **kw):
+    """Runs `code` over a kernel's channels websocket; answers the stream output."""
+    ws = websocket.create_connection(ws_url, header=headers, timeout=60, **kw)
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False},
+    }))
+    out = ""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        msg = json.loads(ws.recv())
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out += msg["content"]["text"]
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    ws.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon("[gpu]\nsimulate = 1\n[notebooks]\nenable_culling = false\n")
+    yield d
+    d.stop()
+
+
+def test_a_notebook_runs_jupyter_behind_the_proxy_with_only_hearths_credentials(daemon):
+    d = daemon
+    alice, bob = d.user("alice"), d.user("bob")
+    d.create("alice", alice, "lab", claim="lab-workspace")
+    nb = d.wait("alice", "lab", ready)
+    assert nb["status"]["conditions"][0]["type"] == "Ready"
+    assert "running" in nb["status"]["containerState"]
+    assert "hearth" not in nb["status"]
+    base = "/notebook/alice/lab/"
+
+    # The Jupyter API through the proxy, with a Hearth bearer token only.
+    r = d.get(base + "api/status", alice)
+    assert r.status_code == 200, r.text
+    assert "last_activity" in r.json()
+    # Another user's token, and no credentials at all, are refused.
+    assert d.get(base + "api/status", bob).status_code == 403
+    assert d.get(base + "api/status").status_code == 401
+    assert d.get(base + "api/status", "hth_" + "0" * 64).status_code == 401
+
+    # A kernel, and print(6*7) over its websocket.
+    r = d.req("POST", base + "api/kernels", alice, json={"name": "python3"})
+    assert r.status_code == 201, r.text
+    kernel = r.json()["id"]
+    ws_base = d.api.replace("http://", "ws://") + base
+    out = execute(f"{ws_base}api/kernels/{kernel}/channels", [f"Authorization: Bearer {alice}"], "print(6*7)")
+    assert "42" in out
+
+    # A browser session: login sets an HttpOnly, SameSite=Strict cookie; the cookie
+    # alone reaches the notebook, over HTTP and websocket.
+    s = requests.Session()
+    r = s.post(d.api + "/hearth/v1/session", json={"token": alice}, timeout=30)
+    assert r.status_code == 201, r.text
+    set_cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Secure" not in set_cookie
+    assert s.get(d.api + base + "api/status", timeout=30).status_code == 200
+    cookie = "hearth_session=" + s.cookies["hearth_session"]
+    host = d.api.replace("http://", "")
+    out = execute(f"{ws_base}api/kernels/{kernel}/channels",
+                  [f"Cookie: {cookie}"], "print(6*7)", origin=f"http://{host}")
+    assert "42" in out
+    # A page of another site cannot open the websocket with the user's cookie.
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"{ws_base}api/kernels/{kernel}/channels",
+                                    header=[f"Cookie: {cookie}"], origin="http://evil.example", timeout=30)
+    assert refused.value.status_code == 403
+    # Logged out, the cookie is worth nothing.
+    assert s.delete(d.api + "/hearth/v1/session", timeout=30).status_code == 204
+    r = requests.get(d.api + base + "api/status", headers={"Cookie": cookie}, timeout=30)
+    assert r.status_code == 401
+
+    # A file written through the contents API (a streamed upload of 8 MiB) survives
+    # stop and start: the workspace directory is the server's root.
+    payload = "x" * (8 * 1024 * 1024)
+    r = d.req("PUT", base + "api/contents/hello.txt", alice,
+              json={"type": "file", "format": "text", "content": payload})
+    assert r.status_code in (200, 201), r.text
+    d.annotate_stopped("alice", "lab", True)
+    d.wait("alice", "lab", stopped)
+    assert d.get(base + "api/status", alice).status_code == 503
+    d.annotate_stopped("alice", "lab", False)
+    d.wait("alice", "lab", ready)
+    r = d.get(base + "api/contents/hello.txt", alice)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == payload
+    assert (d.data / "workspaces" / "alice" / "lab-workspace" / "hello.txt").exists()
+
+    # A daemon killed with SIGKILL: the server keeps running under its shim and the
+    # restarted daemon re-adopts it (same server, same start time).
+    started = d.get(base + "api/status", alice).json()["started"]
+    d.kill9()
+    d.start()
+    d.wait("alice", "lab", ready)
+    assert d.get(base + "api/status", alice).json()["started"] == started
+
+
+def test_a_second_gpu_notebook_waits_pending_until_the_first_stops(daemon):
+    d = daemon
+    d.create("admin", d.admin, "gpu-one", gpus=1)
+    d.wait("admin", "gpu-one", ready)
+    d.create("admin", d.admin, "gpu-two", gpus=1)
+    nb = d.wait("admin", "gpu-two", lambda nb: nb.get("status", {}).get("containerState", {}).get("waiting"))
+    waiting = nb["status"]["containerState"]["waiting"]
+    assert waiting["reason"] == "Pending"
+    assert "GPU" in waiting["message"] or "gpu" in waiting["message"], waiting
+    condition = nb["status"]["conditions"][0]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("PodScheduled", "False", "Unschedulable")
+    assert nb["status"]["readyReplicas"] == 0
+    d.annotate_stopped("admin", "gpu-one", True)
+    d.wait("admin", "gpu-one", stopped)
+    d.wait("admin", "gpu-two", ready)
+
+
+def test_an_idle_server_is_culled_and_its_workspace_kept():
+    d = Daemon("[notebooks]\ncull_idle_time_minutes = 0.05\nidleness_check_period_seconds = 0.5\n")
+    try:
+        d.create("admin", d.admin, "idle", claim="idle-ws")
+        d.wait("admin", "idle", ready)
+        nb = d.wait("admin", "idle", stopped, timeout=60)
+        annotations = nb["metadata"]["annotations"]
+        assert "kubeflow-resource-stopped" in annotations
+        assert "notebooks.kubeflow.org/last-activity" in annotations
+        assert (d.data / "workspaces" / "admin" / "idle-ws").is_dir()
+        events = d.get("/api/v1/namespaces/admin/events", d.admin).json()["items"]
+        assert any(e["reason"] == "Culled" for e in events), events
+    finally:
+        d.stop()
