@@ -63,14 +63,14 @@ class Daemon:
     def stop(self):
         # The servers are stopped with their notebooks; the daemon's own stop leaves
         # workloads running under their shims, so delete every notebook first.
-        for ns in ("admin", "alice", "bob"):
+        for ns in ("admin", "alice", "bob", "carol"):
             r = self.get(NB_API.format(ns=ns), self.admin)
             for item in r.json().get("items", []) if r.status_code == 200 else []:
                 self.req("DELETE", NB_API.format(ns=ns) + "/" + item["metadata"]["name"], self.admin)
         deadline = time.time() + 60
         while time.time() < deadline:
             left = sum(len(self.get(NB_API.format(ns=ns), self.admin).json().get("items", []))
-                       for ns in ("admin", "alice", "bob"))
+                       for ns in ("admin", "alice", "bob", "carol"))
             if left == 0:
                 break
             time.sleep(0.2)
@@ -281,3 +281,32 @@ def test_an_idle_server_is_culled_and_its_workspace_kept():
         assert any(e["reason"] == "Culled" for e in events), events
     finally:
         d.stop()
+
+
+BROWSER = ROOT / "tests" / "browser"
+
+
+def test_jupyterlab_loads_and_runs_a_cell_in_headless_chromium(daemon):
+    """Debian's chromium with playwright-core (tests/browser, installed by scripts/test):
+    log in to Hearth, load JupyterLab at /notebook/{ns}/{name}/lab, run a cell."""
+    chromium = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not (BROWSER / "node_modules" / "playwright-core").is_dir() or not os.path.exists(chromium):
+        assert not os.environ.get("CI"), "scripts/test installs chromium and playwright-core"
+        pytest.skip("no chromium or playwright-core (scripts/test installs them)")
+    d = daemon
+    carol = d.user("carol")
+    d.create("carol", carol, "lab")
+    d.wait("carol", "lab", ready)
+    notebook = {"nbformat": 4, "nbformat_minor": 5,
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None,
+                           "outputs": [], "source": "print(6*7)"}]}
+    r = d.req("PUT", "/notebook/carol/lab/api/contents/six.ipynb", carol,
+              json={"type": "notebook", "format": "json", "content": notebook})
+    assert r.status_code in (200, 201), r.text
+    env = dict(os.environ, HEARTH_API=d.api, HEARTH_TOKEN=carol, NOTEBOOK_PATH="/notebook/carol/lab/",
+               NOTEBOOK_FILE="six.ipynb", CHROMIUM=chromium)
+    out = subprocess.run(["node", str(BROWSER / "jupyterlab.mjs")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert '"lab":true' in out.stdout
