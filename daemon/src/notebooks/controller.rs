@@ -25,8 +25,9 @@ use crate::store::resources::{self, Resource};
 pub const HEARTH_STATUS: &str = "hearth";
 /// Kubernetes' ceiling on a crash-looping container's restart delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// How soon to look again at a server that is starting or winding down.
-const STARTING_POLL: Duration = Duration::from_millis(200);
+/// How soon to look again at a server that is starting or winding down: a probe of a
+/// starting server is one refused connection, and its cadence is added to start-up.
+const STARTING_POLL: Duration = Duration::from_millis(25);
 /// How soon to try again when the server cannot be submitted (no Jupyter found).
 const SUBMIT_RETRY: Duration = Duration::from_secs(30);
 
