@@ -68,6 +68,7 @@ fn not_forwarded(name: &HeaderName) -> bool {
             | "upgrade"
             | "te"
             | "trailer"
+            | "expect"
             | "host"
             | "authorization"
             | "cookie"
@@ -156,6 +157,18 @@ async fn proxy(
         return Err(ApiError::Forbidden(
             "cross-origin request refused: Origin does not name this host".into(),
         ));
+    }
+    if req.match_info().get("tail").is_none() {
+        // The server lives under `{base_url}`, with its slash.
+        let query = req.query_string();
+        let location = if query.is_empty() {
+            format!("{}/", req.path())
+        } else {
+            format!("{}/?{query}", req.path())
+        };
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header((header::LOCATION, location))
+            .finish());
     }
     let upstream = state.notebooks.upstream(&namespace, &name).ok_or_else(|| {
         ApiError::Unavailable(format!(

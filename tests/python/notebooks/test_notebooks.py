@@ -189,6 +189,8 @@ def test_a_notebook_runs_jupyter_behind_the_proxy_with_only_hearths_credentials(
     r = d.get(base + "api/status", alice)
     assert r.status_code == 200, r.text
     assert "last_activity" in r.json()
+    r = d.get("/notebook/alice/lab", alice, allow_redirects=False)
+    assert r.status_code == 307 and r.headers["Location"] == "/notebook/alice/lab/", r.headers
     # Another user's token, and no credentials at all, are refused.
     assert d.get(base + "api/status", bob).status_code == 403
     assert d.get(base + "api/status").status_code == 401
