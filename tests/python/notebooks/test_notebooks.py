@@ -170,7 +170,7 @@ def execute(ws_url, headers, code, **kw):
 
 @pytest.fixture(scope="module")
 def daemon():
-    d = Daemon("[gpu]\nsimulate = 1\n[notebooks]\nenable_culling = false\n")
+    d = Daemon("[gpu]\nsimulate = 1\n[notebooks]\nenable_culling = false\nrestart_backoff_base_seconds = 0.5\n")
     yield d
     d.stop()
 
@@ -267,6 +267,26 @@ def test_a_second_gpu_notebook_waits_pending_until_the_first_stops(daemon):
     d.annotate_stopped("admin", "gpu-one", True)
     d.wait("admin", "gpu-one", stopped)
     d.wait("admin", "gpu-two", ready)
+
+
+def test_a_crashed_server_is_restarted_with_backoff(daemon):
+    d = daemon
+    d.create("admin", d.admin, "crashy")
+    d.wait("admin", "crashy", ready)
+    pids = subprocess.run(["pgrep", "-f", "base_url=/notebook/admin/crashy/"], capture_output=True,
+                          text=True).stdout.split()
+    assert pids, "no server process"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    d.wait("admin", "crashy", lambda nb: not ready(nb), timeout=30)
+    nb = d.wait("admin", "crashy", ready)
+    events = d.get("/api/v1/namespaces/admin/events", d.admin).json()["items"]
+    crashes = [e for e in events if e["reason"] == "CrashLoopBackOff"
+               and e["involvedObject"]["name"] == "crashy"]
+    assert crashes, events
+    assert "restarting in" in crashes[0]["message"]
+    assert d.get("/notebook/admin/crashy/api/status", d.admin).status_code == 200
+    assert nb["status"]["conditions"][0]["reason"] == "Running"
 
 
 def test_an_idle_server_is_culled_and_its_workspace_kept():
