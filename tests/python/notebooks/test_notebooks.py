@@ -204,6 +204,21 @@ def test_a_notebook_runs_jupyter_behind_the_proxy_with_only_hearths_credentials(
     out = execute(f"{ws_base}api/kernels/{kernel}/channels", [f"Authorization: Bearer {alice}"], "print(6*7)")
     assert "42" in out
 
+    # A terminal, over its websocket (terminado's JSON list messages).
+    r = d.req("POST", base + "api/terminals", alice)
+    assert r.status_code == 200, r.text
+    term = websocket.create_connection(f"{ws_base}terminals/websocket/{r.json()['name']}",
+                                       header=[f"Authorization: Bearer {alice}"], timeout=60)
+    term.send(json.dumps(["stdin", "echo $((6*7))x\r"]))
+    seen = ""
+    deadline = time.time() + 30
+    while "42x" not in seen and time.time() < deadline:
+        msg = json.loads(term.recv())
+        if msg[0] == "stdout":
+            seen += msg[1]
+    term.close()
+    assert "42x" in seen, seen
+
     # A browser session: login sets an HttpOnly, SameSite=Strict cookie; the cookie
     # alone reaches the notebook, over HTTP and websocket.
     s = requests.Session()
@@ -248,6 +263,11 @@ def test_a_notebook_runs_jupyter_behind_the_proxy_with_only_hearths_credentials(
     started = d.get(base + "api/status", alice).json()["started"]
     d.kill9()
     d.start()
+    # The stored status still says Ready; the proxy routes once the controller has
+    # probed the server again.
+    deadline = time.time() + 60
+    while time.time() < deadline and d.get(base + "api/status", alice).status_code != 200:
+        time.sleep(0.1)
     d.wait("alice", "lab", ready)
     assert d.get(base + "api/status", alice).json()["started"] == started
 
