@@ -321,6 +321,27 @@ def test_an_idle_server_is_culled_and_its_workspace_kept():
         assert (d.data / "workspaces" / "admin" / "idle-ws").is_dir()
         events = d.get("/api/v1/namespaces/admin/events", d.admin).json()["items"]
         assert any(e["reason"] == "Culled" for e in events), events
+        # Delete keeps the workspace (a PVC outlives its pod) ...
+        workspace = d.data / "workspaces" / "admin" / "idle-ws"
+        (workspace / "keep.txt").write_text("kept")
+        path = NB_API.format(ns="admin") + "/idle"
+        assert d.req("DELETE", path, d.admin).status_code == 200
+        gone = lambda: d.get(path, d.admin).status_code == 404
+        deadline = time.time() + 30
+        while not gone() and time.time() < deadline:
+            time.sleep(0.1)
+        assert gone() and (workspace / "keep.txt").read_text() == "kept"
+        # ... unless the notebook carries hearth.dev/purge-workspace: "true".
+        d.create("admin", d.admin, "idle", claim="idle-ws")
+        r = d.req("PATCH", path, d.admin,
+                  data=json.dumps({"metadata": {"annotations": {"hearth.dev/purge-workspace": "true"}}}),
+                  headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 200, r.text
+        assert d.req("DELETE", path, d.admin).status_code == 200
+        deadline = time.time() + 30
+        while not gone() and time.time() < deadline:
+            time.sleep(0.1)
+        assert gone() and not workspace.exists()
     finally:
         d.stop()
 
