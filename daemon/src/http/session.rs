@@ -129,11 +129,8 @@ pub struct SessionInfo {
 
 /// The `Set-Cookie` value (RFC 6265 §4.1): the secret is hex, so it needs no quoting.
 fn session_cookie(req: &HttpRequest, value: &str, max_age: Duration) -> String {
-    let secure = if req.connection_info().scheme() == "https" {
-        "; Secure"
-    } else {
-        ""
-    };
+    // The listener's own TLS, not a client's `X-Forwarded-Proto`.
+    let secure = if req.app_config().secure() { "; Secure" } else { "" };
     format!(
         "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
         max_age.as_secs()

@@ -114,8 +114,16 @@ fn same_origin(req: &HttpRequest) -> bool {
     let Some(origin_host) = origin.host_str() else {
         return false;
     };
-    let info = req.connection_info();
-    let host = info.host();
+    // The Host the browser sent (HTTP/2: the authority), never `X-Forwarded-Host`,
+    // which a client may set.
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    else {
+        return false;
+    };
     let origin_authority = match origin.port() {
         Some(port) => format!("{origin_host}:{port}"),
         None => origin_host.to_string(),
@@ -430,5 +438,11 @@ mod tests {
             .insert_header((header::HOST, "127.0.0.1:8470"))
             .to_http_request();
         assert!(same_origin(&none));
+        let forwarded = actix_web::test::TestRequest::default()
+            .insert_header((header::HOST, "127.0.0.1:8470"))
+            .insert_header(("x-forwarded-host", "evil.example"))
+            .insert_header((header::ORIGIN, "http://evil.example"))
+            .to_http_request();
+        assert!(!same_origin(&forwarded));
     }
 }

@@ -227,6 +227,11 @@ def test_a_notebook_runs_jupyter_behind_the_proxy_with_only_hearths_credentials(
     set_cookie = r.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Secure" not in set_cookie
     assert s.get(d.api + base + "api/status", timeout=30).status_code == 200
+    # Over the TLS listener the cookie is Secure as well.
+    tls = json.loads((d.data / "hearth.addr").read_text())["tls"]
+    r = requests.post(f"https://{tls}/hearth/v1/session", json={"token": alice},
+                      verify=str(d.data / "tls" / "ca.crt"), timeout=30)
+    assert r.status_code == 201 and "Secure" in r.headers["Set-Cookie"], r.headers
     cookie = "hearth_session=" + s.cookies["hearth_session"]
     host = d.api.replace("http://", "")
     out = execute(f"{ws_base}api/kernels/{kernel}/channels",
