@@ -313,6 +313,25 @@ def test_a_crashed_server_is_restarted_with_backoff(daemon):
     assert d.get("/notebook/admin/crashy/api/status", d.admin).status_code == 200
     assert nb["status"]["conditions"][0]["reason"] == "Running"
 
+    # A changed template restarts the server with it (a StatefulSet rollout upstream).
+    nb["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "ROLLED", "value": "out"}]
+    r = d.req("PUT", NB_API.format(ns="admin") + "/crashy", d.admin, json=nb)
+    assert r.status_code == 200, r.text
+    deadline = time.time() + 120
+    environ = b""
+    while time.time() < deadline and b"ROLLED=out" not in environ:
+        time.sleep(0.2)
+        pids = subprocess.run(["pgrep", "-f", "base_url=/notebook/admin/crashy/"], capture_output=True,
+                              text=True).stdout.split()
+        for pid in pids:
+            try:
+                environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+    assert b"ROLLED=out" in environ
+    assert b"NB_PREFIX=/notebook/admin/crashy" in environ
+    d.wait("admin", "crashy", ready)
+
 
 def test_an_idle_server_is_culled_and_its_workspace_kept():
     d = Daemon("[notebooks]\ncull_idle_time_minutes = 0.05\nidleness_check_period_seconds = 0.5\n")
