@@ -13,6 +13,7 @@ mod kubeconfig;
 mod metrics;
 mod model;
 mod node;
+mod notebooks;
 mod pipelines;
 mod runtime;
 mod scheduler;
