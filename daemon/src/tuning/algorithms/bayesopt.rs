@@ -403,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn bayesian_optimization_beats_random_on_branin() {
+    fn bayesian_optimization_beats_random_on_branin_and_is_reproducible() {
         let params: Vec<Parameter> = vec![double("x", -5.0, 10.0), double("y", 0.0, 15.0)];
         let (mut wins, mut ours, mut theirs) = (0, 0.0, 0.0);
         for seed in 0..3 {
@@ -419,6 +419,16 @@ mod tests {
             theirs += r;
         }
         assert!(wins >= 2 && ours < theirs, "{wins} {ours} {theirs}");
+        let s = settings(&[
+            ("random_state", "9"),
+            ("n_initial_points", "3"),
+            ("acq_func", "gp_hedge"),
+            ("acq_optimizer", "lbfgs"),
+        ]);
+        assert_eq!(
+            best_of(&BayesOpt, &params, &s, 6, branin),
+            best_of(&BayesOpt, &params, &s, 6, branin)
+        );
         assert!(check_setting("base_estimator", "RF", "p").is_err());
         assert!(check_setting("acq_func", "EIps", "p").is_err());
     }

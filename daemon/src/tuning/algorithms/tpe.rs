@@ -290,30 +290,27 @@ impl Mixture {
         }
     }
 
-    /// `ln` of the component's density at `v` in dimension `d`.
-    fn log_kernel(&self, d: usize, c: usize, v: f64) -> f64 {
-        match &self.dims[d] {
-            Kernels::Numeric { mu, sigma, log_z, .. } => {
-                let z = (v - mu[c]) / sigma[c];
-                -0.5 * z * z - log_z[c]
-            }
-            Kernels::Choice { log_p } => {
-                let i = (v.max(0.0) as usize).min(log_p[c].len() - 1);
-                log_p[c][i]
-            }
-        }
-    }
-
-    /// `ln` of the mixture's density at `x`.
+    /// `ln` of the mixture's density at `x`: a dimension at a time over every
+    /// component (the loop a thousand-trial history spends its time in).
     fn log_pdf(&self, x: &[f64], terms: &mut Vec<f64>) -> f64 {
         terms.clear();
-        terms.extend((0..self.w.len()).map(|c| {
-            self.log_w[c]
-                + x.iter()
-                    .enumerate()
-                    .map(|(d, v)| self.log_kernel(d, c, *v))
-                    .sum::<f64>()
-        }));
+        terms.extend_from_slice(&self.log_w);
+        for (kernels, &v) in self.dims.iter().zip(x) {
+            match kernels {
+                Kernels::Numeric { mu, sigma, log_z, .. } => {
+                    for ((t, m), (s, z)) in terms.iter_mut().zip(mu).zip(sigma.iter().zip(log_z)) {
+                        let u = (v - m) / s;
+                        *t += -0.5 * u * u - z;
+                    }
+                }
+                Kernels::Choice { log_p } => {
+                    for (t, row) in terms.iter_mut().zip(log_p) {
+                        let i = (v.max(0.0) as usize).min(row.len() - 1);
+                        *t += row[i];
+                    }
+                }
+            }
+        }
         log_sum_exp(terms)
     }
 }
