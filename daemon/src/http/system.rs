@@ -144,6 +144,55 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
     })
 }
 
+/// How a Kubernetes client reaches this daemon's HTTPS API: what `hearth login` puts in
+/// the kubeconfig it writes (the token is the caller's own).
+#[derive(Serialize, ToSchema)]
+pub struct ClusterInfo {
+    /// `https://host:port` of the TLS listener as seen on this host.
+    pub server: String,
+    /// The TLS listener's port, for a client that reaches this host by another name.
+    pub tls_port: u16,
+    /// Hearth's CA certificate, PEM: what `certificate-authority-data` holds.
+    pub certificate_authority: String,
+}
+
+/// The HTTPS address and CA a kubeconfig for this daemon needs.
+#[utoipa::path(
+    tag = "system",
+    operation_id = "get_cluster_info",
+    responses((status = 200, body = ClusterInfo)),
+    security(("bearer" = []))
+)]
+#[get("/hearth/v1/cluster")]
+async fn cluster(_caller: Caller, state: web::Data<AppState>) -> Result<web::Json<ClusterInfo>, ApiError> {
+    let data_dir = state.config.data_dir.clone();
+    let configured = state.config.tls_listen;
+    let read = web::block(move || {
+        let ca = std::fs::read_to_string(crate::tls::dir(&data_dir).join("ca.crt"));
+        // The bound address (port 0 in tests) is in the address file, written once
+        // every listener is bound.
+        let bound = std::fs::read_to_string(data_dir.join("hearth.addr"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|addr| {
+                addr["tls"]
+                    .as_str()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            });
+        (ca, bound)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reading the CA: {e}")))?;
+    let (ca, bound) = read;
+    let ca = ca.map_err(|e| ApiError::Unavailable(format!("the CA is not readable yet: {e}")))?;
+    let addr = bound.unwrap_or(configured);
+    Ok(web::Json(ClusterInfo {
+        server: crate::kubeconfig::server_url(addr),
+        tls_port: addr.port(),
+        certificate_authority: ca,
+    }))
+}
+
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(
     tag = "system",
@@ -175,6 +224,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(readyz)
         .service(version)
         .service(node)
+        .service(cluster)
         .service(metrics)
         .service(queue);
 }
