@@ -89,7 +89,7 @@ async fn json_object(state: &AppState, payload: web::Payload, allow_empty: bool)
     Ok(v)
 }
 
-#[utoipa::path(tag = "kfp", responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", operation_id = "get_kfp_healthz", responses((status = 200, body = Object)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/healthz")]
 async fn healthz(_caller: Caller) -> Reply {
     // Hearth has namespaces, but `multi_user: true` makes the SDK look for an in-pod

@@ -132,7 +132,7 @@ fn go_arch() -> &'static str {
 }
 
 /// The Kubernetes version this server reports (`version.Info`); open to anyone.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, body = VersionInfo)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getCode", responses((status = 200, body = VersionInfo)))]
 #[get("/version")]
 async fn version() -> web::Json<VersionInfo> {
     version_info().await

@@ -102,7 +102,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiE
     )))
 }
 
-#[utoipa::path(tag = "system", responses((status = 200, body = HearthVersion)), security(("bearer" = [])))]
+#[utoipa::path(tag = "system", operation_id = "get_hearth_version", responses((status = 200, body = HearthVersion)), security(("bearer" = [])))]
 #[get("/hearth/v1/version")]
 async fn version(_caller: Caller) -> web::Json<HearthVersion> {
     web::Json(HearthVersion {
