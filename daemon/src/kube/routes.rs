@@ -126,7 +126,7 @@ macro_rules! kind_routes {
             #[utoipa::path(tag = $tag, operation_id = $delete_op,
                 params(("namespace" = String, Path), ("name" = String, Path), DeleteParams),
                 request_body(content((Option<DeleteOptions> = "application/json")), description = "Optional `DeleteOptions`"),
-                responses((status = 200, description = "A `Status` (Job deleted in the background) or the object being deleted (custom resources, or held by a `foregroundDeletion`/`orphan` finalizer)", body = Object)))]
+                responses((status = 200, description = "A `Status` (Job deleted in the background) or the object being deleted (custom resources, or held by a `foregroundDeletion`/`orphan` finalizer)", body = crate::kube::upstream_schema::DeleteResult)))]
             #[delete($item)]
             async fn remove(
                 item: NamespacedItem,
