@@ -114,11 +114,25 @@ object_schema!(
     /// KServe's `ClusterServingRuntime` (`serving.kserve.io/v1alpha1`), read-only.
     V1alpha1ClusterServingRuntime
 );
-object_schema!(
-    /// The answer to a delete: a `Status` (`kind: Status`, when the object is gone)
-    /// or the object itself while a finalizer (`foregroundDeletion`, `orphan`) holds it.
-    DeleteResult
-);
+/// The answer to a delete: a `Status` (`kind: Status`, `status: Success`, when the
+/// object is gone) or the object itself while a finalizer (`foregroundDeletion`,
+/// `orphan`) holds it, with its `spec` and `status` object.
+#[derive(ToSchema)]
+pub struct DeleteResult {
+    #[schema(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    spec: Option<Value>,
+    /// `Success` in a `Status`; the object's status object otherwise.
+    #[schema(value_type = Option<Value>)]
+    status: Option<Value>,
+    /// A `Status`'s `details` (the deleted object's name, group, kind, uid).
+    #[schema(value_type = Option<Object>)]
+    details: Option<Value>,
+}
 
 /// `io.k8s.api.core.v1.Event` (`CoreV1Event`): something that happened to an object.
 #[derive(ToSchema)]
