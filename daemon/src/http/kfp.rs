@@ -401,7 +401,7 @@ async fn disable_recurring_run(caller: Caller, state: web::Data<AppState>, id: w
 
 // ------------------------------------------------------------- Hearth: what tasks produced
 
-#[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = schema::TaskOutputs, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "get_task_outputs", tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = schema::TaskOutputs, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
 #[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs")]
 async fn task_outputs(
     caller: Caller,
@@ -412,7 +412,7 @@ async fn task_outputs(
     ok(api::task_outputs(core(&state)?, &caller.0, &run, &task).await?)
 }
 
-#[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "read_task_logs", tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
 #[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs")]
 async fn task_logs(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
     let (run, task) = path.into_inner();

@@ -64,14 +64,14 @@ pub struct IsolationState {
 }
 
 /// Alive: the process answers HTTP.
-#[utoipa::path(tag = "system", responses((status = 200, description = "The daemon is alive", body = Liveness)))]
+#[utoipa::path(operation_id = "get_liveness", tag = "system", responses((status = 200, description = "The daemon is alive", body = Liveness)))]
 #[get("/healthz")]
 async fn healthz() -> web::Json<Liveness> {
     web::Json(Liveness { status: "ok" })
 }
 
 /// Ready: the store answers and every controller and the runtime are up.
-#[utoipa::path(
+#[utoipa::path(operation_id = "get_readiness", 
     tag = "system",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -113,7 +113,7 @@ async fn version(_caller: Caller) -> web::Json<HearthVersion> {
 }
 
 /// This machine: CPUs, memory, disk of the data dir, runtime, GPUs and k3s.
-#[utoipa::path(tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "get_node", tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
 #[get("/hearth/v1/node")]
 async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo> {
     let data_dir = state.config.data_dir.clone();
@@ -194,7 +194,7 @@ async fn cluster(_caller: Caller, state: web::Data<AppState>) -> Result<web::Jso
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
-#[utoipa::path(
+#[utoipa::path(operation_id = "get_metrics", 
     tag = "system",
     responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")),
     security(("bearer" = []))
@@ -208,7 +208,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// The workload queue: what runs, what waits and why, and the node's capacity.
 /// Users see only their own namespace's entries.
-#[utoipa::path(tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
+#[utoipa::path(operation_id = "get_queue", tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
 #[get("/hearth/v1/queue")]
 async fn queue(
     caller: Caller,
