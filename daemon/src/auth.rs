@@ -166,7 +166,13 @@ impl Auth {
 
     pub fn authenticate(&self, presented: Option<&str>) -> Result<Principal, AuthError> {
         let presented = presented.ok_or(AuthError::MissingToken)?;
-        let hash = hash_token(presented);
+        self.authenticate_hash(&hash_token(presented))
+    }
+
+    /// As [`Auth::authenticate`], from the token's SHA-256 (what a browser session keeps
+    /// instead of the token: `crate::http::session`).
+    pub fn authenticate_hash(&self, hash: &[u8; 32]) -> Result<Principal, AuthError> {
+        let hash = *hash;
         // The map is only ever replaced whole (in `refresh`), so a poisoned lock still
         // guards a complete map: recover it rather than refuse every request.
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);

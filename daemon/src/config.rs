@@ -74,6 +74,7 @@ pub struct Config {
     pub scheduler: crate::scheduler::SchedulerConfig,
     pub workloads: crate::runtime::WorkloadsConfig,
     pub jobs: crate::jobs::JobsConfig,
+    pub notebooks: crate::notebooks::NotebooksConfig,
     pub isolation: IsolationConfig,
 }
 
@@ -282,6 +283,7 @@ impl Default for Config {
             scheduler: Default::default(),
             workloads: Default::default(),
             jobs: Default::default(),
+            notebooks: Default::default(),
             isolation: Default::default(),
         }
     }
@@ -343,6 +345,11 @@ pub const SETTINGS: &[&str] = &[
     "workloads.path_prefix",
     "workloads.gc_interval_seconds",
     "jobs.backoff_base_seconds",
+    "notebooks.cull_idle_time_minutes",
+    "notebooks.enable_culling",
+    "notebooks.idleness_check_period_seconds",
+    "notebooks.restart_backoff_base_seconds",
+    "notebooks.start_timeout_seconds",
     "isolation.enabled",
     "isolation.user_prefix",
     "isolation.uid_range",

@@ -14,6 +14,7 @@ mod kubeconfig;
 mod metrics;
 mod model;
 mod node;
+mod notebooks;
 mod pipelines;
 mod runtime;
 mod scheduler;
@@ -77,6 +78,23 @@ enum Command {
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Benchmark the native search algorithms in process, no daemon (`scripts/bench`
+    /// runs it beside Optuna): best regret per seed, or suggestion times, as JSON.
+    #[command(hide = true, name = "search-bench")]
+    SearchBench {
+        #[arg(long)]
+        algorithm: String,
+        /// branin, hartmann6 or rosenbrock10 [default: all three]
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        trials: u64,
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Time one suggestion after this many finished trials (`seeds` times).
+        #[arg(long)]
+        latency_after: Option<u64>,
     },
     /// Inspect the configuration.
     Config {
@@ -266,6 +284,22 @@ fn main() -> ExitCode {
         Command::Kubeconfig(flags) if flags.is_remote() => {
             cli::finish("kubeconfig", cli::access::kubeconfig())
         }
+        Command::SearchBench {
+            algorithm,
+            function,
+            trials,
+            seeds,
+            latency_after,
+        } => match tuning::benchmark::main(&algorithm, function.as_deref(), trials, seeds, latency_after) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hearth search-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Kubeconfig(flags) => match print_kubeconfig(&flags) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -186,8 +186,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
         scheduler.clone(),
         config.workloads.path_prefix.clone(),
     );
-    start_controllers(&core, &health, &store, &scheduler, &jobs, &controller);
+    let notebooks = crate::notebooks::Notebooks::new(
+        store.clone(),
+        scheduler.clone(),
+        config.notebooks.clone(),
+        config.data_dir.clone(),
+        config.workloads.path_prefix.clone(),
+    );
     let tuning = crate::tuning::Tuning::new(store.clone(), jobs.clone());
+    // Before any Job starts: a Push trial's process needs its credential from the start.
+    let push = core.block_on(crate::tuning::push::Push::start(&config.data_dir, tuning.clone()))?;
+    jobs.set_extra_env(Arc::new(move |job| push.environment(job)));
+    start_controllers(
+        &core,
+        &health,
+        &store,
+        &scheduler,
+        &jobs,
+        &controller,
+        notebooks.queue(),
+    );
     start_tuning_controller(&core, &health, &store, &tuning);
     let (collector, every) = (
         scheduler.clone(),
@@ -245,6 +263,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         scheduler,
         jobs,
         tuning,
+        notebooks,
+        sessions: Default::default(),
     });
 
     let mut sans = config.tls_sans.clone();
@@ -320,6 +340,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 move || Arc::clone(&serving_controller).run(health.clone()),
             ))
         };
+        // On the actix thread too: the notebook controller probes servers with awc.
+        let notebooks_loop = spawn_notebooks_controller(&state);
         // Deletion propagating over ownerReferences, for every stored kind.
         let collector_loop = {
             let state = state.clone();
@@ -352,6 +374,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         background.abort();
         serving_loop.abort();
         collector_loop.abort();
+        notebooks_loop.abort();
         trimmer.abort();
         futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
         let _ = servers.await;
@@ -416,13 +439,21 @@ fn start_controllers(
     scheduler: &Scheduler,
     jobs: &Jobs,
     pipelines: &crate::pipelines::controller::Controller,
+    notebooks_queue: Arc<crate::controller::WorkQueue>,
 ) {
     let (jobs_queue, pipelines, scheduler) = (jobs.queue(), pipelines.clone(), scheduler.clone());
     core.spawn(crate::controller::supervise(
         "workload-events",
         health.clone(),
         crate::controller::IDLE_TICK,
-        move || workload_events(scheduler.clone(), jobs_queue.clone(), pipelines.clone()),
+        move || {
+            workload_events(
+                scheduler.clone(),
+                jobs_queue.clone(),
+                pipelines.clone(),
+                notebooks_queue.clone(),
+            )
+        },
     ));
     let (jobs, health_for_loop, store) = (jobs.clone(), health.clone(), store.clone());
     core.spawn(crate::controller::supervise(
@@ -483,12 +514,43 @@ fn start_tuning_controller(
     ));
 }
 
+/// The notebook controller ([`crate::notebooks::controller`]), supervised, on the
+/// actix thread (its probes use awc, whose clients live on one thread).
+fn spawn_notebooks_controller(state: &web::Data<AppState>) -> actix_web::rt::task::JoinHandle<()> {
+    let (notebooks, health, store) = (state.notebooks.clone(), state.health.clone(), state.store.clone());
+    actix_web::rt::spawn(crate::controller::supervise(
+        "notebooks-controller",
+        state.health.clone(),
+        crate::controller::IDLE_TICK,
+        move || {
+            let http = std::rc::Rc::new(awc::Client::builder().timeout(Duration::from_secs(5)).finish());
+            let (list_all, reconcile) = (notebooks.clone(), notebooks.clone());
+            crate::controller::run_reporting(
+                "notebooks-controller",
+                health.clone(),
+                notebooks.queue(),
+                Duration::from_secs(30),
+                move || {
+                    let notebooks = list_all.clone();
+                    async move { notebooks.all_uids().await }
+                },
+                move |uid| {
+                    let (notebooks, http) = (reconcile.clone(), std::rc::Rc::clone(&http));
+                    async move { notebooks.reconcile(&http, uid).await }
+                },
+                Some(crate::controller::record_on_resource(store.clone())),
+            )
+        },
+    ))
+}
+
 /// Routes workload events to the controller of the workload's owner. Wakes at least
 /// every `IDLE_TICK` so its heartbeat shows it alive.
 async fn workload_events(
     scheduler: Scheduler,
     jobs_queue: Arc<crate::controller::WorkQueue>,
     pipelines: crate::pipelines::controller::Controller,
+    notebooks_queue: Arc<crate::controller::WorkQueue>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     let mut events = scheduler.subscribe();
@@ -503,6 +565,9 @@ async fn workload_events(
             Ok(event) if event.owner_kind == crate::jobs::spec::KIND => {
                 tracing::debug!(workload = %event.id, phase = event.phase.as_str(), "workload event");
                 jobs_queue.add(&event.owner_uid);
+            }
+            Ok(event) if event.owner_kind == crate::notebooks::spec::KIND => {
+                notebooks_queue.add(&event.owner_uid);
             }
             Ok(event) if event.owner_kind == crate::pipelines::controller::OWNER_KIND => {
                 pipelines.workload_event(&event.id);

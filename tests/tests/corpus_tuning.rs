@@ -37,7 +37,18 @@ fn katibs_hp_tuning_examples_validate_or_are_refused_by_name() {
         }
     }
     eprintln!("accepted {accepted:?}\nrefused {refused:?}");
-    for must in ["random.yaml", "grid.yaml", "hyperopt-distribution.yaml"] {
+    for must in [
+        "random.yaml",
+        "grid.yaml",
+        "hyperopt-distribution.yaml",
+        "optuna-distribution.yaml",
+        "tpe.yaml",
+        "multivariate-tpe.yaml",
+        "sobol.yaml",
+        "cma-es.yaml",
+        "bayesian-optimization.yaml",
+        "hyperband.yaml",
+    ] {
         assert!(accepted.iter().any(|a| a == must), "{must} refused: {refused:?}");
     }
     assert!(

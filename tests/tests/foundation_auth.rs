@@ -77,6 +77,13 @@ fn every_protected_route_needs_a_valid_token() {
     let mut protected = 0;
     for (method, template) in &ops {
         let path = fill_path(template, "alice");
+        // The login route takes its token in the body (401 for a bad one, 422 for none);
+        // tests/python/notebooks covers it, sessions and logout.
+        if template == "/hearth/v1/session" {
+            let r = call(&d, method, &path, None);
+            assert!(matches!(r.status, 204 | 422), "{method} {path}: {r}");
+            continue;
+        }
         if OPEN.contains(&template.as_str()) {
             let r = call(&d, method, &path, None);
             assert!(r.status == 200, "{method} {path} must be open: {r}");

@@ -15,7 +15,14 @@ use crate::auth::Principal;
 
 /// Paths anyone may call: liveness and readiness probes, and Kubernetes' `/version`
 /// (open there too, through `system:public-info-viewer`).
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version", "/version/"];
+/// The session route logs in with a token in its body (and logs out by cookie).
+const OPEN_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/version",
+    "/version/",
+    "/hearth/v1/session",
+];
 
 /// The token from `Authorization: Bearer <t>`, or the password of `Basic` (how a
 /// browser sends it after the prompt that a 401 triggers).
@@ -48,10 +55,16 @@ pub async fn authenticate(
         path == "/metrics" && state.as_ref().map(|s| s.config.metrics.public).unwrap_or(false);
     if !open && !metrics_public {
         let outcome = match state {
-            Some(state) => state
-                .auth
-                .authenticate(presented_token(&req).as_deref())
-                .map_err(ApiError::from),
+            Some(state) => match presented_token(&req) {
+                Some(token) => state.auth.authenticate(Some(&token)).map_err(ApiError::from),
+                // No credentials in headers: a browser's session cookie, if any.
+                None => match super::session::cookie_value(req.headers()) {
+                    Some(secret) => state.sessions.principal(&state, Some(&secret)).ok_or_else(|| {
+                        ApiError::Unauthorized("the session expired or was logged out".into())
+                    }),
+                    None => state.auth.authenticate(None).map_err(ApiError::from),
+                },
+            },
             None => Err(ApiError::Internal("application state missing".into())),
         };
         match outcome {

@@ -13,9 +13,11 @@ pub mod kube_auth;
 pub mod kube_protobuf;
 pub mod logs;
 pub mod middleware;
+pub mod notebooks;
 pub mod openapi;
 pub mod scope;
 pub mod servingruntimes;
+pub mod session;
 pub mod system;
 pub mod web;
 
@@ -54,6 +56,8 @@ pub struct AppState {
     pub scheduler: crate::scheduler::Scheduler,
     pub jobs: crate::jobs::Jobs,
     pub tuning: crate::tuning::Tuning,
+    pub notebooks: crate::notebooks::Notebooks,
+    pub sessions: session::Sessions,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.
@@ -86,6 +90,19 @@ impl RouteTable {
         for path in web::ROUTES {
             entries.push((ResourceDef::new(*path), vec![Method::GET]));
         }
+        // The notebook proxy takes every method; Jupyter answers for its own paths.
+        entries.push((
+            ResourceDef::new(crate::notebooks::proxy::ROUTE),
+            [
+                Method::GET,
+                Method::PUT,
+                Method::POST,
+                Method::DELETE,
+                Method::PATCH,
+                Method::HEAD,
+            ]
+            .into(),
+        ));
         RouteTable { entries }
     }
 
@@ -156,8 +173,10 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     servingruntimes::routes(cfg);
     kfp::routes(cfg);
     jobs::routes(cfg);
+    experiments::routes(cfg);
     crate::kube::routes::routes(cfg);
     kube_auth::routes(cfg);
+    session::routes(cfg);
 }
 
 /// Builds the application for one worker.
@@ -196,4 +215,5 @@ pub fn app(
         .into_app()
         .route("/openapi.json", actix_web::web::get().to(openapi::serve_json))
         .configure(web::routes)
+        .configure(crate::notebooks::proxy::routes)
 }

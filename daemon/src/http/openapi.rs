@@ -27,7 +27,7 @@ use super::errors::Problem;
 )]
 struct BaseDoc;
 
-const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version"];
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/version", "/hearth/v1/session"];
 
 /// An error answer: problem+json on Hearth's own paths, a Kubernetes `Status` on the
 /// Kubernetes API's (see `crate::kube::status`).
@@ -78,6 +78,8 @@ fn complete(mut doc: OpenApi) -> OpenApi {
     );
     for (path, item) in doc.paths.paths.iter_mut() {
         let open = OPEN_PATHS.contains(&path.as_str());
+        // The login route takes no bearer token, but answers 401 to a bad one in its body.
+        let login = path == "/hearth/v1/session";
         let has_path_params = path.contains('{');
         // (operation, has a body, deletes)
         let ops = [
@@ -118,6 +120,9 @@ fn complete(mut doc: OpenApi) -> OpenApi {
                 errors.push(("413", "Body larger than the configured limit"));
                 errors.push(("415", "Unsupported content type"));
                 errors.push(("422", "A field is invalid or names an unsupported feature"));
+            }
+            if login {
+                errors.push(("401", "The token is not valid"));
             }
             name_patterns(op);
             describe_responses(op);

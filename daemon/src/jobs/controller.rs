@@ -605,6 +605,9 @@ impl Jobs {
             // own env, so a user value wins as it would in a pod).
             env.insert(0, ("JOB_COMPLETION_INDEX".into(), index.to_string()));
         }
+        if let Some(extra) = self.extra_env.get() {
+            env.extend(extra(job));
+        }
         Workload {
             id: attempt_id(&job.uid, number),
             owner: Owner {

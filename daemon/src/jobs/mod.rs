@@ -65,7 +65,13 @@ pub struct Jobs {
     queue: Arc<WorkQueue>,
     config: JobsConfig,
     active_clock: Arc<crate::clock::SinceClock>,
+    extra_env: Arc<std::sync::OnceLock<ExtraEnv>>,
 }
+
+/// Environment another part of Hearth adds to a Job's processes when they start (the
+/// Katib Push collector's per-trial credential): set in the process only, never in
+/// the Job's document. Its variables come after the Job's own, so they win.
+pub type ExtraEnv = Arc<dyn Fn(&resources::Resource) -> Vec<(String, String)> + Send + Sync>;
 
 fn not_found(e: StoreError, namespace: &str, name: &str) -> JobError {
     match e {
@@ -166,7 +172,13 @@ impl Jobs {
             queue: WorkQueue::new(),
             config,
             active_clock: Arc::default(),
+            extra_env: Arc::default(),
         }
+    }
+
+    /// Sets [`ExtraEnv`] (once, at start-up; a second call is ignored).
+    pub fn set_extra_env(&self, extra: ExtraEnv) {
+        let _ = self.extra_env.set(extra);
     }
 
     pub fn queue(&self) -> Arc<WorkQueue> {

@@ -225,7 +225,7 @@ fn bounded(value: u64, max: u64, field: &str, text: &str, unit: &str) -> Result<
     Ok(value)
 }
 
-fn resources(container: &Value, path: &str) -> Result<ResourceRequest, FieldError> {
+pub(crate) fn resources(container: &Value, path: &str) -> Result<ResourceRequest, FieldError> {
     let Some(resources) = container.get("resources") else {
         return Ok(ResourceRequest::default());
     };
@@ -307,7 +307,7 @@ fn resources(container: &Value, path: &str) -> Result<ResourceRequest, FieldErro
     Ok(request)
 }
 
-fn env(container: &Value, path: &str) -> Result<Vec<(String, String)>, FieldError> {
+pub(crate) fn env(container: &Value, path: &str) -> Result<Vec<(String, String)>, FieldError> {
     let Some(list) = container.get("env") else {
         return Ok(Vec::new());
     };

@@ -18,10 +18,31 @@ fn group_version(kind: &KindDef) -> Value {
     json!({"groupVersion": kind.api_version(), "version": kind.version})
 }
 
+/// Kubernetes' version priority (`k8s.io/apimachinery` `CompareKubeAwareVersionStrings`):
+/// GA before beta before alpha, higher numbers first. Smaller sorts first.
+fn version_priority(version: &str) -> (u8, i64, i64) {
+    let digits = |s: &str| -> i64 { s.parse().unwrap_or(0) };
+    let Some(rest) = version.strip_prefix('v') else {
+        return (3, 0, 0);
+    };
+    let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let (major, tail) = rest.split_at(split);
+    match tail {
+        "" => (0, -digits(major), 0),
+        t if t.starts_with("beta") => (1, -digits(major), -digits(&t[4..])),
+        t if t.starts_with("alpha") => (2, -digits(major), -digits(&t[5..])),
+        _ => (3, 0, 0),
+    }
+}
+
 fn api_group(group: &str) -> Option<Value> {
-    let first = KINDS.iter().find(|k| k.group == group)?;
+    let mut kinds: Vec<&KindDef> = KINDS.iter().copied().filter(|k| k.group == group).collect();
+    // As the API server lists a group's versions: the preferred (highest priority)
+    // first (kubeflow.org: Notebook's v1 before Katib's v1beta1).
+    kinds.sort_by_key(|k| version_priority(k.version));
+    let first = kinds.first()?;
     let mut versions: Vec<Value> = Vec::new();
-    for kind in KINDS.iter().filter(|k| k.group == group) {
+    for kind in &kinds {
         let gv = group_version(kind);
         if !versions.contains(&gv) {
             versions.push(gv);
@@ -143,7 +164,7 @@ async fn kserve_v1alpha1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1alpha1"))
 }
 
-/// `APIGroup` `kubeflow.org` (Katib's kinds).
+/// `APIGroup` `kubeflow.org` (Katib's kinds and Notebooks).
 #[utoipa::path(tag = "kubernetes", operation_id = "getKubeflowOrgAPIGroup", responses((status = 200, description = "APIGroup", body = crate::kube::upstream_schema::V1APIGroup)))]
 #[get("/apis/kubeflow.org")]
 async fn kubeflow_group() -> Result<HttpResponse, ApiError> {
@@ -157,6 +178,13 @@ async fn kubeflow_v1beta1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("kubeflow.org/v1beta1"))
 }
 
+/// `APIResourceList` of `kubeflow.org/v1` (notebooks).
+#[utoipa::path(tag = "kubernetes", operation_id = "getKubeflowOrgV1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
+#[get("/apis/kubeflow.org/v1")]
+async fn kubeflow_v1() -> HttpResponse {
+    HttpResponse::Ok().json(resource_list("kubeflow.org/v1"))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(core_versions)
         .service(core_resources)
@@ -167,7 +195,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(kserve_v1beta1)
         .service(kserve_v1alpha1)
         .service(kubeflow_group)
-        .service(kubeflow_v1beta1);
+        .service(kubeflow_v1beta1)
+        .service(kubeflow_v1);
 }
 
 #[cfg(test)]
@@ -184,6 +213,14 @@ mod tests {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["jobs", "jobs/status"]);
+        let kubeflow = api_group("kubeflow.org").unwrap();
+        assert_eq!(kubeflow["preferredVersion"]["version"], "v1");
+        assert_eq!(kubeflow["versions"][1]["version"], "v1beta1");
+        let kserve_doc = api_group("serving.kserve.io").unwrap();
+        assert_eq!(kserve_doc["preferredVersion"]["version"], "v1beta1");
+        assert!(version_priority("v1") < version_priority("v2beta1"));
+        assert!(version_priority("v1beta2") < version_priority("v1beta1"));
+        assert!(version_priority("v1beta1") < version_priority("v1alpha1"));
         let kserve = resource_list("serving.kserve.io/v1beta1");
         assert_eq!(kserve["resources"][0]["shortNames"], json!(["isvc"]));
         assert_eq!(kserve["resources"][0]["categories"], json!(["all"]));

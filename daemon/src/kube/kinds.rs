@@ -32,6 +32,8 @@ pub enum Backend {
     /// to users.
     Trial,
     Suggestion,
+    /// Kubeflow `Notebook` ([`crate::notebooks`]), served as `v1` and `v1beta1`.
+    Notebook,
     /// A read-only kind computed from Hearth's state ([`super::views`]).
     View(super::views::View),
 }
@@ -169,6 +171,35 @@ pub static SUGGESTION: KindDef = KindDef {
     schema: super::schema::suggestion,
 };
 
+/// Kubeflow `kubeflow.org/v1` Notebook (a CRD upstream): a Jupyter server per object.
+pub static NOTEBOOK: KindDef = KindDef {
+    group: "kubeflow.org",
+    version: "v1",
+    kind: "Notebook",
+    list_kind: "NotebookList",
+    plural: "notebooks",
+    singular: "notebook",
+    short_names: &[],
+    categories: &["all", "kubeflow"],
+    namespaced: true,
+    verbs: WRITE_VERBS,
+    store_kind: crate::notebooks::spec::KIND,
+    status_subresource: true,
+    hidden_status: &[crate::notebooks::controller::HEARTH_STATUS],
+    delete_answer: DeleteAnswer::Object,
+    backend: Backend::Notebook,
+    schema: super::schema::notebook,
+};
+
+/// The same Notebooks as `kubeflow.org/v1beta1` (the spec is the same in both
+/// versions upstream; the CRD serves both). Not in the `all` category, so `kubectl
+/// get all` lists each notebook once.
+pub static NOTEBOOK_V1BETA1: KindDef = KindDef {
+    version: "v1beta1",
+    categories: &["kubeflow"],
+    ..NOTEBOOK
+};
+
 /// A read-only view's definition: no store kind, no status subresource.
 #[allow(
     clippy::too_many_arguments,
@@ -278,6 +309,8 @@ pub static KINDS: &[&KindDef] = &[
     &EXPERIMENT,
     &TRIAL,
     &SUGGESTION,
+    &NOTEBOOK,
+    &NOTEBOOK_V1BETA1,
 ];
 
 /// The named API groups of the registry (not the core group `""`), each once.
@@ -339,7 +372,8 @@ impl KindDef {
             | Backend::InferenceService
             | Backend::Experiment
             | Backend::Trial
-            | Backend::Suggestion => &[],
+            | Backend::Suggestion
+            | Backend::Notebook => &[],
         }
     }
 
@@ -359,6 +393,7 @@ impl KindDef {
             Backend::Experiment => crate::tuning::render_experiment(resource),
             Backend::Trial => crate::tuning::render_trial(resource),
             Backend::Suggestion => crate::tuning::render_suggestion(resource),
+            Backend::Notebook => crate::notebooks::render(resource, &self.api_version()),
             // A view has no stored objects; its documents come from `views`.
             Backend::View(_) => serde_json::json!({}),
         }
@@ -375,6 +410,10 @@ impl KindDef {
             Backend::Job => Ok(state.jobs.create(namespace, document, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.create(namespace, document, dry_run).await?),
             Backend::Experiment => Ok(state.tuning.create(namespace, document, dry_run).await?),
+            Backend::Notebook => Ok(state
+                .notebooks
+                .create(namespace, document, dry_run, &self.api_version())
+                .await?),
             Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("POST")),
         }
     }
@@ -402,6 +441,17 @@ impl KindDef {
                 .tuning
                 .replace(namespace, name, document, expected_version, dry_run)
                 .await?),
+            Backend::Notebook => Ok(state
+                .notebooks
+                .replace(
+                    namespace,
+                    name,
+                    document,
+                    expected_version,
+                    dry_run,
+                    &self.api_version(),
+                )
+                .await?),
             Backend::Trial | Backend::Suggestion | Backend::View(_) => Err(self.read_only("PUT")),
         }
     }
@@ -419,6 +469,10 @@ impl KindDef {
             Backend::Job => Ok(state.jobs.delete(namespace, name, dry_run).await?),
             Backend::InferenceService => Ok(state.serving.delete(namespace, name, dry_run).await?),
             Backend::Experiment => Ok(state.tuning.delete(namespace, name, dry_run).await?),
+            Backend::Notebook => Ok(state
+                .notebooks
+                .delete(namespace, name, dry_run, &self.api_version())
+                .await?),
             // Reached only from the garbage collector: these kinds have no DELETE path.
             Backend::Trial | Backend::Suggestion => Ok(state
                 .tuning

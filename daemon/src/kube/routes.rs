@@ -315,6 +315,31 @@ read_only_kind_routes!(
     ops: ["listNamespacedSuggestion", "readNamespacedSuggestion", "listSuggestionForAllNamespaces"]
 );
 
+kind_routes!(
+    notebooks, crate::kube::kinds::NOTEBOOK, "notebooks", crate::http::notebooks::Notebook,
+    collection: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks",
+    item: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}",
+    status: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}/status",
+    all: "/apis/kubeflow.org/v1/notebooks",
+    ops: ["listNamespacedNotebook", "createNamespacedNotebook", "readNamespacedNotebook",
+          "replaceNamespacedNotebook", "patchNamespacedNotebook", "deleteNamespacedNotebook",
+          "readNamespacedNotebookStatus", "replaceNamespacedNotebookStatus",
+          "patchNamespacedNotebookStatus", "listNotebookForAllNamespaces"]
+);
+
+kind_routes!(
+    notebooks_v1beta1, crate::kube::kinds::NOTEBOOK_V1BETA1, "notebooks", crate::http::notebooks::Notebook,
+    collection: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks",
+    item: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks/{name}",
+    status: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/notebooks/{name}/status",
+    all: "/apis/kubeflow.org/v1beta1/notebooks",
+    ops: ["listNamespacedNotebookV1beta1", "createNamespacedNotebookV1beta1",
+          "readNamespacedNotebookV1beta1", "replaceNamespacedNotebookV1beta1",
+          "patchNamespacedNotebookV1beta1", "deleteNamespacedNotebookV1beta1",
+          "readNamespacedNotebookV1beta1Status", "replaceNamespacedNotebookV1beta1Status",
+          "patchNamespacedNotebookV1beta1Status", "listNotebookV1beta1ForAllNamespaces"]
+);
+
 /// Every kind's paths and discovery.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     super::discovery::routes(cfg);
@@ -324,5 +349,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     experiments::routes(cfg);
     trials::routes(cfg);
     suggestions::routes(cfg);
+    notebooks::routes(cfg);
+    notebooks_v1beta1::routes(cfg);
     super::view_routes::routes(cfg);
 }

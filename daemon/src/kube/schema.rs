@@ -601,7 +601,7 @@ pub fn experiment(kind: &KindDef) -> Value {
                     &["kind"],
                     vec![(
                         "kind",
-                        string("StdOut or File (other kinds are refused by name)."),
+                        string("StdOut, File or Push (other kinds are refused by name)."),
                     )],
                 ),
             ),
@@ -621,11 +621,16 @@ pub fn experiment(kind: &KindDef) -> Value {
                     vec![
                         (
                             "algorithmName",
-                            string("random or grid (other Katib algorithms are refused by name)."),
+                            string(
+                                "random, grid, tpe, multivariate-tpe, sobol, cmaes, bayesianoptimization or \
+                                 hyperband (enas, darts and pbt are refused by name).",
+                            ),
                         ),
                         (
                             "algorithmSettings",
-                            name_value("Algorithm settings (random: random_state)."),
+                            name_value(
+                                "Algorithm settings, with Katib's names and defaults (random_state, ...).",
+                            ),
                         ),
                     ],
                 ),
@@ -641,6 +646,20 @@ pub fn experiment(kind: &KindDef) -> Value {
                 int32("Failed trials beyond which the experiment fails."),
             ),
             ("metricsCollectorSpec", collector),
+            (
+                "earlyStopping",
+                object(
+                    "Early stopping (Katib's medianstop).",
+                    spec::EARLY_STOPPING_FIELDS,
+                    vec![
+                        ("algorithmName", string("medianstop.")),
+                        (
+                            "algorithmSettings",
+                            name_value("min_trials_required (default 3) and start_step (default 4)."),
+                        ),
+                    ],
+                ),
+            ),
             (
                 "resumePolicy",
                 enumerated(
@@ -675,6 +694,98 @@ pub fn suggestion(kind: &KindDef) -> Value {
         "A Katib Suggestion: the assignments made for an Experiment (read-only).",
         free_object("Katib's SuggestionSpec: algorithm, requests, resumePolicy."),
         "Katib's SuggestionStatus: suggestionCount, suggestions, conditions.",
+    )
+}
+
+/// `org.kubeflow.v1.Notebook` (and `v1beta1`) as Hearth honours it: the pod template
+/// of Kubeflow's CRD, cut to what process mode runs (`crate::notebooks::spec`).
+pub fn notebook(kind: &KindDef) -> Value {
+    use crate::notebooks::spec;
+    let container = object(
+        "The notebook server (process mode runs the Jupyter server of [notebooks] command, as the namespace's Unix user).",
+        spec::CONTAINER_FIELDS,
+        vec![
+            ("name", string("The container's name.")),
+            ("image", string("Recorded and shown; the process runtime runs Jupyter from the host, not this image.")),
+            ("imagePullPolicy", enumerated("Accepted; nothing is pulled.", &["Always", "IfNotPresent", "Never"])),
+            ("env", env("The server's environment; NB_PREFIX (/notebook/{namespace}/{name}) is set first, as Kubeflow does.")),
+            ("resources", resources("CPU, memory and nvidia.com/gpu the server is queued for (notebook priority); GPUs are assigned through CUDA_VISIBLE_DEVICES.")),
+            (
+                "volumeMounts",
+                array_of(
+                    "Where volumes go: one persistentVolumeClaim becomes the server's root dir; a memory emptyDir only at /dev/shm.",
+                    object(
+                        "A volume mount.",
+                        spec::VOLUME_MOUNT_FIELDS,
+                        vec![
+                            ("name", string("One of spec.template.spec.volumes.")),
+                            ("mountPath", string("Where the pod would mount it (/home/jovyan for the workspace).")),
+                            ("readOnly", boolean("Must be false for the workspace.")),
+                        ],
+                    ),
+                ),
+            ),
+            ("ports", ports("Recorded; the server listens on a loopback port Hearth chooses, behind its proxy.")),
+            ("securityContext", free_object("Honoured within the namespace's Unix identities (runAsUser and runAsGroup must be the namespace's).")),
+            ("terminationMessagePolicy", enumerated("Accepted.", &["FallbackToLogsOnError", "File"])),
+            ("terminationMessagePath", string("Accepted.")),
+        ],
+    );
+    let volume = object(
+        "A volume: a persistentVolumeClaim (the workspace directory <data-dir>/workspaces/<namespace>/<claimName>, kept when the notebook goes) or a memory-backed emptyDir (/dev/shm).",
+        spec::VOLUME_FIELDS,
+        vec![
+            ("name", string("The volume's name, as volumeMounts name it.")),
+            (
+                "persistentVolumeClaim",
+                object(
+                    "A workspace directory of that name in the namespace.",
+                    &["claimName", "readOnly"],
+                    vec![
+                        ("claimName", string("The directory's name (a DNS-1123 subdomain).")),
+                        ("readOnly", boolean("Must be false.")),
+                    ],
+                ),
+            ),
+            (
+                "emptyDir",
+                object(
+                    "Only medium: Memory, mounted at /dev/shm (the host's).",
+                    &["medium", "sizeLimit"],
+                    vec![
+                        ("medium", string("Memory.")),
+                        ("sizeLimit", json!({"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": true, "description": "Accepted; the host's /dev/shm has its own size."})),
+                    ],
+                ),
+            ),
+        ],
+    );
+    let pod_spec = object(
+        "The notebook's pod: exactly one container.",
+        spec::POD_FIELDS,
+        vec![
+            ("containers", array_of("Exactly one container: the notebook server.", container)),
+            ("volumes", array_of("The workspace (persistentVolumeClaim) and shm (emptyDir, Memory).", volume)),
+            ("serviceAccountName", string("Accepted (Kubeflow's default-editor); the server runs as the namespace's own user.")),
+            ("tolerations", array_of("Accepted; one host has no taints to tolerate.", free_object("A toleration."))),
+            ("securityContext", free_object("Honoured within the namespace's Unix identities (runAsUser, runAsGroup, fsGroup must be the namespace's).")),
+            ("terminationGracePeriodSeconds", int64("Seconds between SIGTERM and SIGKILL when the server is stopped (default 30, at most 3600).")),
+        ],
+    );
+    let template = object(
+        "The pod template of the notebook server.",
+        spec::TEMPLATE_FIELDS,
+        vec![("spec", pod_spec)],
+    );
+    document(
+        kind,
+        "A Kubeflow Notebook: one Jupyter server, reached through Hearth's proxy at /notebook/{namespace}/{name}/. Stopped and started by the kubeflow-resource-stopped annotation; culled when idle.",
+        object(
+            "Kubeflow's NotebookSpec.",
+            spec::SPEC_FIELDS,
+            vec![("template", template)],
+        ),
+        "Kubeflow's NotebookStatus: readyReplicas (0 or 1), containerState (running, waiting with a reason) and conditions.",
     )
 }
 
@@ -820,7 +931,9 @@ mod tests {
                 "io.kserve.serving.v1alpha1.ClusterServingRuntime",
                 "org.kubeflow.v1beta1.Experiment",
                 "org.kubeflow.v1beta1.Trial",
-                "org.kubeflow.v1beta1.Suggestion"
+                "org.kubeflow.v1beta1.Suggestion",
+                "org.kubeflow.v1.Notebook",
+                "org.kubeflow.v1beta1.Notebook"
             ]
         );
         assert_eq!(name_for("", "v1", "Pod"), "io.k8s.api.core.v1.Pod");

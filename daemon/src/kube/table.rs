@@ -144,6 +144,7 @@ fn columns(kind: &KindDef) -> Vec<(&'static str, &'static str)> {
             ("Assigned", "string"),
             age,
         ],
+        Backend::Notebook => vec![name, ("Ready", "string"), ("Status", "string"), age],
         Backend::View(View::Namespace) => vec![name, ("Status", "string"), age],
         Backend::View(View::Event) => vec![
             ("Last Seen", "string"),
@@ -207,6 +208,21 @@ fn cells(kind: &KindDef, d: &Value) -> Vec<Value> {
             json!(last_condition(d, "status")),
             created,
         ],
+        Backend::Notebook => {
+            let ready = d
+                .pointer("/status/readyReplicas")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let stopped = d
+                .pointer("/metadata/annotations/kubeflow-resource-stopped")
+                .is_some();
+            let status = if stopped {
+                "Stopped".to_string()
+            } else {
+                text(d, "/status/conditions/0/reason")
+            };
+            vec![name, json!(format!("{ready}/1")), json!(status), created]
+        }
         Backend::Suggestion => vec![
             name,
             json!(last_condition(d, "type")),

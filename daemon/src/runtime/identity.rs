@@ -238,6 +238,8 @@ pub const SHARED_TREES: &[&str] = &[
     "serving",
     "serving/models",
     "serving/replicas",
+    "workspaces",
+    "notebooks",
 ];
 
 fn tighten_data_dir(data_dir: &Path) -> Result<(), IdentityError> {

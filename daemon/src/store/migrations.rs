@@ -120,6 +120,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX resources_owned ON resources(kind)
         WHERE instr(metadata, '"ownerReferences"') > 0 OR instr(metadata, '"finalizers"') > 0;
     "#,
+    // 7: Katib's observation log: every metric value a trial reported, with its
+    // timestamp, in the order reported (`seq`). Its own table, not the Trial's status,
+    // which would grow with every value; keyed by the Trial's uid, so a later Trial of
+    // the same name starts empty, and gone with its Trial (the trigger).
+    r#"
+    CREATE TABLE observation_logs (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        trial_uid   TEXT NOT NULL,
+        time_stamp  TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        value       TEXT NOT NULL
+    );
+    CREATE INDEX observation_logs_by_trial ON observation_logs(trial_uid, seq);
+    CREATE TRIGGER observation_logs_follow_trials AFTER DELETE ON resources
+        WHEN OLD.kind = 'Trial'
+        BEGIN DELETE FROM observation_logs WHERE trial_uid = OLD.uid; END;
+    "#,
 ];
 
 pub fn supported_version() -> i64 {

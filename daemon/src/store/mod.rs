@@ -10,6 +10,7 @@
 
 pub mod access;
 mod migrations;
+pub mod observation_logs;
 #[allow(
     dead_code,
     reason = "shared core API: the jobs, pipelines, serving and notebooks areas build on it"

@@ -608,7 +608,14 @@ pub struct Change {
 /// API serves (`crate::kube::kinds::KINDS`, which a test holds to this list). Other
 /// kinds (pipeline runs and their bookkeeping, with specs of megabytes) only take a
 /// version.
-pub const WATCHED_KINDS: &[&str] = &["Job", "InferenceService", "Experiment", "Trial", "Suggestion"];
+pub const WATCHED_KINDS: &[&str] = &[
+    "Job",
+    "InferenceService",
+    "Experiment",
+    "Trial",
+    "Suggestion",
+    "Notebook",
+];
 
 /// How many changes the log keeps; a watch resuming from an older version gets 410
 /// `Expired` and lists again, as from a compacted etcd.

@@ -20,6 +20,7 @@ use super::metrics;
 use super::spec::{self, Collector, ExperimentSpec, MetricStrategy, ObjectiveType};
 use super::{Tuning, TuningError};
 use crate::jobs::JobError;
+use crate::store::observation_logs;
 use crate::store::resources::{self, NewResource, Resource};
 use crate::store::{now_rfc3339, StoreError};
 
@@ -30,6 +31,10 @@ pub const TRIAL_LABEL: &str = "katib.kubeflow.org/trial";
 /// The key of a Trial's `status` that is Hearth's bookkeeping (never shown; the
 /// Trial kind's `hidden_status`).
 pub const HEARTH_STATUS: &str = "hearth";
+
+/// Held while a File-collector trial checks that no other trial writes its metrics
+/// file and makes its Job ([`Tuning::file_writer`]).
+static METRICS_FILE_GATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How soon a running experiment is looked at again (its trials' Jobs move on their
 /// own; the Jobs controller does not wake this one).
@@ -63,6 +68,48 @@ fn condition_true(status: &Value, kind: &str) -> bool {
 /// Whether an Experiment's status says it has ended (Succeeded or Failed).
 pub fn is_finished(status: &Value) -> bool {
     condition_true(status, "Succeeded") || condition_true(status, "Failed")
+}
+
+/// Whether a finished experiment ended because `maxTrialCount` was reached (the only
+/// end Katib restarts from).
+pub fn ended_by_max_trials(status: &Value) -> bool {
+    condition_true(status, "Succeeded")
+        && status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Succeeded")
+                        && c.get("reason").and_then(Value::as_str) == Some("ExperimentMaxTrialsReached")
+                })
+            })
+}
+
+/// Whether a finished experiment is one Katib's controller restarts once its budget
+/// is raised: `resumePolicy: LongRunning`, ended by `ExperimentMaxTrialsReached`.
+fn resumable(experiment: &Resource, parsed: &ExperimentSpec) -> bool {
+    parsed.resume_policy == spec::ResumePolicy::LongRunning && ended_by_max_trials(&experiment.status)
+}
+
+/// Katib's restart: the `Succeeded` condition goes, `Restarting` is set
+/// (`ExperimentRestarting`), and the pass goes on as for a running experiment.
+fn restart(status: &mut Map<String, Value>) {
+    if let Some(list) = status.get_mut("conditions").and_then(Value::as_array_mut) {
+        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("Succeeded"));
+    }
+    status.remove("completionTime");
+    set_condition(
+        status,
+        "Restarting",
+        true,
+        "ExperimentRestarting",
+        "Experiment is restarted",
+    );
+}
+
+/// Whether a Trial has ended (any of Katib's terminal conditions).
+pub(super) fn trial_has_ended(status: &Value) -> bool {
+    trial_end(status).is_some()
 }
 
 /// The terminal condition of a Trial, if any.
@@ -119,7 +166,7 @@ fn owner_reference(kind: &str, api_version: &str, owner: &Resource) -> Value {
     }])
 }
 
-fn owned_by(resource: &Resource, owner_uid: &str) -> bool {
+pub(super) fn owned_by(resource: &Resource, owner_uid: &str) -> bool {
     resource
         .metadata
         .get("ownerReferences")
@@ -249,6 +296,107 @@ fn goal_reached(parsed: &ExperimentSpec, best: f64) -> bool {
         (Some(goal), ObjectiveType::Maximize) => best >= goal,
         (None, _) => false,
     }
+}
+
+/// What the algorithm is told: every stored suggestion in the order made, with its
+/// Trial's outcome (the objective under its metric strategy, negated when maximized;
+/// a suggestion without a Trial yet, or whose Trial runs, is pending). Rebuilt from
+/// the stored Suggestion and Trials on every pass, so a restarted daemon asks the
+/// algorithm exactly what it would have asked.
+fn history(stored: &[Suggested], trials: &[Resource], parsed: &ExperimentSpec) -> Vec<algorithms::Trial> {
+    stored
+        .iter()
+        .zip(0u64..)
+        .map(|(s, index)| {
+            let trial = trials.iter().find(|t| t.name == s.trial);
+            let outcome = match trial {
+                None => algorithms::Outcome::Pending,
+                Some(t) if trial_end(&t.status).is_none() => algorithms::Outcome::Pending,
+                Some(t) => match objective_value(t, parsed) {
+                    Some(v) if matches!(trial_end(&t.status), Some("Succeeded" | "EarlyStopped")) => {
+                        algorithms::Outcome::Completed(match parsed.objective.objective_type {
+                            ObjectiveType::Minimize => v,
+                            ObjectiveType::Maximize => -v,
+                        })
+                    }
+                    _ => algorithms::Outcome::Failed,
+                },
+            };
+            algorithms::Trial {
+                index,
+                assignment: s.assignments.clone(),
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// An early stopping rule of a trial (Katib's `EarlyStoppingRule`).
+struct Rule {
+    name: String,
+    value: f64,
+    /// `less` or `greater` (Katib's `ComparisonType`; `equal` is not made by medianstop).
+    less: bool,
+    start_step: usize,
+}
+
+fn early_stopping_rules(trial: &Resource) -> Vec<Rule> {
+    trial
+        .spec
+        .get("earlyStoppingRules")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| {
+                    Some(Rule {
+                        name: r.get("name")?.as_str()?.to_string(),
+                        value: r.get("value")?.as_str()?.parse().ok()?,
+                        less: r.get("comparison")?.as_str()? == "less",
+                        start_step: usize::try_from(r.get("startStep")?.as_u64()?).ok()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a trial's values so far break a rule, as Katib's metrics collector checks
+/// them: from the rule's `startStep`-th value of its metric on, the best value so far
+/// (for the objective; the value itself for another metric) compared with the rule's.
+fn stops_early(rules: &[Rule], logs: &[metrics::MetricLog], parsed: &ExperimentSpec) -> bool {
+    rules.iter().any(|rule| {
+        let values = logs
+            .iter()
+            .filter(|l| l.name == rule.name)
+            .filter_map(|l| l.value.trim().parse::<f64>().ok());
+        let objective = rule.name == parsed.objective.metric_name;
+        let mut best: Option<f64> = None;
+        for (step, value) in values.enumerate() {
+            let current = if objective {
+                let b = match best {
+                    Some(b) if !better(parsed, value, b) => b,
+                    _ => value,
+                };
+                best = Some(b);
+                b
+            } else {
+                value
+            };
+            if step + 1 < rule.start_step {
+                continue;
+            }
+            let worse = if rule.less {
+                current < rule.value
+            } else {
+                current > rule.value
+            };
+            if worse {
+                return true;
+            }
+        }
+        false
+    })
 }
 
 /// A stored suggestion: the trial it is for, and its assignments.
@@ -438,7 +586,16 @@ impl Tuning {
                 "Experiment is created",
             );
         }
-        let finished = is_finished(&experiment.status);
+        let mut finished = is_finished(&experiment.status);
+        if finished && resumable(&experiment, &parsed) {
+            let completed = Counts::of(&self.trials(&experiment).await?).completed();
+            let budget =
+                usize::try_from(parsed.max_trial_count.unwrap_or(spec::MAX_TRIALS)).unwrap_or(usize::MAX);
+            if completed < budget {
+                restart(&mut status);
+                finished = false;
+            }
+        }
         if !finished {
             set_condition(
                 &mut status,
@@ -459,9 +616,11 @@ impl Tuning {
 
         // The best trial so far, and whether the experiment has ended.
         let mut counts = Counts::of(&trials);
+        // As Katib's experiment status: any trial whose observation has the objective,
+        // an early-stopped one included.
         let best = trials
             .iter()
-            .filter(|t| trial_end(&t.status) == Some("Succeeded"))
+            .filter(|t| matches!(trial_end(&t.status), Some("Succeeded" | "EarlyStopped")))
             .filter_map(|t| objective_value(t, &parsed).map(|v| (t, v)))
             .fold(None::<(&Resource, f64)>, |acc, (t, v)| match acc {
                 Some((_, b)) if !better(&parsed, v, b) => acc,
@@ -518,9 +677,12 @@ impl Tuning {
         };
         if let Some((kind, reason, message)) = ending {
             for trial in trials.iter_mut().filter(|t| trial_end(&t.status).is_none()) {
-                *trial = self.kill_trial(trial.clone()).await?;
+                *trial = self
+                    .kill_trial(trial.clone(), parsed.trial_template.retain)
+                    .await?;
             }
             counts = Counts::of(&trials);
+            set_condition(&mut status, "Restarting", false, reason, message);
             set_condition(&mut status, "Running", false, reason, message);
             set_condition(&mut status, kind, true, reason, message);
             status.insert("completionTime".into(), json!(now_rfc3339()));
@@ -632,7 +794,9 @@ impl Tuning {
         // write the same file, so they run one at a time.
         let parallel = match parsed.collector {
             Collector::File { .. } => 1,
-            Collector::StdOut { .. } => usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX),
+            Collector::StdOut { .. } | Collector::Push => {
+                usize::try_from(parsed.parallel_trial_count).unwrap_or(usize::MAX)
+            }
         };
         let want = parallel
             .saturating_sub(counts.active())
@@ -649,12 +813,27 @@ impl Tuning {
             let Some(algorithm) = algorithms::by_name(&parsed.algorithm_name) else {
                 return Ok(false);
             };
-            let batch = algorithm.suggest(&Request {
-                parameters: &parsed.parameters,
-                settings: &parsed.algorithm_settings,
-                made: u64::try_from(stored.len()).unwrap_or(u64::MAX),
-                count: u64::try_from(want - unused.len()).unwrap_or(0),
-            });
+            let history = history(&stored, trials, parsed);
+            let (parameters, settings) = (parsed.parameters.clone(), parsed.algorithm_settings.clone());
+            let made = u64::try_from(stored.len()).unwrap_or(u64::MAX);
+            let count = u64::try_from(want - unused.len()).unwrap_or(0);
+            // A Gaussian process over a long history takes a while: off the async workers.
+            let asked = tokio::task::spawn_blocking(move || {
+                algorithm.suggest(&Request {
+                    parameters: &parameters,
+                    settings: &settings,
+                    history: &history,
+                    made,
+                    count,
+                })
+            })
+            .await;
+            let batch = match asked {
+                Ok(batch) => batch,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down.
+                Err(_) => return Ok(false),
+            };
             let mut status = status_map(&suggestion);
             let mut items = status
                 .get("suggestions")
@@ -741,6 +920,7 @@ impl Tuning {
             "ownerReferences".into(),
             owner_reference(spec::EXPERIMENT_KIND, spec::API_VERSION, experiment),
         );
+        let rules = self.early_stopping_rules_for(experiment, parsed).await?;
         let mut trial_status = Map::new();
         set_condition(
             &mut trial_status,
@@ -764,6 +944,7 @@ impl Tuning {
                 "failureCondition": JOB_FAILURE,
                 "retainRun": parsed.trial_template.retain,
                 "labels": {EXPERIMENT_LABEL: experiment.name},
+                "earlyStoppingRules": rules,
             }),
             status: Value::Object(trial_status),
         };
@@ -795,7 +976,7 @@ impl Tuning {
     /// on the Job's end collects metrics and ends the Trial.
     async fn reconcile_trial(
         &self,
-        experiment: &Resource,
+        _experiment: &Resource,
         parsed: &ExperimentSpec,
         trial: Resource,
     ) -> Result<Resource, TuningError> {
@@ -824,17 +1005,41 @@ impl Tuning {
                 None
             }
             None => {
-                if let Collector::File { path, .. } = &parsed.collector {
-                    // What the file holds before this trial runs is an earlier trial's.
-                    let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
-                    status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
-                }
+                // Trials that write the same metrics file run one at a time, across
+                // experiments and namespaces (one host filesystem): held from the check
+                // to the Job's creation, so two passes cannot both start one.
+                let _file_gate = match &parsed.collector {
+                    Collector::File { path, .. } => {
+                        let gate = METRICS_FILE_GATE.lock().await;
+                        if let Some(other) = self.file_writer(path, &trial).await? {
+                            let message = format!(
+                                "waiting for trial {other} to finish: it writes the same metrics file {path}"
+                            );
+                            set_condition(&mut status, "Created", true, "TrialCreated", &message);
+                            self.write_status(&trial, status).await?;
+                            return Ok(self.reload(&trial.uid).await?.unwrap_or(trial));
+                        }
+                        // What the file holds before this trial runs is an earlier trial's.
+                        let before = tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0);
+                        status.insert(HEARTH_STATUS.into(), json!({"metricsFileOffset": before}));
+                        Some(gate)
+                    }
+                    Collector::StdOut { .. } | Collector::Push => None,
+                };
                 let mut run_spec = trial.spec.get("runSpec").cloned().unwrap_or(json!({}));
                 if let Some(metadata) = run_spec.get_mut("metadata").and_then(Value::as_object_mut) {
                     metadata.insert(
                         "ownerReferences".into(),
                         owner_reference(spec::TRIAL_KIND, spec::API_VERSION, &trial),
                     );
+                    if parsed.collector == Collector::Push {
+                        // Its process gets the Push endpoint and credential
+                        // (`push::Push::environment`); the document only this mark.
+                        let annotations = metadata.entry("annotations").or_insert_with(|| json!({}));
+                        if let Some(annotations) = annotations.as_object_mut() {
+                            annotations.insert(super::push::PUSH_ANNOTATION.into(), json!("true"));
+                        }
+                    }
                 }
                 match self.jobs.create(&trial.namespace, run_spec, false).await {
                     Ok(_) | Err(JobError::Store(StoreError::AlreadyExists { .. })) => {}
@@ -856,7 +1061,9 @@ impl Tuning {
             let started = job.status.get("startTime").is_some()
                 || job.status.get("active").and_then(Value::as_u64).unwrap_or(0) > 0;
             if condition_true(&job.status, "Complete") {
-                let series = self.collect(experiment, parsed, &trial, job).await;
+                let logs = self.collect(parsed, &trial, job).await;
+                self.log_observations(&trial, &logs).await?;
+                let series = metrics::series(&logs);
                 let wanted = parsed.objective.metric_names();
                 status.insert("observation".into(), metrics::observation(&series, &wanted));
                 set_condition(
@@ -897,9 +1104,39 @@ impl Tuning {
                     .to_string();
                 set_condition(&mut status, "Running", false, "TrialFailed", "Trial has failed");
                 set_condition(&mut status, "Failed", true, "TrialFailed", &why);
-            } else if started && !condition_true(&trial.status, "Running") {
-                status.insert("startTime".into(), json!(now_rfc3339()));
-                set_condition(&mut status, "Running", true, "TrialRunning", "Trial is running");
+            } else {
+                if started && !condition_true(&trial.status, "Running") {
+                    status.insert("startTime".into(), json!(now_rfc3339()));
+                    set_condition(&mut status, "Running", true, "TrialRunning", "Trial is running");
+                }
+                let rules = early_stopping_rules(&trial);
+                if started && !rules.is_empty() {
+                    // Katib's collector reports while the trial runs and checks each
+                    // value against the trial's rules.
+                    let logs = self.collect(parsed, &trial, job).await;
+                    self.log_observations(&trial, &logs).await?;
+                    if stops_early(&rules, &logs, parsed) {
+                        let wanted = parsed.objective.metric_names();
+                        status.insert(
+                            "observation".into(),
+                            metrics::observation(&metrics::series(&logs), &wanted),
+                        );
+                        set_condition(
+                            &mut status,
+                            "Running",
+                            false,
+                            "TrialEarlyStopped",
+                            "Trial is early stopped",
+                        );
+                        set_condition(
+                            &mut status,
+                            "EarlyStopped",
+                            true,
+                            "TrialEarlyStopped",
+                            "Trial is early stopped",
+                        );
+                    }
+                }
             }
         }
         let ended = {
@@ -909,8 +1146,14 @@ impl Tuning {
         if ended {
             status.insert("completionTime".into(), json!(now_rfc3339()));
         }
+        let early_stopped = condition_true(&Value::Object(status.clone()), "EarlyStopped");
         self.write_status(&trial, status).await?;
-        if ended && !parsed.trial_template.retain && job.is_some() {
+        if early_stopped && parsed.trial_template.retain {
+            // Stopping is not deleting: a retained run is kept, its pods stopped.
+            if let Some(job) = &job {
+                self.suspend_job(job).await?;
+            }
+        } else if ended && !parsed.trial_template.retain && job.is_some() {
             // Katib removes a finished trial's run unless `retain` is set.
             match self.jobs.delete(&trial.namespace, &trial.name, false).await {
                 Ok(_) | Err(JobError::NotFound { .. }) => {}
@@ -920,11 +1163,18 @@ impl Tuning {
         Ok(self.reload(&trial.uid).await?.unwrap_or(trial))
     }
 
-    /// Ends an unfinished Trial when its experiment ends: its Job is stopped.
-    async fn kill_trial(&self, trial: Resource) -> Result<Resource, TuningError> {
-        match self.jobs.delete(&trial.namespace, &trial.name, false).await {
-            Ok(_) | Err(JobError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+    /// Ends an unfinished Trial when its experiment ends: its Job is stopped, and
+    /// removed unless `retain` keeps it (then only suspended).
+    async fn kill_trial(&self, trial: Resource, retain: bool) -> Result<Resource, TuningError> {
+        if retain {
+            if let Some(job) = self.job_of(&trial).await?.filter(|j| owned_by(j, &trial.uid)) {
+                self.suspend_job(&job).await?;
+            }
+        } else {
+            match self.jobs.delete(&trial.namespace, &trial.name, false).await {
+                Ok(_) | Err(JobError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut status = status_map(&trial);
         set_condition(
@@ -946,20 +1196,21 @@ impl Tuning {
         Ok(self.reload(&trial.uid).await?.unwrap_or(trial))
     }
 
-    /// The trial's metrics from its collector. A metrics file older than the trial is
-    /// an earlier trial's and is not read.
+    /// The trial's metric values so far from its collector, in order. A metrics file
+    /// older than the trial is an earlier trial's and is not read; of one it shares,
+    /// only what was added since the trial started.
     async fn collect(
         &self,
-        _experiment: &Resource,
         parsed: &ExperimentSpec,
         trial: &Resource,
         job: &Resource,
-    ) -> metrics::Series {
+    ) -> Vec<metrics::MetricLog> {
         let wanted = parsed.objective.metric_names();
+        let now = now_rfc3339();
         match &parsed.collector {
             Collector::StdOut { formats } => {
                 let Ok(Some(log)) = self.jobs.log(&job.namespace, &job.name, None).await else {
-                    return metrics::Series::new();
+                    return Vec::new();
                 };
                 let mut text = String::new();
                 for file in &log.files {
@@ -968,7 +1219,18 @@ impl Tuning {
                         text.push('\n');
                     }
                 }
-                metrics::from_text(&text, formats, &wanted)
+                metrics::logs_from_text(&text, formats, &wanted, &now)
+            }
+            Collector::Push => {
+                // What the trial reported is its log.
+                let uid = trial.uid.clone();
+                self.store
+                    .call(move |conn| observation_logs::read(conn, &uid, None))
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|l| wanted.contains(&l.name))
+                    .collect()
             }
             Collector::File {
                 path,
@@ -986,7 +1248,7 @@ impl Tuning {
                     _ => false,
                 };
                 if !fresh {
-                    return metrics::Series::new();
+                    return Vec::new();
                 }
                 match tokio::fs::read(path).await {
                     Ok(bytes) => {
@@ -998,12 +1260,157 @@ impl Tuning {
                             .and_then(|o| usize::try_from(o).ok())
                             .filter(|o| *o <= bytes.len())
                             .unwrap_or(0);
-                        metrics::from_file(&metrics::tail_text(&bytes[offset..]), *format, formats, &wanted)
+                        metrics::logs_from_file(
+                            &metrics::tail_text(&bytes[offset..]),
+                            *format,
+                            formats,
+                            &wanted,
+                            &now,
+                        )
                     }
-                    Err(_) => metrics::Series::new(),
+                    Err(_) => Vec::new(),
                 }
             }
         }
+    }
+
+    /// Appends to the trial's observation log what `logs` (everything its collector
+    /// has read so far, in order) holds beyond what is logged, up to
+    /// [`metrics::LOG_BOUND`]. Re-reading the same output appends nothing, so a value
+    /// keeps the time it was first seen.
+    async fn log_observations(
+        &self,
+        trial: &Resource,
+        logs: &[metrics::MetricLog],
+    ) -> Result<(), TuningError> {
+        let uid = trial.uid.clone();
+        let logs = logs.to_vec();
+        self.store
+            .call(move |conn| {
+                let held = usize::try_from(observation_logs::count(conn, &uid)?).unwrap_or(usize::MAX);
+                if let Some(new) = logs.get(held..).filter(|n| !n.is_empty()) {
+                    observation_logs::append(conn, &uid, new, metrics::LOG_BOUND)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Another unfinished trial (any experiment, any namespace) whose File collector
+    /// reads `path` and whose Job exists: `namespace/name`, if any.
+    async fn file_writer(&self, path: &str, trial: &Resource) -> Result<Option<String>, TuningError> {
+        let (path, uid) = (path.to_string(), trial.uid.clone());
+        Ok(self
+            .store
+            .call(move |conn| {
+                for other in resources::list(conn, spec::TRIAL_KIND, None)? {
+                    let same = other
+                        .spec
+                        .pointer("/metricsCollector/source/fileSystemPath/path")
+                        .and_then(Value::as_str)
+                        == Some(path.as_str());
+                    if other.uid == uid || !same || trial_end(&other.status).is_some() {
+                        continue;
+                    }
+                    match resources::get(conn, crate::jobs::spec::KIND, &other.namespace, &other.name) {
+                        Ok(_) => return Ok(Some(format!("{}/{}", other.namespace, other.name))),
+                        Err(StoreError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(None)
+            })
+            .await?)
+    }
+
+    /// Stops a Job's pods and keeps its record (`spec.suspend`), as a retained trial
+    /// that was stopped early keeps its run.
+    async fn suspend_job(&self, job: &Resource) -> Result<(), TuningError> {
+        let mut spec = job.spec.clone();
+        spec["suspend"] = json!(true);
+        let mut metadata = job.metadata.clone();
+        metadata["name"] = json!(job.name);
+        let document = json!({
+            "apiVersion": crate::jobs::spec::API_VERSION,
+            "kind": crate::jobs::spec::KIND,
+            "metadata": metadata,
+            "spec": spec,
+        });
+        match self
+            .jobs
+            .replace(&job.namespace, &job.name, document, None, false)
+            .await
+        {
+            Ok(_) | Err(JobError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Katib's medianstop rules for a new trial (`Trial.spec.earlyStoppingRules`), fixed
+    /// when the trial is made as Katib's experiment controller does: none until
+    /// `min_trials_required` trials have succeeded; then the objective, the median of
+    /// the succeeded trials' averages over their first `start_step` logged values, and
+    /// the comparison that means worse (`less` when maximizing, `greater` when
+    /// minimizing). Katib's service computes the mean of those averages under the name
+    /// median; Hearth takes the median, as the rule (and Katib's docs) name it.
+    async fn early_stopping_rules_for(
+        &self,
+        experiment: &Resource,
+        parsed: &ExperimentSpec,
+    ) -> Result<Value, TuningError> {
+        let Some(stop) = parsed.early_stopping else {
+            return Ok(json!([]));
+        };
+        let succeeded: Vec<String> = self
+            .trials(experiment)
+            .await?
+            .into_iter()
+            .filter(|t| trial_end(&t.status) == Some("Succeeded"))
+            .map(|t| t.uid)
+            .collect();
+        if u64::try_from(succeeded.len()).unwrap_or(u64::MAX) < stop.min_trials_required {
+            return Ok(json!([]));
+        }
+        let metric = parsed.objective.metric_name.clone();
+        let first = usize::try_from(stop.start_step).unwrap_or(usize::MAX);
+        let mut averages: Vec<f64> = self
+            .store
+            .call(move |conn| {
+                let mut averages = Vec::new();
+                for uid in succeeded {
+                    let values: Vec<f64> = observation_logs::read(conn, &uid, Some(&metric))?
+                        .iter()
+                        .filter_map(|l| l.value.trim().parse::<f64>().ok())
+                        .take(first)
+                        .collect();
+                    if !values.is_empty() {
+                        averages.push(values.iter().sum::<f64>() / values.len() as f64);
+                    }
+                }
+                Ok(averages)
+            })
+            .await?;
+        if u64::try_from(averages.len()).unwrap_or(u64::MAX) < stop.min_trials_required {
+            return Ok(json!([]));
+        }
+        averages.sort_by(f64::total_cmp);
+        let mid = averages.len() / 2;
+        let median = if averages.len() % 2 == 0 {
+            (averages[mid - 1] + averages[mid]) / 2.0
+        } else {
+            averages[mid]
+        };
+        let comparison = match parsed.objective.objective_type {
+            ObjectiveType::Maximize => "less",
+            ObjectiveType::Minimize => "greater",
+        };
+        Ok(json!([{
+            "name": parsed.objective.metric_name,
+            "value": median.to_string(),
+            "comparison": comparison,
+            "startStep": stop.start_step,
+        }]))
     }
 
     /// Removes the Experiment once its finalizers are gone. Its Trials and Suggestion

@@ -9,27 +9,23 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::spec::FileFormat;
+pub use crate::store::observation_logs::MetricLog;
 
 /// The most bytes of output or metrics file read per trial (the end is kept: the
 /// latest values are there).
 pub const MAX_READ_BYTES: usize = 16 << 20;
 /// The most values kept per metric.
 pub const MAX_VALUES: usize = 100_000;
+/// The most values a trial's observation log keeps (`observation_logs`). Past it,
+/// StdOut and File values are no longer logged (the trial's observation, its `min`,
+/// `max` and `latest`, still counts them, up to [`MAX_VALUES`] per metric), and a
+/// `Push` report is refused (`RESOURCE_EXHAUSTED`).
+pub const LOG_BOUND: u64 = 10_000;
 /// Katib's value for a metric that was never reported.
 pub const UNAVAILABLE: &str = "unavailable";
 
 /// The values reported per metric name, in order.
 pub type Series = BTreeMap<String, Vec<f64>>;
-
-fn push(series: &mut Series, wanted: &[String], name: &str, value: f64) {
-    if !value.is_finite() || !wanted.iter().any(|w| w == name) {
-        return;
-    }
-    let values = series.entry(name.to_string()).or_default();
-    if values.len() < MAX_VALUES {
-        values.push(value);
-    }
-}
 
 /// Compiles a `metricsFormat` as Go's RE2 (Katib's) reads it: a `{` that opens no
 /// repetition (`{2}`, `{1,3}`) is a literal there, as in Katib's own example
@@ -75,53 +71,128 @@ pub fn go_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
     regex::Regex::new(&out)
 }
 
-/// Matches text (output or a TEXT file) with the filters; `formats` were checked
-/// when the experiment was validated, so one that does not compile matches nothing.
-pub fn from_text(text: &str, formats: &[String], wanted: &[String]) -> Series {
+/// An RFC 3339 timestamp at the start of a line (Katib's collectors take it as the
+/// value's time), normalised to UTC with milliseconds.
+fn leading_timestamp(line: &str) -> Option<String> {
+    let first = line.split_whitespace().next()?;
+    chrono::DateTime::parse_from_rfc3339(first).ok().map(|t| {
+        t.with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
+}
+
+fn wanted_value(wanted: &[String], name: &str, value: f64) -> bool {
+    value.is_finite() && wanted.iter().any(|w| w == name)
+}
+
+/// Matches text (output or a TEXT file) with the filters, each value with its line's
+/// leading RFC 3339 timestamp or `now`; `formats` were checked when the experiment was
+/// validated, so one that does not compile matches nothing. At most [`MAX_VALUES`]
+/// per metric.
+pub fn logs_from_text(text: &str, formats: &[String], wanted: &[String], now: &str) -> Vec<MetricLog> {
     let regexes: Vec<regex::Regex> = formats.iter().filter_map(|f| go_regex(f).ok()).collect();
-    let mut series = Series::new();
+    let mut logs = Vec::new();
+    let mut per_metric = BTreeMap::<String, usize>::new();
     for line in text.lines() {
+        let stamp = leading_timestamp(line);
         for regex in &regexes {
             for captures in regex.captures_iter(line) {
                 let (Some(name), Some(value)) = (captures.get(1), captures.get(2)) else {
                     continue;
                 };
-                if let Ok(v) = value.as_str().trim().parse::<f64>() {
-                    push(&mut series, wanted, name.as_str().trim(), v);
+                let name = name.as_str().trim();
+                let Ok(v) = value.as_str().trim().parse::<f64>() else {
+                    continue;
+                };
+                let seen = per_metric.entry(name.to_string()).or_default();
+                if !wanted_value(wanted, name, v) || *seen >= MAX_VALUES {
+                    continue;
                 }
+                *seen += 1;
+                logs.push(MetricLog {
+                    time_stamp: stamp.clone().unwrap_or_else(|| now.to_string()),
+                    name: name.to_string(),
+                    value: v.to_string(),
+                });
             }
         }
     }
-    series
+    logs
 }
 
 /// A JSON-lines metrics file: each line an object whose keys are metric names
-/// (values numbers or numeric strings; Katib's `timestamp` key is not a metric).
-pub fn from_json_lines(text: &str, wanted: &[String]) -> Series {
-    let mut series = Series::new();
+/// (values numbers or numeric strings); Katib's `timestamp` key (RFC 3339) is the
+/// values' time, not a metric.
+pub fn logs_from_json_lines(text: &str, wanted: &[String], now: &str) -> Vec<MetricLog> {
+    let mut logs = Vec::new();
+    let mut per_metric = BTreeMap::<String, usize>::new();
     for line in text.lines() {
         let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else {
             continue;
         };
+        let stamp = object
+            .get("timestamp")
+            .and_then(Value::as_str)
+            .and_then(leading_timestamp)
+            .unwrap_or_else(|| now.to_string());
         for (name, value) in object {
             let number = match value {
                 Value::Number(n) => n.as_f64(),
                 Value::String(s) => s.trim().parse().ok(),
                 _ => None,
             };
-            if let Some(v) = number {
-                push(&mut series, wanted, &name, v);
+            let Some(v) = number else { continue };
+            let seen = per_metric.entry(name.clone()).or_default();
+            if !wanted_value(wanted, &name, v) || *seen >= MAX_VALUES {
+                continue;
+            }
+            *seen += 1;
+            logs.push(MetricLog {
+                time_stamp: stamp.clone(),
+                name,
+                value: v.to_string(),
+            });
+        }
+    }
+    logs
+}
+
+pub fn logs_from_file(
+    text: &str,
+    format: FileFormat,
+    formats: &[String],
+    wanted: &[String],
+    now: &str,
+) -> Vec<MetricLog> {
+    match format {
+        FileFormat::Text => logs_from_text(text, formats, wanted, now),
+        FileFormat::Json => logs_from_json_lines(text, wanted, now),
+    }
+}
+
+/// The values per metric, in order, of a log (values that do not parse are left out).
+pub fn series(logs: &[MetricLog]) -> Series {
+    let mut series = Series::new();
+    for log in logs {
+        if let Ok(v) = log.value.trim().parse::<f64>() {
+            if v.is_finite() {
+                series.entry(log.name.clone()).or_default().push(v);
             }
         }
     }
     series
 }
 
-pub fn from_file(text: &str, format: FileFormat, formats: &[String], wanted: &[String]) -> Series {
-    match format {
-        FileFormat::Text => from_text(text, formats, wanted),
-        FileFormat::Json => from_json_lines(text, wanted),
-    }
+/// [`logs_from_text`]'s values per metric.
+#[cfg(test)]
+pub fn from_text(text: &str, formats: &[String], wanted: &[String]) -> Series {
+    series(&logs_from_text(text, formats, wanted, ""))
+}
+
+/// [`logs_from_json_lines`]'s values per metric.
+#[cfg(test)]
+pub fn from_json_lines(text: &str, wanted: &[String]) -> Series {
+    series(&logs_from_json_lines(text, wanted, ""))
 }
 
 /// Katib's `Observation.metrics`: `{name, min, max, latest}` per wanted metric, values

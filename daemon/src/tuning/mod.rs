@@ -6,8 +6,10 @@
 //! ([`metrics`]). Trials and Suggestions are Hearth's, read-only to users.
 
 pub mod algorithms;
+pub mod benchmark;
 pub mod controller;
 pub mod metrics;
+pub mod push;
 pub mod spec;
 
 use std::sync::Arc;
@@ -183,7 +185,8 @@ impl Tuning {
 
     /// PUT: as Katib's webhook allows, only `maxTrialCount`, `parallelTrialCount` and
     /// `maxFailedTrialCount` change ([`spec::MUTABLE_FIELDS`]), with the same checks
-    /// as on create; a finished experiment is not resumed in this release.
+    /// as on create; a finished experiment is resumed as its `resumePolicy` allows
+    /// (`check_resume`).
     pub async fn replace(
         &self,
         namespace: &str,
@@ -212,11 +215,7 @@ impl Tuning {
             }
         }
         if controller::is_finished(&current.status) && current.spec != spec_value {
-            return Err(FieldError::unsupported(
-                "spec.maxTrialCount",
-                "resuming a finished experiment is not yet supported by Hearth; create a new one",
-            )
-            .into());
+            Self::check_resume(&current, &spec_value)?;
         }
         let updated = resources::replace_spec_staged(
             &self.store,
@@ -239,6 +238,46 @@ impl Tuning {
             self.queue.add(&updated.uid);
         }
         Ok(render_experiment(updated))
+    }
+
+    /// Whether a finished experiment may take a new spec, as Katib's validating webhook
+    /// decides: `resumePolicy: Never` is never restarted; `LongRunning` only after it
+    /// succeeded with `ExperimentMaxTrialsReached`, and only by raising `maxTrialCount`
+    /// (the controller then resumes it, [`controller::resumable`]).
+    fn check_resume(current: &resources::Resource, spec_value: &Value) -> Result<(), TuningError> {
+        let policy = current
+            .spec
+            .get("resumePolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Never");
+        if policy != "LongRunning" {
+            return Err(FieldError::invalid(
+                "spec.resumePolicy",
+                format!("the experiment has finished and its resumePolicy {policy} does not let it restart"),
+            )
+            .into());
+        }
+        if !controller::ended_by_max_trials(&current.status) {
+            return Err(FieldError::invalid(
+                "spec.maxTrialCount",
+                "a finished experiment restarts only if it succeeded because maxTrialCount was reached",
+            )
+            .into());
+        }
+        let budget = |v: &Value| v.get("maxTrialCount").and_then(Value::as_u64);
+        let raised = match (budget(&current.spec), budget(spec_value)) {
+            (Some(old), Some(new)) => new > old,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if !raised {
+            return Err(FieldError::invalid(
+                "spec.maxTrialCount",
+                "must be raised (or removed) to restart a finished experiment",
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// Finishes the deletion of a Trial or Suggestion that the garbage collector marked
@@ -265,6 +304,22 @@ impl Tuning {
         }
         self.store.call(move |conn| resources::delete(conn, &uid)).await?;
         Ok(document)
+    }
+
+    /// A Trial's observation log (Katib's DB manager `GetObservationLog`): every value
+    /// it reported, in order, only `metric_name`'s when given; at most
+    /// [`metrics::LOG_BOUND`] values.
+    pub async fn observation_log(
+        &self,
+        namespace: &str,
+        name: &str,
+        metric_name: Option<String>,
+    ) -> Result<Vec<crate::store::observation_logs::MetricLog>, TuningError> {
+        let trial = self.load(spec::TRIAL_KIND, namespace, name).await?;
+        Ok(self
+            .store
+            .call(move |conn| crate::store::observation_logs::read(conn, &trial.uid, metric_name.as_deref()))
+            .await?)
     }
 
     /// Marks the experiment for deletion; its controller removes it, and the garbage

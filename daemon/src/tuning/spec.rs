@@ -1,8 +1,8 @@
 //! Katib `kubeflow.org/v1beta1` `ExperimentSpec`: parsing, Katib's defaults (its
 //! mutating webhook) and Katib's validation (its validating webhook,
 //! `pkg/webhook/v1beta1/experiment/validator`), each error naming the field. What
-//! Hearth does not run (NAS, PBT, non-Job trials, early stopping and the other
-//! collectors in this slice) is refused by name, never ignored.
+//! Hearth does not run (NAS, PBT, non-Job trials and the other collectors in this
+//! slice) is refused by name, never ignored.
 
 use std::collections::BTreeSet;
 
@@ -32,6 +32,7 @@ pub const SPEC_FIELDS: &[&str] = &[
     "maxFailedTrialCount",
     "metricsCollectorSpec",
     "resumePolicy",
+    "earlyStopping",
 ];
 pub const OBJECTIVE_FIELDS: &[&str] = &[
     "type",
@@ -48,17 +49,10 @@ pub const TRIAL_TEMPLATE_FIELDS: &[&str] =
 pub const TRIAL_PARAMETER_FIELDS: &[&str] = &["name", "description", "reference"];
 pub const COLLECTOR_SPEC_FIELDS: &[&str] = &["source", "collector"];
 
-/// Algorithms Hearth runs in this release.
-pub const SUPPORTED_ALGORITHMS: &[&str] = &["random", "grid"];
-/// Katib's other HP algorithms: Hearth will run them natively; refused until then.
-pub const PLANNED_ALGORITHMS: &[&str] = &[
-    "tpe",
-    "multivariate-tpe",
-    "bayesianoptimization",
-    "hyperband",
-    "cmaes",
-    "sobol",
-];
+/// Algorithms Hearth runs ([`super::algorithms`]).
+pub const SUPPORTED_ALGORITHMS: &[&str] = super::algorithms::NAMES;
+/// Katib's other HP algorithms that Hearth will run natively; refused until then.
+pub const PLANNED_ALGORITHMS: &[&str] = &[];
 /// Katib algorithms Hearth does not run: neural architecture search and PBT need a
 /// suggestion service's own state and checkpoints.
 pub const REFUSED_ALGORITHMS: &[&str] = &["enas", "darts", "pbt"];
@@ -167,6 +161,9 @@ pub enum Collector {
         format: FileFormat,
         formats: Vec<String>,
     },
+    /// Values the trial reports itself, with the katib SDK's `report_metrics`
+    /// (`super::push`).
+    Push,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +177,94 @@ pub struct ExperimentSpec {
     pub max_failed_trial_count: Option<u64>,
     pub trial_template: TrialTemplate,
     pub collector: Collector,
+    pub resume_policy: ResumePolicy,
+    /// `earlyStopping` (Katib's only algorithm, `medianstop`), if set.
+    pub early_stopping: Option<MedianStop>,
+}
+
+/// Katib's `medianstop` early stopping (`pkg/earlystopping/v1beta1/medianstop`): once
+/// `min_trials_required` trials have succeeded, a trial whose best objective value
+/// from its `start_step`-th report on is worse than the median of the succeeded
+/// trials' averages over their first `start_step` reports is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MedianStop {
+    /// Katib's default 3; at least 1.
+    pub min_trials_required: u64,
+    /// Katib's default 4; at least 1.
+    pub start_step: u64,
+}
+
+/// `EarlyStoppingSpec` fields.
+pub const EARLY_STOPPING_FIELDS: &[&str] = &["algorithmName", "algorithmSettings"];
+
+/// Parses `spec.earlyStopping` as Katib's medianstop service validates its settings.
+fn early_stopping(spec: &Value) -> Result<Option<MedianStop>, FieldError> {
+    let Some(value) = spec.get("earlyStopping").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let path = "spec.earlyStopping";
+    strict::only_keys(
+        value,
+        path,
+        EARLY_STOPPING_FIELDS,
+        "not part of Katib's EarlyStoppingSpec",
+    )?;
+    let name = required_string(value, "algorithmName", path)?;
+    if name != "medianstop" {
+        return Err(FieldError::invalid(
+            format!("{path}.algorithmName"),
+            format!("unknown early stopping algorithm {name:?}; Katib's is medianstop"),
+        ));
+    }
+    let mut stop = MedianStop {
+        min_trials_required: 3,
+        start_step: 4,
+    };
+    for (i, item) in array(value, "algorithmSettings", path)?.iter().enumerate() {
+        let at = format!("{path}.algorithmSettings[{i}]");
+        strict::only_keys(
+            item,
+            &at,
+            &["name", "value"],
+            "not part of Katib's EarlyStoppingSetting",
+        )?;
+        let setting = required_string(item, "name", &at)?;
+        let raw = strict::opt_string(item, "value", &at)?.unwrap_or_default();
+        let parsed = raw.trim().parse::<u64>().ok();
+        match (setting.as_str(), parsed) {
+            ("min_trials_required", Some(n)) if (1..=MAX_TRIALS).contains(&n) => stop.min_trials_required = n,
+            ("min_trials_required", _) => {
+                return Err(FieldError::invalid(
+                    format!("{at}.value"),
+                    "min_trials_required must be greater than zero (>0)",
+                ))
+            }
+            ("start_step", Some(n)) if (1..=1_000_000).contains(&n) => stop.start_step = n,
+            ("start_step", _) => {
+                return Err(FieldError::invalid(
+                    format!("{at}.value"),
+                    "start_step must be greater or equal than one (>=1)",
+                ))
+            }
+            (other, _) => {
+                return Err(FieldError::invalid(
+                    format!("{at}.name"),
+                    format!("unknown setting {other} for algorithm medianstop"),
+                ))
+            }
+        }
+    }
+    Ok(Some(stop))
+}
+
+/// Katib's `resumePolicy` values Hearth runs (`FromVolume` is refused by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumePolicy {
+    /// The default: a finished experiment is never restarted.
+    Never,
+    /// Raising `maxTrialCount` on one that ended with `ExperimentMaxTrialsReached`
+    /// restarts it.
+    LongRunning,
 }
 
 fn field(path: &str, key: &str) -> String {
@@ -772,9 +857,18 @@ fn collector(spec: &Value) -> Result<Collector, FieldError> {
                 formats,
             })
         }
-        "TensorFlowEvent" | "PrometheusMetric" | "Custom" | "Push" | "None" => Err(FieldError::unsupported(
+        "Push" => {
+            if source.get("fileSystemPath").is_some_and(|v| !v.is_null()) {
+                return Err(FieldError::invalid(
+                    format!("{path}.source.fileSystemPath"),
+                    "is for the File collector; a Push trial reports with the katib SDK's report_metrics",
+                ));
+            }
+            Ok(Collector::Push)
+        }
+        "TensorFlowEvent" | "PrometheusMetric" | "Custom" | "None" => Err(FieldError::unsupported(
             format!("{path}.collector.kind"),
-            format!("the {kind} metrics collector is not yet supported by Hearth; use StdOut or File"),
+            format!("the {kind} metrics collector is not supported by Hearth; use StdOut, File or Push"),
         )),
         other => Err(FieldError::invalid(
             format!("{path}.collector.kind"),
@@ -786,16 +880,10 @@ fn collector(spec: &Value) -> Result<Collector, FieldError> {
 /// Parses and checks an Experiment's `spec` as Katib's webhooks default and validate it.
 pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
     strict::object(spec, "spec")?;
-    for (key, why) in [
-        (
-            "nasConfig",
-            "neural architecture search is not supported by Hearth",
-        ),
-        (
-            "earlyStopping",
-            "early stopping (medianstop) is not yet supported by Hearth",
-        ),
-    ] {
+    for (key, why) in [(
+        "nasConfig",
+        "neural architecture search is not supported by Hearth",
+    )] {
         if spec.get(key).is_some_and(|v| !v.is_null()) {
             return Err(FieldError::unsupported(format!("spec.{key}"), why));
         }
@@ -803,8 +891,9 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
     strict::only_keys(spec, "spec", SPEC_FIELDS, "not part of Katib's ExperimentSpec")?;
     let objective = objective(spec)?;
     let (algorithm_name, algorithm_settings) = algorithm(spec)?;
-    match strict::opt_string(spec, "resumePolicy", "spec")?.as_deref() {
-        None | Some("") | Some("Never") | Some("LongRunning") => {}
+    let resume_policy = match strict::opt_string(spec, "resumePolicy", "spec")?.as_deref() {
+        None | Some("") | Some("Never") => ResumePolicy::Never,
+        Some("LongRunning") => ResumePolicy::LongRunning,
         Some("FromVolume") => {
             return Err(FieldError::unsupported(
                 "spec.resumePolicy",
@@ -817,7 +906,7 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
                 format!("{other:?} is not Never, LongRunning or FromVolume"),
             ))
         }
-    }
+    };
     let mut seen = BTreeSet::new();
     let parameters = array(spec, "parameters", "spec")?
         .iter()
@@ -848,9 +937,10 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
             ));
         }
     }
-    super::algorithms::check_space(&algorithm_name, &parameters)?;
+    super::algorithms::check_space(&algorithm_name, &algorithm_settings, &parameters)?;
     let trial_template = trial_template(spec, &parameters)?;
     let collector = collector(spec)?;
+    let early_stopping = early_stopping(spec)?;
     Ok(ExperimentSpec {
         objective,
         algorithm_name,
@@ -861,6 +951,8 @@ pub fn parse(spec: &Value) -> Result<ExperimentSpec, FieldError> {
         max_failed_trial_count,
         trial_template,
         collector,
+        resume_policy,
+        early_stopping,
     })
 }
 

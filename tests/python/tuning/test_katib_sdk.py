@@ -178,3 +178,134 @@ def test_the_experiment_schema_has_katibs_fields_and_types(daemon):
     assert not errors, "\n".join(errors)
     assert checked > 30, checked
     print(f"{checked} fields compared")
+
+
+def python_on_path(tmp, interpreter):
+    """A PATH whose `python` is `interpreter`: the SDK's trials run `python -u` (its
+    ENTRYPOINT_PYTHON), and a host may have only `python3`."""
+    bindir = pathlib.Path(tempfile.mkdtemp(prefix="py-", dir=tmp))
+    # A wrapper, not a link: a venv's Python finds its venv from the path it is run by.
+    wrapper = bindir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{interpreter}" "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def stdout_objective(parameters):
+    # Runs in the trial, with the host's Python and no packages: Katib's StdOut format.
+    lr = float(parameters["lr"])
+    print(f"accuracy={1 - abs(lr - 0.03)}")
+
+
+def test_tune_runs_an_objective_function_with_the_hosts_python(daemon):
+    import sys
+    from kubeflow import katib
+    client = KatibClient(config_file=str(daemon / "data" / "kubeconfig"))
+    host_python = getattr(sys, "_base_executable", None) or sys.executable
+    client.tune(
+        name="sdk-tune",
+        namespace=NS,
+        objective=stdout_objective,
+        parameters={"lr": katib.search.double(min=0.01, max=0.05)},
+        objective_metric_name="accuracy",
+        algorithm_name="random",
+        max_trial_count=3,
+        parallel_trial_count=2,
+        env_per_trial={"PATH": python_on_path(daemon, host_python)},
+    )
+    done = client.wait_for_experiment_condition("sdk-tune", namespace=NS, timeout=90, polling_interval=1)
+    assert client.is_experiment_succeeded("sdk-tune", namespace=NS, experiment=done), done.status
+    assert done.status.trials_succeeded == 3, done.status
+    optimal = client.get_optimal_hyperparameters("sdk-tune", namespace=NS)
+    lr = float(optimal.parameter_assignments[0].value)
+    assert float(optimal.observation.metrics[0].latest) == pytest.approx(1 - abs(lr - 0.03), abs=1e-6)
+    client.delete_experiment("sdk-tune", namespace=NS)
+
+
+def push_objective(parameters):
+    # Runs in the trial: reports with the katib SDK (Push collector), three steps. It
+    # first tries to write another trial's log with its own credential, which must be
+    # refused, and reports whether it was ("forged": 0 refused, 1 taken).
+    import os
+    from kubeflow.katib import report_metrics
+    from kubeflow.katib.utils import utils
+    # katib 0.19's report_metrics reads the pod's service-account namespace file (for
+    # its error message only), which a host process does not have.
+    utils.get_current_k8s_namespace = lambda: "kubeflow"
+    me = os.environ["KATIB_TRIAL_NAME"]
+    os.environ["KATIB_TRIAL_NAME"] = parameters["victim"]
+    try:
+        report_metrics({"accuracy": 99})
+        forged = 1
+    except RuntimeError as e:
+        forged = 0 if "PERMISSION_DENIED" in str(e) else 2
+    os.environ["KATIB_TRIAL_NAME"] = me
+    lr = float(parameters["lr"])
+    for step in range(3):
+        report_metrics({"accuracy": 1 - abs(lr - 0.03) - (2 - step) * 0.1, "forged": forged})
+
+
+def test_push_trials_report_with_report_metrics_and_only_for_themselves(daemon):
+    import sys
+    import requests
+    from kubeflow import katib
+    client = KatibClient(config_file=str(daemon / "data" / "kubeconfig"))
+    info = json.loads((daemon / "data" / "hearth.addr").read_text())
+    token = (daemon / "data" / "admin.token").read_text().strip()
+    api = f"http://{info['api']}"
+    auth = {"Authorization": f"Bearer {token}"}
+    # A victim: a finished StdOut trial in the same namespace.
+    client.tune(
+        name="victim", namespace=NS, objective=stdout_objective,
+        parameters={"lr": katib.search.double(min=0.01, max=0.05)},
+        objective_metric_name="accuracy", max_trial_count=1, parallel_trial_count=1,
+        env_per_trial={"PATH": python_on_path(daemon, getattr(sys, "_base_executable", sys.executable))},
+    )
+    client.wait_for_experiment_condition("victim", namespace=NS, timeout=90, polling_interval=1)
+    victim = client.list_trials("victim", namespace=NS)[0].metadata.name
+    before = requests.get(f"{api}/hearth/v1/namespaces/{NS}/trials/{victim}/observationlog",
+                          headers=auth, timeout=10).json()
+
+    client.tune(
+        name="sdk-push",
+        namespace=NS,
+        objective=push_objective,
+        parameters={"lr": katib.search.double(min=0.01, max=0.05), "victim": victim},
+        objective_metric_name="accuracy",
+        additional_metric_names=["forged"],
+        max_trial_count=2,
+        parallel_trial_count=2,
+        metrics_collector_config={"kind": "Push"},
+        # The venv's Python: the objective imports the katib SDK.
+        env_per_trial={"PATH": python_on_path(daemon, sys.executable)},
+        retain_trials=True,
+    )
+    done = client.wait_for_experiment_condition("sdk-push", namespace=NS, timeout=90, polling_interval=1)
+    outputs = [requests.get(f"{api}/hearth/v1/namespaces/{NS}/jobs/{t.metadata.name}/logs",
+                            headers=auth, timeout=10).text
+               for t in client.list_trials("sdk-push", namespace=NS)]
+    assert client.is_experiment_succeeded("sdk-push", namespace=NS, experiment=done), outputs
+    assert done.status.trials_succeeded == 2, outputs
+    for trial in client.list_trials("sdk-push", namespace=NS):
+        name = trial.metadata.name
+        lr = float(trial.spec.parameter_assignments[0].value)
+        metrics = {m.name: m for m in trial.status.observation.metrics}
+        assert float(metrics["accuracy"].latest) == pytest.approx(1 - abs(lr - 0.03), abs=1e-6)
+        assert float(metrics["accuracy"].min) == pytest.approx(1 - abs(lr - 0.03) - 0.2, abs=1e-6)
+        assert metrics["forged"].latest == "0", "another trial's log was written"
+        log = requests.get(f"{api}/hearth/v1/namespaces/{NS}/trials/{name}/observationlog",
+                           params={"metric_name": "accuracy"}, headers=auth, timeout=10).json()
+        assert len(log["metricLogs"]) == 3, log
+        assert all(entry["timeStamp"].endswith("Z") for entry in log["metricLogs"]), log
+        # The credential is in neither the Trial nor its Job (retained).
+        for path in (f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/trials/{name}",
+                     f"/apis/batch/v1/namespaces/{NS}/jobs/{name}"):
+            doc = requests.get(api + path, headers=auth, timeout=10)
+            assert doc.status_code == 200, doc.text
+            assert "grpc_proxy" not in doc.text and "katib-push" not in doc.text.replace(
+                "hearth.dev/katib-push", ""), doc.text
+    after = requests.get(f"{api}/hearth/v1/namespaces/{NS}/trials/{victim}/observationlog",
+                         headers=auth, timeout=10).json()
+    assert after == before, "the victim's log changed"
+    client.delete_experiment("sdk-push", namespace=NS)
+    client.delete_experiment("victim", namespace=NS)

@@ -1,0 +1,478 @@
+//! Katib's `tpe` and `multivariate-tpe`: its optuna service runs Optuna's
+//! `TPESampler(n_startup_trials, n_ei_candidates, seed=random_state,
+//! constant_liar=True)`, with `multivariate=True` for `multivariate-tpe` and the
+//! library's default for `tpe`. Katib's image takes the latest Optuna (`optuna>=3.0.0`),
+//! whose default since 5.0 is the multivariate estimator for a single objective, so
+//! both names run the same sampler here, Optuna 5.0's:
+//!
+//! - the first `n_startup_trials` (default 10) suggestions, finished or running, are
+//!   drawn from the parameters' distributions;
+//! - then the finished trials split into the best `ceil(0.1 n)` (at most 25, `n`
+//!   counting the finished ones) and the rest, the running ones counted with the rest
+//!   (the constant liar);
+//! - each group is a mixture of a kernel per trial (a product over the parameters)
+//!   and a prior kernel (weight 1), the trials weighted by Optuna's default ramp
+//!   (older trials of more than 25 weigh less); numeric kernels are normals truncated
+//!   to the range, in the [`super::space`] coordinates (the log of a logUniform, the
+//!   quantile of a normal), centred on the trial with the distance to its farther
+//!   neighbour as width (the range's ends as outer neighbours, the outermost trials
+//!   measured inward), clipped to [range / min(100, n + 2), range], the prior centred
+//!   with the whole range as width; categorical kernels put `1 + 1/(n+1)` on the
+//!   trial's choice, `1/(n+1)` on each other, normalized;
+//! - `n_ei_candidates` (default 24) points are drawn from the good mixture, and the
+//!   one with the highest `log l(x) - log g(x)` is suggested.
+
+use rand::Rng;
+
+use super::space::{Dim, Space};
+use super::{
+    non_negative_int, prior_sample, rng_for, setting, unknown_setting, Algorithm, Batch, Outcome, Request,
+};
+use crate::model::strict::FieldError;
+use crate::tuning::algorithms::space::{normal_cdf, normal_ppf};
+
+/// Optuna's `TPESampler` defaults.
+pub const DEFAULT_STARTUP_TRIALS: usize = 10;
+pub const DEFAULT_EI_CANDIDATES: usize = 24;
+const PRIOR_WEIGHT: f64 = 1.0;
+
+pub struct Tpe;
+
+/// Katib's `_validate_tpe_setting`: `n_startup_trials`, `n_ei_candidates` and
+/// `random_state`, integers of zero or more (`n_ei_candidates` at least 1: Optuna
+/// cannot pick among no candidates).
+pub fn check_setting(algorithm: &str, key: &str, value: &str, path: &str) -> Result<(), FieldError> {
+    match key {
+        "n_startup_trials" | "random_state" => non_negative_int(key, value, path).map(|_| ()),
+        "n_ei_candidates" => match non_negative_int(key, value, path)? {
+            0 => Err(FieldError::invalid(
+                format!("{path}.value"),
+                "n_ei_candidates must be at least 1",
+            )),
+            _ => Ok(()),
+        },
+        _ => Err(unknown_setting(algorithm, key, path)),
+    }
+}
+
+fn usize_setting(settings: &[(String, String)], key: &str, default: usize) -> usize {
+    setting(settings, key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A trial as TPE sees it: its coordinates, and its value once finished.
+struct Observation {
+    x: Vec<f64>,
+    value: Option<f64>,
+}
+
+impl Algorithm for Tpe {
+    fn suggest(&self, request: &Request<'_>) -> Batch {
+        let space = Space::new(request.parameters);
+        let dims = space.dims();
+        let startup = usize_setting(request.settings, "n_startup_trials", DEFAULT_STARTUP_TRIALS);
+        let candidates = usize_setting(request.settings, "n_ei_candidates", DEFAULT_EI_CANDIDATES).max(1);
+        let mut observations: Vec<Observation> = request
+            .history
+            .iter()
+            .filter_map(|t| {
+                let value = match t.outcome {
+                    Outcome::Completed(v) => Some(v),
+                    Outcome::Pending => None,
+                    Outcome::Failed => return None,
+                };
+                Some(Observation {
+                    x: space.encode(&t.assignment)?,
+                    value,
+                })
+            })
+            .collect();
+        let mut assignments = Vec::new();
+        for k in 0..request.count {
+            let mut rng = rng_for(request.settings, request.made.saturating_add(k));
+            let x = if observations.len() < startup || dims.is_empty() {
+                prior_sample(&dims, &mut rng)
+            } else {
+                sample(&dims, &observations, candidates, &mut rng)
+            };
+            assignments.push(space.decode(&x));
+            // The next suggestion of this batch sees this one running.
+            observations.push(Observation { x, value: None });
+        }
+        Batch {
+            assignments,
+            exhausted: false,
+        }
+    }
+}
+
+/// Optuna's `default_gamma`: how many finished trials are "good".
+fn n_below(n: usize) -> usize {
+    (n.div_ceil(10)).min(25)
+}
+
+/// Optuna's `default_weights`: a ramp from `1/n` up to 1 over the oldest `n - 25`
+/// trials, 1 for the newest 25.
+fn ramp(n: usize) -> Vec<f64> {
+    if n < 25 {
+        return vec![1.0; n];
+    }
+    let m = n - 25;
+    let mut w: Vec<f64> = (0..m)
+        .map(|i| {
+            if m == 1 {
+                1.0 / n as f64
+            } else {
+                1.0 / n as f64 + (1.0 - 1.0 / n as f64) * i as f64 / (m - 1) as f64
+            }
+        })
+        .collect();
+    w.extend(std::iter::repeat_n(1.0, 25));
+    w
+}
+
+/// One dimension's kernels, one per component (the prior last).
+enum Kernels {
+    Numeric {
+        mu: Vec<f64>,
+        sigma: Vec<f64>,
+        /// `ln(sigma sqrt(2 pi) (Phi(b) - Phi(a)))`: the truncated normal's normalizer.
+        log_z: Vec<f64>,
+        /// `Phi(a)`, `Phi(b)` at the range's ends [0, 1].
+        cdf_lo: Vec<f64>,
+        cdf_hi: Vec<f64>,
+    },
+    Choice {
+        /// Per component, the log-probability of each choice.
+        log_p: Vec<Vec<f64>>,
+    },
+}
+
+/// A Parzen estimator: mixture weights and per-dimension kernels.
+struct Mixture {
+    log_w: Vec<f64>,
+    w: Vec<f64>,
+    dims: Vec<Kernels>,
+}
+
+fn numeric_kernels(mus: &[f64]) -> Kernels {
+    let n = mus.len();
+    // Distance to the farther neighbour, the range's ends outermost; the outermost
+    // trials measure inward only (Optuna's `consider_endpoints=False`).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
+    let mut points = Vec::with_capacity(n + 2);
+    points.push(0.0);
+    points.extend(order.iter().map(|&i| mus[i]));
+    points.push(1.0);
+    let mut sorted: Vec<f64> = (1..=n)
+        .map(|i| (points[i] - points[i - 1]).max(points[i + 1] - points[i]))
+        .collect();
+    if n >= 2 {
+        sorted[0] = points[2] - points[1];
+        sorted[n - 1] = points[n] - points[n - 1];
+    }
+    let mut sigma = vec![0.0; n];
+    for (j, &i) in order.iter().enumerate() {
+        sigma[i] = sorted[j];
+    }
+    let max_sigma = 1.0;
+    let min_sigma = max_sigma / (1.0 + n as f64 + 1.0).min(100.0);
+    for s in sigma.iter_mut() {
+        *s = s.clamp(min_sigma, max_sigma);
+    }
+    let mut mu = mus.to_vec();
+    mu.push(0.5);
+    sigma.push(max_sigma);
+    let cdf_lo: Vec<f64> = mu
+        .iter()
+        .zip(&sigma)
+        .map(|(m, s)| normal_cdf((0.0 - m) / s))
+        .collect();
+    let cdf_hi: Vec<f64> = mu
+        .iter()
+        .zip(&sigma)
+        .map(|(m, s)| normal_cdf((1.0 - m) / s))
+        .collect();
+    let log_z = sigma
+        .iter()
+        .zip(cdf_lo.iter().zip(&cdf_hi))
+        .map(|(s, (lo, hi))| (s * (2.0 * std::f64::consts::PI).sqrt() * (hi - lo).max(1e-300)).ln())
+        .collect();
+    Kernels::Numeric {
+        mu,
+        sigma,
+        log_z,
+        cdf_lo,
+        cdf_hi,
+    }
+}
+
+fn choice_kernels(indices: &[f64], choices: usize) -> Kernels {
+    let kernels = indices.len() + 1;
+    let base = PRIOR_WEIGHT / kernels as f64;
+    let mut log_p = Vec::with_capacity(kernels);
+    for &i in indices {
+        let total = base * choices as f64 + 1.0;
+        let row = (0..choices)
+            .map(|c| {
+                let w = if c as f64 == i { base + 1.0 } else { base };
+                (w / total).ln()
+            })
+            .collect();
+        log_p.push(row);
+    }
+    log_p.push(vec![-(choices as f64).ln(); choices]);
+    Kernels::Choice { log_p }
+}
+
+impl Mixture {
+    /// The estimator of `points` (oldest first).
+    fn new(points: &[&[f64]], dims: &[Dim]) -> Mixture {
+        let mut w = ramp(points.len());
+        w.push(PRIOR_WEIGHT);
+        let total: f64 = w.iter().sum();
+        for x in w.iter_mut() {
+            *x /= total;
+        }
+        let kernels = (0..dims.len())
+            .map(|d| {
+                let column: Vec<f64> = points.iter().map(|p| p[d]).collect();
+                match dims[d] {
+                    Dim::Numeric => numeric_kernels(&column),
+                    Dim::Choice(n) => choice_kernels(&column, n),
+                }
+            })
+            .collect();
+        Mixture {
+            log_w: w.iter().map(|x| x.ln()).collect(),
+            w,
+            dims: kernels,
+        }
+    }
+
+    fn pick(&self, rng: &mut impl Rng) -> usize {
+        let mut r: f64 = rng.random();
+        for (i, w) in self.w.iter().enumerate() {
+            if r < *w {
+                return i;
+            }
+            r -= w;
+        }
+        self.w.len() - 1
+    }
+
+    /// A draw from component `c` of dimension `d`.
+    fn draw(&self, d: usize, c: usize, rng: &mut impl Rng) -> f64 {
+        match &self.dims[d] {
+            Kernels::Numeric {
+                mu,
+                sigma,
+                cdf_lo,
+                cdf_hi,
+                ..
+            } => {
+                let u = cdf_lo[c] + rng.random::<f64>() * (cdf_hi[c] - cdf_lo[c]);
+                (mu[c] + sigma[c] * normal_ppf(u)).clamp(0.0, 1.0)
+            }
+            Kernels::Choice { log_p } => {
+                let mut r: f64 = rng.random();
+                for (i, lp) in log_p[c].iter().enumerate() {
+                    let p = lp.exp();
+                    if r < p {
+                        return i as f64;
+                    }
+                    r -= p;
+                }
+                (log_p[c].len() - 1) as f64
+            }
+        }
+    }
+
+    /// `ln` of the component's density at `v` in dimension `d`.
+    fn log_kernel(&self, d: usize, c: usize, v: f64) -> f64 {
+        match &self.dims[d] {
+            Kernels::Numeric { mu, sigma, log_z, .. } => {
+                let z = (v - mu[c]) / sigma[c];
+                -0.5 * z * z - log_z[c]
+            }
+            Kernels::Choice { log_p } => {
+                let i = (v.max(0.0) as usize).min(log_p[c].len() - 1);
+                log_p[c][i]
+            }
+        }
+    }
+
+    /// `ln` of the mixture's density at `x`.
+    fn log_pdf(&self, x: &[f64], terms: &mut Vec<f64>) -> f64 {
+        terms.clear();
+        terms.extend((0..self.w.len()).map(|c| {
+            self.log_w[c]
+                + x.iter()
+                    .enumerate()
+                    .map(|(d, v)| self.log_kernel(d, c, *v))
+                    .sum::<f64>()
+        }));
+        log_sum_exp(terms)
+    }
+}
+
+fn log_sum_exp(terms: &[f64]) -> f64 {
+    let max = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + terms.iter().map(|t| (t - max).exp()).sum::<f64>().ln()
+}
+
+/// One TPE suggestion over the observations (finished and running).
+fn sample(dims: &[Dim], observations: &[Observation], candidates: usize, rng: &mut impl Rng) -> Vec<f64> {
+    // The finished ones best first (ties: older first); the good ones are the first
+    // `n_below(n)`, n counting the running ones too.
+    let mut finished: Vec<usize> = (0..observations.len())
+        .filter(|&i| observations[i].value.is_some())
+        .collect();
+    finished.sort_by(|&a, &b| {
+        let (va, vb) = (observations[a].value, observations[b].value);
+        va.unwrap_or(f64::INFINITY)
+            .total_cmp(&vb.unwrap_or(f64::INFINITY))
+            .then(a.cmp(&b))
+    });
+    // Optuna counts the finished ones only.
+    let good_count = n_below(finished.len()).min(finished.len());
+    let mut is_good = vec![false; observations.len()];
+    for &i in &finished[..good_count] {
+        is_good[i] = true;
+    }
+    // Both groups oldest first, as Optuna's weights expect.
+    let below: Vec<&[f64]> = (0..observations.len())
+        .filter(|&i| is_good[i])
+        .map(|i| observations[i].x.as_slice())
+        .collect();
+    let above: Vec<&[f64]> = (0..observations.len())
+        .filter(|&i| !is_good[i])
+        .map(|i| observations[i].x.as_slice())
+        .collect();
+    let l = Mixture::new(&below, dims);
+    let g = Mixture::new(&above, dims);
+    let mut terms = Vec::new();
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    for _ in 0..candidates {
+        let c = l.pick(rng);
+        let point: Vec<f64> = (0..dims.len()).map(|d| l.draw(d, c, rng)).collect();
+        let score = l.log_pdf(&point, &mut terms) - g.log_pdf(&point, &mut terms);
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, point));
+        }
+    }
+    best.map_or_else(|| vec![0.5; dims.len()], |(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::random::Random;
+    use super::super::testing::{best_of, double, settings};
+    use super::super::Trial;
+    use super::*;
+    use crate::tuning::spec::{Distribution, Parameter, ParameterType};
+
+    fn sphere(x: &[f64]) -> f64 {
+        x.iter().map(|v| (v - 0.3) * (v - 0.3)).sum()
+    }
+
+    #[test]
+    fn tpe_beats_random_on_a_sphere_and_is_reproducible() {
+        let params: Vec<Parameter> = (0..3).map(|i| double(&format!("x{i}"), -2.0, 2.0)).collect();
+        {
+            let tpe = Tpe;
+            let (mut wins, mut tpe_total, mut random_total) = (0, 0.0, 0.0);
+            for seed in 0..6 {
+                let s = settings(&[("random_state", &seed.to_string())]);
+                let t = best_of(&tpe, &params, &s, 60, sphere);
+                let r = best_of(&Random, &params, &s, 60, sphere);
+                wins += usize::from(t < r);
+                tpe_total += t;
+                random_total += r;
+            }
+            assert!(wins >= 5, "TPE won {wins} of 6");
+            assert!(tpe_total * 3.0 < random_total, "{tpe_total} vs {random_total}");
+            let s = settings(&[("random_state", "7")]);
+            assert_eq!(
+                best_of(&tpe, &params, &s, 20, sphere),
+                best_of(&tpe, &params, &s, 20, sphere)
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_of_parameter_stays_in_its_space() {
+        let params = vec![
+            Parameter {
+                distribution: Distribution::LogUniform,
+                ..double("lr", 1e-4, 1e-1)
+            },
+            Parameter {
+                distribution: Distribution::Normal,
+                step: Some(0.5),
+                ..double("m", 0.0, 4.0)
+            },
+            Parameter {
+                parameter_type: ParameterType::Int,
+                distribution: Distribution::LogNormal,
+                ..double("n", 1.0, 64.0)
+            },
+            Parameter {
+                parameter_type: ParameterType::Categorical,
+                list: vec!["sgd".into(), "adam".into()],
+                ..double("opt", 0.0, 0.0)
+            },
+            Parameter {
+                parameter_type: ParameterType::Discrete,
+                list: vec!["1".into(), "3".into(), "9".into()],
+                ..double("k", 0.0, 0.0)
+            },
+        ];
+        let f = |a: &super::super::Assignment| -> f64 {
+            let lr: f64 = a[0].1.parse().unwrap();
+            (lr.ln() - 0.01f64.ln()).abs() + if a[3].1 == "adam" { 0.0 } else { 1.0 }
+        };
+        for algorithm in ["tpe", "multivariate-tpe"] {
+            let tpe = super::super::by_name(algorithm).unwrap();
+            let s = settings(&[("random_state", "3"), ("n_startup_trials", "5")]);
+            let mut history = Vec::new();
+            for i in 0..30 {
+                let batch = tpe.suggest(&Request {
+                    parameters: &params,
+                    settings: &s,
+                    history: &history,
+                    made: i,
+                    count: 1,
+                });
+                let a = batch.assignments.into_iter().next().unwrap();
+                let lr: f64 = a[0].1.parse().unwrap();
+                assert!((1e-4..=1e-1).contains(&lr), "{a:?}");
+                let m: f64 = a[1].1.parse().unwrap();
+                assert!((0.0..=4.0).contains(&m) && (m * 2.0).fract() == 0.0, "{a:?}");
+                let n: i64 = a[2].1.parse().unwrap();
+                assert!((1..=64).contains(&n), "{a:?}");
+                assert!(["sgd", "adam"].contains(&a[3].1.as_str()));
+                assert!(["1", "3", "9"].contains(&a[4].1.as_str()));
+                let y = f(&a);
+                history.push(Trial {
+                    index: i,
+                    assignment: a,
+                    outcome: Outcome::Completed(y),
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_as_katib_does() {
+        let at = "spec.algorithm.algorithmSettings[0]";
+        assert!(check_setting("tpe", "n_startup_trials", "5", at).is_ok());
+        assert!(check_setting("tpe", "n_ei_candidates", "-1", at).is_err());
+        assert!(check_setting("tpe", "gamma", "0.2", at).is_err());
+    }
+}
