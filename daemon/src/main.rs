@@ -1,6 +1,7 @@
 //! `hearth`: the daemon and its command line.
 
 mod auth;
+mod cli;
 mod clock;
 mod config;
 mod controller;
@@ -27,7 +28,7 @@ mod tuning;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use config::{FlagOverrides, RuntimeKind};
 
@@ -51,9 +52,33 @@ enum Command {
     /// Supervise one workload (started by the daemon; not for direct use).
     #[command(hide = true)]
     Shim { dir: PathBuf },
-    /// Print a kubeconfig for a token (its user's namespace as the context's), to hand
-    /// to whoever holds the token. Reads the CA and the database of the data dir.
+    /// Print a kubeconfig for a token (its user's namespace as the context's). With
+    /// `--token`/`--token-file` it reads the CA and database of the data dir (on the
+    /// daemon's host); without, it asks the server the login points at.
     Kubeconfig(KubeconfigFlags),
+    /// Check a URL and token against the server, then save them for the other commands
+    /// and write a kubeconfig.
+    Login(cli::access::LoginArgs),
+    /// Run a compiled KFP pipeline; `--wait` follows its tasks and exits non-zero when
+    /// it fails.
+    Run(cli::run::RunArgs),
+    /// GPUs (utilization, memory, who holds each) and the queue (why each waits).
+    Top(cli::top::TopArgs),
+    /// Create, list and revoke API tokens.
+    Token {
+        #[command(subcommand)]
+        command: cli::access::TokenCommand,
+    },
+    /// Create users (admins only).
+    User {
+        #[command(subcommand)]
+        command: cli::access::UserCommand,
+    },
+    /// Print a shell completion script: `hearth completion bash > /etc/bash_completion.d/hearth`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Benchmark the native search algorithms in process, no daemon (`scripts/bench`
     /// runs it beside Optuna): best regret per seed, or suggestion times, as JSON.
     #[command(hide = true, name = "search-bench")]
@@ -162,6 +187,21 @@ struct KubeconfigFlags {
     namespace: Option<String>,
 }
 
+impl KubeconfigFlags {
+    /// No data-dir flag, and no token unless `HEARTH_URL` is set: ask the server
+    /// `hearth login` (or `HEARTH_URL`) points at.
+    fn is_remote(&self) -> bool {
+        let url_set = std::env::var_os("HEARTH_URL").is_some_and(|u| !u.is_empty());
+        let local = (self.token.is_some() && !url_set)
+            || self.token_file.is_some()
+            || self.config.config.is_some()
+            || self.config.data_dir.is_some()
+            || self.server.is_some()
+            || self.namespace.is_some();
+        !local
+    }
+}
+
 fn print_kubeconfig(flags: &KubeconfigFlags) -> Result<(), String> {
     let config = flags.config.load().map_err(|e| e.to_string())?.config;
     let token = match (&flags.token, &flags.token_file) {
@@ -231,6 +271,18 @@ fn main() -> ExitCode {
         Command::Openapi => {
             print!("{}", http::openapi::to_pretty_json(&http::openapi::document()));
             ExitCode::SUCCESS
+        }
+        Command::Login(args) => cli::finish("login", cli::access::login(&args)),
+        Command::Run(args) => cli::finish("run", cli::run::run(&args)),
+        Command::Top(args) => cli::finish("top", cli::top::top(&args)),
+        Command::Token { command } => cli::finish("token", cli::access::token(&command)),
+        Command::User { command } => cli::finish("user", cli::access::user(&command)),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hearth", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Kubeconfig(flags) if flags.is_remote() => {
+            cli::finish("kubeconfig", cli::access::kubeconfig())
         }
         Command::SearchBench {
             algorithm,

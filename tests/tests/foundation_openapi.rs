@@ -88,3 +88,58 @@ fn every_operation_documents_problem_answers() {
         assert!(op["operationId"].is_string(), "{method} {path}");
     }
 }
+
+/// What client generators need (issue 18, SDKs): every operation has a unique
+/// operation id and a tag; every response a description; every JSON request and
+/// response body a named schema (a `$ref`), not a bare `{"type": "object"}`.
+#[test]
+fn every_operation_is_named_tagged_and_has_named_bodies() {
+    let doc: Value = serde_json::from_str(&committed()).unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    let named = |schema: &Value| {
+        schema.get("$ref").is_some()
+            || schema["type"] == "string"
+            || (schema["type"] == "array"
+                && (schema["items"].get("$ref").is_some() || schema["items"]["type"] == "integer"))
+            || schema["oneOf"].as_array().is_some_and(|alts| {
+                alts.iter()
+                    .all(|a| a.get("$ref").is_some() || a["type"] == "null")
+            })
+    };
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            let at = format!("{} {path}", method.to_uppercase());
+            match op["operationId"].as_str() {
+                Some(id) => {
+                    if let Some(other) = ids.insert(id.to_string(), at.clone()) {
+                        problems.push(format!("{at}: operationId {id} is also {other}'s"));
+                    }
+                }
+                None => problems.push(format!("{at}: no operationId")),
+            }
+            if op["tags"].as_array().is_none_or(Vec::is_empty) {
+                problems.push(format!("{at}: no tag"));
+            }
+            for (ct, content) in op["requestBody"]["content"].as_object().into_iter().flatten() {
+                if !named(&content["schema"]) {
+                    problems.push(format!("{at}: request {ct} has no named schema"));
+                }
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if response["description"].as_str().is_none_or(str::is_empty) {
+                    problems.push(format!("{at}: response {status} has no description"));
+                }
+                for (ct, content) in response["content"].as_object().into_iter().flatten() {
+                    if !named(&content["schema"]) {
+                        problems.push(format!("{at}: response {status} {ct} has no named schema"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

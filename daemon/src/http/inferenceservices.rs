@@ -43,7 +43,7 @@ pub struct ReplicaList {
 }
 
 /// The replicas of an InferenceService, running and ended (`kubectl get pods` for it).
-#[utoipa::path(tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = ReplicaList)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "list_inference_service_replicas", tag = "serving", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = ReplicaList)), security(("bearer" = [])))]
 #[get("/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/replicas")]
 async fn replicas(
     item: NamespacedItem,
@@ -75,7 +75,7 @@ pub struct ReplicaLogQuery {
 
 /// A replica's output, stdout and stderr interleaved (`kubectl logs` for it); the
 /// replica's name is in `x-hearth-replica`.
-#[utoipa::path(
+#[utoipa::path(operation_id = "read_inference_service_logs", 
     tag = "serving",
     params(("namespace" = String, Path), ("name" = String, Path), ReplicaLogQuery),
     responses((status = 200, description = "Log text", body = String, content_type = "text/plain")),

@@ -157,7 +157,7 @@ fn log_query(raw: &std::collections::BTreeMap<String, String>) -> Result<LogQuer
 }
 
 /// Events of a job, as `kubectl describe` lists them.
-#[utoipa::path(tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = EventList)))]
+#[utoipa::path(operation_id = "list_job_events", tag = "jobs", params(("namespace" = String, Path), ("name" = String, Path)), responses((status = 200, body = EventList)))]
 #[get("/hearth/v1/namespaces/{namespace}/jobs/{name}/events")]
 async fn job_events(
     path: NamespacedItem,
@@ -169,7 +169,7 @@ async fn job_events(
 }
 
 /// The job's output (stdout and stderr interleaved); `follow=true` streams it.
-#[utoipa::path(
+#[utoipa::path(operation_id = "read_job_logs", 
     tag = "jobs",
     params(("namespace" = String, Path), ("name" = String, Path), LogQuery),
     responses((status = 200, description = "Log text", body = String, content_type = "text/plain"))

@@ -89,7 +89,7 @@ async fn json_object(state: &AppState, payload: web::Payload, allow_empty: bool)
     Ok(v)
 }
 
-#[utoipa::path(tag = "kfp", responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", operation_id = "get_kfp_healthz", responses((status = 200, body = schema::V2beta1GetHealthzResponse)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/healthz")]
 async fn healthz(_caller: Caller) -> Reply {
     // Hearth has namespaces, but `multi_user: true` makes the SDK look for an in-pod
@@ -99,7 +99,7 @@ async fn healthz(_caller: Caller) -> Reply {
 
 // ----------------------------------------------------------------------------- pipelines
 
-#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Pipeline, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Pipeline, responses((status = 200, body = schema::V2beta1Pipeline)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines")]
 async fn create_pipeline(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
@@ -151,7 +151,7 @@ async fn upload_file(state: &AppState, mut form: actix_multipart::Multipart) -> 
     file.ok_or_else(|| ApiError::invalid("uploadfile", "the multipart body has no part named uploadfile"))
 }
 
-#[utoipa::path(tag = "kfp", params(UploadQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(UploadQuery), responses((status = 200, body = schema::V2beta1Pipeline)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines/upload")]
 async fn upload_pipeline(
     caller: Caller,
@@ -170,7 +170,7 @@ async fn upload_pipeline(
     ok(api::create_pipeline(core(&state)?, &caller.0, req, Some(pkg)).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(UploadQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(UploadQuery), responses((status = 200, body = schema::V2beta1PipelineVersion)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines/upload_version")]
 async fn upload_version(
     caller: Caller,
@@ -189,13 +189,13 @@ async fn upload_version(
     ok(api::create_version(core(&state)?, &caller.0, &pipeline_id, name, q.description, pkg).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = schema::V2beta1ListPipelinesResponse), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = super::errors::Problem), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines")]
 async fn list_pipelines(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_pipelines(core(&state)?, &caller.0, &q).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("name" = String, Path), ("namespace" = Option<String>, Query)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("name" = String, Path), ("namespace" = Option<String>, Query)), responses((status = 200, body = schema::V2beta1Pipeline)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines/names/{name}")]
 async fn get_pipeline_by_name(
     caller: Caller,
@@ -206,19 +206,19 @@ async fn get_pipeline_by_name(
     ok(api::get_pipeline_by_name(core(&state)?, &caller.0, q.namespace.as_deref(), &name).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), responses((status = 200, body = schema::V2beta1Pipeline)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines/{pipeline_id}")]
 async fn get_pipeline(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::get_pipeline(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/pipelines/{pipeline_id}")]
 async fn delete_pipeline(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::delete_pipeline(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), request_body = schema::V2beta1PipelineVersion, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path)), request_body = schema::V2beta1PipelineVersion, responses((status = 200, body = schema::V2beta1PipelineVersion)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/pipelines/{pipeline_id}/versions")]
 async fn create_version(
     caller: Caller,
@@ -241,7 +241,7 @@ async fn create_version(
     ok(api::create_version(core(&state)?, &caller.0, &id, name, description, pkg).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ListQuery), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ListQuery), responses((status = 200, body = schema::V2beta1ListPipelineVersionsResponse)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines/{pipeline_id}/versions")]
 async fn list_versions(
     caller: Caller,
@@ -252,14 +252,14 @@ async fn list_versions(
     ok(api::list_versions(core(&state)?, &caller.0, &id, &q).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ("pipeline_version_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ("pipeline_version_id" = String, Path)), responses((status = 200, body = schema::V2beta1PipelineVersion)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/pipelines/{pipeline_id}/versions/{pipeline_version_id}")]
 async fn get_version(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
     let (p, v) = path.into_inner();
     ok(api::get_version(core(&state)?, &caller.0, &p, &v).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ("pipeline_version_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("pipeline_id" = String, Path), ("pipeline_version_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/pipelines/{pipeline_id}/versions/{pipeline_version_id}")]
 async fn delete_version(
     caller: Caller,
@@ -272,38 +272,38 @@ async fn delete_version(
 
 // --------------------------------------------------------------------------- experiments
 
-#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Experiment, responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Experiment, responses((status = 200, body = schema::V2beta1Experiment)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/experiments")]
 async fn create_experiment(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
     ok(api::create_experiment(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = schema::V2beta1ListExperimentsResponse), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = super::errors::Problem), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/experiments")]
 async fn list_experiments(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_experiments(core(&state)?, &caller.0, &q).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = schema::V2beta1Experiment)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/experiments/{experiment_id}")]
 async fn get_experiment(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::get_experiment(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/experiments/{experiment_id}")]
 async fn delete_experiment(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::delete_experiment(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/experiments/{experiment_id}:archive")]
 async fn archive_experiment(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_experiment_storage(core(&state)?, &caller.0, &id, true).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("experiment_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/experiments/{experiment_id}:unarchive")]
 async fn unarchive_experiment(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_experiment_storage(core(&state)?, &caller.0, &id, false).await?)
@@ -311,50 +311,50 @@ async fn unarchive_experiment(caller: Caller, state: web::Data<AppState>, id: we
 
 // ---------------------------------------------------------------------------------- runs
 
-#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Run, responses((status = 200, body = Object), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1Run, responses((status = 200, body = schema::V2beta1Run), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs")]
 async fn create_run(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
     ok(api::create_run(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = schema::V2beta1ListRunsResponse), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = super::errors::Problem), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/runs")]
 async fn list_runs(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_runs(core(&state)?, &caller.0, &q).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::V2beta1Run)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/runs/{run_id}")]
 async fn get_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::get_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/runs/{run_id}")]
 async fn delete_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::delete_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs/{run_id}:terminate")]
 async fn terminate_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::terminate_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs/{run_id}:retry")]
 async fn retry_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::retry_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs/{run_id}:archive")]
 async fn archive_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_run_storage(core(&state)?, &caller.0, &id, true).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/runs/{run_id}:unarchive")]
 async fn unarchive_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_run_storage(core(&state)?, &caller.0, &id, false).await?)
@@ -362,38 +362,38 @@ async fn unarchive_run(caller: Caller, state: web::Data<AppState>, id: web::Path
 
 // ------------------------------------------------------------------------ recurring runs
 
-#[utoipa::path(tag = "kfp", request_body = schema::V2beta1RecurringRun, responses((status = 200, body = Object), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", request_body = schema::V2beta1RecurringRun, responses((status = 200, body = schema::V2beta1RecurringRun), (status = 404, description = "The experiment or pipeline version the body names does not exist", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/recurringruns")]
 async fn create_recurring_run(caller: Caller, state: web::Data<AppState>, payload: web::Payload) -> Reply {
     let body = json_object(&state, payload, false).await?;
     ok(api::create_recurring_run(core(&state)?, &caller.0, &body).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = Object), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = Object), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(ListQuery), responses((status = 200, body = schema::V2beta1ListRecurringRunsResponse), (status = 404, description = "The experiment the query names does not exist", content_type = "application/problem+json", body = super::errors::Problem), (status = 422, description = "A query parameter is invalid: a page_token this server did not issue, a filter that is not KFP filter JSON, a namespace that is not a valid name (the detail names it)", content_type = "application/problem+json", body = super::errors::Problem)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/recurringruns")]
 async fn list_recurring_runs(caller: Caller, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Reply {
     ok(api::list_recurring_runs(core(&state)?, &caller.0, &q).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = schema::V2beta1RecurringRun)), security(("bearer" = [])))]
 #[get("/apis/v2beta1/recurringruns/{recurring_run_id}")]
 async fn get_recurring_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::get_recurring_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[delete("/apis/v2beta1/recurringruns/{recurring_run_id}")]
 async fn delete_recurring_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::delete_recurring_run(core(&state)?, &caller.0, &id).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/recurringruns/{recurring_run_id}:enable")]
 async fn enable_recurring_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_recurring_mode(core(&state)?, &caller.0, &id, true).await?)
 }
 
-#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = Object)), security(("bearer" = [])))]
+#[utoipa::path(tag = "kfp", params(("recurring_run_id" = String, Path)), responses((status = 200, body = schema::ProtobufEmpty)), security(("bearer" = [])))]
 #[post("/apis/v2beta1/recurringruns/{recurring_run_id}:disable")]
 async fn disable_recurring_run(caller: Caller, state: web::Data<AppState>, id: web::Path<String>) -> Reply {
     ok(api::set_recurring_mode(core(&state)?, &caller.0, &id, false).await?)
@@ -401,7 +401,7 @@ async fn disable_recurring_run(caller: Caller, state: web::Data<AppState>, id: w
 
 // ------------------------------------------------------------- Hearth: what tasks produced
 
-#[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = Object, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "get_task_outputs", tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, body = schema::TaskOutputs, description = "The task's input and output parameter values and artifacts (with metadata)")), security(("bearer" = [])))]
 #[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs")]
 async fn task_outputs(
     caller: Caller,
@@ -412,7 +412,7 @@ async fn task_outputs(
     ok(api::task_outputs(core(&state)?, &caller.0, &run, &task).await?)
 }
 
-#[utoipa::path(tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "read_task_logs", tag = "pipelines", params(("run_id" = String, Path), ("task_id" = String, Path)), responses((status = 200, content_type = "text/plain", body = String)), security(("bearer" = [])))]
 #[get("/hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/logs")]
 async fn task_logs(caller: Caller, state: web::Data<AppState>, path: web::Path<(String, String)>) -> Reply {
     let (run, task) = path.into_inner();

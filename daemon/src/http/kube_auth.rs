@@ -132,7 +132,7 @@ fn go_arch() -> &'static str {
 }
 
 /// The Kubernetes version this server reports (`version.Info`); open to anyone.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, body = VersionInfo)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getCode", responses((status = 200, body = VersionInfo)))]
 #[get("/version")]
 async fn version() -> web::Json<VersionInfo> {
     version_info().await
@@ -241,7 +241,7 @@ fn now() -> Option<String> {
 }
 
 /// The caller as Kubernetes sees it (`kubectl auth whoami`).
-#[utoipa::path(tag = "kubernetes", request_body = SelfSubjectReviewRequest, responses((status = 201, body = SelfSubjectReview)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "createSelfSubjectReview", tag = "kubernetes", request_body = SelfSubjectReviewRequest, responses((status = 201, body = SelfSubjectReview)), security(("bearer" = [])))]
 #[post("/apis/authentication.k8s.io/v1/selfsubjectreviews")]
 async fn self_subject_review(
     caller: Caller,
@@ -447,7 +447,7 @@ pub fn decide(caller: &Principal, spec: &SelfSubjectAccessReviewSpec) -> (bool, 
 }
 
 /// Whether the caller may do one action (`kubectl auth can-i`), by Hearth's rule.
-#[utoipa::path(tag = "kubernetes", request_body = SelfSubjectAccessReviewRequest, responses((status = 201, body = SelfSubjectAccessReview)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "createSelfSubjectAccessReview", tag = "kubernetes", request_body = SelfSubjectAccessReviewRequest, responses((status = 201, body = SelfSubjectAccessReview)), security(("bearer" = [])))]
 #[post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")]
 async fn self_subject_access_review(
     caller: Caller,
@@ -558,7 +558,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 /// Everything the caller may do in one namespace (`kubectl auth can-i --list`).
-#[utoipa::path(tag = "kubernetes", request_body = SelfSubjectRulesReviewRequest, responses((status = 201, body = SelfSubjectRulesReview)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "createSelfSubjectRulesReview", tag = "kubernetes", request_body = SelfSubjectRulesReviewRequest, responses((status = 201, body = SelfSubjectRulesReview)), security(("bearer" = [])))]
 #[post("/apis/authorization.k8s.io/v1/selfsubjectrulesreviews")]
 async fn self_subject_rules_review(
     caller: Caller,

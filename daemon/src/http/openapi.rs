@@ -50,6 +50,25 @@ fn problem_response(path: &str, description: &str) -> RefOr<utoipa::openapi::Res
     )
 }
 
+/// Every response object needs a `description` (OpenAPI 3.1 §4.8.17.1); generators such
+/// as openapi-python-client refuse a document without. A declaration that gave none gets
+/// the status's reason phrase.
+fn describe_responses(op: &mut utoipa::openapi::path::Operation) {
+    for (status, response) in op.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response {
+            if response.description.is_empty() {
+                let reason = status
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|code| actix_web::http::StatusCode::from_u16(code).ok())
+                    .and_then(|code| code.canonical_reason())
+                    .unwrap_or("Success");
+                response.description = reason.to_string();
+            }
+        }
+    }
+}
+
 fn complete(mut doc: OpenApi) -> OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let components = doc.components.get_or_insert_with(Default::default);
@@ -106,6 +125,7 @@ fn complete(mut doc: OpenApi) -> OpenApi {
                 errors.push(("401", "The token is not valid"));
             }
             name_patterns(op);
+            describe_responses(op);
             for (status, description) in errors {
                 op.responses
                     .responses

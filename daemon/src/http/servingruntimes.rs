@@ -16,7 +16,7 @@ pub struct ServingRuntimeList {
 }
 
 /// List the serving runtimes and the model formats and protocols each serves.
-#[utoipa::path(tag = "serving", responses((status = 200, body = ServingRuntimeList)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "list_serving_runtimes", tag = "serving", responses((status = 200, body = ServingRuntimeList)), security(("bearer" = [])))]
 #[get("/hearth/v1/servingruntimes")]
 async fn list(_caller: Caller, state: web::Data<AppState>) -> web::Json<ServingRuntimeList> {
     web::Json(ServingRuntimeList {
@@ -25,7 +25,7 @@ async fn list(_caller: Caller, state: web::Data<AppState>) -> web::Json<ServingR
 }
 
 /// Read one serving runtime.
-#[utoipa::path(tag = "serving", params(("name" = String, Path)), responses((status = 200, body = ServingRuntime)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "get_serving_runtime", tag = "serving", params(("name" = String, Path)), responses((status = 200, body = ServingRuntime)), security(("bearer" = [])))]
 #[get("/hearth/v1/servingruntimes/{name}")]
 async fn read(
     _caller: Caller,

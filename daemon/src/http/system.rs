@@ -64,14 +64,14 @@ pub struct IsolationState {
 }
 
 /// Alive: the process answers HTTP.
-#[utoipa::path(tag = "system", responses((status = 200, description = "The daemon is alive", body = Liveness)))]
+#[utoipa::path(operation_id = "get_liveness", tag = "system", responses((status = 200, description = "The daemon is alive", body = Liveness)))]
 #[get("/healthz")]
 async fn healthz() -> web::Json<Liveness> {
     web::Json(Liveness { status: "ok" })
 }
 
 /// Ready: the store answers and every controller and the runtime are up.
-#[utoipa::path(
+#[utoipa::path(operation_id = "get_readiness", 
     tag = "system",
     responses(
         (status = 200, description = "Ready", body = Readiness),
@@ -102,7 +102,7 @@ async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiE
     )))
 }
 
-#[utoipa::path(tag = "system", responses((status = 200, body = HearthVersion)), security(("bearer" = [])))]
+#[utoipa::path(tag = "system", operation_id = "get_hearth_version", responses((status = 200, body = HearthVersion)), security(("bearer" = [])))]
 #[get("/hearth/v1/version")]
 async fn version(_caller: Caller) -> web::Json<HearthVersion> {
     web::Json(HearthVersion {
@@ -113,7 +113,7 @@ async fn version(_caller: Caller) -> web::Json<HearthVersion> {
 }
 
 /// This machine: CPUs, memory, disk of the data dir, runtime, GPUs and k3s.
-#[utoipa::path(tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "get_node", tag = "system", responses((status = 200, body = NodeInfo)), security(("bearer" = [])))]
 #[get("/hearth/v1/node")]
 async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo> {
     let data_dir = state.config.data_dir.clone();
@@ -144,8 +144,57 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
     })
 }
 
-/// Prometheus metrics in the OpenMetrics text format.
+/// How a Kubernetes client reaches this daemon's HTTPS API: what `hearth login` puts in
+/// the kubeconfig it writes (the token is the caller's own).
+#[derive(Serialize, ToSchema)]
+pub struct ClusterInfo {
+    /// `https://host:port` of the TLS listener as seen on this host.
+    pub server: String,
+    /// The TLS listener's port, for a client that reaches this host by another name.
+    pub tls_port: u16,
+    /// Hearth's CA certificate, PEM: what `certificate-authority-data` holds.
+    pub certificate_authority: String,
+}
+
+/// The HTTPS address and CA a kubeconfig for this daemon needs.
 #[utoipa::path(
+    tag = "system",
+    operation_id = "get_cluster_info",
+    responses((status = 200, body = ClusterInfo)),
+    security(("bearer" = []))
+)]
+#[get("/hearth/v1/cluster")]
+async fn cluster(_caller: Caller, state: web::Data<AppState>) -> Result<web::Json<ClusterInfo>, ApiError> {
+    let data_dir = state.config.data_dir.clone();
+    let configured = state.config.tls_listen;
+    let read = web::block(move || {
+        let ca = std::fs::read_to_string(crate::tls::dir(&data_dir).join("ca.crt"));
+        // The bound address (port 0 in tests) is in the address file, written once
+        // every listener is bound.
+        let bound = std::fs::read_to_string(data_dir.join("hearth.addr"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|addr| {
+                addr["tls"]
+                    .as_str()
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            });
+        (ca, bound)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reading the CA: {e}")))?;
+    let (ca, bound) = read;
+    let ca = ca.map_err(|e| ApiError::Unavailable(format!("the CA is not readable yet: {e}")))?;
+    let addr = bound.unwrap_or(configured);
+    Ok(web::Json(ClusterInfo {
+        server: crate::kubeconfig::server_url(addr),
+        tls_port: addr.port(),
+        certificate_authority: ca,
+    }))
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(operation_id = "get_metrics", 
     tag = "system",
     responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")),
     security(("bearer" = []))
@@ -159,7 +208,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// The workload queue: what runs, what waits and why, and the node's capacity.
 /// Users see only their own namespace's entries.
-#[utoipa::path(tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
+#[utoipa::path(operation_id = "get_queue", tag = "system", responses((status = 200, body = crate::scheduler::QueueSummary)))]
 #[get("/hearth/v1/queue")]
 async fn queue(
     caller: Caller,
@@ -175,6 +224,7 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(readyz)
         .service(version)
         .service(node)
+        .service(cluster)
         .service(metrics)
         .service(queue);
 }

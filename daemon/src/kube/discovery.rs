@@ -97,7 +97,7 @@ fn resource_list(group_version: &str) -> Value {
 }
 
 /// `APIVersions` of the core group.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIVersions", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getCoreAPIVersions", responses((status = 200, description = "APIVersions", body = crate::kube::upstream_schema::V1APIVersions)))]
 #[get("/api")]
 async fn core_versions() -> HttpResponse {
     HttpResponse::Ok().json(json!({
@@ -108,14 +108,14 @@ async fn core_versions() -> HttpResponse {
 }
 
 /// `APIResourceList` of the core group `v1`: its read-only views.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getCoreV1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/api/v1")]
 async fn core_resources() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("v1"))
 }
 
 /// `APIGroupList`: every group of the kind registry.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroupList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getAPIVersions", responses((status = 200, description = "APIGroupList", body = crate::kube::upstream_schema::V1APIGroupList)))]
 #[get("/apis")]
 async fn groups() -> HttpResponse {
     let groups: Vec<Value> = kinds::groups().filter_map(api_group).collect();
@@ -130,56 +130,56 @@ fn group_answer(group: &str) -> Result<HttpResponse, ApiError> {
 }
 
 /// `APIGroup` `batch`.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroup", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getBatchAPIGroup", responses((status = 200, description = "APIGroup", body = crate::kube::upstream_schema::V1APIGroup)))]
 #[get("/apis/batch")]
 async fn batch_group() -> Result<HttpResponse, ApiError> {
     group_answer("batch")
 }
 
 /// `APIResourceList` of `batch/v1`.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getBatchV1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/apis/batch/v1")]
 async fn batch_v1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("batch/v1"))
 }
 
 /// `APIGroup` `serving.kserve.io`.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroup", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getServingKserveIoAPIGroup", responses((status = 200, description = "APIGroup", body = crate::kube::upstream_schema::V1APIGroup)))]
 #[get("/apis/serving.kserve.io")]
 async fn kserve_group() -> Result<HttpResponse, ApiError> {
     group_answer("serving.kserve.io")
 }
 
 /// `APIResourceList` of `serving.kserve.io/v1beta1`.
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getServingKserveIoV1beta1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/apis/serving.kserve.io/v1beta1")]
 async fn kserve_v1beta1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1beta1"))
 }
 
 /// `APIResourceList` of `serving.kserve.io/v1alpha1` (`clusterservingruntimes`).
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getServingKserveIoV1alpha1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/apis/serving.kserve.io/v1alpha1")]
 async fn kserve_v1alpha1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("serving.kserve.io/v1alpha1"))
 }
 
 /// `APIGroup` `kubeflow.org` (Katib's kinds and Notebooks).
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIGroup", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getKubeflowOrgAPIGroup", responses((status = 200, description = "APIGroup", body = crate::kube::upstream_schema::V1APIGroup)))]
 #[get("/apis/kubeflow.org")]
 async fn kubeflow_group() -> Result<HttpResponse, ApiError> {
     group_answer("kubeflow.org")
 }
 
 /// `APIResourceList` of `kubeflow.org/v1beta1` (experiments, trials, suggestions).
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getKubeflowOrgV1beta1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/apis/kubeflow.org/v1beta1")]
 async fn kubeflow_v1beta1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("kubeflow.org/v1beta1"))
 }
 
 /// `APIResourceList` of `kubeflow.org/v1` (notebooks).
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "APIResourceList", body = Object)))]
+#[utoipa::path(tag = "kubernetes", operation_id = "getKubeflowOrgV1APIResources", responses((status = 200, description = "APIResourceList", body = crate::kube::upstream_schema::V1APIResourceList)))]
 #[get("/apis/kubeflow.org/v1")]
 async fn kubeflow_v1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("kubeflow.org/v1"))

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod upstream_schema;
 pub mod view_routes;
 pub mod views;
 pub mod watch;

@@ -248,7 +248,7 @@ pub fn index() -> Value {
 }
 
 /// The OpenAPI v3 index kubectl reads first (`k8s.io/client-go/openapi` `Paths`).
-#[utoipa::path(tag = "kubernetes", responses((status = 200, description = "The index of group-version documents", body = Object)))]
+#[utoipa::path(operation_id = "get_openapi_v3_index", tag = "kubernetes", responses((status = 200, description = "The index of group-version documents", body = crate::kube::upstream_schema::OpenAPIV3Discovery)))]
 #[get("/openapi/v3")]
 async fn openapi_v3_index() -> HttpResponse {
     HttpResponse::Ok().json(index())
@@ -261,9 +261,9 @@ fn answer(path: &str) -> Result<HttpResponse, ApiError> {
 }
 
 /// The OpenAPI 3.0 document of a named group's version (`/openapi/v3/apis/batch/v1`).
-#[utoipa::path(tag = "kubernetes",
+#[utoipa::path(operation_id = "get_openapi_v3_group", tag = "kubernetes",
     params(("group" = String, Path), ("version" = String, Path)),
-    responses((status = 200, description = "OpenAPI 3.0 document of the group version", body = Object)))]
+    responses((status = 200, description = "OpenAPI 3.0 document of the group version", body = crate::kube::upstream_schema::OpenAPIV3Document)))]
 #[get("/openapi/v3/apis/{group}/{version}")]
 async fn openapi_v3_group(path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (group, version) = path.into_inner();
@@ -271,9 +271,9 @@ async fn openapi_v3_group(path: web::Path<(String, String)>) -> Result<HttpRespo
 }
 
 /// The OpenAPI 3.0 document of the core group's version (`/openapi/v3/api/v1`).
-#[utoipa::path(tag = "kubernetes",
+#[utoipa::path(operation_id = "get_openapi_v3_core", tag = "kubernetes",
     params(("version" = String, Path)),
-    responses((status = 200, description = "OpenAPI 3.0 document of the core group version", body = Object)))]
+    responses((status = 200, description = "OpenAPI 3.0 document of the core group version", body = crate::kube::upstream_schema::OpenAPIV3Document)))]
 #[get("/openapi/v3/api/{version}")]
 async fn openapi_v3_core(version: web::Path<String>) -> Result<HttpResponse, ApiError> {
     answer(&format!("api/{}", version.into_inner()))

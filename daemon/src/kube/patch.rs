@@ -294,3 +294,13 @@ mod tests {
         }
     }
 }
+
+/// `io.k8s.apimachinery.pkg.apis.meta.v1.Patch`: the body of a PATCH, a JSON object
+/// read as its `Content-Type` says (merge or strategic merge patch). A named schema, as
+/// Kubernetes' own document has, so generated clients get one patch type.
+#[derive(utoipa::ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the PATCH body for OpenAPI; patches are read as JSON values"
+)]
+pub struct Patch(std::collections::BTreeMap<String, serde_json::Value>);

@@ -106,7 +106,7 @@ macro_rules! kind_routes {
             /// without directives.
             #[utoipa::path(tag = $tag, operation_id = $patch_op,
                 params(("namespace" = String, Path), ("name" = String, Path), WriteParams),
-                request_body(content((Object = "application/merge-patch+json"), (Object = "application/strategic-merge-patch+json"))),
+                request_body(content((crate::kube::patch::Patch = "application/merge-patch+json"), (crate::kube::patch::Patch = "application/strategic-merge-patch+json"))),
                 responses((status = 200, body = KindSchema)))]
             #[patch($item)]
             async fn merge(
@@ -126,7 +126,7 @@ macro_rules! kind_routes {
             #[utoipa::path(tag = $tag, operation_id = $delete_op,
                 params(("namespace" = String, Path), ("name" = String, Path), DeleteParams),
                 request_body(content((Option<DeleteOptions> = "application/json")), description = "Optional `DeleteOptions`"),
-                responses((status = 200, description = "A `Status` (Job deleted in the background) or the object being deleted (custom resources, or held by a `foregroundDeletion`/`orphan` finalizer)", body = Object)))]
+                responses((status = 200, description = "A `Status` (Job deleted in the background) or the object being deleted (custom resources, or held by a `foregroundDeletion`/`orphan` finalizer)", body = crate::kube::upstream_schema::DeleteResult)))]
             #[delete($item)]
             async fn remove(
                 item: NamespacedItem,
@@ -164,7 +164,7 @@ macro_rules! kind_routes {
             /// Patch `status` only.
             #[utoipa::path(tag = $tag, operation_id = $patch_status_op,
                 params(("namespace" = String, Path), ("name" = String, Path), WriteParams),
-                request_body(content((Object = "application/merge-patch+json"), (Object = "application/strategic-merge-patch+json"))),
+                request_body(content((crate::kube::patch::Patch = "application/merge-patch+json"), (crate::kube::patch::Patch = "application/strategic-merge-patch+json"))),
                 responses((status = 200, body = KindSchema)))]
             #[patch($status)]
             async fn patch_status(

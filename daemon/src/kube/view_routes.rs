@@ -41,7 +41,7 @@ async fn list_namespaces(
 
 /// Read a namespace.
 #[utoipa::path(tag = "kubernetes", operation_id = "readNamespace", params(("name" = String, Path)),
-    responses((status = 200, description = "Namespace", body = Object)))]
+    responses((status = 200, description = "Namespace", body = crate::kube::upstream_schema::V1Namespace)))]
 #[get("/api/v1/namespaces/{name}")]
 async fn read_namespace(
     caller: Caller,
@@ -80,7 +80,7 @@ async fn list_all_pods(
 /// Read a pod.
 #[utoipa::path(tag = "kubernetes", operation_id = "readNamespacedPod",
     params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "Pod", body = Object)))]
+    responses((status = 200, description = "Pod", body = crate::kube::upstream_schema::V1Pod)))]
 #[get("/api/v1/namespaces/{namespace}/pods/{name}")]
 async fn read_pod(
     scope: Namespaced,
@@ -210,7 +210,7 @@ async fn list_all_events(
 /// Read an event.
 #[utoipa::path(tag = "kubernetes", operation_id = "readNamespacedEvent",
     params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "Event", body = Object)))]
+    responses((status = 200, description = "Event", body = crate::kube::upstream_schema::CoreV1Event)))]
 #[get("/api/v1/namespaces/{namespace}/events/{name}")]
 async fn read_event(
     scope: Namespaced,
@@ -243,7 +243,7 @@ async fn list_nodes(
 
 /// Read a node.
 #[utoipa::path(tag = "kubernetes", operation_id = "readNode", params(("name" = String, Path)),
-    responses((status = 200, description = "Node", body = Object)))]
+    responses((status = 200, description = "Node", body = crate::kube::upstream_schema::V1Node)))]
 #[get("/api/v1/nodes/{name}")]
 async fn read_node(
     caller: Caller,
@@ -267,7 +267,7 @@ async fn list_runtimes(
 
 /// Read a `ClusterServingRuntime`.
 #[utoipa::path(tag = "serving", operation_id = "readClusterServingRuntime", params(("name" = String, Path)),
-    responses((status = 200, description = "ClusterServingRuntime", body = Object)))]
+    responses((status = 200, description = "ClusterServingRuntime", body = crate::kube::upstream_schema::V1alpha1ClusterServingRuntime)))]
 #[get("/apis/serving.kserve.io/v1alpha1/clusterservingruntimes/{name}")]
 async fn read_runtime(
     caller: Caller,

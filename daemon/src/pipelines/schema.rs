@@ -9,7 +9,8 @@
 //! structs here only document; `check_*` refuse a declared field of the wrong type (a
 //! 422 naming it), and the numbers and times are bounded where they are read
 //! (`protojson`, `schedule`). Output-only fields (ids, states, times the server sets)
-//! are ignored on input and not listed.
+//! are `readOnly`: ignored on input, listed because the same schemas describe the
+//! answers, as in KFP's own swagger (one `V2beta1Run` for both directions).
 
 #![allow(
     dead_code,
@@ -104,6 +105,151 @@ pub struct V2beta1Run {
     service_account: Option<String>,
     /// Hearth: the namespace, when there is no `experiment_id` to take it from.
     namespace: Option<String>,
+    #[schema(read_only)]
+    run_id: Option<String>,
+    /// `V2beta1RuntimeState`: `PENDING`, `RUNNING`, `SUCCEEDED`, `SKIPPED`, `FAILED`,
+    /// `CANCELING`, `CANCELED`, `PAUSED`.
+    #[schema(read_only)]
+    state: Option<String>,
+    /// `AVAILABLE` or `ARCHIVED`.
+    #[schema(read_only)]
+    storage_state: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    scheduled_at: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    finished_at: Option<String>,
+    #[schema(read_only)]
+    state_history: Option<Vec<V2beta1RuntimeStatus>>,
+    /// Why the run failed.
+    #[schema(read_only)]
+    error: Option<GooglerpcStatus>,
+    /// `GET /apis/v2beta1/runs/{run_id}` only: the tasks.
+    #[schema(read_only)]
+    run_details: Option<V2beta1RunDetails>,
+    /// The recurring run that started this run.
+    #[schema(read_only)]
+    recurring_run_id: Option<String>,
+}
+
+/// `GooglerpcStatus`: an error, as KFP's answers carry it (`code` 2 is UNKNOWN).
+#[derive(ToSchema)]
+pub struct GooglerpcStatus {
+    code: Option<i32>,
+    message: Option<String>,
+}
+
+/// `V2beta1RuntimeStatus`: one state a run or task passed through, and when.
+#[derive(ToSchema)]
+pub struct V2beta1RuntimeStatus {
+    #[schema(format = DateTime)]
+    update_time: Option<String>,
+    state: Option<String>,
+}
+
+/// `V2beta1RunDetails`: the run's tasks.
+#[derive(ToSchema)]
+pub struct V2beta1RunDetails {
+    task_details: Option<Vec<V2beta1PipelineTaskDetail>>,
+}
+
+/// `PipelineTaskDetailChildTask`: a task a DAG task started.
+#[derive(ToSchema)]
+pub struct PipelineTaskDetailChildTask {
+    task_id: Option<String>,
+}
+
+/// `V2beta1PipelineTaskDetail`: one task of a run. Hearth adds `hearth_*` members
+/// (the task's path in the DAG, kind, cache hit, attempts, workload, why it waits).
+#[derive(ToSchema)]
+pub struct V2beta1PipelineTaskDetail {
+    run_id: Option<String>,
+    task_id: Option<String>,
+    display_name: Option<String>,
+    #[schema(format = DateTime)]
+    create_time: Option<String>,
+    #[schema(format = DateTime)]
+    start_time: Option<String>,
+    #[schema(format = DateTime)]
+    end_time: Option<String>,
+    /// `V2beta1RuntimeState`, as for the run.
+    state: Option<String>,
+    error: Option<GooglerpcStatus>,
+    parent_task_id: Option<String>,
+    child_tasks: Option<Vec<PipelineTaskDetailChildTask>>,
+}
+
+/// `V2beta1ListRunsResponse`.
+#[derive(ToSchema)]
+pub struct V2beta1ListRunsResponse {
+    runs: Option<Vec<V2beta1Run>>,
+    total_size: Option<i32>,
+    /// Pass as `page_token` for the next page; absent on the last.
+    next_page_token: Option<String>,
+}
+
+/// `V2beta1ListExperimentsResponse`.
+#[derive(ToSchema)]
+pub struct V2beta1ListExperimentsResponse {
+    experiments: Option<Vec<V2beta1Experiment>>,
+    total_size: Option<i32>,
+    next_page_token: Option<String>,
+}
+
+/// `V2beta1ListPipelinesResponse`.
+#[derive(ToSchema)]
+pub struct V2beta1ListPipelinesResponse {
+    pipelines: Option<Vec<V2beta1Pipeline>>,
+    total_size: Option<i32>,
+    next_page_token: Option<String>,
+}
+
+/// `V2beta1ListPipelineVersionsResponse`.
+#[derive(ToSchema)]
+pub struct V2beta1ListPipelineVersionsResponse {
+    pipeline_versions: Option<Vec<V2beta1PipelineVersion>>,
+    total_size: Option<i32>,
+    next_page_token: Option<String>,
+}
+
+/// `V2beta1ListRecurringRunsResponse`.
+#[derive(ToSchema)]
+pub struct V2beta1ListRecurringRunsResponse {
+    recurring_runs: Option<Vec<V2beta1RecurringRun>>,
+    total_size: Option<i32>,
+    next_page_token: Option<String>,
+}
+
+/// `V2beta1GetHealthzResponse`, with Hearth's `pipeline_store`.
+#[derive(ToSchema)]
+pub struct V2beta1GetHealthzResponse {
+    /// Always false: Hearth scopes by token, not by an in-pod namespace file.
+    multi_user: bool,
+    pipeline_store: Option<String>,
+}
+
+/// `google.protobuf.Empty`: what delete, archive, terminate and the like answer (`{}`).
+#[derive(ToSchema)]
+pub struct ProtobufEmpty {}
+
+/// Hearth: what one task took and produced
+/// (`GET /hearth/v1/pipelines/runs/{run_id}/tasks/{task_id}/outputs`).
+#[derive(ToSchema)]
+pub struct TaskOutputs {
+    task_id: String,
+    display_name: Option<String>,
+    /// `V2beta1RuntimeState`, as for the run.
+    state: Option<String>,
+    /// Whether the result came from the cache instead of a new execution.
+    cached: Option<bool>,
+    attempts: Option<i64>,
+    /// Input parameter and artifact values, by name.
+    #[schema(value_type = Option<Object>)]
+    inputs: Option<Value>,
+    /// Output parameter values and artifacts (with metadata), by name.
+    #[schema(value_type = Option<Object>)]
+    outputs: Option<Value>,
 }
 
 /// `V2beta1CronSchedule`: a robfig/cron line, 6 fields with seconds first (a 5-field
@@ -181,6 +327,18 @@ pub struct V2beta1RecurringRun {
     /// Taken when the trigger's schedule has no `end_time`.
     #[schema(format = DateTime)]
     end_time: Option<String>,
+    #[schema(read_only)]
+    recurring_run_id: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    updated_at: Option<String>,
+    /// `ENABLED` or `DISABLED`.
+    #[schema(read_only)]
+    status: Option<String>,
+    /// Why the last fire could not start a run.
+    #[schema(read_only)]
+    error: Option<String>,
 }
 
 /// `V2beta1Experiment` as a create request (`POST /apis/v2beta1/experiments`).
@@ -193,6 +351,13 @@ pub struct V2beta1Experiment {
     description: Option<String>,
     /// The caller's own namespace when unset (`default` for an admin).
     namespace: Option<String>,
+    #[schema(read_only)]
+    experiment_id: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: Option<String>,
+    /// `AVAILABLE` or `ARCHIVED`.
+    #[schema(read_only)]
+    storage_state: Option<String>,
 }
 
 /// `V2beta1Pipeline` as a create request (`POST /apis/v2beta1/pipelines`); versions
@@ -205,6 +370,13 @@ pub struct V2beta1Pipeline {
     display_name: String,
     description: Option<String>,
     namespace: Option<String>,
+    #[schema(read_only)]
+    pipeline_id: Option<String>,
+    /// The display name again (KFP v1 clients read `name`).
+    #[schema(read_only)]
+    name: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: Option<String>,
 }
 
 /// `V2beta1PipelineVersion` as a create request
@@ -221,6 +393,14 @@ pub struct V2beta1PipelineVersion {
     /// The compiled pipeline (KFP IR), checked as for a run.
     #[schema(value_type = Object)]
     pipeline_spec: Value,
+    #[schema(read_only)]
+    pipeline_id: Option<String>,
+    #[schema(read_only)]
+    pipeline_version_id: Option<String>,
+    #[schema(read_only)]
+    name: Option<String>,
+    #[schema(read_only, format = DateTime)]
+    created_at: Option<String>,
 }
 
 /// The JSON type a declared field must have; `null` always means unset.

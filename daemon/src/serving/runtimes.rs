@@ -40,8 +40,9 @@ pub struct ServingRuntime {
     /// argv with placeholders `{model_name}`, `{model_dir}` (the fetched model files),
     /// `{port}` (the replica's HTTP port), `{work_dir}` (a private scratch dir).
     pub command: Vec<String>,
-    /// Environment with the same placeholders.
+    /// Environment with the same placeholders, as `[name, value]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub env: Vec<(String, String)>,
     /// HTTP path that answers 200 once the model is loaded (placeholders allowed).
     pub readiness_path: String,
@@ -49,8 +50,10 @@ pub struct ServingRuntime {
     /// the proxy converts binary requests to JSON.
     #[serde(default)]
     pub binary_tensors: bool,
-    /// MLServer's `model-settings.json` `implementation`, per model format.
+    /// MLServer's `model-settings.json` `implementation`, per model format, as
+    /// `[format, implementation]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub implementations: Vec<(String, String)>,
 }
 
