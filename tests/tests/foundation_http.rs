@@ -238,6 +238,10 @@ fn invalid_names_are_refused_and_change_nothing() {
     d.create_user("alice");
     let users = user_names(&d);
     let tokens = token_names(&d);
+    // `x` beside the data dir is what `../x` would reach. Another program may own a
+    // file of that name in the shared temp dir: the check is that nothing changed it.
+    let beside = d.data_dir.parent().unwrap().join("x");
+    let beside_before = modified(&beside);
     for bad in [
         "../x",
         "..",
@@ -265,13 +269,11 @@ fn invalid_names_are_refused_and_change_nothing() {
     }
     assert_eq!(user_names(&d), users);
     assert_eq!(token_names(&d), tokens);
-    let entries: Vec<String> = std::fs::read_dir(d.data_dir.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    assert!(
-        !entries.contains(&"x".to_string()),
-        "a traversal created a file next to the data dir"
+    assert_eq!(
+        modified(&beside),
+        beside_before,
+        "a traversal created or changed {} next to the data dir",
+        beside.display()
     );
 }
 
@@ -392,4 +394,9 @@ fn probes_and_metrics() {
         r.text.contains("hearth_http_request_duration_seconds_bucket"),
         "{r}"
     );
+}
+
+/// The modification time of `path`, `None` when it does not exist.
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

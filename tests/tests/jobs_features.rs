@@ -413,6 +413,15 @@ fn a_suspended_job_waits_and_resumes() {
     d.wait_until(&format!("{JOBS}/paused"), Duration::from_secs(10), |r| {
         r.body["status"]["ready"] == 1
     });
+    // Running is not yet past `touch`: under load a stop could land before it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first attempt never wrote its marker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.patch(
         &format!("{JOBS}/paused"),
         d.admin(),
