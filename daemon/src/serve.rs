@@ -45,6 +45,8 @@ pub enum StartError {
     Kubeconfig(#[from] crate::kubeconfig::KubeconfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("data dir {path} is in use by another hearth serve (pid {holder}); stop it first, or give this one its own --data-dir")]
+    DataDirInUse { path: String, holder: String },
 }
 
 fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
@@ -56,6 +58,50 @@ fn prepare_data_dir(path: &Path) -> Result<(), StartError> {
     std::fs::create_dir_all(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
     Ok(())
+}
+
+/// Holds `<data-dir>/serve.lock` (an exclusive `flock`) for the daemon's lifetime: two
+/// daemons on one data dir would run every controller twice against one database and
+/// overwrite each other's kubeconfig and address file. The kernel releases the lock
+/// when the process ends, however it ends; a start right after a stop waits up to 5 s
+/// for the old process to go.
+fn lock_data_dir(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, StartError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = path.join("serve.lock");
+    let err = |source| StartError::DataDir {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(err)?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                locked.set_len(0).map_err(err)?;
+                locked.rewind().map_err(err)?;
+                write!(locked, "{}", std::process::id()).map_err(err)?;
+                return Ok(locked);
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() >= deadline => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(StartError::DataDirInUse {
+                    path: path.display().to_string(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, errno)) => return Err(err(std::io::Error::from(errno))),
+        }
+    }
 }
 
 fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
@@ -103,6 +149,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     prepare_data_dir(&config.data_dir)?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let identities = crate::runtime::identity::Identities::new(
         &config.isolation,
         &config.data_dir,

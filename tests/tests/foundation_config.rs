@@ -260,3 +260,40 @@ fn serving_workers_sizes_the_data_plane() {
         stderr(&refused)
     );
 }
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused_and_changes_nothing() {
+    let d = spawn_daemon_with(Options::default());
+    let kubeconfig = std::fs::read_to_string(d.data_dir.join("kubeconfig")).unwrap();
+    let addr = std::fs::read_to_string(d.data_dir.join("hearth.addr")).unwrap();
+    let data = d.data_dir.to_str().unwrap();
+    let out = run(
+        &[
+            "serve",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--serving-listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!out.status.success(), "a second daemon started on {data}");
+    let err = stderr(&out);
+    assert!(err.contains("in use by another hearth serve"), "{err}");
+    assert!(err.contains(data), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.data_dir.join("kubeconfig")).unwrap(),
+        kubeconfig,
+        "the refused daemon rewrote the kubeconfig"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.data_dir.join("hearth.addr")).unwrap(),
+        addr,
+        "the refused daemon touched the address file"
+    );
+    assert_eq!(d.get("/readyz", None).status, 200);
+}
