@@ -11,7 +11,7 @@
 #   a release tarball beside this script (hearth-<version>-<target>.tar.gz with its
 #                                   .sha256 file beside it);
 #   the unpacked release this script is part of (./hearth, checked against ./SHA256SUMS);
-#   the release this copy was published with (scripts/release RELEASE_URL=...):
+#   the release this copy was published with (RELEASE_URL=... scripts/release):
 #                                   <url>/hearth-<version>-<arch>-unknown-linux-gnu.tar.gz.
 # A tarball whose checksum does not match is refused; nothing is installed.
 #
@@ -520,7 +520,8 @@ cat <<NEXT
 Next steps:
   1. Check it:   curl -s $api/readyz; TOKEN=\$(sudo cat $token)
                  curl -s -H "Authorization: Bearer \$TOKEN" $api/hearth/v1/whoami
-  2. kubectl:    sudo cp $kubeconfig ~/.kube/hearth && export KUBECONFIG=~/.kube/hearth
+  2. kubectl:    mkdir -p ~/.kube && sudo cat $kubeconfig > ~/.kube/hearth && chmod 600 ~/.kube/hearth
+                 export KUBECONFIG=~/.kube/hearth
                  kubectl get jobs -A
   3. Add a user: curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
                    -d '{"name":"alice"}' $api/hearth/v1/users    (the answer holds alice's token)

@@ -266,6 +266,16 @@ fn init_logging(filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(..) | Command::Shim { .. }) {
+        // A command whose output is piped into `head` ends quietly when the reader goes,
+        // as other command-line tools do, instead of panicking on a broken pipe. The
+        // daemon and the shim keep Rust's default (SIGPIPE ignored): a client that goes
+        // away must never kill them.
+        // SAFETY: set before any thread starts; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Shim { dir } => runtime::shim::main(&dir),
         Command::Openapi => {
