@@ -172,13 +172,38 @@ fn experiment_id(client: &Client, name: &str) -> Result<String, CliError> {
 
 /// Polls the run once a second, showing its tasks' states as they change (redrawn in
 /// place on a terminal, a line per change otherwise), until it ends.
+/// How long `--wait` keeps trying a daemon it cannot reach (a restart takes seconds).
+const RECONNECT: Duration = Duration::from_secs(60);
+
 fn follow(client: &Client, run_id: &str, timeout: Duration, output: Output) -> Result<Value, CliError> {
     let started = Instant::now();
     let live = std::io::stderr().is_terminal();
     let mut shown: BTreeMap<String, String> = BTreeMap::new();
     let mut drawn_lines = 0usize;
+    // A daemon restart (an upgrade) does not end the run: waiting goes on for a while.
+    let mut unreachable_since: Option<Instant> = None;
     loop {
-        let run = client.get(&format!("/apis/v2beta1/runs/{}", segment(run_id)))?;
+        let run = match client.get(&format!("/apis/v2beta1/runs/{}", segment(run_id))) {
+            Ok(run) => {
+                unreachable_since = None;
+                run
+            }
+            Err(e @ CliError::Connect { .. }) => {
+                let since = *unreachable_since.get_or_insert_with(|| {
+                    eprintln!(
+                        "  {e}; the run goes on without us: retrying for {}s",
+                        RECONNECT.as_secs()
+                    );
+                    Instant::now()
+                });
+                if since.elapsed() > RECONNECT {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let state = run["state"].as_str().unwrap_or("PENDING").to_string();
         let tasks = task_states(&run);
         if output == Output::Table || live {
