@@ -6,7 +6,8 @@
 // carry the X-Hearth-CSRF header, which the daemon requires of cookie-authenticated
 // requests (another site's page cannot set it).
 //
-// Live data comes from the Kubernetes-style watches (`?watch=1` on nodes and pods):
+// Live data comes from the Kubernetes-style watches (`?watch=1` on nodes, pods and
+// notebooks):
 // each event updates the GPU charts and the queue at once, and schedules one re-read
 // of the lists that have no watch of their own (runs, services), so the page follows
 // the daemon without polling.
@@ -56,6 +57,10 @@ const API = {
   createExperiment: { method: "POST", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments", optional: true },
   trials: { method: "GET", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/trials", optional: true },
   notebooks: { method: "GET", path: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks", optional: true },
+  allNotebooks: { method: "GET", path: "/apis/kubeflow.org/v1/notebooks", optional: true },
+  createNotebook: { method: "POST", path: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks", optional: true },
+  patchNotebook: { method: "PATCH", path: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}", optional: true },
+  deleteNotebook: { method: "DELETE", path: "/apis/kubeflow.org/v1/namespaces/{namespace}/notebooks/{name}", optional: true },
 };
 // API-TABLE-END
 
@@ -153,10 +158,11 @@ async function call(key, { params, query, body, contentType, text, signal } = {}
     cache: "no-store",
   });
   if (!res.ok) throw await failure(res);
-  if (res.status === 204) return null;
-  if (text) return res.text();
+  // Read to the end even when empty (204): a navigation right after (logout) must not
+  // cut the answer off.
   const raw = await res.text();
-  return raw ? JSON.parse(raw) : null;
+  if (text) return raw;
+  return raw && res.status !== 204 ? JSON.parse(raw) : null;
 }
 
 const json = (v) => JSON.stringify(v);
@@ -430,9 +436,8 @@ async function refreshOverview() {
 }
 
 function notebookRow(n) {
-  const s = n.status || {};
-  const ready = (s.conditions || []).find((c) => c.type === "Ready");
-  return h("tr", {}, h("td", {}, n.metadata.name), h("td", {}, phase(ready ? (ready.status === "True" ? "Ready" : "NotReady") : s.readyReplicas ? "Ready" : "Pending")), h("td", {}, age(n.metadata.creationTimestamp)));
+  const [st, why] = notebookState(n);
+  return h("tr", {}, h("td", {}, n.metadata.name), h("td", {}, phase(st), why ? h("span", { class: "muted" }, ` ${why}`) : ""), h("td", {}, age(n.metadata.creationTimestamp)));
 }
 
 function has(key) {
@@ -1082,14 +1087,100 @@ async function createExperiment() {
   }
 }
 
+const STOPPED = "kubeflow-resource-stopped";
+
+// A notebook's state as Kubeflow's notebook UI words it: stopped (the annotation),
+// ready, or waiting (with the reason the status gives).
+function notebookState(n) {
+  if (((n.metadata.annotations || {})[STOPPED])) return ["Stopped", ""];
+  const s = n.status || {};
+  if (s.readyReplicas >= 1) return ["Ready", ""];
+  const waiting = (s.containerState || {}).waiting;
+  const cond = (s.conditions || []).find((c) => c.status === "False" && c.message);
+  return ["Waiting", (waiting && (waiting.message || waiting.reason)) || (cond && cond.message) || ""];
+}
+
 async function refreshNotebooks() {
   if (!has("notebooks") || !state.namespace) return;
+  const ns = state.namespace;
   await section("notebooks", async () => {
-    const list = await call("notebooks", { params: { namespace: state.namespace } });
-    replace("notebooks", table(["notebook", "ready", "created"], (list.items || []).map(notebookRow), "No notebooks. Create one with kubectl or the Kubeflow notebook API."));
+    const list = await call("notebooks", { params: { namespace: ns } });
+    const rows = (list.items || []).map((n) => {
+      const name = n.metadata.name;
+      const [st, why] = notebookState(n);
+      const c = (((n.spec || {}).template || {}).spec || {}).containers?.[0] || {};
+      const res = c.resources || {};
+      return h("tr", { "data-notebook": name },
+        h("td", {}, name),
+        h("td", {}, phase(st), why ? h("span", { class: "muted" }, ` ${why}`) : ""),
+        h("td", {}, c.image || ""),
+        h("td", {}, `${(res.requests || {}).cpu || "–"} CPU, ${(res.requests || {}).memory || "–"}, ${(res.limits || {})["nvidia.com/gpu"] || 0} GPU`),
+        h("td", {}, age(n.metadata.creationTimestamp)),
+        h("td", {},
+          st === "Ready" ? h("a", { href: `/notebook/${encodeURIComponent(ns)}/${encodeURIComponent(name)}/lab`, target: "_blank", rel: "noopener", class: "button" }, "Connect") : "",
+          " ",
+          button(st === "Stopped" ? `Start ${name}` : `Stop ${name}`, () => stopStartNotebook(name, st !== "Stopped"), st === "Stopped" ? "Start" : "Stop"),
+          " ",
+          button(`Delete ${name}`, () => deleteNotebook(name), "Delete")));
+    });
+    replace("notebooks", table(["notebook", "state", "image", "resources", "created", ""], rows, "No notebooks. Fill in the form below to start one."));
   });
 }
 
+// The spawner: a Kubeflow Notebook (kubeflow.org/v1) as the Kubeflow notebook UI
+// writes it: one container with the image and requests, GPUs as a limit, and the
+// workspace as a PersistentVolumeClaim mounted at /home/jovyan.
+async function spawnNotebook(event) {
+  event.preventDefault();
+  const out = $("nb-result");
+  const name = $("nb-name").value.trim();
+  const gpus = Number($("nb-gpus").value || 0);
+  const container = {
+    name,
+    image: $("nb-image").value.trim(),
+    resources: { requests: { cpu: $("nb-cpu").value.trim(), memory: $("nb-memory").value.trim() } },
+  };
+  if (gpus > 0) container.resources.limits = { "nvidia.com/gpu": String(gpus) };
+  const pod = { containers: [container], serviceAccountName: "default-editor" };
+  const workspace = $("nb-workspace").value.trim();
+  if (workspace) {
+    container.volumeMounts = [{ name: "workspace", mountPath: "/home/jovyan" }];
+    pod.volumes = [{ name: "workspace", persistentVolumeClaim: { claimName: workspace } }];
+  }
+  const doc = { apiVersion: "kubeflow.org/v1", kind: "Notebook", metadata: { name }, spec: { template: { spec: pod } } };
+  setResult(out, "muted", "creating…");
+  try {
+    await call("createNotebook", { params: { namespace: state.namespace }, body: json(doc), contentType: "application/json" });
+    setResult(out, "ok", `created ${name}; it is ready when its state says so`);
+    await refreshNotebooks();
+  } catch (e) {
+    setResult(out, "bad", e.message);
+  }
+}
+
+async function stopStartNotebook(name, stop) {
+  try {
+    const stamp = stop ? new Date().toISOString().replace(/\.\d+Z$/, "Z") : null;
+    await call("patchNotebook", {
+      params: { namespace: state.namespace, name },
+      body: json({ metadata: { annotations: { [STOPPED]: stamp } } }),
+      contentType: "application/merge-patch+json",
+    });
+    await refreshNotebooks();
+  } catch (e) {
+    showError(`${stop ? "stop" : "start"} ${name}`, e);
+  }
+}
+
+async function deleteNotebook(name) {
+  if (!confirm(`Delete notebook ${state.namespace}/${name}? Its workspace volume is kept.`)) return;
+  try {
+    await call("deleteNotebook", { params: { namespace: state.namespace, name } });
+    await refreshNotebooks();
+  } catch (e) {
+    showError(`delete ${name}`, e);
+  }
+}
 
 // --- tabs, live refresh, start ----------------------------------------------------
 
@@ -1203,6 +1294,7 @@ async function start() {
   $("logout").addEventListener("click", logout);
   $("job-submit").addEventListener("click", createJob);
   $("experiment-submit").addEventListener("click", createExperiment);
+  $("nb-form").addEventListener("submit", spawnNotebook);
   $("upload-form").addEventListener("submit", uploadPipeline);
   $("run-form").addEventListener("submit", submitRun);
   $("run-cancel").addEventListener("click", () => { $("run-form").hidden = true; });
@@ -1262,6 +1354,8 @@ async function start() {
     }
     soon();
   }, () => state.pods.clear());
+  // A notebook turns Ready when its server answers, which no pod event marks.
+  if (has("allNotebooks")) watch("allNotebooks", {}, () => soon(), () => {});
   setInterval(() => {
     if (!document.hidden && state.tab === "overview") sampleGpus();
   }, 2000);

@@ -27,7 +27,11 @@ function fail(msg) {
 // --- the daemon ----------------------------------------------------------------------
 
 const dir = mkdtempSync(join(tmpdir(), "hearth-dashboard-"));
-writeFileSync(join(dir, "config.toml"), "[gpu]\nsimulate = 2\n[isolation]\nenabled = false\n");
+// NOTEBOOK_PATH_PREFIX: a bin directory with jupyter-lab (scripts/test passes
+// .venv-notebooks/bin), found as an installation finds it through PATH.
+const jupyterBin = process.env.NOTEBOOK_PATH_PREFIX;
+if (!jupyterBin) fail("set NOTEBOOK_PATH_PREFIX to a bin directory holding jupyter-lab (e.g. .venv-notebooks/bin)");
+writeFileSync(join(dir, "config.toml"), `[gpu]\nsimulate = 2\n[isolation]\nenabled = false\n[workloads]\npath_prefix = ${JSON.stringify(jupyterBin)}\n[notebooks]\nenable_culling = false\n`);
 const daemon = spawn(bin, ["serve", "--config", join(dir, "config.toml"), "--data-dir", join(dir, "data"),
   "--listen", "127.0.0.1:0", "--serving-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"], {
   stdio: ["ignore", "ignore", "pipe"],
@@ -286,7 +290,35 @@ try {
     await screenshot(page, "experiment");
     results.experiments = "ok";
 
-    for (const tab of ["serving", "notebooks"]) {
+    // 7. Notebooks: the spawner form, connect, stop, start, delete.
+    await page.click('nav a[href="#/notebooks"]');
+    await page.waitForSelector("#tab-notebooks:not([hidden]) #notebooks p.muted");
+    await page.fill("#nb-name", "scratch");
+    await page.fill("#nb-cpu", "0.2");
+    await page.fill("#nb-memory", "512Mi");
+    await page.fill("#nb-gpus", "0");
+    await page.fill("#nb-workspace", "scratch-ws");
+    await page.click("#nb-form button[type=submit]");
+    const row = "#notebooks tr[data-notebook='scratch']";
+    await page.waitForSelector(`${row} a.button`, { timeout: 120_000 });
+    const lab = await page.getAttribute(`${row} a.button`, "href");
+    const connect = await page.evaluate(async (u) => {
+      const r = await fetch(u);
+      const text = await r.text();
+      return { status: r.status, lab: /jupyter/i.test(text) };
+    }, lab);
+    if (connect.status !== 200 || !connect.lab) fail(`Connect ${lab}: ${JSON.stringify(connect)}`);
+    await screenshot(page, "notebooks");
+    await page.click(`${row} button[aria-label='Stop scratch']`);
+    await page.waitForSelector(`${row} button[aria-label='Start scratch']`, { timeout: 60_000 });
+    await page.click(`${row} button[aria-label='Start scratch']`);
+    await page.waitForSelector(`${row} a.button`, { timeout: 120_000 });
+    page.once("dialog", (d) => d.accept());
+    await page.click(`${row} button[aria-label='Delete scratch']`);
+    await page.waitForSelector(row, { state: "detached", timeout: 60_000 });
+    results.notebooks = "ok";
+
+    for (const tab of ["serving"]) {
       await page.click(`nav a[href="#/${tab}"]`);
       await page.waitForSelector(`#tab-${tab}:not([hidden]) p.muted, #tab-${tab}:not([hidden]) table`);
       await screenshot(page, tab);
