@@ -53,6 +53,7 @@ const API = {
   patchInferenceService: { method: "PATCH", path: "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
   isvcReplicas: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
   isvcLogs: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
+  metrics: { method: "GET", path: "/metrics" },
   experiments: { method: "GET", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments", optional: true },
   createExperiment: { method: "POST", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments", optional: true },
   trials: { method: "GET", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/trials", optional: true },
@@ -734,7 +735,7 @@ function renderIsvcs(list) {
     const format = (model.modelFormat && model.modelFormat.name) || Object.keys(pred).find((k) => typeof pred[k] === "object") || "";
     const name = x.metadata.name;
     return h("tr", { class: "clickable", onclick: () => openIsvc(name) },
-      h("td", {}, name),
+      h("td", {}, button(`Open ${name}`, () => openIsvc(name), name)),
       h("td", {}, phase(ready ? (ready.status === "True" ? "Ready" : ready.status) : "?")),
       h("td", {}, format),
       h("td", {}, s.url || ""),
@@ -821,7 +822,113 @@ async function openDetail(which, id, title) {
 }
 
 const openJob = (name) => openDetail("jobDetail", name, `Job ${state.namespace}/${name}`);
-const openIsvc = (name) => openDetail("isvcDetail", name, `InferenceService ${state.namespace}/${name}`);
+const openIsvc = (name) => {
+  startServiceMetrics(name);
+  return openDetail("isvcDetail", name, `InferenceService ${state.namespace}/${name}`);
+};
+
+// --- a service's metrics: the daemon's own /metrics, sampled while its detail is open.
+// No watch carries counters, so this one view samples (every METRICS_MS, only while the
+// tab is visible and this service is open); everything else on the page is watch-driven.
+
+const METRICS_MS = 5000;
+
+// OpenMetrics text -> [{name, labels, value}].
+function parseMetrics(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    for (const [, k, v] of (m[2] || "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v;
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+// The service's totals: requests, latency buckets (le -> count), ready replicas.
+function serviceSample(samples, ns, name) {
+  const mine = samples.filter((x) => x.labels.namespace === ns && (x.labels.service === name || x.labels.inferenceservice === name));
+  const sum = (n) => mine.filter((x) => x.name === n).reduce((a, x) => a + x.value, 0);
+  const buckets = new Map();
+  for (const x of mine.filter((y) => y.name === "hearth_serving_request_seconds_bucket")) {
+    const le = x.labels.le === "+Inf" ? Infinity : Number(x.labels.le);
+    buckets.set(le, (buckets.get(le) || 0) + x.value);
+  }
+  return { t: Date.now() / 1000, requests: sum("hearth_serving_requests_total") || sum("hearth_serving_requests"), buckets, replicas: sum("hearth_serving_replicas_ready") };
+}
+
+// A quantile (0..1) of the requests between two samples, from histogram bucket deltas.
+function quantile(before, after, q) {
+  const les = [...after.buckets.keys()].sort((a, b) => a - b);
+  const counts = les.map((le) => after.buckets.get(le) - (before.buckets.get(le) || 0));
+  const total = counts[counts.length - 1] || 0;
+  if (!total) return null;
+  const rank = q * total;
+  for (let i = 0; i < les.length; i++) {
+    if (counts[i] >= rank) {
+      const lo = i ? les[i - 1] : 0;
+      const hi = les[i] === Infinity ? lo : les[i];
+      const below = i ? counts[i - 1] : 0;
+      const inside = counts[i] - below;
+      return 1000 * (lo + (inside ? ((rank - below) / inside) * (hi - lo) : 0));
+    }
+  }
+  return null;
+}
+
+const serviceMetrics = { name: "", timer: 0, last: null, charts: [] };
+
+function startServiceMetrics(name) {
+  stopServiceMetrics();
+  serviceMetrics.name = name;
+  const box = $("isvc-metrics");
+  box.hidden = false;
+  const rate = h("div", { class: "chart", role: "img", "aria-label": "requests per second" });
+  const latency = h("div", { class: "chart", role: "img", "aria-label": "latency percentiles in milliseconds" });
+  const replicas = h("div", { class: "chart", role: "img", "aria-label": "ready replicas" });
+  replace("isvc-metrics-body",
+    h("div", { class: "cards" },
+      h("div", { class: "card" }, h("h3", {}, "Requests per second"), rate),
+      h("div", { class: "card" }, h("h3", {}, "Latency (ms)"), latency),
+      h("div", { class: "card" }, h("h3", {}, "Ready replicas"), replicas)));
+  serviceMetrics.charts = [
+    liveChart(rate, { series: [{ label: "req/s" }] }),
+    liveChart(latency, { series: [{ label: "p50", unit: " ms" }, { label: "p95", unit: " ms" }, { label: "p99", unit: " ms" }] }),
+    liveChart(replicas, { series: [{ label: "ready" }] }),
+  ];
+  const tick = async () => {
+    if (serviceMetrics.name !== name) return;
+    if (!document.hidden && state.tab === "serving") {
+      try {
+        const now = serviceSample(parseMetrics(await call("metrics", { text: true })), state.namespace, name);
+        const before = serviceMetrics.last;
+        if (before && serviceMetrics.name === name) {
+          const dt = Math.max(now.t - before.t, 0.001);
+          serviceMetrics.charts[0].push([(now.requests - before.requests) / dt]);
+          serviceMetrics.charts[1].push([quantile(before, now, 0.5), quantile(before, now, 0.95), quantile(before, now, 0.99)]);
+          serviceMetrics.charts[2].push([now.replicas]);
+        }
+        serviceMetrics.last = now;
+        clearError("metrics");
+      } catch (e) {
+        showError("metrics", e);
+      }
+    }
+    serviceMetrics.timer = setTimeout(tick, METRICS_MS);
+  };
+  tick();
+}
+
+function stopServiceMetrics() {
+  clearTimeout(serviceMetrics.timer);
+  serviceMetrics.charts.forEach((c) => c.destroy());
+  serviceMetrics.charts = [];
+  serviceMetrics.name = "";
+  serviceMetrics.last = null;
+  if ($("isvc-metrics")) $("isvc-metrics").hidden = true;
+}
 
 async function refreshDetail() {
   try {
@@ -864,6 +971,7 @@ function canaryControl(x) {
 }
 
 function closeDetail() {
+  stopServiceMetrics();
   for (const d of DETAILS) state[d] = "";
   $("detail-section").hidden = true;
   clearError("details");

@@ -93,6 +93,34 @@ spec:
 `;
 await rest("POST", "/apis/batch/v1/namespaces/alice/jobs", alice, job("holder", 1, "echo holding; sleep 600"), "application/yaml");
 await rest("POST", "/apis/batch/v1/namespaces/alice/jobs", alice, job("greedy", 2, "echo never"), "application/yaml");
+// A real service: a custom predictor (a tiny HTTP server) in alice's namespace.
+const server = [
+  "import http.server, json, os",
+  "class H(http.server.BaseHTTPRequestHandler):",
+  "    def do_POST(self):",
+  "        self.rfile.read(int(self.headers.get('content-length') or 0))",
+  "        body = json.dumps({'predictions': [os.environ.get('VERSION', '1')]}).encode()",
+  "        self.send_response(200)",
+  "        self.send_header('content-type', 'application/json')",
+  "        self.send_header('content-length', str(len(body)))",
+  "        self.end_headers()",
+  "        self.wfile.write(body)",
+  "    do_GET = do_POST",
+  "    def log_message(self, *args):",
+  "        pass",
+  "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()",
+].join("\n");
+const isvc = (version, canary) => ({
+  apiVersion: "serving.kserve.io/v1beta1",
+  kind: "InferenceService",
+  metadata: { name: "echo" },
+  spec: { predictor: { minReplicas: 1, ...(canary ? { canaryTrafficPercent: canary } : {}), containers: [{
+    name: "kserve-container", image: "example/echo:latest", command: ["python3", "-c", server],
+    env: [{ name: "VERSION", value: version }],
+  }] } },
+});
+await rest("POST", "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices", alice, isvc("1"));
+
 // Bob's own job: alice must never see it.
 await rest("POST", "/apis/batch/v1/namespaces/bob/jobs", bob, job("bobs-secret", 0, "sleep 600"), "application/yaml");
 
@@ -318,11 +346,48 @@ try {
     await page.waitForSelector(row, { state: "detached", timeout: 60_000 });
     results.notebooks = "ok";
 
-    for (const tab of ["serving"]) {
-      await page.click(`nav a[href="#/${tab}"]`);
-      await page.waitForSelector(`#tab-${tab}:not([hidden]) p.muted, #tab-${tab}:not([hidden]) table`);
-      await screenshot(page, tab);
-    }
+    // 8. Serving: a canary revision, the traffic split moved with the slider, and the
+    //    request rate, latency and replica charts from the daemon's metrics.
+    const isvcPath = "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices/echo";
+    await until("echo Ready", async () => {
+      const x = await rest("GET", isvcPath, alice);
+      return ((x.status || {}).conditions || []).some((c) => c.type === "Ready" && c.status === "True");
+    }, 120_000);
+    const current = await rest("GET", isvcPath, alice);
+    const next = isvc("2", 20);
+    next.metadata.resourceVersion = current.metadata.resourceVersion;
+    await rest("PUT", isvcPath, alice, next);
+    await until("the canary revision takes 20 %", async () => {
+      const x = await rest("GET", isvcPath, alice);
+      const traffic = (((x.status || {}).components || {}).predictor || {}).traffic || [];
+      return traffic.length === 2 && traffic.some((t) => t.percent === 20);
+    }, 120_000);
+    const [sHost, sPort] = addr.serving.split(":");
+    const hit = async (n) => {
+      for (let i = 0; i < n; i++) {
+        const r = await fetch(`http://${sHost}:${sPort}/v1/models/echo:predict`, { method: "POST", headers: { Host: "echo.alice.example.com", "Content-Type": "application/json" }, body: "{\"instances\": [[1]]}" });
+        await r.text();
+      }
+    };
+    await page.click('nav a[href="#/serving"]');
+    await page.click("#isvcs button[aria-label='Open echo']");
+    await page.waitForSelector("#detail #canary");
+    const shares = await page.textContent("#detail");
+    if (!/20 %/.test(shares) || !/80 %/.test(shares)) fail(`traffic split not shown: ${shares}`);
+    await hit(20);
+    await page.waitForTimeout(5500);
+    await hit(20);
+    await until("request rate charted", async () => (await page.$$("#isvc-metrics .uplot")).length === 3, 10_000);
+    await page.$eval("#canary", (el) => { el.value = "50"; el.dispatchEvent(new Event("input")); el.dispatchEvent(new Event("change")); });
+    await until("the slider moved the split to 50 %", async () => {
+      const x = await rest("GET", isvcPath, alice);
+      const traffic = (((x.status || {}).components || {}).predictor || {}).traffic || [];
+      return x.spec.predictor.canaryTrafficPercent === 50 && traffic.some((t) => t.percent === 50);
+    }, 60_000);
+    await until("the page shows 50 %", async () => (await page.textContent("#detail")).includes("50 %"), 15_000);
+    await page.waitForTimeout(5500);
+    await screenshot(page, "serving");
+    results.serving = "ok";
   }
 
   // 8. Accessibility: axe-core on each page (CSP bypassed only in this context, to
