@@ -39,6 +39,15 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// A stored time in `crate::store::rfc3339`'s format (expiries stored before it was
+/// the only one had nanoseconds and `+00:00`).
+fn same_format(stored: String) -> String {
+    match DateTime::parse_from_rfc3339(&stored) {
+        Ok(at) => crate::store::rfc3339(at.with_timezone(&Utc)),
+        Err(_) => stored,
+    }
+}
+
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -284,7 +293,7 @@ impl Auth {
             name: name.to_string(),
             hash: hash_token(&token).to_vec(),
             created_at: now_rfc3339(),
-            expires_at: expires_at.map(|d| d.to_rfc3339()),
+            expires_at: expires_at.map(crate::store::rfc3339),
         };
         let info = TokenInfo {
             user: row.user_name.clone(),
@@ -302,19 +311,29 @@ impl Auth {
         Ok(IssuedToken { info, token })
     }
 
-    pub async fn list_tokens(&self, caller: &Principal) -> Result<Vec<TokenInfo>, AuthError> {
-        let user = caller.user.clone();
+    /// The caller's tokens, or with `all_users` every user's (admins only).
+    pub async fn list_tokens(
+        &self,
+        caller: &Principal,
+        all_users: bool,
+    ) -> Result<Vec<TokenInfo>, AuthError> {
+        let user = if all_users {
+            caller.require_admin()?;
+            None
+        } else {
+            Some(caller.user.clone())
+        };
         let rows = self
             .store
-            .call(move |conn| access::list_tokens(conn, Some(&user)))
+            .call(move |conn| access::list_tokens(conn, user.as_deref()))
             .await?;
         Ok(rows
             .into_iter()
             .map(|t| TokenInfo {
                 user: t.user_name,
                 name: t.name,
-                created_at: t.created_at,
-                expires_at: t.expires_at,
+                created_at: same_format(t.created_at),
+                expires_at: t.expires_at.map(same_format),
             })
             .collect())
     }
