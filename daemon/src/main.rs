@@ -381,8 +381,8 @@ fn main() -> ExitCode {
             let loaded = match flags.load() {
                 Ok(loaded) => loaded,
                 Err(e) => {
-                    eprintln!("hearth: {e}");
-                    return ExitCode::from(2);
+                    eprintln!("hearth serve: {e}");
+                    return ExitCode::FAILURE;
                 }
             };
             init_logging(&loaded.config.log_level);

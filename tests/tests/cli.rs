@@ -649,6 +649,10 @@ fn bad_files_and_server_errors_are_one_line_and_exit_1_everywhere() {
         "bad.toml: line 1, column 13",
     );
     fails_with_one_line(
+        &mut cli(conf, &["serve", "--config", bad_toml.to_str().unwrap()]),
+        "bad.toml: line 1, column 13",
+    );
+    fails_with_one_line(
         &mut cli(conf, &["kubeconfig", "--token-file", "/nonexistent/token"]),
         "/nonexistent/token",
     );
