@@ -448,6 +448,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_users_tokens_are_for_admins_and_times_have_one_format() {
+        let (dir, store) = test_store();
+        let auth = Auth::new(store).unwrap();
+        auth.bootstrap(dir.path()).unwrap();
+        let admin = Principal {
+            user: ADMIN_USER.into(),
+            admin: true,
+            token_name: "t".into(),
+        };
+        let (_, alice_token) = auth.create_user(&admin, "alice", false).await.unwrap();
+        let alice = auth.authenticate(Some(&alice_token.token)).unwrap();
+        let soon = Utc::now() + chrono::Duration::hours(1);
+        auth.issue(&admin, "ci", Some(soon)).await.unwrap();
+
+        let own = auth.list_tokens(&admin, false).await.unwrap();
+        assert!(own.iter().all(|t| t.user == ADMIN_USER));
+        let all = auth.list_tokens(&admin, true).await.unwrap();
+        assert!(all.iter().any(|t| t.user == "alice") && all.iter().any(|t| t.name == "ci"));
+        assert!(matches!(
+            auth.list_tokens(&alice, true).await,
+            Err(AuthError::AdminOnly)
+        ));
+        assert!(auth
+            .list_tokens(&alice, false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.user == "alice"));
+
+        let ci = own.iter().find(|t| t.name == "ci").unwrap();
+        let expires = ci.expires_at.as_deref().unwrap();
+        assert_eq!(expires, crate::store::rfc3339(soon));
+        assert_eq!(
+            expires.len(),
+            ci.created_at.len(),
+            "{expires} vs {}",
+            ci.created_at
+        );
+        // An expiry stored in the older format (nanoseconds, +00:00) is answered in the one.
+        assert_eq!(
+            same_format("2026-12-02T13:20:00.123456789+00:00".into()),
+            "2026-12-02T13:20:00.123Z"
+        );
+    }
+
+    #[tokio::test]
     async fn users_see_only_their_namespace_and_tokens_expire() {
         let (dir, store) = test_store();
         let auth = Auth::new(store).unwrap();
