@@ -70,6 +70,15 @@ pub fn config_path() -> Result<PathBuf, CliError> {
 }
 
 impl LoginConfig {
+    /// The trust the login was made with.
+    pub fn trust(&self) -> Trust {
+        match (&self.certificate_authority, self.insecure_skip_tls_verify) {
+            (_, true) => Trust::Insecure,
+            (Some(pem), false) => Trust::Ca(pem.clone()),
+            (None, false) => Trust::System,
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Option<LoginConfig>, CliError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -106,17 +115,6 @@ pub struct Client {
     token: String,
     trust: Trust,
     http: reqwest::blocking::Client,
-}
-
-impl LoginConfig {
-    /// The trust the login was made with.
-    pub fn trust(&self) -> Trust {
-        match (&self.certificate_authority, self.insecure_skip_tls_verify) {
-            (_, true) => Trust::Insecure,
-            (Some(pem), false) => Trust::Ca(pem.clone()),
-            (None, false) => Trust::System,
-        }
-    }
 }
 
 impl Client {
