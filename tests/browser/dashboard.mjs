@@ -287,6 +287,18 @@ try {
     const dl = await page.evaluate(async (u) => (await fetch(u)).status, href);
     if (dl !== 200) fail(`artifact download answered ${dl}`);
     await screenshot(page, "pipelines-run");
+    // Recurring runs: the same form with "repeat", then delete.
+    await page.click('nav a[href="#/pipelines"]');
+    await page.click("#pipelines button[aria-label='Run dag-demo']");
+    await page.waitForSelector("#param-epochs");
+    await page.fill("#run-name", "nightly");
+    await page.check("#run-repeat");
+    await page.fill("#run-cron", "0 0 3 * * *");
+    await page.click("#run-form button[type=submit]");
+    await until("the recurring run listed", async () => (await page.textContent("#recurring")).includes("0 0 3 * * *"));
+    page.once("dialog", (d) => d.accept());
+    await page.click("#recurring button[aria-label='Delete nightly']");
+    await until("the recurring run gone", async () => !(await page.textContent("#recurring")).includes("nightly"));
     results.pipelines = "ok";
 
     // 5. Jobs: the list and a job's log ----------------------------------------------

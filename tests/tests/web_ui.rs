@@ -502,3 +502,49 @@ fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
         "{logs}"
     );
 }
+
+/// What the overview's live GPU cards read from the watches: each GPU's last sample on
+/// the node (`hearth.dev/gpus`) and the GPUs a pod holds (`hearth.dev/gpu-uuids`).
+#[test]
+fn the_node_carries_gpu_samples_and_a_pod_names_the_gpus_it_holds() {
+    let d = hearth_e2e::spawn_daemon_with(hearth_e2e::Options::default().config("[gpu]\nsimulate = 2\n"));
+    let nodes = d.get("/api/v1/nodes", d.admin());
+    assert_eq!(nodes.status, 200, "{nodes}");
+    let raw = nodes.body["items"][0]["metadata"]["annotations"]["hearth.dev/gpus"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hearth.dev/gpus: {nodes}"))
+        .to_string();
+    let gpus: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let gpus = gpus.as_array().unwrap();
+    assert_eq!(gpus.len(), 2, "{raw}");
+    for g in gpus {
+        for field in [
+            "uuid",
+            "utilization_percent",
+            "memory_used_bytes",
+            "memory_total_bytes",
+            "temperature_celsius",
+        ] {
+            assert!(!g[field].is_null(), "{field} missing in {g}");
+        }
+        assert_eq!(g["simulated"], true, "{g}");
+    }
+
+    let job =
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: holder}\nspec:\n  template:\n    spec:\n      \
+               restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n        \
+               command: [sh, -c, 'sleep 30']\n        resources: {limits: {nvidia.com/gpu: 1}}\n";
+    let created = d.post_yaml("/apis/batch/v1/namespaces/admin/jobs", d.admin(), job);
+    assert_eq!(created.status, 201, "{created}");
+    let pods = d.wait_until("/api/v1/namespaces/admin/pods", Duration::from_secs(20), |r| {
+        r.body["items"][0]["status"]["phase"] == "Running"
+    });
+    let held = pods.body["items"][0]["metadata"]["annotations"]["hearth.dev/gpu-uuids"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hearth.dev/gpu-uuids: {pods}"))
+        .to_string();
+    assert!(
+        gpus.iter().any(|g| g["uuid"] == held.as_str()),
+        "{held} is none of {raw}"
+    );
+}
