@@ -190,6 +190,19 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_session_names_nothing_and_is_dropped() {
+        let sessions = Sessions::default();
+        let secret = sessions.open("hth_abc");
+        {
+            let mut inner = sessions.inner.lock().unwrap();
+            let session = inner.get_mut(&hash_token(&secret)).unwrap();
+            session.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert_eq!(sessions.token_hash(&secret), None);
+        assert!(sessions.inner.lock().unwrap().is_empty());
+    }
+
+    #[test]
     fn the_cookie_is_found_among_others() {
         let mut headers = header::HeaderMap::new();
         headers.insert(
