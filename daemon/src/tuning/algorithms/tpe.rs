@@ -1,20 +1,24 @@
 //! Katib's `tpe` and `multivariate-tpe`: its optuna service runs Optuna's
 //! `TPESampler(n_startup_trials, n_ei_candidates, seed=random_state,
-//! constant_liar=True)`, with `multivariate=True` for `multivariate-tpe` and the
-//! library's default for `tpe`. Katib's image takes the latest Optuna (`optuna>=3.0.0`),
-//! whose default since 5.0 is the multivariate estimator for a single objective, so
-//! both names run the same sampler here, Optuna 5.0's:
+//! constant_liar=True)`, with `multivariate=True` for `multivariate-tpe`. Katib 0.19's
+//! image pins `optuna==3.3.0` (`cmd/suggestion/optuna/v1beta1/requirements.txt`),
+//! where `tpe` is the independent (per-parameter) estimator; Hearth runs Optuna 5.0's
+//! sampler for both names instead, whose default for a single objective is the
+//! multivariate estimator (Optuna's documentation reports it ahead of the independent
+//! one; it is the baseline `scripts/bench` measures against):
 //!
-//! - the first `n_startup_trials` (default 10) suggestions, finished or running, are
+//! - until `n_startup_trials` (default 10) trials have finished, suggestions are
 //!   drawn from the parameters' distributions;
 //! - then the finished trials split into the best `ceil(0.1 n)` (at most 25, `n`
 //!   counting the finished ones) and the rest, the running ones counted with the rest
-//!   (the constant liar);
+//!   (the constant liar), and so are failed ones: Katib never reports a trial without
+//!   an objective to Optuna, so it stays running there;
 //! - each group is a mixture of a kernel per trial (a product over the parameters)
 //!   and a prior kernel (weight 1), the trials weighted by Optuna's default ramp
 //!   (older trials of more than 25 weigh less); numeric kernels are normals truncated
 //!   to the range, in the [`super::space`] coordinates (the log of a logUniform, the
-//!   quantile of a normal), centred on the trial with the distance to its farther
+//!   quantile of a normal, the range widened by half a step each way for an `int` or
+//!   stepped parameter), centred on the trial with the distance to its farther
 //!   neighbour as width (the range's ends as outer neighbours, the outermost trials
 //!   measured inward), clipped to [range / min(100, n + 2), range], the prior centred
 //!   with the whole range as width; categorical kernels put `1 + 1/(n+1)` on the
@@ -61,7 +65,8 @@ fn usize_setting(settings: &[(String, String)], key: &str, default: usize) -> us
         .unwrap_or(default)
 }
 
-/// A trial as TPE sees it: its coordinates, and its value once finished.
+/// A trial as TPE sees it: its coordinates, and its value once finished with one
+/// (`None`: running, or failed, which Katib's Optuna study keeps as running).
 struct Observation {
     x: Vec<f64>,
     value: Option<f64>,
@@ -79,8 +84,7 @@ impl Algorithm for Tpe {
             .filter_map(|t| {
                 let value = match t.outcome {
                     Outcome::Completed(v) => Some(v),
-                    Outcome::Pending => None,
-                    Outcome::Failed => return None,
+                    Outcome::Pending | Outcome::Failed => None,
                 };
                 Some(Observation {
                     x: space.encode(&t.assignment)?,
@@ -88,10 +92,13 @@ impl Algorithm for Tpe {
                 })
             })
             .collect();
+        // Optuna's start-up lasts until `n_startup_trials` trials have finished:
+        // running ones do not count.
+        let finished = observations.iter().filter(|o| o.value.is_some()).count();
         let mut assignments = Vec::new();
         for k in 0..request.count {
             let mut rng = rng_for(request.settings, request.made.saturating_add(k));
-            let x = if observations.len() < startup || dims.is_empty() {
+            let x = if finished < startup || dims.is_empty() {
                 prior_sample(&dims, &mut rng)
             } else {
                 sample(&dims, &observations, candidates, &mut rng)
