@@ -473,6 +473,44 @@ mod tests {
     }
 
     #[test]
+    fn the_start_up_lasts_until_trials_finish_and_failed_ones_count_as_running() {
+        let params = vec![double("x", 0.0, 1.0), double("y", 0.0, 1.0)];
+        let s = settings(&[("random_state", "5"), ("n_startup_trials", "3")]);
+        let trial = |i: u64, outcome| Trial {
+            index: i,
+            assignment: vec![
+                ("x".into(), format!("{}", i as f64 / 10.0)),
+                ("y".into(), format!("{}", 1.0 - i as f64 / 10.0)),
+            ],
+            outcome,
+        };
+        let ask = |history: &[Trial]| {
+            Tpe.suggest(&Request {
+                parameters: &params,
+                settings: &s,
+                history,
+                made: 6,
+                count: 1,
+            })
+            .assignments
+        };
+        let prior = ask(&[]);
+        // Six running trials: still the start-up, the draw the index alone gives.
+        let running: Vec<Trial> = (0..6).map(|i| trial(i, Outcome::Pending)).collect();
+        assert_eq!(ask(&running), prior);
+        // Three finished: the model's.
+        let mut finished: Vec<Trial> = (0..3).map(|i| trial(i, Outcome::Completed(i as f64))).collect();
+        assert_ne!(ask(&finished), prior);
+        // A failed trial is kept as a running one (in the rest), not dropped.
+        let without = ask(&finished);
+        finished.push(trial(3, Outcome::Failed));
+        let with_failed = ask(&finished);
+        assert_ne!(with_failed, without);
+        finished[3].outcome = Outcome::Pending;
+        assert_eq!(ask(&finished), with_failed);
+    }
+
+    #[test]
     fn settings_are_checked_as_katib_does() {
         let at = "spec.algorithm.algorithmSettings[0]";
         assert!(check_setting("tpe", "n_startup_trials", "5", at).is_ok());
