@@ -78,6 +78,19 @@ impl<'a> Space<'a> {
     }
 }
 
+impl Space<'_> {
+    /// Coordinates `x` moved to the middle of the cell each stepped (`int` or `step`)
+    /// value's coordinate falls in, the coordinate of the value it is written as;
+    /// other coordinates unchanged.
+    pub fn snap(&self, x: &mut [f64]) {
+        for (p, v) in self.parameters.iter().zip(x.iter_mut()) {
+            if dim(p) == Dim::Numeric && step_of(p).is_some_and(|s| s > 0.0) {
+                *v = to_unit(p, quantize(p, from_unit(p, *v)));
+            }
+        }
+    }
+}
+
 fn dim(p: &Parameter) -> Dim {
     match p.parameter_type {
         ParameterType::Discrete | ParameterType::Categorical => Dim::Choice(p.list.len().max(1)),

@@ -101,7 +101,7 @@ impl Algorithm for Tpe {
             let x = if finished < startup || dims.is_empty() {
                 prior_sample(&dims, &mut rng)
             } else {
-                sample(&dims, &observations, candidates, &mut rng)
+                sample(&space, &dims, &observations, candidates, &mut rng)
             };
             assignments.push(space.decode(&x));
             // The next suggestion of this batch sees this one running.
@@ -331,7 +331,16 @@ fn log_sum_exp(terms: &[f64]) -> f64 {
 }
 
 /// One TPE suggestion over the observations (finished and running).
-fn sample(dims: &[Dim], observations: &[Observation], candidates: usize, rng: &mut impl Rng) -> Vec<f64> {
+/// A stepped (`int` or `step`) value is scored at the middle of its cell, as Optuna
+/// scores a discrete value by its cell's mass (the cell's width, the same under both
+/// estimators, cancels in the ratio).
+fn sample(
+    space: &Space<'_>,
+    dims: &[Dim],
+    observations: &[Observation],
+    candidates: usize,
+    rng: &mut impl Rng,
+) -> Vec<f64> {
     // The finished ones best first (ties: older first); the good ones are the first
     // `n_below(n)`, n counting the running ones too.
     let mut finished: Vec<usize> = (0..observations.len())
@@ -364,7 +373,8 @@ fn sample(dims: &[Dim], observations: &[Observation], candidates: usize, rng: &m
     let mut best: Option<(f64, Vec<f64>)> = None;
     for _ in 0..candidates {
         let c = l.pick(rng);
-        let point: Vec<f64> = (0..dims.len()).map(|d| l.draw(d, c, rng)).collect();
+        let mut point: Vec<f64> = (0..dims.len()).map(|d| l.draw(d, c, rng)).collect();
+        space.snap(&mut point);
         let score = l.log_pdf(&point, &mut terms) - g.log_pdf(&point, &mut terms);
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
             best = Some((score, point));
@@ -391,7 +401,7 @@ mod tests {
         {
             let tpe = Tpe;
             let (mut wins, mut tpe_total, mut random_total) = (0, 0.0, 0.0);
-            for seed in 0..6 {
+            for seed in 0..20 {
                 let s = settings(&[("random_state", &seed.to_string())]);
                 let t = best_of(&tpe, &params, &s, 60, sphere);
                 let r = best_of(&Random, &params, &s, 60, sphere);
@@ -508,6 +518,24 @@ mod tests {
         assert_ne!(with_failed, without);
         finished[3].outcome = Outcome::Pending;
         assert_eq!(ask(&finished), with_failed);
+    }
+
+    #[test]
+    fn int_parameters_find_their_optimum_including_the_ends() {
+        let int = |name: &str, min: f64, max: f64| Parameter {
+            parameter_type: ParameterType::Int,
+            ..double(name, min, max)
+        };
+        let params = vec![int("n", 1.0, 64.0), int("k", 0.0, 3.0)];
+        // The best is at k's upper end, which once had half the prior mass of the others.
+        let f = |x: &[f64]| (x[0] - 7.0).powi(2) + (3.0 - x[1]) * 5.0;
+        let mut exact = 0;
+        for seed in 0..20 {
+            let s = settings(&[("random_state", &seed.to_string())]);
+            exact += usize::from(best_of(&Tpe, &params, &s, 40, f) == 0.0);
+        }
+        // Optuna 5.0 finds it in 26 of 40 seeds.
+        assert!(exact >= 12, "found the optimum in {exact} of 20");
     }
 
     #[test]
