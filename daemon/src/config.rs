@@ -76,6 +76,7 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     pub notebooks: crate::notebooks::NotebooksConfig,
     pub isolation: IsolationConfig,
+    pub k3s: crate::k3s::K3sConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -285,6 +286,7 @@ impl Default for Config {
             jobs: Default::default(),
             notebooks: Default::default(),
             isolation: Default::default(),
+            k3s: Default::default(),
         }
     }
 }
@@ -353,6 +355,11 @@ pub const SETTINGS: &[&str] = &[
     "isolation.enabled",
     "isolation.user_prefix",
     "isolation.uid_range",
+    "k3s.binary",
+    "k3s.https_listen_port",
+    "k3s.restart_backoff_base_seconds",
+    "k3s.restart_backoff_max_seconds",
+    "k3s.log_max_bytes",
 ];
 
 pub fn env_name(key: &str) -> String {

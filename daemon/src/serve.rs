@@ -33,6 +33,8 @@ pub enum StartError {
     Bind { addr: String, source: std::io::Error },
     #[error("--runtime {0}: this build does not provide that runtime yet; use --runtime process")]
     RuntimeUnavailable(&'static str),
+    #[error("--runtime k3s: preflight failed: {0}; `hearth k3s preflight` shows every check")]
+    K3sPreflight(String),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
@@ -144,9 +146,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
     limit_malloc_arenas();
     match config.runtime {
         RuntimeKind::Process => {}
-        RuntimeKind::Docker | RuntimeKind::K3s => {
-            return Err(StartError::RuntimeUnavailable(config.runtime.as_str()))
+        RuntimeKind::K3s => {
+            let report = crate::cli::k3s::preflight_report(&config);
+            for check in &report.checks {
+                tracing::info!(
+                    check = check.name,
+                    status = check.status.as_str(),
+                    "k3s preflight: {}",
+                    check.detail
+                );
+            }
+            if !report.failures().is_empty() {
+                return Err(StartError::K3sPreflight(report.failure_summary()));
+            }
+            return Err(StartError::RuntimeUnavailable(config.runtime.as_str()));
         }
+        RuntimeKind::Docker => return Err(StartError::RuntimeUnavailable(config.runtime.as_str())),
     }
     prepare_data_dir(&config.data_dir)?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
