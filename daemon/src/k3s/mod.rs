@@ -8,9 +8,11 @@
 //! containerd for the template, `kubernetes-validate` for the manifests).
 
 pub mod containerd;
+pub mod gpu_rules;
 pub mod manifests;
 pub mod preflight;
 pub mod render;
+pub mod supervisor;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,22 @@ impl Default for K3sConfig {
 /// k3s's own data dir under Hearth's (`--data-dir` of `k3s server`).
 pub fn data_dir(hearth_data_dir: &Path) -> PathBuf {
     hearth_data_dir.join("k3s")
+}
+
+/// Where k3s reads a containerd config template (`<k3s data dir>/agent/etc/containerd`).
+pub fn containerd_dir(hearth_data_dir: &Path) -> PathBuf {
+    data_dir(hearth_data_dir).join("agent/etc/containerd")
+}
+
+/// Where k3s applies every manifest it finds, at start and on change
+/// (`<k3s data dir>/server/manifests`).
+pub fn manifests_dir(hearth_data_dir: &Path) -> PathBuf {
+    data_dir(hearth_data_dir).join("server/manifests")
+}
+
+/// Where k3s imports image tarballs from at start (air-gapped installs).
+pub fn images_dir(hearth_data_dir: &Path) -> PathBuf {
+    data_dir(hearth_data_dir).join("agent/images")
 }
 
 /// The kubeconfig k3s writes for its admin (mode 0600).
