@@ -480,11 +480,7 @@ fn prepare_k3s(config: &Config) -> Result<crate::k3s::supervisor::Options, Start
         return Err(StartError::K3sPreflight(report.failure_summary()));
     }
     let version = report
-        .k3s_version
-        .as_deref()
-        .map(k3s::containerd::K3sVersion::parse)
-        .transpose()
-        .map_err(|e| StartError::K3sPreflight(e.to_string()))?
+        .version
         .ok_or_else(|| StartError::K3sPreflight("k3s: no version".into()))?;
     let runtime = k3s::containerd::locate_runtime(Path::new("/"), std::env::var_os("PATH").as_deref());
     let gpus = GpuProbe::new(config.gpu.simulate).snapshot().count();

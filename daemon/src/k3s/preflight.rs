@@ -49,6 +49,8 @@ pub struct Report {
     /// From `k3s --version`, when the binary answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k3s_version: Option<String>,
+    #[serde(skip)]
+    pub version: Option<K3sVersion>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containerd: Option<ContainerdGeneration>,
     /// Where `nvidia-container-runtime` was found, if anywhere.
@@ -108,8 +110,8 @@ pub fn run(config: &K3sConfig, host: &Host) -> Report {
         swap_check(host.root),
         module_check(host.root, "br_netfilter"),
         module_check(host.root, "overlay"),
-        port_check("port 6443", config.https_listen_port),
-        port_check("port 10250", KUBELET_PORT),
+        port_check("api port", config.https_listen_port),
+        port_check("kubelet port", KUBELET_PORT),
         disk_check(host.data_dir),
         driver_check(host.gpus),
     ];
@@ -124,6 +126,7 @@ pub fn run(config: &K3sConfig, host: &Host) -> Report {
     Report {
         checks,
         k3s_version: version.map(|v| v.to_string()),
+        version,
         containerd: version.map(K3sVersion::containerd),
         nvidia_container_runtime,
     }
@@ -265,7 +268,7 @@ fn port_check(name: &'static str, port: u16) -> Check {
             name,
             Status::Fail,
             format!("{port}/tcp is in use by another process"),
-            Some("find it with `ss -ltnp 'sport = :PORT'` and stop it (another Kubernetes, or a k3s not started by Hearth: `systemctl disable --now k3s`)"),
+            Some(&format!("find it with `ss -ltnp 'sport = :{port}'` and stop it (another Kubernetes, or a k3s not started by Hearth: `systemctl disable --now k3s`)")),
         ),
         // Binding a port below 1024 needs root, 6443 and 10250 do not: any other
         // error is a host oddity worth showing but not a reason to refuse.
@@ -505,7 +508,7 @@ mod tests {
         let report = run(&config, &host);
         for c in &report.checks {
             // Ports and disk are this machine's: only the faked checks must pass.
-            if !matches!(c.name, "port 6443" | "port 10250" | "disk") {
+            if !matches!(c.name, "api port" | "kubelet port" | "disk") {
                 assert_eq!(c.status, Status::Pass, "{c:?}");
             }
         }
