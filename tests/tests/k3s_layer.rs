@@ -231,6 +231,7 @@ fn every_rendered_manifest_passes_kubernetes_validate_strict() {
         let found = files(&out.join("manifests"));
         assert_eq!(found.len(), if *replicas > 1 { 3 } else { 2 }, "{found:?}");
         manifests.extend(found);
+        manifests.extend(files(&out.join("verify")));
     }
     let out = Command::new(kubernetes_validate())
         .args(["--strict", "--kubernetes-version", "1.33.0"])
@@ -449,4 +450,207 @@ fn the_version_3_template_is_toml_with_containerd_2_keys() {
     let mut options: Vec<&String> = nvidia["options"].as_table().unwrap().keys().collect();
     options.sort();
     assert_eq!(options, vec!["BinaryName", "SystemdCgroup"]);
+}
+
+/// A stand-in `k3s` for `verify`: answers `k3s kubectl` as a cluster with two GPU nodes
+/// and one CPU node whose vector-add pods succeed, printing `$VECTOR_ADD_LOG`; records
+/// every call and the pod documents applied. Not k3s.
+const VERIFY_STAND_IN: &str = r#"#!/bin/bash
+dir=@DIR@
+[ "$1" = kubectl ] || exit 2
+shift
+echo "$*" >> "$dir/calls"
+case "$*" in
+  *"get nodes -o json"*) cat "$dir/nodes.json";;
+  *"apply -f -"*) n=$(ls "$dir" | grep -c '^applied-'); cat > "$dir/applied-$n.json"; echo "pod created";;
+  *"get pod "*) echo '{"kind":"Pod","status":{"phase":"Succeeded"}}';;
+  *" logs "*) cat "$dir/log";;
+  *" delete pod "*) echo deleted;;
+  *) echo "unexpected: $*" >&2; exit 1;;
+esac
+"#;
+
+fn verify_setup(dir: &Path, log: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("bin/k3s");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(
+        &script,
+        VERIFY_STAND_IN.replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("log"), log).unwrap();
+    let node = |name: &str, gpus: u32| {
+        serde_json::json!({
+            "metadata": {"name": name, "labels": if gpus > 0 { serde_json::json!({"nvidia.com/gpu.present": "true"}) } else { serde_json::json!({}) }},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"nvidia.com/gpu": gpus.to_string()}},
+        })
+    };
+    let list =
+        serde_json::json!({"kind": "NodeList", "items": [node("ws", 2), node("cpu1", 0), node("gpu2", 8)]});
+    std::fs::write(dir.join("nodes.json"), list.to_string()).unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("k3s/server")).unwrap();
+    std::fs::write(data.join("k3s/kubeconfig.yaml"), "apiVersion: v1\n").unwrap();
+    std::fs::write(data.join("k3s/server/node-token"), "K10stand-in::server:secret\n").unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[k3s]\nbinary = \"{}\"\n", script.display()),
+    )
+    .unwrap();
+    data
+}
+
+#[test]
+fn verify_runs_the_vector_add_pod_on_each_gpu_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = verify_setup(d, "[Vector addition of 50000 elements]\nCopy output data from the CUDA device to the host memory\nTest PASSED\nDone\n");
+    let config = d.join("config.toml");
+    let out = hearth(&[
+        "k3s",
+        "verify",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, vec!["ws", "gpu2"], "GPU nodes only: {results}");
+    assert!(
+        results.as_array().unwrap().iter().all(|r| r["passed"] == true),
+        "{results}"
+    );
+
+    // The pods applied: one GPU, the nvidia runtime class, the toleration, pinned to
+    // their node; and they pass kubernetes-validate --strict.
+    let applied = files(d)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("applied-"))
+        .collect::<Vec<_>>();
+    assert_eq!(applied.len(), 2);
+    for (path, node) in applied.iter().zip(["ws", "gpu2"]) {
+        let pod: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(pod["spec"]["runtimeClassName"], "nvidia");
+        assert_eq!(pod["spec"]["restartPolicy"], "Never");
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            1
+        );
+        assert_eq!(pod["spec"]["tolerations"][0]["key"], "nvidia.com/gpu");
+        let term = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
+        assert_eq!(term["matchFields"][0]["values"][0], node);
+    }
+    let check = Command::new(kubernetes_validate())
+        .args(["--strict", "--kubernetes-version", "1.33.0"])
+        .args(&applied)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let calls = std::fs::read_to_string(d.join("calls")).unwrap();
+    assert_eq!(
+        calls.matches("delete pod hearth-verify-ws").count(),
+        2,
+        "before and after: {calls}"
+    );
+
+    // A log without `Test PASSED` fails the node and the command.
+    std::fs::write(
+        d.join("log"),
+        "Failed to allocate device vector A (error code no CUDA-capable device is detected)!\n",
+    )
+    .unwrap();
+    let out = hearth(&[
+        "k3s",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAILED") && text.contains("no CUDA-capable device"),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_without_a_running_k3s_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "");
+    let out = hearth(&[
+        "k3s",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kubeconfig.yaml does not exist: start the daemon with --runtime k3s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn join_command_prints_the_agent_install_with_url_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = verify_setup(d, "");
+    let config = d.join("config.toml");
+    let out = hearth(&[
+        "k3s",
+        "join-command",
+        "--server-address",
+        "10.0.0.5",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("K3S_URL=https://10.0.0.5:6443 K3S_TOKEN=K10stand-in::server:secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("agent --node-label nvidia.com/gpu.present=true --default-runtime nvidia"),
+        "{text}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = hearth(&[
+        "k3s",
+        "join-command",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        empty.path().to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("node-token") && stderr.contains("start `hearth serve --runtime k3s` first"),
+        "{stderr}"
+    );
 }

@@ -19,6 +19,34 @@ pub enum K3sCommand {
     /// Write every manifest and the containerd template Hearth would apply, and the
     /// `k3s server` arguments, into DIR without starting anything.
     Render(RenderArgs),
+    /// Run NVIDIA's CUDA vector-add sample as a pod on every GPU node and expect
+    /// `Test PASSED`; exits 1 when a node fails.
+    Verify(VerifyArgs),
+    /// Print what to run on another machine to join this k3s as an agent (token,
+    /// server URL).
+    JoinCommand(JoinArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: crate::ConfigFlags,
+    /// How long each node's pod may take (the first run pulls the CUDA image).
+    #[arg(long, default_value_t = 300)]
+    pub timeout_seconds: u64,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub config: crate::ConfigFlags,
+    /// The address other machines reach this one at [default: this host's address on
+    /// its default route].
+    #[arg(long)]
+    pub server_address: Option<String>,
 }
 
 #[derive(Args)]
@@ -34,7 +62,9 @@ pub struct PreflightArgs {
 pub struct RenderArgs {
     #[command(flatten)]
     pub config: crate::ConfigFlags,
-    /// Where to write: DIR/manifests/*.yaml, DIR/containerd/<template>, DIR/k3s-server.args.
+    /// Where to write: DIR/manifests/*.yaml (what k3s applies), DIR/containerd/<template>
+    /// (only when one is needed), DIR/verify/cuda-vectoradd-pod.yaml (the pod `verify`
+    /// runs), DIR/k3s-server.args (the k3s command line, one argument a line).
     pub dir: PathBuf,
     /// Render for this k3s release (e.g. `v1.33.1+k3s1`) instead of asking the
     /// configured binary's `k3s --version`.
@@ -59,6 +89,10 @@ pub enum K3sCliError {
     NoVersion(String),
     #[error("{path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Verify(#[from] crate::k3s::verify::VerifyError),
+    #[error(transparent)]
+    Join(#[from] crate::k3s::join::JoinError),
     #[error("cannot print the report: {0}")]
     Output(String),
 }
@@ -150,6 +184,19 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
     let write_err = |path: PathBuf| move |source| K3sCliError::Write { path, source };
     let written = render::write(&plan, &args.dir.join("manifests"), &args.dir.join("containerd"))
         .map_err(write_err(args.dir.clone()))?;
+    // The pod `hearth k3s verify` would run on this node, for review.
+    let node = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".into())
+        .to_lowercase();
+    let verify_dir = args.dir.join("verify");
+    let verify_path = verify_dir.join("cuda-vectoradd-pod.yaml");
+    let verify_text = serde_yaml_ng::to_string(&crate::k3s::manifests::verify_pod(&node))
+        .map_err(|e| K3sCliError::Output(e.to_string()))?;
+    std::fs::create_dir_all(&verify_dir)
+        .and_then(|()| std::fs::write(&verify_path, verify_text))
+        .map_err(write_err(verify_path.clone()))?;
     let args_path = args.dir.join("k3s-server.args");
     let mut args_text = String::new();
     for arg in std::iter::once(config.k3s.binary.display().to_string()).chain(plan.args.iter().cloned()) {
@@ -157,7 +204,7 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
         args_text.push('\n');
     }
     std::fs::write(&args_path, args_text).map_err(write_err(args_path.clone()))?;
-    for path in written.iter().chain(std::iter::once(&args_path)) {
+    for path in written.iter().chain([&verify_path, &args_path]) {
         println!("{}", path.display());
     }
     let how = match &plan.wiring {
@@ -176,10 +223,66 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub fn verify(args: &VerifyArgs) -> Result<ExitCode, K3sCliError> {
+    let config = args.config.load()?.config;
+    let results = crate::k3s::verify::run(
+        &config.k3s.binary,
+        &crate::k3s::kubeconfig_path(&config.data_dir),
+        std::time::Duration::from_secs(args.timeout_seconds),
+        std::time::Duration::from_secs(2),
+    )?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&results).map_err(|e| K3sCliError::Output(e.to_string()))?;
+        println!("{text}");
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|r| {
+                vec![
+                    r.node.clone(),
+                    if r.passed { "PASSED" } else { "FAILED" }.to_string(),
+                    r.detail.clone(),
+                ]
+            })
+            .collect();
+        super::print_table(&["NODE", "CUDA VECTOR-ADD", "DETAIL"], &rows);
+    }
+    Ok(if results.iter().all(|r| r.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn join_command(args: &JoinArgs) -> Result<ExitCode, K3sCliError> {
+    use crate::k3s::join;
+    let config = args.config.load()?.config;
+    let token = join::read_token(&config.data_dir)?;
+    let host = match &args.server_address {
+        Some(address) => address.clone(),
+        None => join::default_route_address()?.to_string(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let url = format!("https://{host}:{}", config.k3s.https_listen_port);
+    let release = std::process::Command::new(&config.k3s.binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| join::release_word(&String::from_utf8_lossy(&o.stdout)));
+    print!("{}", join::commands(&url, &token, release.as_deref()));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn main(command: &K3sCommand) -> ExitCode {
     let (name, result) = match command {
         K3sCommand::Preflight(args) => ("k3s preflight", preflight(args)),
         K3sCommand::Render(args) => ("k3s render", render(args)),
+        K3sCommand::Verify(args) => ("k3s verify", verify(args)),
+        K3sCommand::JoinCommand(args) => ("k3s join-command", join_command(args)),
     };
     match result {
         Ok(code) => code,

@@ -126,6 +126,56 @@ pub fn time_slicing_config_map(replicas: u32) -> Value {
     })
 }
 
+/// NVIDIA's CUDA vector-add sample (the GPU Operator's own check): prints
+/// `Test PASSED` when a kernel ran on the GPU and its result was right.
+pub const VECTOR_ADD_IMAGE: &str = "nvcr.io/nvidia/k8s/cuda-sample:vectoradd-cuda12.5.0";
+
+/// The pod `hearth k3s verify` runs on `node`: one GPU, the `nvidia` runtime class,
+/// the GPU taint's toleration, pinned to the node by name through the scheduler
+/// (`matchFields` on `metadata.name`, as DaemonSets are), never restarted.
+pub fn verify_pod(node: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": verify_pod_name(node),
+            "namespace": "default",
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, "hearth.dev/check": "cuda-vectoradd"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "runtimeClassName": "nvidia",
+            "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}],
+            }}},
+            "containers": [{
+                "name": "cuda-vectoradd",
+                "image": VECTOR_ADD_IMAGE,
+                "resources": {"limits": {GPU_RESOURCE: 1}},
+            }],
+        },
+    })
+}
+
+/// `hearth-verify-<node>`, cut to a valid pod name.
+pub fn verify_pod_name(node: &str) -> String {
+    let cleaned: String = node
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let mut name = format!("hearth-verify-{cleaned}");
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +189,18 @@ mod tests {
         assert_eq!(pod["containers"][0]["image"], DEVICE_PLUGIN_IMAGE);
         assert!(!DEVICE_PLUGIN_IMAGE.ends_with(":latest"));
         assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.present"], "true");
+    }
+
+    #[test]
+    fn the_verify_pod_asks_for_one_gpu_on_its_node() {
+        let pod = verify_pod("WS.lan");
+        assert_eq!(pod["metadata"]["name"], "hearth-verify-ws.lan");
+        assert_eq!(pod["spec"]["runtimeClassName"], "nvidia");
+        assert_eq!(
+            pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"],
+            1
+        );
+        assert_eq!(verify_pod_name(&"x".repeat(80)).len(), 63);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 
 pub mod containerd;
 pub mod gpu_rules;
+pub mod join;
 pub mod manifests;
 pub mod preflight;
 pub mod render;
 pub mod supervisor;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 
