@@ -355,7 +355,7 @@ pub const SETTINGS: &[&str] = &[
     "isolation.enabled",
     "isolation.user_prefix",
     "isolation.uid_range",
-    "k3s.binary",
+    "k3s.executable",
     "k3s.https_listen_port",
     "k3s.restart_backoff_base_seconds",
     "k3s.restart_backoff_max_seconds",

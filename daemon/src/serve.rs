@@ -504,7 +504,7 @@ fn prepare_k3s(config: &Config) -> Result<crate::k3s::supervisor::Options, Start
         .unwrap_or_default()
         .to_lowercase();
     Ok(k3s::supervisor::Options {
-        binary: config.k3s.binary.clone(),
+        binary: config.k3s.executable.clone(),
         args: plan.args,
         kubeconfig: k3s::kubeconfig_path(&config.data_dir),
         log_path: k3s_dir.join("k3s.log"),

@@ -36,7 +36,7 @@ fn config_file(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[k3s]\nbinary = \"{}\"\n{extra}",
+            "[k3s]\nexecutable = \"{}\"\n{extra}",
             dir.join("no-such-k3s").display()
         ),
     )
@@ -496,7 +496,7 @@ fn verify_setup(dir: &Path, log: &str) -> PathBuf {
     std::fs::write(data.join("k3s/server/node-token"), "K10stand-in::server:secret\n").unwrap();
     std::fs::write(
         dir.join("config.toml"),
-        format!("[k3s]\nbinary = \"{}\"\n", script.display()),
+        format!("[k3s]\nexecutable = \"{}\"\n", script.display()),
     )
     .unwrap();
     data

@@ -90,7 +90,7 @@ fn serve_runtime_k3s_supervises_a_stand_in_k3s() {
             .arg("k3s")
             .env("PATH", &path)
             .config(&format!(
-                "[gpu]\nsimulate = 1\ntime_slicing_replicas = 2\n[k3s]\nbinary = \"{}\"\nhttps_listen_port = {port}\n",
+                "[gpu]\nsimulate = 1\ntime_slicing_replicas = 2\n[k3s]\nexecutable = \"{}\"\nhttps_listen_port = {port}\n",
                 t.join("bin/k3s").display()
             )),
     );

@@ -149,10 +149,10 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
     let version = match &args.k3s_version {
         Some(v) => K3sVersion::parse(v)?,
         None => {
-            let output = std::process::Command::new(&config.k3s.binary)
+            let output = std::process::Command::new(&config.k3s.executable)
                 .arg("--version")
                 .output()
-                .map_err(|e| K3sCliError::NoVersion(format!("{}: {e}", config.k3s.binary.display())))?;
+                .map_err(|e| K3sCliError::NoVersion(format!("{}: {e}", config.k3s.executable.display())))?;
             K3sVersion::parse(&String::from_utf8_lossy(&output.stdout))
                 .map_err(|e| K3sCliError::NoVersion(e.to_string()))?
         }
@@ -199,7 +199,7 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
         .map_err(write_err(verify_path.clone()))?;
     let args_path = args.dir.join("k3s-server.args");
     let mut args_text = String::new();
-    for arg in std::iter::once(config.k3s.binary.display().to_string()).chain(plan.args.iter().cloned()) {
+    for arg in std::iter::once(config.k3s.executable.display().to_string()).chain(plan.args.iter().cloned()) {
         args_text.push_str(&arg);
         args_text.push('\n');
     }
@@ -226,7 +226,7 @@ pub fn render(args: &RenderArgs) -> Result<ExitCode, K3sCliError> {
 pub fn verify(args: &VerifyArgs) -> Result<ExitCode, K3sCliError> {
     let config = args.config.load()?.config;
     let results = crate::k3s::verify::run(
-        &config.k3s.binary,
+        &config.k3s.executable,
         &crate::k3s::kubeconfig_path(&config.data_dir),
         std::time::Duration::from_secs(args.timeout_seconds),
         std::time::Duration::from_secs(2),
@@ -268,7 +268,7 @@ pub fn join_command(args: &JoinArgs) -> Result<ExitCode, K3sCliError> {
         host
     };
     let url = format!("https://{host}:{}", config.k3s.https_listen_port);
-    let release = std::process::Command::new(&config.k3s.binary)
+    let release = std::process::Command::new(&config.k3s.executable)
         .arg("--version")
         .output()
         .ok()

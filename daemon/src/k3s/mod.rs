@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct K3sConfig {
     /// The k3s executable (the installer and the air-gap bundle put it here).
-    pub binary: PathBuf,
+    pub executable: PathBuf,
     /// k3s's API server port (`--https-listen-port`).
     pub https_listen_port: u16,
     /// First restart delay after k3s exits unexpectedly, in seconds; doubles per crash
@@ -39,7 +39,7 @@ pub struct K3sConfig {
 impl Default for K3sConfig {
     fn default() -> Self {
         K3sConfig {
-            binary: PathBuf::from("/usr/local/bin/k3s"),
+            executable: PathBuf::from("/usr/local/bin/k3s"),
             https_listen_port: 6443,
             restart_backoff_base_seconds: 2.0,
             restart_backoff_max_seconds: 300.0,

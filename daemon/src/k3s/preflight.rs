@@ -117,7 +117,7 @@ pub fn run(config: &K3sConfig, host: &Host) -> Report {
     ];
     let location = containerd::locate_runtime(host.root, host.path_env.as_deref());
     checks.push(runtime_check(&location));
-    let (k3s, version) = k3s_check(&config.binary);
+    let (k3s, version) = k3s_check(&config.executable);
     checks.push(k3s);
     let nvidia_container_runtime = match &location {
         RuntimeLocation::DetectedByK3s(p) | RuntimeLocation::Elsewhere(p) => Some(p.display().to_string()),
@@ -370,7 +370,7 @@ fn runtime_check(location: &RuntimeLocation) -> Check {
 }
 
 fn k3s_check(binary: &Path) -> (Check, Option<K3sVersion>) {
-    let fix = "install k3s without starting it: `curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_ENABLE=true INSTALL_K3S_SKIP_START=true sh -`, or copy the air-gap bundle's `k3s` there; or set [k3s] binary";
+    let fix = "install k3s without starting it: `curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_ENABLE=true INSTALL_K3S_SKIP_START=true sh -`, or copy the air-gap bundle's `k3s` there; or set [k3s] executable";
     let output = match std::process::Command::new(binary).arg("--version").output() {
         Ok(output) => output,
         Err(e) => {
@@ -442,7 +442,7 @@ mod tests {
             gpus: &gpus,
         };
         let config = K3sConfig {
-            binary: root.path().join("no-k3s"),
+            executable: root.path().join("no-k3s"),
             https_listen_port: 0,
             ..K3sConfig::default()
         };
@@ -501,7 +501,7 @@ mod tests {
             gpus: &gpus,
         };
         let config = K3sConfig {
-            binary: k3s,
+            executable: k3s,
             https_listen_port: 0,
             ..K3sConfig::default()
         };
