@@ -7,6 +7,7 @@ pub mod client;
 pub mod k3s;
 pub mod run;
 pub mod top;
+pub mod trust;
 
 use std::process::ExitCode;
 
