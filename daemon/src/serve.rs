@@ -572,7 +572,15 @@ async fn status_line(state: &AppState) -> String {
         inventory.simulated,
         active,
     );
-    format!("{line} · {}", crate::runtime::identity::global().status_word())
+    let k3s = state
+        .k3s
+        .as_ref()
+        .map(|k3s| format!(" · {}", k3s.get().status_word()))
+        .unwrap_or_default();
+    format!(
+        "{line}{k3s} · {}",
+        crate::runtime::identity::global().status_word()
+    )
 }
 
 /// The jobs controller and the bridge that wakes controllers on workload events, each

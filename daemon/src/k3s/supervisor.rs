@@ -58,6 +58,24 @@ pub struct Status {
     pub pid: Option<u32>,
 }
 
+impl Status {
+    /// For systemd's `STATUS=` line: `k3s ready`, or with restarts
+    /// `k3s restarting (3 restarts; last: k3s exited (exit status: 1)...)`.
+    pub fn status_word(&self) -> String {
+        let phase = serde_json::to_value(self.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        match (&self.last_error, self.restarts) {
+            (Some(error), restarts) => {
+                let short: String = error.chars().take(120).collect();
+                format!("k3s {phase} ({restarts} restarts; last: {short})")
+            }
+            (None, _) => format!("k3s {phase}"),
+        }
+    }
+}
+
 /// How to run and watch k3s.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -178,7 +196,7 @@ async fn run(options: Options, status: Arc<RwLock<Status>>, health: Health, mut 
             format!("starting {}", options.binary.display()),
         );
         let exit = match spawn(&options, &log).await {
-            Ok(mut child) => {
+            Ok((mut child, stderr_pump)) => {
                 let pid = child.id();
                 status.write().unwrap_or_else(PoisonError::into_inner).pid = pid;
                 if let Some(pid) = pid {
@@ -204,8 +222,11 @@ async fn run(options: Options, status: Arc<RwLock<Status>>, health: Health, mut 
                         if reached_ready {
                             crashes_in_a_row = 0;
                         }
-                        let last_line = log.lock().await.last_line.clone();
-                        format!("k3s exited ({how}); its last log line: {last_line:?}")
+                        // The rest of k3s's stderr, unless something it left behind
+                        // still holds the pipe.
+                        let _ = tokio::time::timeout(Duration::from_millis(500), stderr_pump).await;
+                        let last_line = log.lock().await.last_stderr_line.clone();
+                        format!("k3s exited ({how}); its last stderr line: {last_line:?}")
                     }
                 }
             }
@@ -214,25 +235,24 @@ async fn run(options: Options, status: Arc<RwLock<Status>>, health: Health, mut 
         crashes_in_a_row += 1;
         let delay = backoff(options.backoff_base, options.backoff_max, crashes_in_a_row);
         tracing::warn!(delay_seconds = delay.as_secs_f64(), "{exit}; restarting k3s");
+        let detail = format!(
+            "{exit}; restart {crashes_in_a_row} in a row in {:.1} s",
+            delay.as_secs_f64()
+        );
+        health.set(
+            "k3s",
+            false,
+            format!("{}: {detail}", phase_word(Phase::Restarting)),
+        );
         {
+            // One write, so a reader never sees the new count with the old phase.
             let mut s = status.write().unwrap_or_else(PoisonError::into_inner);
             s.last_error = Some(exit.clone());
             s.restarts += 1;
             s.restart_delay_seconds = Some(delay.as_secs_f64());
+            s.phase = Phase::Restarting;
+            s.detail = detail;
         }
-        set(
-            &status,
-            &health,
-            Phase::Restarting,
-            format!(
-                "{exit}; restart {crashes_in_a_row} in a row in {:.1} s",
-                delay.as_secs_f64()
-            ),
-        );
-        status
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .restart_delay_seconds = Some(delay.as_secs_f64());
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = stopped(&mut stop) => {
@@ -252,7 +272,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn spawn(
     options: &Options,
     log: &Arc<tokio::sync::Mutex<RotatingLog>>,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<(tokio::process::Child, tokio::task::JoinHandle<()>)> {
     let mut command = tokio::process::Command::new(&options.binary);
     command
         .args(&options.args)
@@ -264,18 +284,25 @@ async fn spawn(
         .kill_on_drop(false);
     let mut child = command.spawn()?;
     if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, Arc::clone(log)));
+        tokio::spawn(pump(out, Arc::clone(log), false));
     }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, Arc::clone(log)));
-    }
-    Ok(child)
+    let stderr_pump = match child.stderr.take() {
+        Some(err) => tokio::spawn(pump(err, Arc::clone(log), true)),
+        None => tokio::spawn(async {}),
+    };
+    Ok((child, stderr_pump))
 }
 
-async fn pump(stream: impl AsyncRead + Unpin, log: Arc<tokio::sync::Mutex<RotatingLog>>) {
+/// Copies one stream into the log, line by line. k3s logs to stderr; its last stderr
+/// line is what a crash report quotes.
+async fn pump(stream: impl AsyncRead + Unpin, log: Arc<tokio::sync::Mutex<RotatingLog>>, stderr: bool) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        log.lock().await.write_line(&line);
+        let mut log = log.lock().await;
+        log.write_line(&line);
+        if stderr {
+            log.last_stderr_line = line.chars().take(300).collect();
+        }
     }
 }
 
@@ -418,7 +445,7 @@ struct RotatingLog {
     max_bytes: u64,
     file: Option<std::fs::File>,
     size: u64,
-    last_line: String,
+    last_stderr_line: String,
 }
 
 impl RotatingLog {
@@ -428,13 +455,12 @@ impl RotatingLog {
             max_bytes,
             file: None,
             size: 0,
-            last_line: String::new(),
+            last_stderr_line: String::new(),
         }
     }
 
     fn write_line(&mut self, line: &str) {
         use std::io::Write;
-        self.last_line = line.chars().take(300).collect();
         let len = line.len() as u64 + 1;
         if self.file.is_some() && self.size + len > self.max_bytes {
             self.file = None;
@@ -714,6 +740,11 @@ esac
         let handle = sup.status_handle();
         let status = wait_for(&handle, "4 restarts", |s| s.restarts >= 4).await;
         assert_eq!(status.phase, Phase::Restarting);
+        assert!(
+            status.status_word().starts_with("k3s restarting ("),
+            "{}",
+            status.status_word()
+        );
         let error = status.last_error.unwrap();
         assert!(
             error.contains("k3s exited (exit status: 1)") && error.contains("stand-in crash"),
