@@ -16,10 +16,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
 use super::dataplane::{self, DataPlane};
+use super::upstream;
 
 /// Slow clients get this long to send a request's headers (actix-web's default, which
 /// the data plane had before).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shorter than every per-request timer (see `serve`).
+const HOUSEKEEPING_TICK: Duration = Duration::from_secs(1);
 
 /// The running data-plane server.
 pub struct DataPlaneServer {
@@ -88,6 +92,19 @@ async fn serve(
             return;
         }
     };
+    // Every request arms timers (the header read timeout, the replica's timeout), and
+    // tokio wakes its driver through an eventfd write for a timer due before the
+    // driver's next planned wake-up: a tick due sooner than any of them keeps that
+    // from happening on every request (one write a second instead of one a request).
+    // The tick also drops idle replica connections that their replica has closed.
+    let housekeeping = tokio::spawn(async {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            upstream::drop_closed();
+        }
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -121,6 +138,7 @@ async fn serve(
         });
     }
     drop(listener);
+    housekeeping.abort();
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(
             ?grace,

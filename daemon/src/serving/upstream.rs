@@ -80,6 +80,18 @@ fn take_idle(addr: SocketAddr) -> Option<SendRequest<UpstreamBody>> {
     })
 }
 
+/// Drops this thread's idle connections that their replicas have closed (a replica
+/// that exited leaves its whole set behind).
+pub fn drop_closed() {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        idle.retain(|_, set| {
+            set.retain(|sender| !sender.is_closed());
+            !set.is_empty()
+        });
+    });
+}
+
 async fn connect(addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
