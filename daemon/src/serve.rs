@@ -379,17 +379,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .listen(api_listener)?
             .listen_rustls_0_23(tls_listener, tls.server_config)?
             .run();
-        let serving = actix_web::HttpServer::new(move || {
-            crate::serving::dataplane::app(Arc::clone(&plane), max_body)
-        })
-        .workers(serving_workers)
-        .disable_signals()
-        .shutdown_timeout(shutdown_timeout)
-        .listen(serving_listener)?
-        .run();
+        let serving = crate::serving::listener::DataPlaneServer::start(
+            serving_listener,
+            Arc::clone(&plane),
+            serving_workers,
+            max_body,
+            Duration::from_secs(shutdown_timeout),
+        )?;
         let api_handle = api.handle();
-        let serving_handle = serving.handle();
-        let servers = actix_web::rt::spawn(async move { futures_util::future::join(api, serving).await });
+        let servers = actix_web::rt::spawn(api);
 
         // Handlers go in before anyone can learn the address: a SIGTERM sent right after
         // start must drain and exit 0, not kill the daemon with the default action.
@@ -451,7 +449,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         collector_loop.abort();
         notebooks_loop.abort();
         trimmer.abort();
-        futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
+        futures_util::future::join(api_handle.stop(true), serving.stop()).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
         Ok::<(), StartError>(())
