@@ -36,8 +36,10 @@ impl RuntimeKind {
     /// prints the ones that can (the installer asks it), and `serve` refuses the others.
     pub fn is_available(self) -> bool {
         match self {
-            RuntimeKind::Process => true,
-            RuntimeKind::Docker | RuntimeKind::K3s => false,
+            // k3s: provisioned and supervised (`crate::k3s`); workloads still run on the
+            // process backend until the kube backend is built.
+            RuntimeKind::Process | RuntimeKind::K3s => true,
+            RuntimeKind::Docker => false,
         }
     }
 
@@ -94,6 +96,7 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     pub notebooks: crate::notebooks::NotebooksConfig,
     pub isolation: IsolationConfig,
+    pub k3s: crate::k3s::K3sConfig,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -303,6 +306,7 @@ impl Default for Config {
             jobs: Default::default(),
             notebooks: Default::default(),
             isolation: Default::default(),
+            k3s: Default::default(),
         }
     }
 }
@@ -371,6 +375,11 @@ pub const SETTINGS: &[&str] = &[
     "isolation.enabled",
     "isolation.user_prefix",
     "isolation.uid_range",
+    "k3s.executable",
+    "k3s.https_listen_port",
+    "k3s.restart_backoff_base_seconds",
+    "k3s.restart_backoff_max_seconds",
+    "k3s.log_max_bytes",
 ];
 
 pub fn env_name(key: &str) -> String {

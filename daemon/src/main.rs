@@ -9,6 +9,7 @@ mod gpu;
 mod health;
 mod http;
 mod jobs;
+mod k3s;
 mod kube;
 mod kubeconfig;
 mod metrics;
@@ -99,6 +100,12 @@ enum Command {
         /// Time one suggestion after this many finished trials (`seeds` times).
         #[arg(long)]
         latency_after: Option<u64>,
+    },
+    /// Embedded k3s: check this host, render what Hearth applies, verify GPU pods, join
+    /// more nodes.
+    K3s {
+        #[command(subcommand)]
+        command: cli::k3s::K3sCommand,
     },
     /// Inspect the configuration.
     Config {
@@ -313,6 +320,7 @@ fn main() -> ExitCode {
         }
         Command::Login(args) => cli::finish("login", cli::access::login(&args)),
         Command::Run(args) => cli::finish("run", cli::run::run(&args)),
+        Command::K3s { command } => cli::k3s::main(&command),
         Command::Top(args) => cli::finish("top", cli::top::top(&args)),
         Command::Token { tls, command } => cli::finish("token", cli::access::token(&tls, &command)),
         Command::User { tls, command } => cli::finish("user", cli::access::user(&tls, &command)),

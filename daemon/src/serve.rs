@@ -38,6 +38,8 @@ pub enum StartError {
         available: String,
         first: &'static str,
     },
+    #[error("--runtime k3s: preflight failed: {0}; `hearth k3s preflight` shows every check")]
+    K3sPreflight(String),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
@@ -161,6 +163,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     prepare_data_dir(&config.data_dir)?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    let k3s_options = match config.runtime {
+        RuntimeKind::K3s => Some(prepare_k3s(&config)?),
+        RuntimeKind::Process | RuntimeKind::Docker => None,
+    };
     let identities = crate::runtime::identity::Identities::new(
         &config.isolation,
         &config.data_dir,
@@ -199,11 +205,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config.workloads.log_max_bytes,
         extra_env,
     )?);
+    let k3s_note = match config.runtime {
+        RuntimeKind::K3s => "; k3s is supervised beside it, but the kube workload backend is not built yet: workloads run as host processes",
+        RuntimeKind::Process | RuntimeKind::Docker => "",
+    };
     health.set(
         "runtime",
         true,
-        format!("{} backend; {}", runtime.name(), runtime.limits_note()),
+        format!("{} backend; {}{k3s_note}", runtime.name(), runtime.limits_note()),
     );
+    let k3s = k3s_options.map(|options| {
+        let _guard = core.enter();
+        crate::k3s::supervisor::Supervisor::start(options, health.clone())
+    });
     let scheduler = Scheduler::new(
         store.clone(),
         runtime,
@@ -323,6 +337,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tuning,
         notebooks,
         sessions: Default::default(),
+        k3s: k3s
+            .as_ref()
+            .map(crate::k3s::supervisor::Supervisor::status_handle),
     });
 
     let mut sans = config.tls_sans.clone();
@@ -362,17 +379,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .listen(api_listener)?
             .listen_rustls_0_23(tls_listener, tls.server_config)?
             .run();
-        let serving = actix_web::HttpServer::new(move || {
-            crate::serving::dataplane::app(Arc::clone(&plane), max_body)
-        })
-        .workers(serving_workers)
-        .disable_signals()
-        .shutdown_timeout(shutdown_timeout)
-        .listen(serving_listener)?
-        .run();
+        let serving = crate::serving::listener::DataPlaneServer::start(
+            serving_listener,
+            Arc::clone(&plane),
+            serving_workers,
+            max_body,
+            Duration::from_secs(shutdown_timeout),
+        )?;
         let api_handle = api.handle();
-        let serving_handle = serving.handle();
-        let servers = actix_web::rt::spawn(async move { futures_util::future::join(api, serving).await });
+        let servers = actix_web::rt::spawn(api);
 
         // Handlers go in before anyone can learn the address: a SIGTERM sent right after
         // start must drain and exit 0, not kill the daemon with the default action.
@@ -434,11 +449,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         collector_loop.abort();
         notebooks_loop.abort();
         trimmer.abort();
-        futures_util::future::join(api_handle.stop(true), serving_handle.stop(true)).await;
+        futures_util::future::join(api_handle.stop(true), serving.stop()).await;
         let _ = servers.await;
         let _ = std::fs::remove_file(state.config.data_dir.join("hearth.addr"));
         Ok::<(), StartError>(())
     })?;
+    if let Some(k3s) = k3s {
+        tracing::info!("stopping k3s (its pods keep running)");
+        core.block_on(k3s.stop());
+    }
     // Controllers stop here; running workloads keep going under their shims.
     core.shutdown_timeout(Duration::from_secs(2));
     if let Err(e) = store.close() {
@@ -447,6 +466,71 @@ pub fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Before k3s starts: stops a k3s a crashed daemon left behind, runs the preflight
+/// (refusing to start on a failed check, naming it), writes the containerd template and
+/// manifests where k3s reads them, and returns how to supervise it.
+fn prepare_k3s(config: &Config) -> Result<crate::k3s::supervisor::Options, StartError> {
+    use crate::k3s;
+    let k3s_dir = k3s::data_dir(&config.data_dir);
+    let pid_file = k3s_dir.join("hearth-k3s.pid");
+    if let Some(pid) = k3s::supervisor::stop_leftover(&pid_file, K3S_STOP_TIMEOUT) {
+        tracing::info!(pid, "stopped the k3s a previous daemon left running");
+    }
+    let report = crate::cli::k3s::preflight_report(config);
+    for check in &report.checks {
+        tracing::info!(
+            check = check.name,
+            status = check.status.as_str(),
+            "k3s preflight: {}",
+            check.detail
+        );
+    }
+    if !report.failures().is_empty() {
+        return Err(StartError::K3sPreflight(report.failure_summary()));
+    }
+    let version = report
+        .version
+        .ok_or_else(|| StartError::K3sPreflight("k3s: no version".into()))?;
+    let runtime = k3s::containerd::locate_runtime(Path::new("/"), std::env::var_os("PATH").as_deref());
+    let gpus = GpuProbe::new(config.gpu.simulate).snapshot().count();
+    let plan = k3s::render::plan(&k3s::render::PlanInput {
+        hearth_data_dir: &config.data_dir,
+        https_listen_port: config.k3s.https_listen_port,
+        generation: version.containerd(),
+        runtime: &runtime,
+        gpu_count: gpus,
+        time_slicing_replicas: config.gpu.time_slicing_replicas,
+    });
+    std::fs::create_dir_all(k3s::images_dir(&config.data_dir))?;
+    k3s::render::write(
+        &plan,
+        &k3s::manifests_dir(&config.data_dir),
+        &k3s::containerd_dir(&config.data_dir),
+    )?;
+    let node_name = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+        .to_lowercase();
+    Ok(k3s::supervisor::Options {
+        binary: config.k3s.executable.clone(),
+        args: plan.args,
+        kubeconfig: k3s::kubeconfig_path(&config.data_dir),
+        log_path: k3s_dir.join("k3s.log"),
+        log_max_bytes: config.k3s.log_max_bytes,
+        pid_file,
+        backoff_base: Duration::from_secs_f64(config.k3s.restart_backoff_base_seconds),
+        backoff_max: Duration::from_secs_f64(config.k3s.restart_backoff_max_seconds),
+        poll: Duration::from_secs(2),
+        stop_timeout: K3S_STOP_TIMEOUT,
+        node_name,
+        expected_gpus: gpus as u64 * u64::from(config.gpu.time_slicing_replicas.max(1)),
+    })
+}
+
+/// How long k3s has after SIGTERM, within the unit's `TimeoutStopSec=45`.
+const K3S_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `<data-dir>/kubeconfig` for the admin, rewritten at every start since the port, the
 /// CA or the admin token may have changed (k3s rewrites `k3s.yaml` likewise).
@@ -486,7 +570,15 @@ async fn status_line(state: &AppState) -> String {
         inventory.simulated,
         active,
     );
-    format!("{line} · {}", crate::runtime::identity::global().status_word())
+    let k3s = state
+        .k3s
+        .as_ref()
+        .map(|k3s| format!(" · {}", k3s.get().status_word()))
+        .unwrap_or_default();
+    format!(
+        "{line}{k3s} · {}",
+        crate::runtime::identity::global().status_word()
+    )
 }
 
 /// The jobs controller and the bridge that wakes controllers on workload events, each

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod client;
+pub mod k3s;
 pub mod run;
 pub mod top;
 pub mod trust;

@@ -58,6 +58,8 @@ pub struct AppState {
     pub tuning: crate::tuning::Tuning,
     pub notebooks: crate::notebooks::Notebooks,
     pub sessions: session::Sessions,
+    /// The k3s supervisor's state with `--runtime k3s`.
+    pub k3s: Option<crate::k3s::supervisor::StatusHandle>,
 }
 
 /// Every route pattern with its methods, to tell 405 from 404.

@@ -33,9 +33,16 @@ pub struct HearthVersion {
 
 #[derive(Serialize, ToSchema)]
 pub struct K3sState {
-    /// `disabled` unless the daemon runs with `--runtime k3s`.
+    /// `disabled` unless the daemon runs with `--runtime k3s`; then the supervisor's
+    /// phase: `starting`, `waiting-for-api`, `waiting-for-node`, `waiting-for-gpus`,
+    /// `ready`, `restarting` or `stopped`.
     pub state: String,
     pub detail: String,
+    /// How k3s last died or failed to start, if it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Times k3s was restarted since the daemon started.
+    pub restarts: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -120,14 +127,24 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
     let host = web::block(move || crate::node::host_facts(&data_dir))
         .await
         .unwrap_or_else(|_| crate::node::host_facts(std::path::Path::new("/")));
-    let k3s = match state.config.runtime {
-        crate::config::RuntimeKind::K3s => K3sState {
-            state: "configured".into(),
-            detail: "k3s runtime selected".into(),
-        },
-        crate::config::RuntimeKind::Process | crate::config::RuntimeKind::Docker => K3sState {
+    let k3s = match &state.k3s {
+        Some(handle) => {
+            let status = handle.get();
+            K3sState {
+                state: serde_json::to_value(status.phase)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                detail: status.detail,
+                last_error: status.last_error,
+                restarts: status.restarts,
+            }
+        }
+        None => K3sState {
             state: "disabled".into(),
             detail: "not used: the runtime is not k3s".into(),
+            last_error: None,
+            restarts: 0,
         },
     };
     web::Json(NodeInfo {

@@ -13,7 +13,7 @@ pub struct Cached {
     pub body: bytes::Bytes,
     /// `Inference-Header-Content-Length` of a binary answer.
     pub header_len: Option<usize>,
-    pub content_type: actix_web::http::header::HeaderValue,
+    pub content_type: hyper::header::HeaderValue,
 }
 
 struct Entry {
@@ -106,7 +106,7 @@ mod tests {
         Cached {
             body: bytes::Bytes::from(s.to_string()),
             header_len: None,
-            content_type: actix_web::http::header::HeaderValue::from_static("application/json"),
+            content_type: hyper::header::HeaderValue::from_static("application/json"),
         }
     }
 

@@ -6,12 +6,16 @@
 //! extension are translated here, and answered in the form the client asked for.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,8 +24,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::json;
 
 use super::cache::{self, Cached, ResponseCache};
-use super::pool::{AcquireError, RevisionPool};
+use super::pool::{AcquireError, Lease, RevisionPool};
 use super::protocol::{self, BinaryOutputs, HEADER_LENGTH};
+use super::upstream::{self, UpstreamBody};
 use crate::auth::Auth;
 use crate::config::ServingConfig;
 
@@ -314,35 +319,61 @@ impl DataPlane {
     }
 }
 
+/// What the data plane answers with: a body built here, or a replica's streamed through.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn json_response(status: StatusCode, doc: serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(full(doc.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
 /// The problem body every client reads: KServe and tritonclient take `error`.
-fn error(status: StatusCode, message: impl Into<String>, revision: Option<&str>) -> HttpResponse {
+fn error(status: StatusCode, message: impl Into<String>, revision: Option<&str>) -> Response<ProxyBody> {
     let message = message.into();
-    let mut response = HttpResponse::build(status);
-    response.content_type("application/json");
-    if let Some(revision) = revision {
-        response.insert_header((REVISION_HEADER, revision.to_string()));
+    let mut response = json_response(status, json!({"error": message, "code": status.as_u16()}));
+    if let Some(value) = revision.and_then(|r| HeaderValue::from_str(r).ok()) {
+        response.headers_mut().insert(REVISION_HEADER_NAME, value);
     }
-    response.body(json!({"error": message, "code": status.as_u16()}).to_string())
+    response
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"live": true}))
-}
-
-async fn ready() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"ready": true}))
-}
-
-async fn v1_root() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "alive"}))
-}
-
-async fn server_metadata() -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "name": "hearth",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"]
-    }))
+/// The server-level endpoints (KServe V1 root, V2 health and metadata); `None` for
+/// every other path.
+fn server_endpoint(method: &Method, path: &str) -> Option<Response<ProxyBody>> {
+    let doc = match path {
+        "/v2/health/live" => json!({"live": true}),
+        "/v2/health/ready" => json!({"ready": true}),
+        "/" => json!({"status": "alive"}),
+        "/v2" => json!({
+            "name": "hearth",
+            "version": env!("CARGO_PKG_VERSION"),
+            "extensions": ["binary_tensor_data"]
+        }),
+        _ => return None,
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let mut refused = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{path} answers GET only"),
+            None,
+        );
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Some(refused);
+    }
+    Some(json_response(StatusCode::OK, doc))
 }
 
 /// What one data-plane request asks for.
@@ -406,13 +437,12 @@ fn pick_target(route: &ServiceRoute) -> Option<Arc<RevisionPool>> {
     route.targets.last().map(|(p, _)| Arc::clone(p))
 }
 
-fn authorized(plane: &DataPlane, route: &ServiceRoute, req: &HttpRequest) -> bool {
+fn authorized(plane: &DataPlane, route: &ServiceRoute, headers: &HeaderMap) -> bool {
     if !route.require_token {
         return true;
     }
     let Some(auth) = &plane.auth else { return false };
-    let token = req
-        .headers()
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(presented_token);
@@ -467,15 +497,11 @@ struct Prepared {
 }
 
 /// The client's request body: read whole only when the proxy must look inside it
-/// (translation, the response cache); otherwise handed to the replica as it arrives.
+/// (translation, the response cache); otherwise handed to the replica as it arrives,
+/// sized as the client sized it (a `Content-Length` body stays one, not chunked).
 enum RequestBody {
-    Full(bytes::Bytes),
-    Streamed {
-        payload: web::Payload,
-        /// The client's `Content-Length`, kept so the replica gets a sized body
-        /// rather than a chunked one.
-        length: Option<u64>,
-    },
+    Full(Bytes),
+    Streamed(Incoming),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -508,53 +534,57 @@ impl BodyError {
     }
 }
 
-fn declared_length(req: &HttpRequest) -> Option<u64> {
-    req.headers()
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
 }
 
-async fn read_whole(mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, BodyError> {
-    use futures_util::StreamExt;
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge(limit));
+/// Whether `e` (or what caused it) is a body that went past its `Limited` size.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
         }
-        body.extend_from_slice(&chunk);
+        cause = e.source();
     }
-    Ok(body.freeze())
+    false
+}
+
+async fn read_whole(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if over_limit(e.as_ref()) => Err(BodyError::TooLarge(limit)),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
 }
 
 /// What is sent to the replica for `call`, reading the body only when it must.
 async fn prepare(
     (call, path): (Call, &str),
     model: &str,
-    req: &HttpRequest,
-    payload: web::Payload,
+    headers: &HeaderMap,
+    body: Incoming,
     route: &ServiceRoute,
     max_body: usize,
 ) -> Result<Prepared, BodyError> {
-    if declared_length(req).is_some_and(|n| n > max_body as u64) {
+    if declared_length(headers).is_some_and(|n| n > max_body as u64) {
         return Err(BodyError::TooLarge(max_body));
     }
     let cached = route.cache.is_some() && matches!(call, Call::V1Predict | Call::V2Infer);
     // HTTP/1.1: a request without Content-Length or Transfer-Encoding has no body; the
     // replica gets none either (not an empty chunked one on a GET).
     let has_body =
-        declared_length(req).is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
-    let pass_through = |payload: web::Payload, content_type| async move {
+        declared_length(headers).is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    let pass_through = |body: Incoming, content_type| async move {
         let body = if cached {
-            RequestBody::Full(read_whole(payload, max_body).await?)
+            RequestBody::Full(read_whole(body, max_body).await?)
         } else if !has_body {
-            RequestBody::Full(bytes::Bytes::new())
+            RequestBody::Full(Bytes::new())
         } else {
-            RequestBody::Streamed {
-                payload,
-                length: declared_length(req),
-            }
+            RequestBody::Streamed(body)
         };
         Ok::<_, BodyError>(Prepared {
             path: path.to_string(),
@@ -565,7 +595,7 @@ async fn prepare(
     };
     match call {
         Call::V1Predict if route.runtime_v2_only => {
-            let body = read_whole(payload, max_body).await?;
+            let body = read_whole(body, max_body).await?;
             let doc = protocol::v1_to_v2(&body).map_err(|e| BodyError::Invalid(e.to_string()))?;
             Ok(Prepared {
                 path: format!("/v2/models/{model}/infer"),
@@ -575,8 +605,7 @@ async fn prepare(
             })
         }
         Call::V2Infer => {
-            let header_len = req
-                .headers()
+            let header_len = headers
                 .get(HEADER_LENGTH)
                 .map(|v| {
                     v.to_str()
@@ -586,9 +615,9 @@ async fn prepare(
                 })
                 .transpose()?;
             if route.runtime_binary {
-                return pass_through(payload, "application/octet-stream").await;
+                return pass_through(body, "application/octet-stream").await;
             }
-            let body = read_whole(payload, max_body).await?;
+            let body = read_whole(body, max_body).await?;
             if header_len.is_none() && memchr::memmem::find(&body, b"binary_data").is_none() {
                 // Plain JSON asking for no binary outputs: nothing to translate, so the
                 // body goes as it came (the runtime judges it) and the answer is only
@@ -610,59 +639,34 @@ async fn prepare(
             })
         }
         Call::V1Ready if route.runtime_v2_only => {
-            let mut prepared = pass_through(payload, "application/json").await?;
+            let mut prepared = pass_through(body, "application/json").await?;
             prepared.path = format!("/v2/models/{model}/ready");
             Ok(prepared)
         }
-        _ => pass_through(payload, "application/json").await,
+        _ => pass_through(body, "application/json").await,
     }
 }
 
-/// The client's body on its way to the replica, cut off past the size limit (a
-/// chunked body declares no length up front).
-struct Limited {
-    payload: web::Payload,
-    left: usize,
-    overflowed: std::rc::Rc<std::cell::Cell<bool>>,
-}
-
-impl futures_util::Stream for Limited {
-    type Item = Result<bytes::Bytes, actix_web::error::PayloadError>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let polled = std::pin::Pin::new(&mut self.payload).poll_next(cx);
-        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
-            if chunk.len() > self.left {
-                self.overflowed.set(true);
-                return std::task::Poll::Ready(Some(Err(actix_web::error::PayloadError::Overflow)));
-            }
-            self.left -= chunk.len();
-        }
-        polled
-    }
-}
-
-struct PlaneData {
-    plane: Arc<DataPlane>,
-    client: awc::Client,
+/// Answers one data-plane request. `peer` tells transformer calls (from this host)
+/// from outside ones; `max_body` bounds the client's body.
+pub async fn handle(
+    plane: &DataPlane,
+    request: Request<Incoming>,
+    peer: SocketAddr,
     max_body: usize,
-}
-
-async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<PlaneData>) -> HttpResponse {
+) -> Response<ProxyBody> {
     let begun = Instant::now();
-    let plane = &data.plane;
+    if let Some(answer) = server_endpoint(request.method(), request.uri().path()) {
+        return answer;
+    }
     // A transformer calling its predictor: only from this host.
-    let internal = if req.path().starts_with("/_hearth/") {
-        let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
-        match plane.resolve_internal(req.path()) {
-            Some(found) if local => Some(found),
+    let internal = if request.uri().path().starts_with("/_hearth/") {
+        match plane.resolve_internal(request.uri().path()) {
+            Some(found) if peer.ip().is_loopback() => Some(found),
             _ => {
                 return error(
                     StatusCode::NOT_FOUND,
-                    format!("no route for {}", req.path()),
+                    format!("no route for {}", request.uri().path()),
                     None,
                 )
             }
@@ -673,21 +677,21 @@ async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<Pla
     let path = internal
         .as_ref()
         .map(|(_, p)| p.clone())
-        .unwrap_or_else(|| req.path().to_string());
+        .unwrap_or_else(|| request.uri().path().to_string());
     let Some((model, call)) = parse_path(&path) else {
         return error(StatusCode::NOT_FOUND, format!("no route for {path}"), None);
     };
     let route = match internal {
         Some((route, _)) => route,
         None => {
-            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok());
             match plane.resolve(host, &model) {
                 Ok(route) => route,
                 Err(message) => return error(StatusCode::NOT_FOUND, message, None),
             }
         }
     };
-    if !authorized(plane, &route, &req) {
+    if !authorized(plane, &route, request.headers()) {
         return error(
             StatusCode::UNAUTHORIZED,
             "this InferenceService needs a bearer token for its namespace",
@@ -701,8 +705,10 @@ async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<Pla
         );
         return match call {
             // The kserve client reads 503 as "not ready" and needs a JSON body.
-            Call::V1Ready | Call::V2Ready => HttpResponse::ServiceUnavailable()
-                .json(json!({"name": model, "ready": false, "error": message})),
+            Call::V1Ready | Call::V2Ready => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"name": model, "ready": false, "error": message}),
+            ),
             _ => error(StatusCode::SERVICE_UNAVAILABLE, message, None),
         };
     };
@@ -710,11 +716,13 @@ async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<Pla
         // A routed revision is ready by construction (it passed its readiness check);
         // at zero replicas the activator starts one on the first request, so the
         // model still counts as ready, as behind Knative's activator.
-        return HttpResponse::Ok()
-            .insert_header((REVISION_HEADER, pool.revision.clone()))
-            .json(json!({"name": model, "ready": true}));
+        let mut ready = json_response(StatusCode::OK, json!({"name": model, "ready": true}));
+        ready
+            .headers_mut()
+            .insert(REVISION_HEADER_NAME, pool.metrics.header.clone());
+        return ready;
     }
-    let response = forward(&data, &route, &pool, (call, &path), &model, &req, payload).await;
+    let response = forward(plane, &route, &pool, (call, &path), &model, request, max_body).await;
     let metrics = &pool.metrics;
     match response.status().as_u16() {
         200 => metrics.succeeded.inc(),
@@ -728,19 +736,18 @@ async fn model_call(req: HttpRequest, payload: web::Payload, data: web::Data<Pla
     response
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
-    data: &PlaneData,
+    plane: &DataPlane,
     route: &ServiceRoute,
     pool: &Arc<RevisionPool>,
     (call, path): (Call, &str),
     model: &str,
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
-    let plane = &data.plane;
+    request: Request<Incoming>,
+    max_body: usize,
+) -> Response<ProxyBody> {
     let revision = pool.revision.as_str();
-    let prepared = match prepare((call, path), model, req, payload, route, data.max_body).await {
+    let (parts, body) = request.into_parts();
+    let prepared = match prepare((call, path), model, &parts.headers, body, route, max_body).await {
         Ok(p) => p,
         Err(e) => return error(e.status(), e.to_string(), Some(revision)),
     };
@@ -789,82 +796,103 @@ async fn forward(
         in_flight_pool.metrics.in_flight.dec();
     });
 
-    let mut url = String::with_capacity(lease.replica.origin.len() + prepared.path.len());
-    url.push_str(&lease.replica.origin);
-    url.push_str(&prepared.path);
-    let mut upstream = data
-        .client
-        .request(req.method().clone(), url)
-        .timeout(route.timeout);
-    for (name, value) in req.headers() {
-        if hop_by_hop(name) || name == header::CONTENT_TYPE || name.as_str() == HEADER_LENGTH {
-            continue;
-        }
-        upstream = upstream.insert_header((name.clone(), value.clone()));
+    // The client's headers go on, less the hop-by-hop ones (the replica's `Host` is its
+    // own address, as a client calling it directly would send).
+    let mut headers = parts.headers;
+    let raw_content: Vec<(HeaderName, HeaderValue)> = if prepared.answer == Answer::Raw {
+        [header::CONTENT_TYPE, HeaderName::from_static(HEADER_LENGTH)]
+            .into_iter()
+            .filter_map(|name| headers.get(&name).cloned().map(|v| (name, v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+    for name in hop {
+        headers.remove(&name);
     }
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(HEADER_LENGTH);
     if prepared.answer == Answer::Raw {
-        for name in [header::CONTENT_TYPE.as_str(), HEADER_LENGTH] {
-            if let Some(value) = req.headers().get(name) {
-                upstream = upstream.insert_header((name, value.clone()));
-            }
+        for (name, value) in raw_content {
+            headers.insert(name, value);
         }
     } else {
-        upstream = upstream.insert_header((header::CONTENT_TYPE, prepared.content_type));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prepared.content_type),
+        );
     }
-    let overflowed = std::rc::Rc::new(std::cell::Cell::new(false));
-    let sent = match prepared.body {
-        RequestBody::Full(body) => upstream.send_body(body).await,
-        RequestBody::Streamed { payload, length } => {
-            let limited = Limited {
-                payload,
-                left: data.max_body,
-                overflowed: std::rc::Rc::clone(&overflowed),
-            };
-            match length {
-                Some(n) => {
-                    upstream
-                        .send_body(actix_web::body::SizedStream::new(n, limited))
-                        .await
-                }
-                None => upstream.send_stream(limited).await,
+    headers.insert(header::HOST, lease.replica.host.clone());
+    let body: UpstreamBody = match prepared.body {
+        RequestBody::Full(bytes) => {
+            if !bytes.is_empty() || parts.method != Method::GET {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             }
+            Either::Left(Full::new(bytes))
         }
+        // hyper sizes it from the client's `Content-Length` (chunked without one).
+        RequestBody::Streamed(incoming) => Either::Right(Limited::new(incoming, max_body)),
     };
-    let mut upstream_response = match sent {
-        Ok(r) => r,
-        Err(_) if overflowed.get() => {
-            let e = BodyError::TooLarge(data.max_body);
-            return error(e.status(), e.to_string(), Some(revision));
-        }
-        Err(awc::error::SendRequestError::Timeout) => {
+    let mut upstream_request = Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = match prepared.path.parse() {
+        Ok(uri) => uri,
+        Err(e) => {
             return error(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("the replica did not answer within {:?}", route.timeout),
+                StatusCode::BAD_REQUEST,
+                format!("the request path cannot be sent on: {e}"),
                 Some(revision),
             )
         }
-        Err(e) => {
+    };
+    *upstream_request.headers_mut() = headers;
+
+    let sent = tokio::time::timeout(
+        route.timeout,
+        upstream::send(lease.replica.addr, upstream_request),
+    )
+    .await;
+    let (upstream_response, connection) = match sent {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(upstream::UpstreamError::Http(e))) if over_limit(&e) => {
+            let e = BodyError::TooLarge(max_body);
+            return error(e.status(), e.to_string(), Some(revision));
+        }
+        Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_GATEWAY,
                 format!("the replica failed: {e}"),
                 Some(revision),
             )
         }
+        Err(_) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the replica did not answer within {:?}", route.timeout),
+                Some(revision),
+            )
+        }
     };
-    let status = upstream_response.status();
-    let mut builder = HttpResponse::build(status);
-    builder.insert_header((REVISION_HEADER_NAME, pool.metrics.header.clone()));
+    let (head, upstream_body) = upstream_response.into_parts();
+    let status = head.status;
     if prepared.answer == Answer::Raw && cache_key.is_none() {
-        copy_headers(upstream_response.headers(), &mut builder);
-        // Streamed: the lease is released when the body has been read.
-        let stream = LeasedStream {
-            inner: upstream_response,
-            _lease: lease,
-        };
-        return builder.streaming(stream);
+        let mut response = Response::new(
+            LeasedBody {
+                inner: upstream_body,
+                held: Some((lease, connection)),
+            }
+            .boxed_unsync(),
+        );
+        *response.status_mut() = status;
+        copy_headers(&head.headers, response.headers_mut());
+        response
+            .headers_mut()
+            .insert(REVISION_HEADER_NAME, pool.metrics.header.clone());
+        return response;
     }
-    let bytes = match upstream_response.body().limit(plane_limit()).await {
-        Ok(b) => b,
+    let bytes = match Limited::new(upstream_body, plane_limit()).collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(e) => {
             return error(
                 StatusCode::BAD_GATEWAY,
@@ -873,21 +901,27 @@ async fn forward(
             )
         }
     };
+    connection.release();
     drop(lease);
     if !status.is_success() {
-        copy_headers(upstream_response.headers(), &mut builder);
-        return builder.body(bytes);
+        let mut response = Response::new(full(bytes));
+        *response.status_mut() = status;
+        copy_headers(&head.headers, response.headers_mut());
+        response
+            .headers_mut()
+            .insert(REVISION_HEADER_NAME, pool.metrics.header.clone());
+        return response;
     }
     let converted = match &prepared.answer {
         Answer::Raw => Cached {
             body: bytes,
-            header_len: upstream_response
-                .headers()
+            header_len: head
+                .headers
                 .get(HEADER_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
-            content_type: upstream_response
-                .headers()
+            content_type: head
+                .headers
                 .get(header::CONTENT_TYPE)
                 .cloned()
                 .unwrap_or(APPLICATION_JSON),
@@ -954,43 +988,57 @@ fn plane_limit() -> usize {
     256 * 1024 * 1024
 }
 
-fn copy_headers(from: &HeaderMap, to: &mut actix_web::HttpResponseBuilder) {
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         if !hop_by_hop(name) {
-            to.insert_header((name.clone(), value.clone()));
+            to.append(name.clone(), value.clone());
         }
     }
 }
 
-fn cached_response(value: Cached, revision: &HeaderValue) -> HttpResponse {
-    let mut builder = HttpResponse::Ok();
-    builder.insert_header((REVISION_HEADER_NAME, revision.clone()));
-    builder.insert_header((header::CONTENT_TYPE, value.content_type));
+fn cached_response(value: Cached, revision: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(full(value.body));
+    let headers = response.headers_mut();
+    headers.insert(REVISION_HEADER_NAME, revision.clone());
+    headers.insert(header::CONTENT_TYPE, value.content_type);
     if let Some(len) = value.header_len {
-        builder.insert_header((HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(len)));
+        headers.insert(HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(len));
     }
-    builder.body(value.body)
+    response
 }
 
-/// The replica's body, holding the replica's lease until it has been sent.
-struct LeasedStream<S> {
-    inner: S,
-    _lease: super::pool::Lease,
+/// The replica's body streamed to the client, holding the replica's lease (and its
+/// connection) until the last byte: then the connection goes back to the idle set.
+/// Dropped before the end (the client went away), the connection is closed.
+struct LeasedBody {
+    inner: Incoming,
+    held: Option<(Lease, upstream::Connection)>,
 }
 
-impl<S> futures_util::Stream for LeasedStream<S>
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
-{
-    type Item = Result<bytes::Bytes, actix_web::Error>;
+impl Body for LeasedBody {
+    type Data = Bytes;
+    type Error = BoxError;
 
-    fn poll_next(
+    fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.inner)
-            .poll_next(cx)
-            .map(|o| o.map(|r| r.map_err(actix_web::Error::from)))
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = &polled {
+            if let Some((lease, connection)) = self.held.take() {
+                connection.release();
+                drop(lease);
+            }
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -1007,45 +1055,6 @@ impl<F: FnOnce()> Drop for Guard<F> {
 fn scopeguard<F: FnOnce()>(f: F) -> Guard<F> {
     Guard(Some(f))
 }
-
-pub fn app(
-    plane: Arc<DataPlane>,
-    max_body: usize,
-) -> App<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<actix_web::body::BoxBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    // One pool of keep-alive connections per worker: awc clients live on one thread.
-    // A reverse proxy passes redirects back to the client and adds no headers of its
-    // own (awc's defaults would follow a replica's 3xx and add a `User-Agent`).
-    let client = awc::Client::builder()
-        .disable_timeout()
-        .disable_redirects()
-        .no_default_headers()
-        .connector(
-            awc::Connector::new()
-                .limit(0)
-                .conn_keep_alive(Duration::from_secs(60)),
-        )
-        .finish();
-    App::new()
-        .app_data(web::Data::new(PlaneData {
-            plane,
-            client,
-            max_body,
-        }))
-        .route("/v2/health/live", web::get().to(live))
-        .route("/v2/health/ready", web::get().to(ready))
-        .route("/v2", web::get().to(server_metadata))
-        .route("/", web::get().to(v1_root))
-        .default_service(web::to(model_call))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

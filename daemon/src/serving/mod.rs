@@ -8,10 +8,12 @@ pub mod controller;
 pub mod dataplane;
 pub mod fetch;
 pub mod isvc;
+pub mod listener;
 pub mod pool;
 pub mod protocol;
 pub mod runtimes;
 pub mod service;
+pub mod upstream;
 
 /// A span of seconds from configuration as a `Duration`, never panicking: negative or
 /// NaN is zero, and anything past `model::strict::MAX_SECONDS` is that (configuration

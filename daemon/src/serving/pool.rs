@@ -16,9 +16,10 @@ use super::dataplane::RevisionMetrics;
 pub struct Replica {
     /// The workload id.
     pub id: String,
-    /// `http://{address}`, formatted once: formatting an address on every request is a
-    /// measurable share of the proxy's CPU.
-    pub origin: String,
+    pub addr: SocketAddr,
+    /// `Host` for requests to it (`{address}`), formatted once: formatting an address
+    /// on every request is a measurable share of the proxy's CPU.
+    pub host: hyper::header::HeaderValue,
     pub outstanding: AtomicUsize,
     pub draining: AtomicBool,
 }
@@ -119,7 +120,9 @@ impl RevisionPool {
             }
             replicas.push(Arc::new(Replica {
                 id: id.to_string(),
-                origin: format!("http://{addr}"),
+                addr,
+                host: hyper::header::HeaderValue::from_str(&addr.to_string())
+                    .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("localhost")),
                 outstanding: AtomicUsize::new(0),
                 draining: AtomicBool::new(false),
             }));
