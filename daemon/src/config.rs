@@ -61,6 +61,8 @@ pub struct Config {
     /// Where the database, logs, artifacts and the admin token live.
     pub data_dir: PathBuf,
     pub runtime: RuntimeKind,
+    /// The Docker backend (`runtime = "docker"`).
+    pub docker: crate::runtime::docker::DockerConfig,
     /// A tracing filter: `info`, `debug`, `hearth=debug,actix_web=info`, ...
     pub log_level: String,
     /// Largest request body accepted, in bytes.
@@ -273,6 +275,7 @@ impl Default for Config {
             allow_plain_http_on_network: false,
             data_dir: default_data_dir(),
             runtime: RuntimeKind::Process,
+            docker: Default::default(),
             log_level: "info".to_string(),
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_timeout_seconds: 30,
@@ -311,6 +314,8 @@ pub const SETTINGS: &[&str] = &[
     "allow_plain_http_on_network",
     "data_dir",
     "runtime",
+    "docker.host",
+    "docker.network",
     "log_level",
     "max_body_bytes",
     "shutdown_timeout_seconds",

@@ -212,12 +212,12 @@ fn unavailable_runtime_is_refused_clearly() {
             "--serving-listen",
             "127.0.0.1:0",
             "--runtime",
-            "docker",
+            "k3s",
         ],
         &[],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("docker"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("k3s"), "{}", stderr(&out));
 }
 
 /// The data plane is sized apart from the control plane: `serving.workers` threads

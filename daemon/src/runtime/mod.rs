@@ -5,6 +5,7 @@
 //! implement the same trait (image, device requests, pod manifests).
 
 pub mod cgroups;
+pub mod docker;
 pub mod identity;
 pub mod log_times;
 pub mod process;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,11 +128,50 @@ impl ExitInfo {
     }
 }
 
+/// What a runtime reports of a workload. No pid or host port: a container or pod has
+/// neither on the host, so callers never see one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
-    Running { pid: i32, started_at: String },
+    /// `started_at`: RFC 3339, when the command started (or, for one adopted before it
+    /// reported, when it was seen running).
+    Running {
+        started_at: String,
+    },
     Exited(ExitInfo),
 }
+
+/// How a backend hands GPUs to a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum GpuMode {
+    /// `CUDA_VISIBLE_DEVICES`/`NVIDIA_VISIBLE_DEVICES` with the allocated UUIDs.
+    Environment,
+    /// Docker `DeviceRequests` naming the allocated UUIDs.
+    DeviceRequests,
+    /// The cluster schedules GPUs itself; the local ledger must step aside.
+    #[allow(dead_code)] // the Kubernetes backend's, to come
+    Delegated,
+}
+
+/// What a backend can do, for validation and callers that must not assume process
+/// mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Capabilities {
+    /// Each workload runs in its spec's image (so an image is required).
+    pub runs_images: bool,
+    /// A workload needs a command (no image entrypoint to fall back on).
+    pub needs_command: bool,
+    /// `Workload.mounts` are honoured (bind mounts, volumes); without it the workload
+    /// sees host paths as they are.
+    pub mounts: bool,
+    pub gpu_mode: GpuMode,
+    /// Hearth's scheduler admits workloads (CPU, memory, GPU ledger); false when the
+    /// backend's own scheduler does.
+    pub local_admission: bool,
+}
+
+/// Whether a backend can take workloads now (`Err`: why not, e.g. the Docker socket is
+/// missing), as last probed.
+pub type Availability = Result<(), String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -142,6 +183,10 @@ pub enum RuntimeError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("workload {0} is still running")]
     StillRunning(String),
+    /// The backend itself cannot be reached (the Docker socket is gone, the API server
+    /// is down): nothing is known about the workload, and nothing of it was changed.
+    #[error("the {runtime} runtime is unavailable: {reason}")]
+    Unavailable { runtime: &'static str, reason: String },
 }
 
 /// The log of a workload: both streams interleaved, oldest rotated file first.
@@ -170,4 +215,47 @@ pub trait Runtime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// One line about limits enforcement, for `/hearth/v1/node` and status.
     fn limits_note(&self) -> String;
+    fn capabilities(&self) -> Capabilities;
+    /// Whether the backend can take workloads, as of the last `probe` (cheap: read on
+    /// every admission pass).
+    fn availability(&self) -> Availability {
+        Ok(())
+    }
+    /// Asks the backend whether it is reachable now and records the answer for
+    /// `availability`.
+    async fn probe(&self) -> Availability {
+        Ok(())
+    }
+}
+
+/// The backend `config.runtime` names. `k3s` is refused by name: not built yet.
+pub fn from_config(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>, RuntimeError> {
+    use crate::config::RuntimeKind;
+    let root = config.data_dir.join("workloads");
+    Ok(match config.runtime {
+        RuntimeKind::Process => {
+            let mut extra_env = Vec::new();
+            if let Some(prefix) = &config.workloads.path_prefix {
+                let path = std::env::var("PATH").unwrap_or_default();
+                extra_env.push(("PATH".to_string(), format!("{prefix}:{path}")));
+            }
+            std::sync::Arc::new(process::ProcessRuntime::new(
+                root,
+                config.workloads.log_max_bytes,
+                extra_env,
+            )?)
+        }
+        RuntimeKind::Docker => std::sync::Arc::new(docker::DockerRuntime::new(
+            root,
+            config.workloads.log_max_bytes,
+            config.docker.clone(),
+        )?),
+        RuntimeKind::K3s => {
+            return Err(RuntimeError::Unavailable {
+                runtime: "k3s",
+                reason: "this build does not provide the k3s runtime yet; use --runtime process or docker"
+                    .into(),
+            })
+        }
+    })
 }

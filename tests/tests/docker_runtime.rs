@@ -1,0 +1,443 @@
+//! The Docker runtime end to end: a real `dockerd` (started by `scripts/test`, at
+//! `$HEARTH_TEST_DOCKER_HOST`) runs each workload in the image its spec names. These
+//! tests never skip: without a Docker that answers they fail, saying so.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
+use serde_json::Value;
+
+const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
+const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
+const PODS: &str = "/api/v1/namespaces/team/pods";
+/// An image made here from `busybox-static` (see `busybox_image`), so nothing is pulled.
+pub const BUSYBOX: &str = "hearth-test/busybox:1";
+/// The user-defined bridge network the tests' containers join (ports published on
+/// 127.0.0.1 through Docker's proxy; `dockerd --bridge=none` has no default bridge).
+const NETWORK: &str = "hearth-test";
+
+fn docker_host() -> String {
+    std::env::var("HEARTH_TEST_DOCKER_HOST").unwrap_or_else(|_| "unix:///run/hearth-test-docker.sock".into())
+}
+
+/// `docker -H <host> args...`; `Err(stderr)` when it fails.
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(docker_host())
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run the docker CLI: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// Docker answers and has the test image and network; panics (never skips) otherwise.
+fn ready_docker() {
+    if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
+        panic!(
+            "these tests need a running dockerd at {} (scripts/test starts one: dockerd --storage-driver=vfs \
+             --iptables=false --bridge=none -H {}): {e}",
+            docker_host(),
+            docker_host()
+        );
+    }
+    busybox_image();
+    if docker(&["network", "inspect", NETWORK]).is_err() {
+        // Another test may make it at the same time.
+        let _ = docker(&["network", "create", NETWORK]);
+        docker(&["network", "inspect", NETWORK]).expect("the test network");
+    }
+}
+
+/// `hearth-test/busybox:1`: `docker import` of a root file system holding only the
+/// static busybox.
+fn busybox_image() {
+    if docker(&["image", "inspect", BUSYBOX]).is_ok() {
+        return;
+    }
+    let root = tempfile::tempdir().expect("temp dir");
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static installed (apt-get install busybox-static)");
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for applet in [
+        "sh", "echo", "sleep", "cat", "ls", "env", "httpd", "nc", "true", "false", "id", "printf", "mkdir",
+        "wc", "trap", "kill",
+    ] {
+        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    }
+    let script = format!(
+        "tar -C {} -c . | docker -H {} import -c 'ENV PATH=/bin' - {BUSYBOX}",
+        root.path().display(),
+        docker_host()
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status().expect("sh");
+    assert!(status.success(), "building {BUSYBOX} failed");
+}
+
+fn daemon_with(options: Options) -> Daemon {
+    ready_docker();
+    spawn_daemon_with(options.arg("--runtime").arg("docker").config(&format!(
+        "[jobs]\nbackoff_base_seconds = 0.1\n[docker]\nhost = \"{}\"\nnetwork = \"{NETWORK}\"",
+        docker_host()
+    )))
+}
+
+fn daemon() -> Daemon {
+    daemon_with(Options::default())
+}
+
+fn job_yaml(name: &str, image: &str, script: &str, extra_spec: &str, container_extra: &str) -> String {
+    let script = script.replace('\'', "''");
+    format!(
+        "apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+spec:
+  backoffLimit: 0
+{extra_spec}
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: {image}
+        command: ['sh', '-c', '{script}']
+{container_extra}
+"
+    )
+}
+
+fn create(d: &Daemon, yaml: &str) -> Reply {
+    let reply = d.post_yaml(JOBS, d.admin(), yaml);
+    assert_eq!(reply.status, 201, "{reply}");
+    reply
+}
+
+fn condition(job: &Value) -> Option<(String, String)> {
+    job["status"]["conditions"].as_array()?.iter().find_map(|c| {
+        let kind = c["type"].as_str()?;
+        matches!(kind, "Complete" | "Failed")
+            .then(|| (kind.to_string(), c["reason"].as_str().unwrap_or("").to_string()))
+    })
+}
+
+fn wait_finished(d: &Daemon, name: &str, timeout: Duration) -> Value {
+    d.wait_until(&format!("{JOBS}/{name}"), timeout, |r| {
+        condition(&r.body).is_some()
+    })
+    .body
+}
+
+fn pod_of(d: &Daemon, job: &str) -> Value {
+    let pods = d.get(&format!("{PODS}?labelSelector=job-name%3D{job}"), d.admin());
+    assert_eq!(pods.status, 200, "{pods}");
+    pods.body["items"][0].clone()
+}
+
+fn uid_of(d: &Daemon, job: &str) -> String {
+    d.get(&format!("{JOBS}/{job}"), d.admin()).body["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Container ids with this owner uid, running or not.
+fn containers_of(uid: &str) -> Vec<String> {
+    docker(&["ps", "-aq", "--filter", &format!("label=hearth.owner-uid={uid}")])
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    docker(&["inspect", "--format", format, container]).unwrap()
+}
+
+#[test]
+fn jobs_run_in_their_image_with_exit_codes_and_logs_and_the_container_is_removed() {
+    let d = daemon();
+    create(
+        &d,
+        &job_yaml(
+            "ok",
+            BUSYBOX,
+            "echo hello from the image; ls /bin/busybox; echo to stderr >&2",
+            "",
+            "",
+        ),
+    );
+    create(&d, &job_yaml("bad", BUSYBOX, "echo failing; exit 3", "", ""));
+
+    let ok = wait_finished(&d, "ok", Duration::from_secs(60));
+    assert_eq!(
+        condition(&ok),
+        Some(("Complete".into(), "CompletionsReached".into())),
+        "{ok}"
+    );
+    let log = d.get(&format!("{JOB_EXTRAS}/ok/logs"), d.admin());
+    assert_eq!(log.status, 200, "{log}");
+    assert!(log.text.contains("hello from the image"), "{}", log.text);
+    assert!(log.text.contains("/bin/busybox"), "{}", log.text);
+    assert!(log.text.contains("to stderr"), "{}", log.text);
+
+    let bad = wait_finished(&d, "bad", Duration::from_secs(60));
+    assert_eq!(condition(&bad).map(|c| c.0), Some("Failed".into()), "{bad}");
+    let pod = pod_of(&d, "bad");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 3, "{pod}");
+    assert_eq!(terminated["reason"], "Error", "{pod}");
+    assert!(d
+        .get(&format!("{JOB_EXTRAS}/bad/logs"), d.admin())
+        .text
+        .contains("failing"));
+
+    // Finished containers go once their logs are kept; the logs stay readable.
+    for job in ["ok", "bad"] {
+        let uid = uid_of(&d, job);
+        wait_for(
+            "the finished container's removal",
+            Duration::from_secs(20),
+            || containers_of(&uid).is_empty(),
+        );
+    }
+    let log = d.get(&format!("{JOB_EXTRAS}/ok/logs"), d.admin());
+    assert!(log.text.contains("hello from the image"), "{}", log.text);
+}
+
+#[test]
+fn limits_labels_and_network_are_visible_in_docker_inspect() {
+    let d = daemon();
+    create(
+        &d,
+        &job_yaml(
+            "limited",
+            BUSYBOX,
+            "sleep 30",
+            "",
+            "        resources:\n          limits: {cpu: 500m, memory: 64Mi}\n        env:\n        - {name: GREETING, value: hi}",
+        ),
+    );
+    d.wait_until(&format!("{JOBS}/limited"), Duration::from_secs(60), |r| {
+        r.body["status"]["active"] == 1
+    });
+    let uid = uid_of(&d, "limited");
+    wait_for("the container", Duration::from_secs(20), || {
+        !containers_of(&uid).is_empty()
+    });
+    let id = &containers_of(&uid)[0];
+    assert_eq!(inspect(id, "{{.HostConfig.NanoCpus}}"), "500000000");
+    assert_eq!(inspect(id, "{{.HostConfig.Memory}}"), "67108864");
+    assert_eq!(inspect(id, "{{.HostConfig.NetworkMode}}"), NETWORK);
+    assert_eq!(inspect(id, "{{.Config.Image}}"), BUSYBOX);
+    assert_eq!(
+        inspect(id, "{{index .Config.Labels \"hearth.owner-kind\"}}"),
+        "Job"
+    );
+    assert_eq!(
+        inspect(id, "{{index .Config.Labels \"hearth.owner-namespace\"}}"),
+        "team"
+    );
+    assert_eq!(
+        inspect(id, "{{index .Config.Labels \"hearth.label.job-name\"}}"),
+        "limited"
+    );
+    assert!(inspect(id, "{{.Name}}").starts_with("/hearth-"));
+    let env = inspect(id, "{{json .Config.Env}}");
+    assert!(
+        env.contains("GREETING=hi") && env.contains("NVIDIA_VISIBLE_DEVICES=void"),
+        "{env}"
+    );
+    assert_eq!(d.delete(&format!("{JOBS}/limited"), d.admin()).status, 200);
+    wait_for("the container's removal", Duration::from_secs(30), || {
+        containers_of(&uid).is_empty()
+    });
+}
+
+#[test]
+fn cancel_stops_the_container_with_grace_and_a_deadline_ends_it() {
+    let d = daemon();
+    // Deleting the Job cancels its attempt: SIGTERM, and the trap's word reaches the log.
+    create(
+        &d,
+        &job_yaml(
+            "cancelled",
+            BUSYBOX,
+            "trap 'echo got TERM; exit 0' TERM; echo started; while true; do sleep 0.1; done",
+            "",
+            "",
+        ),
+    );
+    // The pod's own deadline, which the runtime enforces (the Job's is the controller's).
+    let slow = job_yaml("slow", BUSYBOX, "echo slow; sleep 60", "", "").replace(
+        "      terminationGracePeriodSeconds: 2\n",
+        "      terminationGracePeriodSeconds: 2\n      activeDeadlineSeconds: 2\n",
+    );
+    assert!(slow.contains("activeDeadlineSeconds: 2"), "{slow}");
+    create(&d, &slow);
+
+    d.wait_until(
+        &format!("{JOB_EXTRAS}/cancelled/logs"),
+        Duration::from_secs(60),
+        |r| r.text.contains("started"),
+    );
+    let uid = uid_of(&d, "cancelled");
+    let container = containers_of(&uid)[0].clone();
+    assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    let begun = Instant::now();
+    assert_eq!(d.delete(&format!("{JOBS}/cancelled"), d.admin()).status, 200);
+    wait_for("the cancelled container to go", Duration::from_secs(30), || {
+        containers_of(&uid).is_empty()
+    });
+    assert!(
+        begun.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        begun.elapsed()
+    );
+
+    let slow = wait_finished(&d, "slow", Duration::from_secs(60));
+    assert_eq!(condition(&slow).map(|c| c.0), Some("Failed".into()), "{slow}");
+    let pod = pod_of(&d, "slow");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "DeadlineExceeded", "{pod}");
+    assert!(d
+        .get(&format!("{JOB_EXTRAS}/slow/logs"), d.admin())
+        .text
+        .contains("slow"));
+    let uid = uid_of(&d, "slow");
+    wait_for("the timed-out container to go", Duration::from_secs(30), || {
+        containers_of(&uid).is_empty()
+    });
+}
+
+#[test]
+fn an_unknown_image_fails_with_the_pull_reason_naming_it() {
+    let d = daemon();
+    let image = "hearth-test/no-such-image:0";
+    create(&d, &job_yaml("nopull", image, "true", "", ""));
+    let job = wait_finished(&d, "nopull", Duration::from_secs(120));
+    assert_eq!(condition(&job).map(|c| c.0), Some("Failed".into()), "{job}");
+    let pod = pod_of(&d, "nopull");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "ImagePullBackOff", "{pod}");
+    let message = terminated["message"].as_str().unwrap_or_default();
+    assert!(message.contains(image), "{pod}");
+}
+
+#[test]
+fn a_daemon_killed_and_restarted_re_adopts_the_running_container() {
+    let mut d = daemon();
+    create(
+        &d,
+        &job_yaml("survivor", BUSYBOX, "echo before; sleep 6; echo after", "", ""),
+    );
+    d.wait_until(
+        &format!("{JOB_EXTRAS}/survivor/logs"),
+        Duration::from_secs(60),
+        |r| r.text.contains("before"),
+    );
+    let uid = uid_of(&d, "survivor");
+    let container = containers_of(&uid)[0].clone();
+    let started = inspect(&container, "{{.State.StartedAt}}");
+
+    d.kill9();
+    // The container does not notice.
+    assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    d.restart();
+
+    let job = wait_finished(&d, "survivor", Duration::from_secs(60));
+    assert_eq!(
+        condition(&job),
+        Some(("Complete".into(), "CompletionsReached".into())),
+        "{job}"
+    );
+    assert_eq!(job["status"]["succeeded"], 1, "{job}");
+    // The same container, started once, its whole log kept.
+    let log = d.get(&format!("{JOB_EXTRAS}/survivor/logs"), d.admin()).text;
+    assert_eq!(log.matches("before").count(), 1, "{log}");
+    assert!(log.contains("after"), "{log}");
+    let pods = d.get(&format!("{PODS}?labelSelector=job-name%3Dsurvivor"), d.admin());
+    assert_eq!(pods.body["items"].as_array().map(Vec::len), Some(1), "{pods}");
+    let terminated = &pods.body["items"][0]["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(
+        terminated["startedAt"].as_str().map(|s| &s[..19]),
+        Some(&started[..19]),
+        "{pods}"
+    );
+}
+
+#[test]
+fn an_unreachable_docker_is_reported_and_workloads_wait_for_it() {
+    ready_docker();
+    let missing = tempfile::tempdir().unwrap();
+    let socket = missing.path().join("docker.sock");
+    let d = spawn_daemon_with(
+        Options::default()
+            .arg("--runtime")
+            .arg("docker")
+            .config(&format!("[docker]\nhost = \"unix://{}\"", socket.display())),
+    );
+    let ready = d.get("/readyz", None);
+    assert_eq!(ready.status, 503, "{ready}");
+    assert!(ready.text.contains(&socket.display().to_string()), "{ready}");
+    let node = d.get("/hearth/v1/node", d.admin());
+    assert_eq!(node.body["runtime"], "docker", "{node}");
+    assert_eq!(node.body["runtime_available"], false, "{node}");
+    assert!(
+        node.body["runtime_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not exist"),
+        "{node}"
+    );
+
+    create(&d, &job_yaml("waiting", BUSYBOX, "true", "", ""));
+    let pod = d
+        .wait_until(
+            &format!("{PODS}?labelSelector=job-name%3Dwaiting"),
+            Duration::from_secs(20),
+            |r| {
+                r.body["items"][0]["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("RuntimeUnavailable"))
+            },
+        )
+        .body;
+    assert_eq!(pod["items"][0]["status"]["phase"], "Pending", "{pod}");
+    std::thread::sleep(Duration::from_secs(3));
+    let job = d.get(&format!("{JOBS}/waiting"), d.admin()).body;
+    assert!(condition(&job).is_none(), "{job}");
+
+    // Docker appears at that path: the daemon notices, says ready, and runs the Job.
+    let real = docker_host();
+    std::os::unix::fs::symlink(real.trim_start_matches("unix://"), &socket).unwrap();
+    let job = wait_finished(&d, "waiting", Duration::from_secs(60));
+    assert_eq!(
+        condition(&job),
+        Some(("Complete".into(), "CompletionsReached".into())),
+        "{job}"
+    );
+    let ready = d.get("/readyz", None);
+    assert_eq!(ready.status, 200, "{ready}");
+}
