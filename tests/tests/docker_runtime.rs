@@ -441,3 +441,112 @@ fn an_unreachable_docker_is_reported_and_workloads_wait_for_it() {
     let ready = d.get("/readyz", None);
     assert_eq!(ready.status, 200, "{ready}");
 }
+
+/// Every file under `dir`, with its text.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read_to_string(&path).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_kfp_pipeline_runs_each_step_in_its_image_with_artifacts_and_outputs_at_their_paths() {
+    use serde_json::json;
+    let d = daemon();
+    let token = d.admin().unwrap().to_string();
+    let dataset = json!({"schemaTitle": "system.Dataset", "schemaVersion": "0.0.1"});
+    let spec = json!({
+        "pipelineInfo": {"name": "in-images"},
+        "schemaVersion": "2.1.0",
+        "sdkVersion": "kfp-2.17.0",
+        "components": {
+            "comp-produce": {
+                "executorLabel": "exec-produce",
+                "outputDefinitions": {
+                    "artifacts": {"data": {"artifactType": dataset}},
+                    "parameters": {"count": {"parameterType": "NUMBER_INTEGER"}},
+                },
+            },
+            "comp-consume": {
+                "executorLabel": "exec-consume",
+                "inputDefinitions": {
+                    "artifacts": {"data": {"artifactType": dataset}},
+                    "parameters": {"count": {"parameterType": "NUMBER_INTEGER"}},
+                },
+                "outputDefinitions": {"artifacts": {"report": {"artifactType": dataset}}},
+            },
+        },
+        "deploymentSpec": {"executors": {
+            "exec-produce": {"container": {
+                "image": BUSYBOX,
+                "command": ["sh", "-c",
+                    "mkdir -p \"$(dirname \"$0\")\"; echo \"rows from $(cat /etc/hostname)\" > \"$0\"; printf 3 > \"$1\"",
+                    "{{$.outputs.artifacts['data'].path}}",
+                    "{{$.outputs.parameters['count'].output_file}}"],
+            }},
+            "exec-consume": {"container": {
+                "image": BUSYBOX,
+                "command": ["sh", "-c",
+                    "mkdir -p \"$(dirname \"$2\")\"; { cat \"$0\"; echo \"count=$1\"; echo \"consumer $(cat /etc/hostname)\"; ls /bin/busybox; } > \"$2\"",
+                    "{{$.inputs.artifacts['data'].path}}",
+                    "{{$.inputs.parameters['count']}}",
+                    "{{$.outputs.artifacts['report'].path}}"],
+            }},
+        }},
+        "root": {"dag": {"tasks": {
+            "produce": {"taskInfo": {"name": "produce"}, "componentRef": {"name": "comp-produce"}},
+            "consume": {
+                "taskInfo": {"name": "consume"},
+                "componentRef": {"name": "comp-consume"},
+                "dependentTasks": ["produce"],
+                "inputs": {
+                    "artifacts": {"data": {"taskOutputArtifact": {"producerTask": "produce", "outputArtifactKey": "data"}}},
+                    "parameters": {"count": {"taskOutputParameter": {"producerTask": "produce", "outputParameterKey": "count"}}},
+                },
+            },
+        }}},
+    });
+    let r = d.post_json(
+        "/apis/v2beta1/runs",
+        Some(&token),
+        &json!({"display_name": "in-images", "pipeline_spec": spec}),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let id = r.body["run_id"].as_str().unwrap().to_string();
+    let run = d.wait_until(
+        &format!("/apis/v2beta1/runs/{id}"),
+        Duration::from_secs(90),
+        |r| ["SUCCEEDED", "FAILED"].contains(&r.body["state"].as_str().unwrap_or_default()),
+    );
+    assert_eq!(run.body["state"], "SUCCEEDED", "{run}\n{}", d.logs());
+
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let files = files_under(&d.data_dir.join("artifacts"));
+    let report = files
+        .iter()
+        .find(|(_, text)| text.contains("consumer "))
+        .unwrap_or_else(|| panic!("no report among {files:?}"));
+    let text = &report.1;
+    assert!(
+        text.contains("rows from ") && text.contains("count=3") && text.contains("/bin/busybox"),
+        "{text}"
+    );
+    // Each step had a container's host name, not this machine's.
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("rows from ") || l.starts_with("consumer "))
+    {
+        let name = line.rsplit(' ').next().unwrap_or_default();
+        assert!(!name.is_empty() && name != host.trim(), "{text}");
+    }
+}
