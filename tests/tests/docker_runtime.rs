@@ -13,7 +13,7 @@ const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
 const PODS: &str = "/api/v1/namespaces/team/pods";
 /// An image made here from `busybox-static` (see `busybox_image`), so nothing is pulled.
-pub const BUSYBOX: &str = "hearth-test/busybox:1";
+pub const BUSYBOX: &str = "hearth-test/busybox:2";
 /// The user-defined bridge network the tests' containers join (ports published on
 /// 127.0.0.1 through Docker's proxy; `dockerd --bridge=none` has no default bridge).
 const NETWORK: &str = "hearth-test";
@@ -70,11 +70,15 @@ fn busybox_image() {
         .find(|p| Path::new(p).exists())
         .expect("busybox-static installed (apt-get install busybox-static)");
     std::fs::copy(busybox, bin.join("busybox")).unwrap();
-    for applet in [
-        "sh", "echo", "sleep", "cat", "ls", "env", "httpd", "nc", "true", "false", "id", "printf", "mkdir",
-        "wc", "trap", "kill",
-    ] {
-        let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
     let script = format!(
         "tar -C {} -c . | docker -H {} import -c 'ENV PATH=/bin' - {BUSYBOX}",
@@ -549,4 +553,78 @@ fn a_kfp_pipeline_runs_each_step_in_its_image_with_artifacts_and_outputs_at_thei
         let name = line.rsplit(' ').next().unwrap_or_default();
         assert!(!name.is_empty() && name != host.trim(), "{text}");
     }
+}
+
+/// A KServe custom predictor in the busybox image: `nc` answers each request with the
+/// model file it finds at `/mnt/models` and the container's host name.
+const PREDICTOR: &str = r#"cat > /tmp/handler.sh <<'EOF'
+len=0
+while read -r h; do
+  h=$(printf '%s' "$h" | tr -d '\r')
+  [ -z "$h" ] && break
+  case "$h" in [Cc]ontent-[Ll]ength:*) len=$(echo "${h#*:}" | tr -d ' ');; esac
+done
+body=$(head -c "$len")
+reply="{\"predictions\": [\"$(cat /mnt/models/model.txt)\", \"$(cat /etc/hostname)\"], \"got\": $body}"
+printf 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#reply}" "$reply"
+EOF
+echo "predictor on $PORT"
+exec nc -ll -p "$PORT" -e sh /tmp/handler.sh"#;
+
+#[test]
+fn an_inference_service_custom_predictor_serves_from_its_image_on_a_loopback_port() {
+    use serde_json::json;
+    let d = daemon();
+    let model = tempfile::tempdir().unwrap();
+    std::fs::write(model.path().join("model.txt"), "weights-42").unwrap();
+    let isvc = json!({"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "boxed"},
+        "spec": {"predictor": {"minReplicas": 1, "containers": [{"name": "kserve-container",
+            "image": BUSYBOX, "command": ["sh", "-c", PREDICTOR],
+            "storageUri": format!("file://{}", model.path().display())}]}}});
+    let base = "/apis/serving.kserve.io/v1beta1/namespaces/team/inferenceservices";
+    let created = d.post_json(base, d.admin(), &isvc);
+    assert_eq!(created.status, 201, "{created}");
+    let ready = d.wait_until(&format!("{base}/boxed"), Duration::from_secs(90), |r| {
+        r.body["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    });
+    let predicted = d
+        .client
+        .post(format!("{}/v1/models/boxed:predict", d.serving_url()))
+        .header("Host", "boxed.team.example.com")
+        .bearer_auth(d.admin().unwrap())
+        .json(&json!({"instances": [7]}))
+        .send()
+        .unwrap();
+    assert_eq!(predicted.status().as_u16(), 200, "{ready}");
+    let body: Value = predicted.json().unwrap();
+    assert_eq!(body["predictions"][0], "weights-42", "{body}");
+    assert_eq!(body["got"], json!({"instances": [7]}), "{body}");
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert_ne!(
+        body["predictions"][1].as_str().unwrap_or_default(),
+        host.trim(),
+        "{body}"
+    );
+
+    // Its port is published on the loopback address only.
+    let uid = ready.body["metadata"]["uid"].as_str().unwrap().to_string();
+    let containers = containers_of(&uid);
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let bindings = inspect(&containers[0], "{{json .HostConfig.PortBindings}}");
+    let bindings: Value = serde_json::from_str(&bindings).unwrap();
+    let all: Vec<&Value> = bindings
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap())
+        .collect();
+    assert!(!all.is_empty(), "{bindings}");
+    assert!(all.iter().all(|b| b["HostIp"] == "127.0.0.1"), "{bindings}");
+    assert_eq!(d.delete(&format!("{base}/boxed"), d.admin()).status, 200);
+    wait_for("the replica's container to go", Duration::from_secs(60), || {
+        containers_of(&uid).is_empty()
+    });
 }
