@@ -628,3 +628,30 @@ fn an_inference_service_custom_predictor_serves_from_its_image_on_a_loopback_por
         containers_of(&uid).is_empty()
     });
 }
+
+#[test]
+fn isolated_mode_runs_the_container_as_the_namespaces_user() {
+    let prefix = format!("d{}-", std::process::id() % 100_000);
+    let user = format!("{prefix}team");
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("userdel").arg(&self.0).output();
+            let _ = Command::new("groupdel").arg(&self.0).output();
+        }
+    }
+    let _gone = Gone(user.clone());
+    let d = daemon_with(
+        Options::default()
+            .env("HEARTH_ISOLATION_ENABLED", "true")
+            .config(&format!("[isolation]\nuser_prefix = \"{prefix}\"")),
+    );
+    create(&d, &job_yaml("whoami", BUSYBOX, "echo uid=$(id -u)", "", ""));
+    let job = wait_finished(&d, "whoami", Duration::from_secs(60));
+    assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
+    let out = Command::new("id").args(["-u", &user]).output().unwrap();
+    let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!uid.is_empty() && uid != "0", "no user {user}");
+    let log = d.get(&format!("{JOB_EXTRAS}/whoami/logs"), d.admin()).text;
+    assert_eq!(log.trim(), format!("uid={uid}"), "{log}");
+}

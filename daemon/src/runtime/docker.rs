@@ -669,11 +669,36 @@ impl Runtime for DockerRuntime {
             if let Err(message) = self.ensure_image(&docker, id, image).await? {
                 return self.ended_before_start(&dir, IMAGE_PULL_BACK_OFF, message);
             }
-            let body = container_body(
+            let mut body = container_body(
                 workload,
                 &self.config.network,
                 self.nvidia.load(Ordering::Relaxed),
             );
+            // Isolated mode: the container runs as its namespace's user, as a process
+            // workload does (the directories it is given are that user's).
+            if super::identity::global().isolated() {
+                let (namespace, sc) = (
+                    workload.owner.namespace.clone(),
+                    workload.security_context.clone(),
+                );
+                let run_as = tokio::task::spawn_blocking(move || {
+                    super::identity::global().for_workload(&namespace, sc.as_ref())
+                })
+                .await
+                .map_err(|e| RuntimeError::Start {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                })?;
+                match run_as {
+                    Ok(run_as) => {
+                        body.user = Some(format!("{}:{}", run_as.uid, run_as.gid));
+                        if let Some(host) = body.host_config.as_mut() {
+                            host.group_add = Some(run_as.groups.iter().map(u32::to_string).collect());
+                        }
+                    }
+                    Err(e) => return self.ended_before_start(&dir, "StartError", e.to_string()),
+                }
+            }
             let options = CreateContainerOptionsBuilder::default()
                 .name(&container_name(id))
                 .build();
@@ -926,6 +951,7 @@ impl Runtime for DockerRuntime {
             needs_command: false,
             mounts: true,
             gpu_mode: GpuMode::DeviceRequests,
+            own_network: !matches!(self.config.network.as_str(), "host" | "none"),
             local_admission: true,
         }
     }

@@ -164,6 +164,10 @@ pub struct Capabilities {
     /// sees host paths as they are.
     pub mounts: bool,
     pub gpu_mode: GpuMode,
+    /// The workload has a network namespace of its own: a server in it must listen on
+    /// all its interfaces, and the runtime publishes `Workload.ports` on the host's
+    /// loopback. False: it shares the host's network and must bind 127.0.0.1 itself.
+    pub own_network: bool,
     /// Hearth's scheduler admits workloads (CPU, memory, GPU ledger); false when the
     /// backend's own scheduler does.
     pub local_admission: bool,

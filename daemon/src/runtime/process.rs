@@ -624,6 +624,7 @@ impl Runtime for ProcessRuntime {
             needs_command: true,
             mounts: false,
             gpu_mode: super::GpuMode::Environment,
+            own_network: false,
             local_admission: true,
         }
     }
