@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(new_token().len(), 64);
         // In a container of its own network, on all of its interfaces (Docker publishes
         // the port on the host's loopback only).
-        let boxed = argv(vec!["jupyter".into()], 4242, "/", Path::new("/w"), true);
+        let boxed = super::argv(vec!["jupyter".into()], 4242, "/", Path::new("/w"), true);
         assert!(boxed.contains(&"--ServerApp.ip=0.0.0.0".to_string()));
     }
 
