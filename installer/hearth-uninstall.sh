@@ -25,6 +25,15 @@ for arg in "$@"; do
     esac
 done
 
+# done_or_would PAST FUTURE WHAT: says what was done, or under --dry-run what would be.
+done_or_would() {
+    if [ "$dry_run" = 1 ]; then
+        say "would $2 $3"
+    else
+        say "$1 $3"
+    fi
+}
+
 run() {
     if [ "$dry_run" = 1 ]; then
         printf '  would run: %s\n' "$*"
@@ -103,7 +112,7 @@ for f in $files; do
     esac
     if [ -e "$root$f" ] || [ -L "$root$f" ]; then
         run rm -f "$root$f"
-        say "removed $root$f"
+        done_or_would removed remove "$root$f"
     fi
 done
 run rm -f "$root$manifest" "$root/etc/systemd/system/multi-user.target.wants/$unit"
@@ -122,12 +131,20 @@ if [ "$purge" = 1 ]; then
     for d in "$root$data_dir" "$root$conf_dir"; do
         if [ -e "$d" ]; then
             run rm -rf "$d"
-            say "purged $d"
+            done_or_would purged purge "$d"
         fi
     done
-    say "Unix users Hearth made for namespaces (isolation, 'hearth-<namespace>') are kept:"
+    if [ "$dry_run" = 1 ]; then
+        say "Unix users Hearth made for namespaces (isolation, 'hearth-<namespace>') would be kept:"
+    else
+        say "Unix users Hearth made for namespaces (isolation, 'hearth-<namespace>') are kept:"
+    fi
     say "  list them with: getent passwd | grep '^hearth-'; remove each with userdel"
 else
-    say "kept the data in $root$data_dir and the config in $root$conf_dir (--purge removes them)"
+    done_or_would kept keep "the data in $root$data_dir and the config in $root$conf_dir (--purge removes them)"
 fi
-say "hearth is uninstalled"
+if [ "$dry_run" = 1 ]; then
+    say "--dry-run: hearth would be uninstalled; nothing was changed"
+else
+    say "hearth is uninstalled"
+fi

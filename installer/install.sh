@@ -26,7 +26,8 @@
 # upgrade), and wait for /readyz. Without systemd it prints how to start the daemon.
 #
 # Options (environment):
-#   HEARTH_RUNTIME=process|docker|k3s  runtime written into a new config.toml
+#   HEARTH_RUNTIME=NAME               runtime written into a new config.toml; one the
+#                                     binary provides (`hearth config runtimes` lists them)
 #   HEARTH_K3S_BINARY=/path/to/k3s    install this k3s binary (k3s mode)
 #   HEARTH_AIRGAP_BUNDLE=DIR|TARBALL  the air-gap bundle scripts/release makes: its
 #                                     bin/k3s and images/* are installed
@@ -64,6 +65,15 @@ for arg in "$@"; do
         *) die "unknown argument '$arg' (known: --dry-run, --help)" ;;
     esac
 done
+
+# done_or_would PAST FUTURE WHAT: says what was done, or under --dry-run what would be.
+done_or_would() {
+    if [ "$dry_run" = 1 ]; then
+        say "would $2 $3"
+    else
+        say "$1 $3"
+    fi
+}
 
 # run CMD...: runs it, or prints it under --dry-run.
 run() {
@@ -270,11 +280,21 @@ doc_dir=/usr/local/share/doc/hearth
 manifest=/usr/local/share/hearth/manifest
 k3s_path=/usr/local/bin/k3s
 
+# The runtimes this binary provides, asked of it (they grow as runtimes are built):
+# a config naming another would stop the daemon at start.
+runtimes=$(env -i PATH="$PATH" "$binary" config runtimes 2>/dev/null) \
+    || die "$binary does not answer \`hearth config runtimes\`: use the installer that came with it"
+runtimes=$(printf '%s\n' "$runtimes" | tr '\n' ' ' | sed 's/ *$//; s/ /, /g')
+provides() { # provides RUNTIME: whether the binary lists it
+    case ", $runtimes, " in
+        *", $1, "*) return 0 ;;
+        *) return 1 ;;
+    esac
+}
 runtime=${HEARTH_RUNTIME:-}
-case $runtime in
-    '' | process | docker | k3s) ;;
-    *) die "HEARTH_RUNTIME=$runtime: the runtimes are process, docker and k3s" ;;
-esac
+if [ -n "$runtime" ] && ! provides "$runtime"; then
+    die "HEARTH_RUNTIME=$runtime: $version does not provide the $runtime runtime (it provides: $runtimes); nothing was installed"
+fi
 
 k3s_binary=${HEARTH_K3S_BINARY:-}
 images=
@@ -322,9 +342,9 @@ setting() { # setting KEY CONFIG_FILE
 # --- the plan ------------------------------------------------------------------------
 if [ -e "$root$bin_path" ]; then
     old=$("$root$bin_path" --version 2>/dev/null || echo "an unreadable version")
-    say "upgrading $old to $version in ${root:-/}"
+    done_or_would "upgrading" "upgrade" "$old to $version in ${root:-/}"
 else
-    say "installing $version in ${root:-/}"
+    done_or_would "installing" "install" "$version in ${root:-/}"
 fi
 [ "$dry_run" = 0 ] || say "--dry-run: the plan, nothing is changed"
 # A kept config must suit the new binary before anything is replaced: an upgrade that
@@ -332,6 +352,10 @@ fi
 if [ -f "$root$conf_path" ]; then
     env -i PATH="$PATH" "$binary" config show --config "$root$conf_path" >/dev/null \
         || die "$root$conf_path is not valid for $version (see above): fix it and run the installer again; nothing was changed"
+    kept_runtime=$(setting runtime "$root$conf_path")
+    if [ -n "$kept_runtime" ] && ! provides "$kept_runtime"; then
+        die "$root$conf_path sets runtime = \"$kept_runtime\", which $version does not provide (it provides: $runtimes): edit runtime there and run the installer again; nothing was changed"
+    fi
 fi
 
 install_file() { # install_file SRC DEST MODE
@@ -363,7 +387,7 @@ if [ -n "$k3s_binary" ]; then
 fi
 
 if [ -e "$root$conf_path" ]; then
-    say "kept $root$conf_path"
+    done_or_would kept keep "$root$conf_path"
     if [ -n "$runtime" ]; then
         have=$(setting runtime "$root$conf_path")
         [ "$have" = "$runtime" ] \
@@ -419,7 +443,7 @@ if [ -n "$images" ]; then
     for img in "$images"/*; do
         [ -f "$img" ] || continue
         run cp "$img" "$root$image_dir/"
-        say "k3s image archive ${img##*/} -> $root$image_dir/"
+        done_or_would copied copy "the k3s image archive ${img##*/} to $root$image_dir/"
     done
 fi
 
@@ -467,14 +491,18 @@ if [ -n "$root" ]; then
     if command -v systemctl >/dev/null 2>&1; then
         # --root only writes the [Install] links under $root; no daemon is asked anything.
         run systemctl --root="$root" --quiet enable hearth.service
-        say "enabled hearth.service in $root (it starts when that tree boots with systemd)"
+        done_or_would enabled enable "hearth.service in $root (it starts when that tree boots with systemd)"
     fi
     manual_start="$root$bin_path serve --config $root$conf_path --data-dir $root$data_dir"
 elif [ "$systemd" = 1 ]; then
     run systemctl daemon-reload
     if [ "${HEARTH_SKIP_START:-0}" = 1 ]; then
         run systemctl enable hearth.service
-        say "HEARTH_SKIP_START=1: not started; start it with: systemctl start hearth"
+        if [ "$dry_run" = 1 ]; then
+            say "HEARTH_SKIP_START=1: it would not be started; start it then with: systemctl start hearth"
+        else
+            say "HEARTH_SKIP_START=1: not started; start it with: systemctl start hearth"
+        fi
     elif systemctl --quiet is-active hearth.service; then
         # An upgrade runs the new binary. KillMode=process: workloads keep running and
         # the new daemon adopts them.
@@ -496,31 +524,49 @@ if [ "$dry_run" = 1 ]; then
 else
     say "$version installed"
 fi
+# Hints that fit the install done: a prefix installed as a user is that user's own (no
+# sudo, its log inside the prefix); as root, the data is root's.
+if [ "$(id -u)" = 0 ]; then
+    sudo='sudo '
+    owner='root only'
+else
+    sudo=
+    owner="mode 0600, $(id -un 2>/dev/null || echo yours)'s"
+fi
+if [ -n "$root" ]; then
+    log_dir=$root/var/log
+else
+    log_dir=/var/log
+fi
 if [ -n "$manual_start" ]; then
     if [ -n "$root" ]; then
-        say "installed into $root (the host's systemd does not manage a prefix); run it in place by hand:"
+        if [ "$dry_run" = 1 ]; then
+            say "it would be installed into $root (the host's systemd does not manage a prefix); it would run in place by hand:"
+        else
+            say "installed into $root (the host's systemd does not manage a prefix); run it in place by hand:"
+        fi
     else
         say "systemd is not running on this machine: start the daemon by hand (as root; it reads $conf_path):"
     fi
     echo
     echo "    $manual_start"
-    echo "    # or in the background:  nohup $manual_start >>/var/log/hearth.log 2>&1 &"
+    echo "    # or in the background:  mkdir -p $log_dir && nohup $manual_start >>$log_dir/hearth.log 2>&1 &"
     echo
 fi
 token=$root$data_dir/admin.token
 kubeconfig=$root$data_dir/kubeconfig
 cat <<NEXT
   API:         $api   (HTTPS for kubectl: https://$(url_host "${tls_listen:-127.0.0.1:8472}"))
-  admin token: $token   (root only; written on the first start)
-  kubeconfig:  $kubeconfig    (root only; rewritten on every start)
+  admin token: $token   ($owner; written on the first start)
+  kubeconfig:  $kubeconfig    ($owner; rewritten on every start)
   config:      $root$conf_path
   docs:        $root$doc_dir/README.md
   uninstall:   $root$uninstall_path   (keeps the data; --purge removes it)
 
 Next steps:
-  1. Check it:   curl -s $api/readyz; TOKEN=\$(sudo cat $token)
+  1. Check it:   curl -s $api/readyz; TOKEN=\$(${sudo}cat $token)
                  curl -s -H "Authorization: Bearer \$TOKEN" $api/hearth/v1/whoami
-  2. kubectl:    mkdir -p ~/.kube && sudo cat $kubeconfig > ~/.kube/hearth && chmod 600 ~/.kube/hearth
+  2. kubectl:    mkdir -p ~/.kube && ${sudo}cat $kubeconfig > ~/.kube/hearth && chmod 600 ~/.kube/hearth
                  export KUBECONFIG=~/.kube/hearth
                  kubectl get jobs -A
   3. Add a user: curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\

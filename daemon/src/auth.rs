@@ -39,6 +39,15 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// A stored time in `crate::store::rfc3339`'s format (expiries stored before it was
+/// the only one had nanoseconds and `+00:00`).
+fn same_format(stored: String) -> String {
+    match DateTime::parse_from_rfc3339(&stored) {
+        Ok(at) => crate::store::rfc3339(at.with_timezone(&Utc)),
+        Err(_) => stored,
+    }
+}
+
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -284,7 +293,7 @@ impl Auth {
             name: name.to_string(),
             hash: hash_token(&token).to_vec(),
             created_at: now_rfc3339(),
-            expires_at: expires_at.map(|d| d.to_rfc3339()),
+            expires_at: expires_at.map(crate::store::rfc3339),
         };
         let info = TokenInfo {
             user: row.user_name.clone(),
@@ -302,19 +311,29 @@ impl Auth {
         Ok(IssuedToken { info, token })
     }
 
-    pub async fn list_tokens(&self, caller: &Principal) -> Result<Vec<TokenInfo>, AuthError> {
-        let user = caller.user.clone();
+    /// The caller's tokens, or with `all_users` every user's (admins only).
+    pub async fn list_tokens(
+        &self,
+        caller: &Principal,
+        all_users: bool,
+    ) -> Result<Vec<TokenInfo>, AuthError> {
+        let user = if all_users {
+            caller.require_admin()?;
+            None
+        } else {
+            Some(caller.user.clone())
+        };
         let rows = self
             .store
-            .call(move |conn| access::list_tokens(conn, Some(&user)))
+            .call(move |conn| access::list_tokens(conn, user.as_deref()))
             .await?;
         Ok(rows
             .into_iter()
             .map(|t| TokenInfo {
                 user: t.user_name,
                 name: t.name,
-                created_at: t.created_at,
-                expires_at: t.expires_at,
+                created_at: same_format(t.created_at),
+                expires_at: t.expires_at.map(same_format),
             })
             .collect())
     }
@@ -426,6 +445,52 @@ mod tests {
             Err(AuthError::InvalidToken)
         ));
         assert!(matches!(auth.authenticate(None), Err(AuthError::MissingToken)));
+    }
+
+    #[tokio::test]
+    async fn every_users_tokens_are_for_admins_and_times_have_one_format() {
+        let (dir, store) = test_store();
+        let auth = Auth::new(store).unwrap();
+        auth.bootstrap(dir.path()).unwrap();
+        let admin = Principal {
+            user: ADMIN_USER.into(),
+            admin: true,
+            token_name: "t".into(),
+        };
+        let (_, alice_token) = auth.create_user(&admin, "alice", false).await.unwrap();
+        let alice = auth.authenticate(Some(&alice_token.token)).unwrap();
+        let soon = Utc::now() + chrono::Duration::hours(1);
+        auth.issue(&admin, "ci", Some(soon)).await.unwrap();
+
+        let own = auth.list_tokens(&admin, false).await.unwrap();
+        assert!(own.iter().all(|t| t.user == ADMIN_USER));
+        let all = auth.list_tokens(&admin, true).await.unwrap();
+        assert!(all.iter().any(|t| t.user == "alice") && all.iter().any(|t| t.name == "ci"));
+        assert!(matches!(
+            auth.list_tokens(&alice, true).await,
+            Err(AuthError::AdminOnly)
+        ));
+        assert!(auth
+            .list_tokens(&alice, false)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.user == "alice"));
+
+        let ci = own.iter().find(|t| t.name == "ci").unwrap();
+        let expires = ci.expires_at.as_deref().unwrap();
+        assert_eq!(expires, crate::store::rfc3339(soon));
+        assert_eq!(
+            expires.len(),
+            ci.created_at.len(),
+            "{expires} vs {}",
+            ci.created_at
+        );
+        // An expiry stored in the older format (nanoseconds, +00:00) is answered in the one.
+        assert_eq!(
+            same_format("2026-12-02T13:20:00.123456789+00:00".into()),
+            "2026-12-02T13:20:00.123Z"
+        );
     }
 
     #[tokio::test]

@@ -32,6 +32,24 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
+    /// Whether this build can run workloads with this runtime. `hearth config runtimes`
+    /// prints the ones that can (the installer asks it), and `serve` refuses the others.
+    pub fn is_available(self) -> bool {
+        match self {
+            RuntimeKind::Process | RuntimeKind::Docker => true,
+            RuntimeKind::K3s => false,
+        }
+    }
+
+    /// The runtimes this build provides, in declaration order.
+    pub fn available() -> Vec<RuntimeKind> {
+        <RuntimeKind as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
+            .filter(|r| r.is_available())
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RuntimeKind::Process => "process",
@@ -413,7 +431,7 @@ pub fn load(
         })?;
         let layer: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
             path: path.clone(),
-            message: e.to_string(),
+            message: parse_error_line(&text, &e),
         })?;
         merge(&mut tree, toml::Value::Table(layer));
         check(&tree).map_err(|message| ConfigError::File {
@@ -579,6 +597,21 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+/// A TOML parse error as one line, `line L, column C: what` (toml's own text spans
+/// several lines, with the source and a caret).
+fn parse_error_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
     }
 }
 

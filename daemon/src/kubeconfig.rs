@@ -30,8 +30,11 @@ pub enum KubeconfigError {
 pub struct Kubeconfig<'a> {
     /// `https://host:port` of the TLS listener.
     pub server: &'a str,
-    /// The CA certificate, PEM.
+    /// The CA certificate, PEM; empty for none (a server whose certificate the host's
+    /// roots trust).
     pub ca_pem: &'a str,
+    /// `insecure-skip-tls-verify: true` instead of a CA (kubectl refuses both at once).
+    pub insecure_skip_tls_verify: bool,
     /// The Hearth user the token belongs to (the kubeconfig's user entry name).
     pub user: &'a str,
     pub token: &'a str,
@@ -41,14 +44,17 @@ pub struct Kubeconfig<'a> {
 
 impl Kubeconfig<'_> {
     pub fn render(&self) -> Result<String, KubeconfigError> {
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+        let mut cluster = json!({"server": self.server});
+        if self.insecure_skip_tls_verify {
+            cluster["insecure-skip-tls-verify"] = json!(true);
+        } else if !self.ca_pem.is_empty() {
+            cluster["certificate-authority-data"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes()));
+        }
         let doc = json!({
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CLUSTER, "cluster": {
-                "server": self.server,
-                "certificate-authority-data": ca,
-            }}],
+            "clusters": [{"name": CLUSTER, "cluster": cluster}],
             "users": [{"name": self.user, "user": {"token": self.token}}],
             "contexts": [{"name": CLUSTER, "context": {
                 "cluster": CLUSTER,
@@ -138,6 +144,7 @@ mod tests {
         let text = Kubeconfig {
             server: "https://127.0.0.1:1",
             ca_pem: "PEM",
+            insecure_skip_tls_verify: false,
             user: "alice",
             token: "hth_x",
             namespace: "alice",

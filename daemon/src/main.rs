@@ -66,11 +66,15 @@ enum Command {
     Top(cli::top::TopArgs),
     /// Create, list and revoke API tokens.
     Token {
+        #[command(flatten)]
+        tls: cli::trust::TlsFlags,
         #[command(subcommand)]
         command: cli::access::TokenCommand,
     },
     /// Create users (admins only).
     User {
+        #[command(flatten)]
+        tls: cli::trust::TlsFlags,
         #[command(subcommand)]
         command: cli::access::UserCommand,
     },
@@ -107,6 +111,8 @@ enum Command {
 enum ConfigCommand {
     /// Print the effective configuration (defaults < file < HEARTH_* env < flags) as TOML.
     Show(ConfigFlags),
+    /// Print the workload runtimes this build provides (values for `runtime`), one a line.
+    Runtimes,
 }
 
 #[derive(Args, Clone)]
@@ -185,6 +191,9 @@ struct KubeconfigFlags {
     /// The context's namespace [default: the token's user's own]
     #[arg(long)]
     namespace: Option<String>,
+    /// TLS for asking the server (without a data dir).
+    #[command(flatten)]
+    tls: cli::trust::TlsFlags,
 }
 
 impl KubeconfigFlags {
@@ -236,6 +245,7 @@ fn print_kubeconfig(flags: &KubeconfigFlags) -> Result<(), String> {
     let text = kubeconfig::Kubeconfig {
         server: &server,
         ca_pem: &ca_pem,
+        insecure_skip_tls_verify: false,
         user: &user,
         token: &token,
         namespace: &namespace,
@@ -244,6 +254,25 @@ fn print_kubeconfig(flags: &KubeconfigFlags) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     print!("{text}");
     Ok(())
+}
+
+/// The command line as completions offer it: without the hidden subcommands (`shim`,
+/// `search-bench`), which clap_complete would otherwise list, in `help`'s too.
+fn completion_command() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    let mut command = clap::Command::new("hearth")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .subcommands(visible);
+    if let Some(about) = full.get_about() {
+        command = command.about(about.clone());
+    }
+    command
 }
 
 fn init_logging(filter: &str) {
@@ -285,14 +314,14 @@ fn main() -> ExitCode {
         Command::Login(args) => cli::finish("login", cli::access::login(&args)),
         Command::Run(args) => cli::finish("run", cli::run::run(&args)),
         Command::Top(args) => cli::finish("top", cli::top::top(&args)),
-        Command::Token { command } => cli::finish("token", cli::access::token(&command)),
-        Command::User { command } => cli::finish("user", cli::access::user(&command)),
+        Command::Token { tls, command } => cli::finish("token", cli::access::token(&tls, &command)),
+        Command::User { tls, command } => cli::finish("user", cli::access::user(&tls, &command)),
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "hearth", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut completion_command(), "hearth", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
         Command::Kubeconfig(flags) if flags.is_remote() => {
-            cli::finish("kubeconfig", cli::access::kubeconfig())
+            cli::finish("kubeconfig", cli::access::kubeconfig(&flags.tls))
         }
         Command::SearchBench {
             algorithm,
@@ -314,9 +343,17 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("hearth kubeconfig: {e}");
-                ExitCode::from(2)
+                ExitCode::FAILURE
             }
         },
+        Command::Config {
+            command: ConfigCommand::Runtimes,
+        } => {
+            for runtime in RuntimeKind::available() {
+                println!("{}", runtime.as_str());
+            }
+            ExitCode::SUCCESS
+        }
         Command::Config {
             command: ConfigCommand::Show(flags),
         } => match flags.load() {
@@ -336,16 +373,16 @@ fn main() -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("hearth: {e}");
-                ExitCode::from(2)
+                eprintln!("hearth config show: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Serve(flags) => {
             let loaded = match flags.load() {
                 Ok(loaded) => loaded,
                 Err(e) => {
-                    eprintln!("hearth: {e}");
-                    return ExitCode::from(2);
+                    eprintln!("hearth serve: {e}");
+                    return ExitCode::FAILURE;
                 }
             };
             init_logging(&loaded.config.log_level);

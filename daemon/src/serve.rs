@@ -29,8 +29,13 @@ pub enum StartError {
     Auth(#[from] crate::auth::AuthError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("--runtime {0}: this build does not provide that runtime yet; use --runtime process")]
-    RuntimeUnavailable(&'static str),
+    #[error("runtime = \"{runtime}\": this build does not provide the {runtime} runtime (it provides: {available}); set runtime = \"{first}\" in config.toml, or HEARTH_RUNTIME={first} or --runtime {first}")]
+    RuntimeUnavailable {
+        runtime: &'static str,
+        /// The runtimes this build provides, comma-separated.
+        available: String,
+        first: &'static str,
+    },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error(transparent)]
@@ -188,9 +193,17 @@ async fn watch_runtime(scheduler: Scheduler, health: Health, mut last: crate::ru
 pub fn run(config: Config) -> Result<(), StartError> {
     let begun = Instant::now();
     limit_malloc_arenas();
-    match config.runtime {
-        RuntimeKind::Process | RuntimeKind::Docker => {}
-        RuntimeKind::K3s => return Err(StartError::RuntimeUnavailable(config.runtime.as_str())),
+    if !config.runtime.is_available() {
+        let available = RuntimeKind::available();
+        return Err(StartError::RuntimeUnavailable {
+            runtime: config.runtime.as_str(),
+            available: available
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            first: available.first().map_or("process", |r| r.as_str()),
+        });
     }
     prepare_data_dir(&config.data_dir)?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
@@ -486,6 +499,7 @@ fn write_admin_kubeconfig(
     crate::kubeconfig::Kubeconfig {
         server: &server,
         ca_pem,
+        insecure_skip_tls_verify: false,
         user: crate::auth::ADMIN_USER,
         token: token.trim(),
         namespace: crate::auth::ADMIN_USER,

@@ -351,5 +351,346 @@ fn completions_for_each_shell() {
         let out = ok(hearth_command().args(["completion", shell]));
         assert!(out.contains(marker), "{shell}: {out}");
         assert!(out.contains("login") && out.contains("top"), "{shell}");
+        // The hidden subcommands are not offered, not even under `help`.
+        for hidden in ["shim", "search-bench"] {
+            assert!(!out.contains(hidden), "{shell} offers {hidden}");
+        }
     }
+}
+
+/// `hearth kubectl ARGS` with only `kubeconfig`; false when kubectl is not installed
+/// (outside CI only, see `hearth_e2e::kubectl`).
+fn kubectl_ok(kubeconfig: &Path, args: &[&str]) -> Option<String> {
+    let bin = kubectl()?;
+    let kube_home = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", kube_home.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+fn yaml_file(path: &Path) -> Value {
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A teammate on another machine reaches the daemon's HTTPS port: the CLI verifies it
+/// with Hearth's CA (a file, or the kubeconfig Hearth wrote), stores that CA with the
+/// login, and writes a kubeconfig kubectl accepts. Without a CA it refuses, naming the
+/// flag; skipping verification takes `--insecure-skip-tls-verify` and warns.
+#[test]
+fn https_login_trusts_hearths_ca_and_never_skips_verification_silently() {
+    let d = daemon("");
+    let admin = d.admin().unwrap().to_string();
+    let tls = d.tls_url();
+    let ca = d.ca_path();
+    let ca = ca.to_str().unwrap();
+
+    // No CA: the host's roots do not know Hearth's CA, so the certificate is refused.
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path();
+    fails_with_one_line(
+        &mut cli(conf, &["login", &tls, "--token", &admin]),
+        "--certificate-authority",
+    );
+    assert!(!conf.join("hearth/cli.toml").exists());
+    // Plain HTTP to another host would carry the token in clear text: refused first.
+    fails_with_one_line(
+        &mut cli(conf, &["login", "http://192.0.2.1:8470", "--token", &admin]),
+        "clear text",
+    );
+    fails_with_one_line(
+        &mut cli(
+            conf,
+            &[
+                "login",
+                &tls,
+                "--token",
+                &admin,
+                "--certificate-authority",
+                ca,
+                "--insecure-skip-tls-verify",
+            ],
+        ),
+        "exclude each other",
+    );
+    let not_pem = write(conf, "not-a-ca.pem", "hello\n");
+    fails_with_one_line(
+        &mut cli(
+            conf,
+            &[
+                "login",
+                &tls,
+                "--token",
+                &admin,
+                "--certificate-authority",
+                not_pem.to_str().unwrap(),
+            ],
+        ),
+        "not-a-ca.pem",
+    );
+
+    // With the CA file.
+    let out = cli(
+        conf,
+        &["login", &tls, "--token", &admin, "--certificate-authority", ca],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "no warning when verified: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("Logged in to {tls} as admin")), "{said}");
+    let saved: Value =
+        toml::from_str(&std::fs::read_to_string(conf.join("hearth/cli.toml")).unwrap()).unwrap();
+    assert_eq!(saved["url"], tls.as_str());
+    assert_eq!(
+        saved["certificate_authority"].as_str(),
+        Some(std::fs::read_to_string(d.ca_path()).unwrap().as_str())
+    );
+    assert!(saved.get("insecure_skip_tls_verify").is_none(), "{saved}");
+    let kubeconfig = conf.join("hearth/kubeconfig");
+    let doc = yaml_file(&kubeconfig);
+    assert_eq!(doc["clusters"][0]["cluster"]["server"], tls.as_str(), "{doc}");
+    assert!(
+        doc["clusters"][0]["cluster"]["certificate-authority-data"].is_string(),
+        "{doc}"
+    );
+    if let Some(names) = kubectl_ok(&kubeconfig, &["get", "namespaces", "-o", "name"]) {
+        assert!(names.contains("namespace/admin"), "{names}");
+    }
+    // Later commands use the stored CA, over HTTPS, with no flags.
+    let token = ok(&mut cli(conf, &["token", "create", "over-tls"]))
+        .trim()
+        .to_string();
+    assert!(token.starts_with("hth_"), "{token}");
+    assert!(ok(&mut cli(conf, &["token", "list"])).contains("over-tls"));
+    assert_eq!(
+        ok(&mut cli(conf, &["kubeconfig"])),
+        std::fs::read_to_string(&kubeconfig).unwrap()
+    );
+
+    // A script: HEARTH_URL/HEARTH_TOKEN with HEARTH_CERTIFICATE_AUTHORITY, or not.
+    let bare = tempfile::tempdir().unwrap();
+    let mut script = cli(bare.path(), &["top", "-o", "json"]);
+    script
+        .env("HEARTH_URL", &tls)
+        .env("HEARTH_TOKEN", &admin)
+        .env("HEARTH_CERTIFICATE_AUTHORITY", ca);
+    let top: Value = serde_json::from_str(&ok(&mut script)).unwrap();
+    assert!(top["queue"].is_object(), "{top}");
+    let mut unverified = cli(bare.path(), &["top"]);
+    unverified.env("HEARTH_URL", &tls).env("HEARTH_TOKEN", &admin);
+    fails_with_one_line(&mut unverified, "certificate");
+
+    // The kubeconfig Hearth wrote names the server, its CA and the token.
+    let other = tempfile::tempdir().unwrap();
+    let said = ok(&mut cli(
+        other.path(),
+        &[
+            "login",
+            "--from-kubeconfig",
+            d.kubeconfig_path().to_str().unwrap(),
+        ],
+    ));
+    assert!(said.contains("as admin") && said.contains("https://"), "{said}");
+    ok(&mut cli(other.path(), &["token", "list"]));
+    fails_with_one_line(
+        &mut cli(
+            other.path(),
+            &["login", "--from-kubeconfig", "/nonexistent/kubeconfig"],
+        ),
+        "/nonexistent/kubeconfig",
+    );
+
+    // Explicitly unverified: it works, says so every time, and the kubeconfig says so too.
+    let insecure = tempfile::tempdir().unwrap();
+    let out = cli(
+        insecure.path(),
+        &["login", &tls, "--token", &admin, "--insecure-skip-tls-verify"],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: TLS verification is off"),
+        "{}",
+        text(&out)
+    );
+    let kubeconfig = insecure.path().join("hearth/kubeconfig");
+    let doc = yaml_file(&kubeconfig);
+    assert_eq!(
+        doc["clusters"][0]["cluster"]["insecure-skip-tls-verify"], true,
+        "{doc}"
+    );
+    assert!(
+        doc["clusters"][0]["cluster"]
+            .get("certificate-authority-data")
+            .is_none(),
+        "{doc}"
+    );
+    kubectl_ok(&kubeconfig, &["get", "namespaces", "-o", "name"]);
+    let out = cli(insecure.path(), &["token", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: TLS verification is off"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `token list` is the caller's own; `--all-users` (`-A`) is every user's for an admin
+/// and a 403 for anyone else; no listing carries a secret, and every time in it has
+/// one format.
+#[test]
+fn token_list_all_users_is_for_admins_and_never_shows_secrets() {
+    let d = daemon("");
+    let admin = d.admin().unwrap().to_string();
+    let alice = d.create_user("alice");
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path();
+    ok(&mut cli_env(
+        &d,
+        &admin,
+        conf,
+        &["token", "create", "ci-bot", "--expires-in-seconds", "3600"],
+    ));
+    ok(&mut cli_env(&d, &alice, conf, &["token", "create", "laptop"]));
+
+    let users = |out: &str| -> Vec<String> {
+        let list: Value = serde_json::from_str(out).unwrap();
+        let items = list["items"].as_array().unwrap().clone();
+        for item in &items {
+            assert!(item.get("token").is_none(), "a secret in {item}");
+            for key in ["created_at", "expires_at"] {
+                if let Some(at) = item[key].as_str() {
+                    // RFC 3339, UTC, milliseconds: 2026-12-02T13:20:00.123Z
+                    let bytes = at.as_bytes();
+                    assert!(
+                        at.len() == 24 && bytes[10] == b'T' && bytes[19] == b'.' && at.ends_with('Z'),
+                        "{key} {at:?} is not in the one time format"
+                    );
+                }
+            }
+        }
+        items
+            .iter()
+            .map(|t| t["user"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let own = ok(&mut cli_env(&d, &admin, conf, &["token", "list", "-o", "json"]));
+    assert!(users(&own).iter().all(|u| u == "admin"), "{own}");
+    assert!(own.contains("ci-bot") && own.contains("expires_at"), "{own}");
+    let all = ok(&mut cli_env(
+        &d,
+        &admin,
+        conf,
+        &["token", "list", "-A", "-o", "json"],
+    ));
+    let all_users = users(&all);
+    assert!(
+        all_users.contains(&"alice".to_string()) && all_users.contains(&"admin".to_string()),
+        "{all}"
+    );
+    assert!(all.contains("laptop") && !all.contains("hth_"), "{all}");
+    let table = ok(&mut cli_env(&d, &admin, conf, &["token", "list", "--all-users"]));
+    assert!(
+        table.contains("laptop") && table.contains("alice") && !table.contains("hth_"),
+        "{table}"
+    );
+
+    // Not an admin: the flag is refused, the own listing works.
+    fails_with_one_line(
+        &mut cli_env(&d, &alice, conf, &["token", "list", "--all-users"]),
+        "HTTP 403",
+    );
+    let mine = ok(&mut cli_env(&d, &alice, conf, &["token", "list", "-o", "json"]));
+    assert!(users(&mine).iter().all(|u| u == "alice"), "{mine}");
+    d.get("/hearth/v1/tokens?all_users=true", Some(&alice))
+        .assert_problem(403, "forbidden");
+    assert_eq!(
+        d.get("/hearth/v1/tokens?all_users=true", Some(&admin)).status,
+        200
+    );
+
+    // Users have no namespace in their names: `User alice`, not `User /alice`.
+    let out = cli_env(&d, &admin, conf, &["user", "create", "alice"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("User alice already exists"), "{}", text(&out));
+    let gone = d.delete("/hearth/v1/users/nobody", Some(&admin));
+    assert_eq!(gone.status, 404, "{gone}");
+    assert!(
+        gone.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("User nobody not found"),
+        "{gone}"
+    );
+}
+
+/// Every command's failure on a bad file or a server error: one line, exit 1.
+#[test]
+fn bad_files_and_server_errors_are_one_line_and_exit_1_everywhere() {
+    let d = daemon("");
+    let admin = d.admin().unwrap().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let conf = home.path();
+    let bad_toml = write(conf, "bad.toml", "listen = [1,\n");
+    fails_with_one_line(
+        &mut cli(conf, &["config", "show", "--config", bad_toml.to_str().unwrap()]),
+        "bad.toml: line 1, column 13",
+    );
+    fails_with_one_line(
+        &mut cli(conf, &["serve", "--config", bad_toml.to_str().unwrap()]),
+        "bad.toml: line 1, column 13",
+    );
+    fails_with_one_line(
+        &mut cli(conf, &["kubeconfig", "--token-file", "/nonexistent/token"]),
+        "/nonexistent/token",
+    );
+    fails_with_one_line(
+        &mut cli(
+            conf,
+            &[
+                "kubeconfig",
+                "--data-dir",
+                d.data_dir.to_str().unwrap(),
+                "--token",
+                "hth_not-a-token",
+            ],
+        ),
+        "not one this Hearth issued",
+    );
+    // A broken login file.
+    std::fs::create_dir_all(conf.join("hearth")).unwrap();
+    std::fs::write(conf.join("hearth/cli.toml"), "url = [\n").unwrap();
+    fails_with_one_line(&mut cli(conf, &["top"]), "cli.toml");
+    std::fs::remove_file(conf.join("hearth/cli.toml")).unwrap();
+    // Server errors, command by command.
+    fails_with_one_line(
+        &mut cli_env(&d, &admin, conf, &["token", "create", "Bad_Name"]),
+        "HTTP 422",
+    );
+    fails_with_one_line(
+        &mut cli_env(&d, &admin, conf, &["token", "revoke", "nope"]),
+        "HTTP 404",
+    );
+    fails_with_one_line(
+        &mut cli_env(&d, &admin, conf, &["user", "create", "Bad_Name"]),
+        "HTTP 422",
+    );
+    fails_with_one_line(&mut cli_env(&d, "hth_wrong", conf, &["top"]), "HTTP 401");
+    fails_with_one_line(&mut cli_env(&d, "hth_wrong", conf, &["kubeconfig"]), "HTTP 401");
+    fails_with_one_line(
+        &mut cli_env(&d, "hth_wrong", conf, &["token", "list"]),
+        "HTTP 401",
+    );
 }

@@ -196,28 +196,58 @@ fn the_daemon_uses_the_effective_config() {
     assert!(r.body["detail"].as_str().unwrap().contains("4096"), "{r}");
 }
 
+/// `hearth config runtimes` lists what this build runs workloads with (the installer
+/// asks it); a runtime it does not list is refused at start naming the config key and
+/// the flag, from the file as from the flag.
 #[test]
 fn unavailable_runtime_is_refused_clearly() {
-    let data = tempfile::tempdir().unwrap();
-    let empty = config_file("");
-    let out = run(
-        &[
-            "serve",
-            "--config",
-            empty.path().to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--serving-listen",
-            "127.0.0.1:0",
-            "--runtime",
-            "k3s",
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("k3s"), "{}", stderr(&out));
+    let listed = run(&["config", "runtimes"], &[]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let available: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(available.contains(&"process".to_string()), "{available:?}");
+    // Data-driven: whichever runtimes this build lacks (docker and k3s while they are
+    // being built) must be refused.
+    let missing: Vec<&str> = ["docker", "k3s"]
+        .into_iter()
+        .filter(|r| !available.iter().any(|a| a == r))
+        .collect();
+    for runtime in missing {
+        let data = tempfile::tempdir().unwrap();
+        let from_file = config_file(&format!("runtime = \"{runtime}\"\n"));
+        let empty = config_file("");
+        for (config, flag) in [(&from_file, None), (&empty, Some(runtime))] {
+            let mut args = vec![
+                "serve",
+                "--config",
+                config.path().to_str().unwrap(),
+                "--data-dir",
+                data.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--serving-listen",
+                "127.0.0.1:0",
+                "--tls-listen",
+                "127.0.0.1:0",
+            ];
+            if let Some(flag) = flag {
+                args.extend(["--runtime", flag]);
+            }
+            let out = run(&args, &[]);
+            assert!(!out.status.success());
+            let said = stderr(&out);
+            for needle in [
+                format!("runtime = \"{runtime}\""),
+                "config.toml".to_string(),
+                "--runtime process".to_string(),
+                format!("it provides: {}", available.join(", ")),
+            ] {
+                assert!(said.contains(&needle), "wanted {needle:?}: {said}");
+            }
+        }
+    }
 }
 
 /// The data plane is sized apart from the control plane: `serving.workers` threads

@@ -154,7 +154,7 @@ fn hearth_kubeconfig_refuses_unknown_tokens_and_takes_server_and_namespace() {
         .args(["--token", "hth_not-a-token"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not one this Hearth issued"),
         "{}",
@@ -186,7 +186,7 @@ fn hearth_kubeconfig_refuses_unknown_tokens_and_takes_server_and_namespace() {
         .args(["--server", "http://127.0.0.1:8470"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("https://"),
         "{}",

@@ -8,24 +8,51 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::{config_dir, config_path, Client, LoginConfig};
+use super::trust::{self, TlsFlags, Trust};
 use super::{field, print_data, print_table, CliError, OutputFlag};
 
 #[derive(Args)]
 pub struct LoginArgs {
-    /// The HTTP API's URL, e.g. `http://127.0.0.1:8470`.
-    pub url: String,
-    /// The bearer token (an admin's is in `<data-dir>/admin.token`).
+    /// The API's URL: `http://127.0.0.1:8470` on the daemon's host, its https://
+    /// address from elsewhere (e.g. `https://gpu-box:8472`) [default: the server of
+    /// --from-kubeconfig]
+    #[arg(required_unless_present = "from_kubeconfig")]
+    pub url: Option<String>,
+    /// The bearer token (an admin's is in `<data-dir>/admin.token`) [default: the
+    /// token of --from-kubeconfig]
     #[arg(long, env = "HEARTH_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// Take the server, its CA and the token from a kubeconfig Hearth wrote
+    /// (`<data-dir>/kubeconfig`, or `hearth kubeconfig`'s output handed to you).
+    #[arg(long, value_name = "FILE")]
+    pub from_kubeconfig: Option<PathBuf>,
     /// Where to write the kubeconfig [default: `$XDG_CONFIG_HOME/hearth/kubeconfig`].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// Verifies the token against the server, then writes the CLI config and a kubeconfig
-/// (both mode 0600).
+/// (both mode 0600). Over https the trust used (a CA, or explicitly none) is stored
+/// with the login and written into the kubeconfig.
 pub fn login(args: &LoginArgs) -> Result<ExitCode, CliError> {
-    let client = Client::new(&args.url, &args.token)?;
+    let from = match &args.from_kubeconfig {
+        Some(path) => trust::read_kubeconfig(path)?,
+        None => trust::FromKubeconfig::default(),
+    };
+    let url = args
+        .url
+        .clone()
+        .or(from.server)
+        .ok_or_else(|| CliError::Input("the kubeconfig names no server: give the URL".into()))?;
+    let token = args
+        .token
+        .clone()
+        .or(from.token)
+        .ok_or_else(|| CliError::Input("give the token with --token or HEARTH_TOKEN".into()))?;
+    let trust = args.tls.trust()?.or(from.trust).unwrap_or(Trust::System);
+    let client = Client::new(&url, &token, trust)?;
     let me = client.get("/hearth/v1/whoami")?;
     let kubeconfig = args
         .kubeconfig
@@ -34,10 +61,17 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, CliError> {
     let text = render_kubeconfig(&client, &me)?;
     write_private(&kubeconfig, &text)?;
     let path = config_path()?;
+    let (certificate_authority, insecure_skip_tls_verify) = match (is_https(&client), client.trust()) {
+        (true, Trust::Ca(pem)) => (Some(pem.clone()), false),
+        (true, Trust::Insecure) => (None, true),
+        _ => (None, false),
+    };
     LoginConfig {
         url: client.base().to_string(),
         token: client.token().to_string(),
         kubeconfig: Some(kubeconfig.clone()),
+        certificate_authority,
+        insecure_skip_tls_verify,
     }
     .write(&path)?;
     println!(
@@ -56,29 +90,47 @@ pub fn login(args: &LoginArgs) -> Result<ExitCode, CliError> {
 }
 
 /// Prints a kubeconfig for the current login's token, from the server's address and CA.
-pub fn kubeconfig() -> Result<ExitCode, CliError> {
-    let client = Client::from_environment()?;
+pub fn kubeconfig(tls: &TlsFlags) -> Result<ExitCode, CliError> {
+    let client = Client::from_environment(tls)?;
     let me = client.get("/hearth/v1/whoami")?;
     print!("{}", render_kubeconfig(&client, &me)?);
     Ok(ExitCode::SUCCESS)
 }
 
+fn is_https(client: &Client) -> bool {
+    client.base().starts_with("https://")
+}
+
+/// Over `http://` (the daemon's host): its TLS listener on the host the CLI reached,
+/// with the CA the server reports. Over `https://`: the URL the CLI reached (the TLS
+/// listener serves the Kubernetes API too), with the trust the CLI used.
 fn render_kubeconfig(client: &Client, me: &Value) -> Result<String, CliError> {
-    let cluster = client.get("/hearth/v1/cluster")?;
-    let port = cluster["tls_port"]
-        .as_u64()
-        .ok_or_else(|| CliError::Output("the server did not say its TLS port".into()))?;
-    // The HTTPS listener on the host the CLI reached, so a remote login works when
-    // the daemon listens beyond loopback.
-    let host = url::Url::parse(client.base())
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_else(|| "127.0.0.1".into());
-    let server = format!("https://{host}:{port}");
+    let (server, ca_pem, insecure) = if is_https(client) {
+        match client.trust() {
+            Trust::Ca(pem) => (client.base().to_string(), pem.clone(), false),
+            Trust::Insecure => (client.base().to_string(), String::new(), true),
+            Trust::System => (client.base().to_string(), String::new(), false),
+        }
+    } else {
+        let cluster = client.get("/hearth/v1/cluster")?;
+        let port = cluster["tls_port"]
+            .as_u64()
+            .ok_or_else(|| CliError::Output("the server did not say its TLS port".into()))?;
+        let host = url::Url::parse(client.base())
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let ca = cluster["certificate_authority"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (format!("https://{host}:{port}"), ca, false)
+    };
     let user = field(me, "user");
     crate::kubeconfig::Kubeconfig {
         server: &server,
-        ca_pem: cluster["certificate_authority"].as_str().unwrap_or_default(),
+        ca_pem: &ca_pem,
+        insecure_skip_tls_verify: insecure,
         user: &user,
         token: client.token(),
         namespace: &user,
@@ -109,8 +161,12 @@ pub enum TokenCommand {
         #[command(flatten)]
         output: OutputFlag,
     },
-    /// List your tokens (an admin sees everyone's).
+    /// List your tokens (names and dates; secrets are never shown). `--all-users`: every
+    /// user's (admins only).
     List {
+        /// Every user's tokens, not only yours (admins only; others get HTTP 403).
+        #[arg(short = 'A', long)]
+        all_users: bool,
         #[command(flatten)]
         output: OutputFlag,
     },
@@ -118,8 +174,8 @@ pub enum TokenCommand {
     Revoke { name: String },
 }
 
-pub fn token(command: &TokenCommand) -> Result<ExitCode, CliError> {
-    let client = Client::from_environment()?;
+pub fn token(tls: &TlsFlags, command: &TokenCommand) -> Result<ExitCode, CliError> {
+    let client = Client::from_environment(tls)?;
     match command {
         TokenCommand::Create {
             name,
@@ -135,8 +191,13 @@ pub fn token(command: &TokenCommand) -> Result<ExitCode, CliError> {
                 println!("{}", field(&created, "token"));
             }
         }
-        TokenCommand::List { output } => {
-            let list = client.get("/hearth/v1/tokens")?;
+        TokenCommand::List { all_users, output } => {
+            let path = if *all_users {
+                "/hearth/v1/tokens?all_users=true"
+            } else {
+                "/hearth/v1/tokens"
+            };
+            let list = client.get(path)?;
             if !print_data(output.output, &list)? {
                 let rows: Vec<Vec<String>> = items(&list)
                     .iter()
@@ -173,8 +234,8 @@ pub enum UserCommand {
     },
 }
 
-pub fn user(command: &UserCommand) -> Result<ExitCode, CliError> {
-    let client = Client::from_environment()?;
+pub fn user(tls: &TlsFlags, command: &UserCommand) -> Result<ExitCode, CliError> {
+    let client = Client::from_environment(tls)?;
     match command {
         UserCommand::Create { name, admin, output } => {
             let created = client.post("/hearth/v1/users", &json!({"name": name, "admin": admin}))?;

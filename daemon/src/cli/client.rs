@@ -10,6 +10,8 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::trust::{self, TlsFlags, Trust};
+
 /// Every way a CLI command fails; `main` prints it as one line and exits 1.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -35,12 +37,19 @@ pub enum CliError {
 /// `~/.config/hearth/cli.toml`), mode 0600 since it holds the token.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LoginConfig {
-    /// The HTTP API's base URL, e.g. `http://127.0.0.1:8470`.
+    /// The API's base URL: `http://127.0.0.1:8470` on the daemon's host, its
+    /// `https://` address (`tls_listen`) from elsewhere.
     pub url: String,
     pub token: String,
     /// The kubeconfig `hearth login` wrote, for `hearth kubeconfig` to name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,
+    /// The CA (PEM) an `https://` URL is verified with; absent: the host's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+    /// The login was made with `--insecure-skip-tls-verify`: every command warns.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_tls_verify: bool,
 }
 
 /// `$XDG_CONFIG_HOME/hearth`, else `$HOME/.config/hearth`.
@@ -61,6 +70,15 @@ pub fn config_path() -> Result<PathBuf, CliError> {
 }
 
 impl LoginConfig {
+    /// The trust the login was made with.
+    pub fn trust(&self) -> Trust {
+        match (&self.certificate_authority, self.insecure_skip_tls_verify) {
+            (_, true) => Trust::Insecure,
+            (Some(pem), false) => Trust::Ca(pem.clone()),
+            (None, false) => Trust::System,
+        }
+    }
+
     pub fn read(path: &Path) -> Result<Option<LoginConfig>, CliError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -95,42 +113,74 @@ impl LoginConfig {
 pub struct Client {
     base: String,
     token: String,
+    trust: Trust,
     http: reqwest::blocking::Client,
 }
 
 impl Client {
-    pub fn new(url: &str, token: &str) -> Result<Client, CliError> {
+    /// A client for `url` (`http://` on loopback only: elsewhere the token would cross
+    /// the network in clear text; `https://` verified as `trust` says).
+    pub fn new(url: &str, token: &str, trust: Trust) -> Result<Client, CliError> {
         let base = url.trim_end_matches('/').to_string();
         let parsed = url::Url::parse(&base).map_err(|e| CliError::Input(format!("URL {url:?}: {e}")))?;
-        if parsed.scheme() != "http" {
-            return Err(CliError::Input(format!(
-                "URL {url:?}: give the HTTP API's http:// address (e.g. http://127.0.0.1:8470)"
-            )));
+        // reqwest (built without a provider of its own) wants the process default even
+        // for plain HTTP; ring, as the rest of Hearth. An error only says one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        match parsed.scheme() {
+            "http" if is_loopback(&parsed) => {}
+            "http" => {
+                return Err(CliError::Input(format!(
+                    "URL {url:?}: plain HTTP would send the token across the network in clear text; give the server's https:// address (tls_listen, port 8472 by default)"
+                )))
+            }
+            "https" => {
+                if trust == Trust::Insecure {
+                    trust::warn_insecure(&base);
+                }
+                builder = builder.tls_backend_preconfigured(trust::client_config(&trust)?);
+            }
+            _ => {
+                return Err(CliError::Input(format!(
+                    "URL {url:?}: give the API's https:// address (e.g. https://gpu-box:8472), or http://127.0.0.1:8470 on the daemon's host"
+                )))
+            }
         }
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| CliError::Connect {
-                url: base.clone(),
-                detail: chain(&e),
-            })?;
+        let http = builder.build().map_err(|e| CliError::Connect {
+            url: base.clone(),
+            detail: chain(&e),
+        })?;
         Ok(Client {
             base,
             token: token.trim().to_string(),
+            trust,
             http,
         })
     }
 
-    /// `HEARTH_URL` and `HEARTH_TOKEN` when set, else the login file.
-    pub fn from_environment() -> Result<Client, CliError> {
+    /// `HEARTH_URL` and `HEARTH_TOKEN` when set, else the login file; TLS trust from
+    /// `flags`, else the login's own when the URL is the login's.
+    pub fn from_environment(flags: &TlsFlags) -> Result<Client, CliError> {
         let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
         let saved = LoginConfig::read(&config_path()?)?;
         let url = env("HEARTH_URL").or_else(|| saved.as_ref().map(|c| c.url.clone()));
         let token = env("HEARTH_TOKEN").or_else(|| saved.as_ref().map(|c| c.token.clone()));
-        match (url, token) {
-            (Some(url), Some(token)) => Client::new(&url, &token),
-            _ => Err(CliError::NotLoggedIn),
-        }
+        let (Some(url), Some(token)) = (url, token) else {
+            return Err(CliError::NotLoggedIn);
+        };
+        let trust = match flags.trust()? {
+            Some(trust) => trust,
+            None => saved
+                .as_ref()
+                .filter(|c| c.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                .map_or(Trust::System, LoginConfig::trust),
+        };
+        Client::new(&url, &token, trust)
+    }
+
+    /// What this client verifies the server's certificate with.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     pub fn base(&self) -> &str {
@@ -149,9 +199,15 @@ impl Client {
 
     /// Sends `builder` and reads a JSON reply (`null` for an empty body).
     pub fn send(&self, builder: RequestBuilder) -> Result<Value, CliError> {
-        let reply = builder.send().map_err(|e| CliError::Connect {
-            url: self.base.clone(),
-            detail: chain(&e),
+        let reply = builder.send().map_err(|e| {
+            let mut detail = chain(&e);
+            if let Some(hint) = trust::certificate_hint(&detail) {
+                detail = format!("{detail} ({hint})");
+            }
+            CliError::Connect {
+                url: self.base.clone(),
+                detail,
+            }
         })?;
         let status = reply.status();
         let text = reply.text().map_err(|e| CliError::Connect {
@@ -183,6 +239,16 @@ impl Client {
 
     pub fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(self.request(Method::POST, path).json(body))
+    }
+}
+
+/// Whether `url` names this host (`localhost` or a loopback address).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

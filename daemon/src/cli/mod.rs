@@ -6,6 +6,7 @@ pub mod access;
 pub mod client;
 pub mod run;
 pub mod top;
+pub mod trust;
 
 use std::process::ExitCode;
 

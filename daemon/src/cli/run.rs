@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub timeout_seconds: u64,
     #[command(flatten)]
     pub output: OutputFlag,
+    #[command(flatten)]
+    pub tls: super::trust::TlsFlags,
 }
 
 /// States in which a KFP v2 run has ended (`V2beta1RuntimeState`).
@@ -47,7 +49,7 @@ const ENDED: [&str; 4] = ["SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"];
 pub fn run(args: &RunArgs) -> Result<ExitCode, CliError> {
     let spec = read_spec(&args.pipeline)?;
     let parameters = typed_parameters(&spec, &args.params)?;
-    let client = Client::from_environment()?;
+    let client = Client::from_environment(&args.tls)?;
     let display_name = args.name.clone().unwrap_or_else(|| {
         spec["pipelineInfo"]["name"]
             .as_str()

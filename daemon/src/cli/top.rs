@@ -14,10 +14,12 @@ use super::{field, print_data, print_table, CliError, OutputFlag};
 pub struct TopArgs {
     #[command(flatten)]
     pub output: OutputFlag,
+    #[command(flatten)]
+    pub tls: super::trust::TlsFlags,
 }
 
 pub fn top(args: &TopArgs) -> Result<ExitCode, CliError> {
-    let client = Client::from_environment()?;
+    let client = Client::from_environment(&args.tls)?;
     let node = client.get("/hearth/v1/node")?;
     let queue = client.get("/hearth/v1/queue")?;
     let data = json!({"gpus": node["gpus"], "queue": queue});

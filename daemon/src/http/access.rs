@@ -3,7 +3,7 @@
 use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::body::JsonBody;
@@ -222,11 +222,26 @@ async fn create_token(
     Ok(HttpResponse::Created().json(new_token(issued)))
 }
 
-/// The caller's tokens (never their secrets).
-#[utoipa::path(tag = "access", responses((status = 200, body = TokenList)), security(("bearer" = [])))]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TokenListQuery {
+    /// Every user's tokens, not only the caller's (admins only: 403 for others).
+    #[serde(default)]
+    all_users: bool,
+}
+
+/// The caller's tokens, or every user's with `all_users=true` (admins only).
+///
+/// Names, owners and dates; never the secrets.
+#[utoipa::path(tag = "access", params(TokenListQuery), responses((status = 200, body = TokenList)), security(("bearer" = [])))]
 #[get("/hearth/v1/tokens")]
-async fn list_tokens(caller: Caller, state: web::Data<AppState>) -> Result<web::Json<TokenList>, ApiError> {
-    let tokens = state.auth.list_tokens(&caller.0).await?;
+async fn list_tokens(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: web::Query<TokenListQuery>,
+) -> Result<web::Json<TokenList>, ApiError> {
+    let tokens = state.auth.list_tokens(&caller.0, query.all_users).await?;
     Ok(web::Json(TokenList {
         items: tokens.into_iter().map(token).collect(),
     }))

@@ -33,13 +33,13 @@ pub use resources::{EventRecord, NewResource, Resource};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("{kind} {namespace}/{name} not found")]
+    #[error("{kind} {} not found", qualified(.namespace, .name))]
     NotFound {
         kind: String,
         namespace: String,
         name: String,
     },
-    #[error("{kind} {namespace}/{name} already exists")]
+    #[error("{kind} {} already exists", qualified(.namespace, .name))]
     AlreadyExists {
         kind: String,
         namespace: String,
@@ -213,8 +213,23 @@ impl Store {
     }
 }
 
+/// `namespace/name`, or `name` alone for a kind without a namespace (a user).
+fn qualified(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}
+
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    rfc3339(chrono::Utc::now())
+}
+
+/// The one time format Hearth stores and answers: RFC 3339, UTC, milliseconds, `Z`
+/// (`2026-12-02T13:20:00.123Z`).
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]

@@ -495,17 +495,122 @@ def test_corrupted_tarball_is_refused(release, root):
 def test_airgap_bundle_for_k3s(release, root):
     (bundle,) = release.glob("hearth-airgap-*.tar.gz")
     assert (release / f"{bundle.name}.sha256").is_file()
-    out = sh(
-        [DASH, release / "install.sh"],
-        env={"HEARTH_ROOT": root, "HEARTH_AIRGAP_BUNDLE": bundle, "HEARTH_RUNTIME": "k3s"},
-    ).stdout
+    env = {"HEARTH_ROOT": root, "HEARTH_AIRGAP_BUNDLE": bundle}
+    k3s_runs = "k3s" in runtimes()
+    if not k3s_runs:
+        # The binary does not run k3s yet: HEARTH_RUNTIME=k3s is refused by name before
+        # anything is installed, and the bundle still installs for later.
+        proc = sh([DASH, release / "install.sh"], env={**env, "HEARTH_RUNTIME": "k3s"}, check=False)
+        assert proc.returncode != 0 and "HEARTH_RUNTIME=k3s" in proc.stdout, proc.stdout
+        assert list(root.iterdir()) == [], "a refused runtime left files behind"
+    else:
+        env["HEARTH_RUNTIME"] = "k3s"
+    out = sh([DASH, release / "install.sh"], env=env).stdout
     assert f"verified {bundle}" in out, out
     k3s = root / "usr/local/bin/k3s"
     assert mode(k3s) == 0o755
     assert "stand-in" in sh([k3s]).stdout
     assert (root / "var/lib/hearth/k3s/agent/images/k3s-airgap-images-amd64.tar").is_file()
     assert mode(root / "var/lib/hearth") == 0o700 and mode(root / "var/lib") == 0o755
-    assert 'runtime = "k3s"' in (root / "etc/hearth/config.toml").read_text()
+    assert ('runtime = "k3s"' in (root / "etc/hearth/config.toml").read_text()) == k3s_runs
     # The uninstaller removes the k3s binary it installed (the manifest lists it).
     sh([DASH, root / "usr/local/bin/hearth-uninstall.sh"], env={"HEARTH_ROOT": root})
     assert not k3s.exists()
+
+
+def runtimes():
+    """The runtimes the binary provides (`hearth config runtimes`), as the installer asks."""
+    return sh([BIN, "config", "runtimes"]).stdout.split()
+
+
+def said(out, prog):
+    """The lines a script said about itself (`prog: ...`), without the prefix."""
+    return [line.removeprefix(f"{prog}: ") for line in out.splitlines() if line.startswith(f"{prog}: ")]
+
+
+def test_dry_runs_say_what_would_be_done_not_what_was(root):
+    out = install(root, "--dry-run", HEARTH_BINARY=BIN).stdout
+    lines = said(out, "hearth-install")
+    assert any(line.startswith("would install hearth") for line in lines), out
+    assert f"would write {root}/etc/hearth/config.toml" in lines, out
+    if shutil.which("systemctl"):
+        assert any(line.startswith(f"would enable hearth.service in {root}") for line in lines), out
+    for done in ("enabled", "kept", "installing", "upgrading", "writing", "copied"):
+        assert not any(line.startswith(done) for line in lines), f"{done!r} in a dry run:\n{out}"
+    assert list(root.iterdir()) == []
+
+    install(root, HEARTH_BINARY=BIN)
+    out = install(root, "--dry-run", HEARTH_BINARY=BIN).stdout
+    lines = said(out, "hearth-install")
+    assert any(line.startswith("would upgrade hearth") for line in lines), out
+    assert f"would keep {root}/etc/hearth/config.toml" in lines, out
+    assert not any(line.startswith(("kept", "enabled", "upgrading")) for line in lines), out
+
+    uninstaller = root / "usr/local/bin/hearth-uninstall.sh"
+    for args in ([], ["--purge"]):
+        out = sh([DASH, uninstaller, "--dry-run", *args], env={"HEARTH_ROOT": root}).stdout
+        lines = said(out, "hearth-uninstall")
+        assert f"would remove {root}/usr/local/bin/hearth" in lines, out
+        assert lines[-1] == "--dry-run: hearth would be uninstalled; nothing was changed", out
+        if args:
+            assert f"would purge {root}/etc/hearth" in lines, out
+        else:
+            assert any(line.startswith(f"would keep the data in {root}/var/lib/hearth") for line in lines), out
+        for done in ("removed", "purged", "kept", "hearth is uninstalled"):
+            assert not any(line.startswith(done) for line in lines), f"{done!r} in a dry run:\n{out}"
+    assert (root / "usr/local/bin/hearth").is_file() and (root / "etc/hearth/config.toml").is_file()
+
+
+def test_a_runtime_the_binary_lacks_is_refused_before_anything_changes(root):
+    have = runtimes()
+    assert "process" in have, have
+    provides = ", ".join(have)
+    lacking = [r for r in ("docker", "k3s") if r not in have]
+    for runtime in lacking + ["no-such-runtime"]:
+        proc = sh([DASH, INSTALL], env={"HEARTH_ROOT": root, "HEARTH_BINARY": BIN, "HEARTH_RUNTIME": runtime}, check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert f"HEARTH_RUNTIME={runtime}" in proc.stdout and f"it provides: {provides}" in proc.stdout, proc.stdout
+        assert list(root.iterdir()) == [], "a refused runtime left files behind"
+    # One the binary lists is written into the new config.
+    install(root, HEARTH_BINARY=BIN, HEARTH_RUNTIME="process")
+    config = root / "etc/hearth/config.toml"
+    assert 'runtime = "process"' in config.read_text()
+    # A kept config naming a runtime the binary lacks (what a HEARTH_RUNTIME=docker
+    # install used to leave) stops a re-run before anything is replaced.
+    for runtime in lacking:
+        config.write_text(f'runtime = "{runtime}"\n')
+        binary_mtime = (root / "usr/local/bin/hearth").stat().st_mtime_ns
+        proc = sh([DASH, INSTALL], env={"HEARTH_ROOT": root, "HEARTH_BINARY": BIN}, check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert f'runtime = "{runtime}"' in proc.stdout and "nothing was changed" in proc.stdout, proc.stdout
+        assert (root / "usr/local/bin/hearth").stat().st_mtime_ns == binary_mtime
+
+
+def outside(out, root, needle):
+    """Words of `out` holding `needle` that do not lie under `root`."""
+    return [w for w in out.split() if needle in w and not w.lstrip("'\">(").startswith(str(root))]
+
+
+def test_prefix_hints_fit_the_install_done(root):
+    # As root into a prefix: the background log is inside the prefix too.
+    out = install(root, HEARTH_BINARY=BIN).stdout
+    assert f">>{root}/var/log/hearth.log" in out, out
+    assert outside(out, root, "/var/log") == [], out
+    if os.getuid() != 0:
+        pytest.skip("the user's own prefix is tried as nobody, which needs root")
+    # As a user into a prefix of their own: nothing needs sudo or root, and every path
+    # in the hints is inside the prefix.
+    mine = Path(tempfile.mkdtemp(prefix="hearth-user-root-"))
+    try:
+        os.chown(mine, 65534, 65534)
+        mine.chmod(0o755)
+        proc = sh(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DASH, INSTALL],
+            env={"HEARTH_ROOT": mine, "HEARTH_BINARY": BIN},
+        )
+        out = proc.stdout
+        assert "sudo" not in out and "root only" not in out and "as root" not in out, out
+        assert outside(out, mine, "/var/") == [], out
+        assert f"{mine}/var/lib/hearth/admin.token" in out, out
+    finally:
+        shutil.rmtree(mine, ignore_errors=True)
