@@ -187,7 +187,7 @@ fn jobs_run_in_their_image_with_exit_codes_and_logs_and_the_container_is_removed
         &job_yaml(
             "ok",
             BUSYBOX,
-            "echo hello from the image; ls /bin/busybox; echo to stderr >&2",
+            "test ! -e /etc/debian_version && echo hello from the image; ls /bin/busybox; echo to stderr >&2",
             "",
             "",
         ),
@@ -654,4 +654,43 @@ fn isolated_mode_runs_the_container_as_the_namespaces_user() {
     assert!(!uid.is_empty() && uid != "0", "no user {user}");
     let log = d.get(&format!("{JOB_EXTRAS}/whoami/logs"), d.admin()).text;
     assert_eq!(log.trim(), format!("uid={uid}"), "{log}");
+}
+
+#[test]
+fn katib_trials_run_in_their_image_and_their_metrics_are_collected() {
+    use serde_json::json;
+    let d = daemon();
+    let experiments = "/apis/kubeflow.org/v1beta1/namespaces/team/experiments";
+    let doc = json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Experiment", "metadata": {"name": "boxed"},
+    "spec": {
+        "objective": {"type": "maximize", "goal": 99, "objectiveMetricName": "accuracy"},
+        "algorithm": {"algorithmName": "random", "algorithmSettings": [{"name": "random_state", "value": "7"}]},
+        "parameters": [{"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.1", "max": "0.4", "step": "0.1"}}],
+        "maxTrialCount": 3, "parallelTrialCount": 3,
+        "trialTemplate": {
+            "primaryContainerName": "training",
+            "trialParameters": [{"name": "lr", "reference": "lr"}],
+            "trialSpec": {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "training", "image": BUSYBOX,
+                    // /etc/debian_version is the host's, not the image's: a trial on the host fails.
+                    "command": ["sh", "-c", "test ! -e /etc/debian_version && echo accuracy=$LR"],
+                    "env": [{"name": "LR", "value": "${trialParameters.lr}"}]}]
+            }}}}
+        }
+    }});
+    let created = d.post_json(experiments, d.admin(), &doc);
+    assert_eq!(created.status, 201, "{created}");
+    let done = d.wait_until(&format!("{experiments}/boxed"), Duration::from_secs(120), |r| {
+        r.body["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| (c["type"] == "Succeeded" || c["type"] == "Failed") && c["status"] == "True")
+        })
+    });
+    let status = &done.body["status"];
+    assert_eq!(status["trialsSucceeded"], 3, "{done}");
+    let best = &status["currentOptimalTrial"]["observation"]["metrics"][0];
+    assert_eq!(best["name"], "accuracy", "{done}");
+    let value: f64 = best["max"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+    assert!((0.1..=0.4).contains(&value), "{done}");
 }
