@@ -356,11 +356,28 @@ fn a_daemon_killed_and_restarted_re_adopts_the_running_container() {
         &d,
         &job_yaml("survivor", BUSYBOX, "echo before; sleep 6; echo after", "", ""),
     );
+    // And one that ends while the daemon is away.
+    create(
+        &d,
+        &job_yaml(
+            "quick",
+            BUSYBOX,
+            "echo quick start; sleep 1; echo quick end",
+            "",
+            "",
+        ),
+    );
     d.wait_until(
         &format!("{JOB_EXTRAS}/survivor/logs"),
         Duration::from_secs(60),
         |r| r.text.contains("before"),
     );
+    d.wait_until(
+        &format!("{JOB_EXTRAS}/quick/logs"),
+        Duration::from_secs(60),
+        |r| r.text.contains("quick start"),
+    );
+    let quick = uid_of(&d, "quick");
     let uid = uid_of(&d, "survivor");
     let container = containers_of(&uid)[0].clone();
     let started = inspect(&container, "{{.State.StartedAt}}");
@@ -368,7 +385,26 @@ fn a_daemon_killed_and_restarted_re_adopts_the_running_container() {
     d.kill9();
     // The container does not notice.
     assert_eq!(inspect(&container, "{{.State.Running}}"), "true");
+    wait_for(
+        "the quick job's container to end",
+        Duration::from_secs(20),
+        || {
+            containers_of(&quick)
+                .iter()
+                .all(|c| inspect(c, "{{.State.Running}}") == "false")
+        },
+    );
     d.restart();
+
+    let done = wait_finished(&d, "quick", Duration::from_secs(60));
+    assert_eq!(condition(&done).map(|c| c.0), Some("Complete".into()), "{done}");
+    let log = d.get(&format!("{JOB_EXTRAS}/quick/logs"), d.admin()).text;
+    assert_eq!(log, "quick start\nquick end\n");
+    wait_for(
+        "the quick job's container's removal",
+        Duration::from_secs(20),
+        || containers_of(&quick).is_empty(),
+    );
 
     let job = wait_finished(&d, "survivor", Duration::from_secs(60));
     assert_eq!(

@@ -105,6 +105,9 @@ pub struct DockerRuntime {
     client: tokio::sync::Mutex<Option<Docker>>,
     /// Whether Docker has the `nvidia` runtime (read at connection).
     nvidia: AtomicBool,
+    /// Whether the containers of ended workloads left by an earlier daemon were looked
+    /// for (once, at the first probe that reaches Docker).
+    swept: AtomicBool,
     available: Mutex<Availability>,
     /// Log copies running in this daemon, by workload id; the receiver turns `true`
     /// once the whole log is copied.
@@ -375,6 +378,7 @@ impl DockerRuntime {
             log_max_bytes,
             client: tokio::sync::Mutex::new(None),
             nvidia: AtomicBool::new(false),
+            swept: AtomicBool::new(false),
             available: Mutex::new(Err(format!("Docker at {} has not been asked yet", config.host))),
             followers: Mutex::new(HashMap::new()),
             config,
@@ -598,6 +602,25 @@ impl DockerRuntime {
                 started_at: started_at(&c),
             }),
             Some(c) => Ok(RunState::Exited(exit_from(&dir, &c))),
+        }
+    }
+
+    /// Removes the containers whose end is recorded (`exit.json`) but which were not
+    /// removed: their daemon died, or Docker was away, between the two.
+    async fn sweep(&self) {
+        let ids = match self.list(None).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for containers of ended workloads");
+                return;
+            }
+        };
+        for id in ids {
+            if read_exit(&self.dir(&id)).is_some() {
+                if let Err(e) = self.forget(&id).await {
+                    tracing::warn!(workload = %id, error = %e, "removing the container of an ended workload");
+                }
+            }
         }
     }
 
@@ -978,6 +1001,9 @@ impl Runtime for DockerRuntime {
             Err(e) => Err(e.to_string()),
         };
         *self.available.lock().unwrap_or_else(PoisonError::into_inner) = outcome.clone();
+        if outcome.is_ok() && !self.swept.swap(true, Ordering::Relaxed) {
+            self.sweep().await;
+        }
         outcome
     }
 }
