@@ -1,8 +1,32 @@
 //! Where workloads actually run. A `Workload` is the runtime-neutral description of
 //! one process (a job attempt, a pipeline step, a model replica, a notebook server);
-//! a `Runtime` backend starts, watches, logs and stops it. The `process` backend runs
-//! the command on the host under `hearth shim`; container and Kubernetes backends
-//! implement the same trait (image, device requests, pod manifests).
+//! a `Runtime` backend starts, watches, logs and stops it. `from_config` picks the
+//! backend: `process` runs the command on the host under `hearth shim`; `docker` runs
+//! it as a container of the spec's image (`docker.rs`).
+//!
+//! What a backend owes its callers, so that a Kubernetes (pod) backend fits the same
+//! way the container one does:
+//! - `start` is idempotent on `Workload.id` and adopts what an earlier daemon started
+//!   (find it by name or label, never start it twice); `status` and `wait` work for a
+//!   workload started by another daemon process. No pid or host port leaks out:
+//!   `RunState::Running` carries only the start time.
+//! - The log is host files (`logs`), oldest first, with `output.times` beside them
+//!   (`log_times`) when per-line times are known: a backend whose log lives elsewhere
+//!   copies it there as it is written (the Docker backend follows `docker logs`), so
+//!   that the log outlives the container or pod and every reader works unchanged.
+//! - `forget` frees the backend's side (the container, the pod) once the end is
+//!   recorded and the log kept; `remove` deletes the log too.
+//! - `Workload.mounts` name host paths at the paths the workload was given (pipeline
+//!   step files, artifacts, models, workspaces); `Workload.ports` are loopback ports the
+//!   callers chose, reachable at `127.0.0.1:<port>` on the host however the backend
+//!   gets them there (`Capabilities::own_network` says whether the server inside must
+//!   listen on all its interfaces).
+//! - `availability` (cheap, read on every admission pass) and `probe` (asks the
+//!   backend; the daemon calls it every 2 s and puts it in `/readyz`): while a backend
+//!   is unavailable nothing is admitted, each waiting workload says why, and a call
+//!   that cannot reach it returns `RuntimeError::Unavailable` (nothing changed).
+//! - `capabilities` tells callers what they must not assume (images, mounts, GPU mode,
+//!   whether Hearth's scheduler admits or the backend's own does).
 
 pub mod cgroups;
 pub mod docker;
