@@ -730,3 +730,35 @@ fn katib_trials_run_in_their_image_and_their_metrics_are_collected() {
     let value: f64 = best["max"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
     assert!((0.1..=0.4).contains(&value), "{done}");
 }
+
+#[test]
+fn without_command_the_image_entrypoint_runs_and_an_image_is_required() {
+    let d = daemon();
+    // An image whose CMD speaks: made from the busybox one with `docker commit`.
+    let tagged = "hearth-test/busybox-cmd:1";
+    if docker(&["image", "inspect", tagged]).is_err() {
+        let made = docker(&["create", BUSYBOX, "true"]).unwrap();
+        docker(&[
+            "commit",
+            "--change",
+            r#"CMD ["echo", "from the image's CMD"]"#,
+            &made,
+            tagged,
+        ])
+        .unwrap();
+        docker(&["rm", &made]).unwrap();
+    }
+    let yaml = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: bare}}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {{name: main, image: '{tagged}'}}\n"
+    );
+    create(&d, &yaml);
+    let job = wait_finished(&d, "bare", Duration::from_secs(60));
+    assert_eq!(condition(&job).map(|c| c.0), Some("Complete".into()), "{job}");
+    let log = d.get(&format!("{JOB_EXTRAS}/bare/logs"), d.admin()).text;
+    assert_eq!(log, "from the image's CMD\n");
+
+    let imageless = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: noimage}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: main, command: [echo]}\n";
+    let refused = d.post_yaml(JOBS, d.admin(), imageless);
+    assert_eq!(refused.status, 422, "{refused}");
+    assert!(refused.text.contains("containers[0].image"), "{refused}");
+}

@@ -351,7 +351,7 @@ impl Scheduler {
                 workload.id
             )));
         }
-        if workload.command.is_empty() {
+        if workload.command.is_empty() && !self.inner.runtime.capabilities().runs_images {
             return Err(SchedulerError::Invalid("the workload has no command".into()));
         }
         self.check_satisfiable(&workload.resources, &workload.owner.namespace)?;
