@@ -850,10 +850,10 @@ impl Runtime for DockerRuntime {
     }
 
     async fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError> {
-        let dir = self.dir(id);
+        let (dir, owned) = (self.dir(id), id.to_string());
         tokio::task::spawn_blocking(move || {
             if !dir.exists() {
-                return Err(RuntimeError::NotFound(dir.display().to_string()));
+                return Err(RuntimeError::NotFound(owned));
             }
             let files = [LOG_ROTATED, LOG]
                 .iter()
