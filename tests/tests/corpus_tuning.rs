@@ -152,3 +152,89 @@ fn the_kinds_match_katibs_crds() {
         "{doc}"
     );
 }
+
+/// Katib's own `random.yaml`, its trial command made a local one (the loss a function
+/// of the two parameters, printed in Katib's StdOut format), applied with the real
+/// kubectl as a user would: it runs to completion, and `kubectl get
+/// experiments,trials` shows it and its trials.
+#[test]
+fn katibs_random_example_runs_to_completion_through_kubectl_apply() {
+    let Some(kubectl) = hearth_e2e::kubectl() else {
+        return;
+    };
+    let d = hearth_e2e::spawn_daemon_with(
+        hearth_e2e::Options::default().config("[jobs]\nbackoff_base_seconds = 0.1\n"),
+    );
+    let file = hearth_e2e::fixtures_dir().join("katib/examples/v1beta1/hp-tuning/random.yaml");
+    let mut doc: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let container =
+        &mut doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"], "training-container");
+    container["command"] = serde_json::json!([
+        "sh",
+        "-c",
+        r#"awk -v lr="${trialParameters.learningRate}" -v m="${trialParameters.momentum}" 'BEGIN { printf "loss=%.6f\n", (lr - 0.03)^2 + (m - 0.7)^2 }'"#
+    ]);
+    let home = tempfile::tempdir().unwrap();
+    let manifest = home.path().join("random.yaml");
+    std::fs::write(&manifest, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(d.data_dir.join("kubeconfig"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let applied = run(&["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        applied.contains("experiment.kubeflow.org/random created"),
+        "{applied}"
+    );
+    let ended = d
+        .wait_until(
+            "/apis/kubeflow.org/v1beta1/namespaces/kubeflow/experiments/random",
+            std::time::Duration::from_secs(90),
+            |r| {
+                r.body["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| (c["type"] == "Succeeded" || c["type"] == "Failed") && c["status"] == "True")
+                })
+            },
+        )
+        .body;
+    let conditions = ended["status"]["conditions"].as_array().unwrap();
+    let succeeded = conditions
+        .iter()
+        .find(|c| c["type"] == "Succeeded" && c["status"] == "True")
+        .unwrap_or_else(|| panic!("{ended}"));
+    assert!(
+        ["ExperimentMaxTrialsReached", "ExperimentGoalReached"]
+            .contains(&succeeded["reason"].as_str().unwrap()),
+        "{ended}"
+    );
+    let succeeded_trials = ended["status"]["trialsSucceeded"].as_u64().unwrap();
+    assert!(succeeded_trials >= 1, "{ended}");
+    let table = run(&["get", "experiments,trials", "-n", "kubeflow"]);
+    assert!(table.contains("experiment.kubeflow.org/random"), "{table}");
+    let trial_rows = table
+        .lines()
+        .filter(|l| l.starts_with("trial.kubeflow.org/random-"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        trial_rows.len() as u64,
+        ended["status"]["trials"].as_u64().unwrap(),
+        "{table}"
+    );
+    assert!(trial_rows.iter().all(|l| l.contains("Succeeded")), "{table}");
+}

@@ -520,6 +520,111 @@ fn a_kill_9_mid_experiment_loses_no_trial_and_runs_none_twice() {
     assert_eq!(ran, once, "each trial ran exactly once: {text}");
 }
 
+/// The seeded tpe experiment of the model-based restart test: one trial at a time,
+/// each recording its run (`$ME`) in `record` and then printing its loss.
+fn sequential_tpe(name: &str, record: &std::path::Path) -> Value {
+    let mut doc = quadratic(
+        name,
+        json!({"algorithmName": "tpe", "algorithmSettings": [
+            {"name": "n_startup_trials", "value": "3"}, {"name": "random_state", "value": "7"}]}),
+        json!({"maxTrialCount": 8, "parallelTrialCount": 1}),
+    );
+    let script = format!(
+        r#"echo $ME >> {}; sleep 0.4; awk -v x="$X" -v y="$Y" 'BEGIN {{ printf "loss=%.6f\n", (x-0.3)^2 + (y-0.6)^2 }}'"#,
+        record.display()
+    );
+    let template = &mut doc["spec"]["trialTemplate"];
+    template["trialParameters"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "me", "reference": "${trialSpec.Name}"}));
+    let container = &mut template["trialSpec"]["spec"]["template"]["spec"]["containers"][0];
+    container["command"] = json!(["sh", "-c", script]);
+    container["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ME", "value": "${trialParameters.me}"}));
+    doc
+}
+
+/// The assignments of an experiment's suggestions, in the order made.
+fn suggested_points(d: &Daemon, experiment: &str) -> Vec<Vec<(String, String)>> {
+    let suggestion = d.get(&format!("{SUGGESTIONS}/{experiment}"), d.admin()).body;
+    suggestion["status"]["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["parameterAssignments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    (
+                        a["name"].as_str().unwrap().to_string(),
+                        a["value"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The restart test with a model-based algorithm: a seeded `tpe` experiment running
+/// one trial at a time is a deterministic function of its history, so the one killed
+/// (`kill -9`) after its model took over and restarted must suggest exactly what an
+/// uninterrupted twin suggested, point for point: the model was rebuilt from the
+/// stored trials, each told once with its objective. And every trial ran once.
+#[test]
+fn a_kill_9_mid_tpe_experiment_rebuilds_the_model_from_the_stored_trials() {
+    let mut d = daemon();
+    let runs = tempfile::tempdir().unwrap();
+    let twin_record = runs.path().join("twin");
+    create(&d, &sequential_tpe("twin", &twin_record));
+    let twin = wait_ended(&d, "twin");
+    assert_eq!(reason(&twin, "Succeeded"), "ExperimentMaxTrialsReached", "{twin}");
+    let expected = suggested_points(&d, "twin");
+    assert_eq!(expected.len(), 8, "{twin}");
+
+    let record = runs.path().join("durable");
+    create(&d, &sequential_tpe("durable", &record));
+    // Past the 3 start-up trials: the fifth suggestion came from the model.
+    d.wait_until(&format!("{EXPERIMENTS}/durable"), Duration::from_secs(30), |r| {
+        r.body["status"]["trials"].as_u64().unwrap_or(0) >= 5
+    });
+    d.kill9();
+    d.restart();
+    let ended = wait_ended(&d, "durable");
+    assert_eq!(
+        reason(&ended, "Succeeded"),
+        "ExperimentMaxTrialsReached",
+        "{ended}"
+    );
+    let trials = trials_of(&d, "durable");
+    assert_eq!(trials.len(), 8, "{ended}");
+    assert!(
+        trials.iter().all(|t| condition(t, "Succeeded").is_some()),
+        "{trials:?}"
+    );
+    assert_eq!(
+        suggested_points(&d, "durable"),
+        expected,
+        "the restarted experiment suggested what its uninterrupted twin did"
+    );
+    let made: BTreeSet<&str> = trials
+        .iter()
+        .map(|t| t["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut ran: Vec<&str> = text.lines().collect();
+    ran.sort_unstable();
+    assert_eq!(
+        ran,
+        made.iter().copied().collect::<Vec<_>>(),
+        "each trial ran exactly once: {text}"
+    );
+}
+
 #[test]
 fn the_file_collector_reads_the_trials_file_and_never_an_older_one() {
     let d = daemon();

@@ -1,6 +1,8 @@
-//! The web page at `/`: behind the same auth as the API (a browser's Basic prompt),
-//! served from the binary with a self-only CSP, and calling only routes that the
-//! OpenAPI document has, so the page cannot drift from the API unnoticed.
+//! The web page at `/`: a login page without credentials (never the browser's Basic
+//! prompt), the dashboard with them (a session cookie or a token), served from the
+//! binary with a self-only CSP, and calling only routes that the OpenAPI document
+//! has, so the page cannot drift from the API unnoticed. The browser flows themselves
+//! are in tests/browser/dashboard.mjs (scripts/test runs it).
 
 use std::time::Duration;
 
@@ -38,25 +40,54 @@ fn referenced_paths(html: &str) -> Vec<String> {
     out
 }
 
+/// What `/` and each asset answer without credentials: the login page and its own
+/// assets, and a 401 without a `Basic` challenge (which would pop up the browser's
+/// password prompt) for everything else.
 #[test]
-fn the_page_needs_credentials_and_a_browser_gets_a_basic_prompt() {
+fn without_credentials_the_page_is_the_login_page_and_nothing_prompts() {
     let d = spawn_daemon();
-    for path in ["/", "/ui/app.js", "/ui/app.css", "/ui/favicon.svg"] {
+    for path in [
+        "/ui/app.js",
+        "/ui/charts.js",
+        "/ui/dag.js",
+        "/ui/uPlot.iife.min.js",
+        "/ui/dagre.esm.js",
+    ] {
         let r = d.get(path, None);
         r.assert_problem(401, "unauthorized");
         let c = challenges(&r);
         assert!(
-            c.iter().any(|c| c.starts_with("Basic")),
-            "{path}: no Basic challenge in {c:?}"
+            c.iter().all(|c| !c.starts_with("Basic")),
+            "{path}: a Basic challenge in {c:?}"
         );
+        assert!(c.iter().any(|c| c.starts_with("Bearer")), "{path}: {c:?}");
     }
-    // A wrong password is refused like a wrong bearer token.
-    basic(&d, Method::GET, "/", "not-a-token").assert_problem(401, "unauthorized");
+    for path in ["/ui/login.js", "/ui/app.css", "/ui/favicon.svg"] {
+        assert_eq!(d.get(path, None).status, 200, "{path}");
+    }
+    for r in [
+        d.get("/", None),
+        basic(&d, Method::GET, "/", "not-a-token"),
+        d.get("/", Some("hth_nope")),
+    ] {
+        assert_eq!(r.status, 200, "{r}");
+        assert!(challenges(&r).is_empty(), "{r}");
+        assert!(r.text.contains("id=\"login-form\""), "{r}");
+        assert!(r.text.contains("<script src=\"/ui/login.js\""), "{r}");
+        assert!(
+            !r.text.contains("/ui/app.js"),
+            "the login page loads the dashboard: {r}"
+        );
+        assert_eq!(r.header("vary"), Some("Cookie, Authorization"));
+    }
 
     let r = basic(&d, Method::GET, "/", &d.admin_token);
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.content_type(), "text/html; charset=utf-8", "{r}");
-    assert!(r.text.contains("<script src=\"/ui/app.js\""), "{r}");
+    assert!(
+        r.text.contains("<script type=\"module\" src=\"/ui/app.js\""),
+        "{r}"
+    );
     let csp = r.header("content-security-policy").unwrap_or("");
     for needed in [
         "default-src 'none'",
@@ -87,11 +118,156 @@ fn the_page_needs_credentials_and_a_browser_gets_a_basic_prompt() {
     assert_eq!(again.status, 304, "{again}");
     assert!(again.text.is_empty());
     assert_eq!(again.header("x-content-type-options"), Some("nosniff"));
+    // The login page's ETag is another, so a cached login page is not kept after login.
+    let login_etag = d.get("/", None).header("etag").unwrap_or("").to_string();
+    assert_ne!(login_etag, etag);
 
     // A bearer token works too, and so does an ordinary user's token.
-    assert_eq!(d.get("/", d.admin()).status, 200);
+    assert!(d.get("/", d.admin()).text.contains("/ui/app.js"));
     let alice = d.create_user("alice");
-    assert_eq!(basic(&d, Method::GET, "/", &alice).status, 200);
+    assert!(basic(&d, Method::GET, "/", &alice).text.contains("/ui/app.js"));
+}
+
+/// The session cookie's value in a `Set-Cookie` answer.
+fn session_cookie(r: &Reply) -> (String, String) {
+    let set = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("hearth_session="))
+        .unwrap_or_else(|| panic!("no session cookie: {r}"))
+        .to_string();
+    let value = set["hearth_session=".len()..]
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    (value, set)
+}
+
+fn with_cookie(d: &Daemon, method: Method, path: &str, cookie: &str) -> reqwest::blocking::RequestBuilder {
+    d.client
+        .request(method, d.url(path))
+        .header("cookie", format!("hearth_session={cookie}"))
+}
+
+/// Login, the session it opens, CSRF defences and logout, as the login page and the
+/// dashboard use them.
+#[test]
+fn a_login_opens_a_session_that_is_csrf_safe_namespaced_and_ends_at_logout() {
+    let d = spawn_daemon();
+    let alice = d.create_user("alice");
+    let bob = d.create_user("bob");
+    let login = |token: &str| {
+        d.send(
+            d.client
+                .post(d.url("/hearth/v1/session"))
+                .json(&serde_json::json!({ "token": token })),
+        )
+    };
+    let bad = login("hth_wrong");
+    bad.assert_problem(401, "unauthorized");
+    assert!(challenges(&bad).iter().all(|c| !c.starts_with("Basic")), "{bad}");
+
+    let ok = login(&alice);
+    assert_eq!(ok.status, 201, "{ok}");
+    let (cookie, set) = session_cookie(&ok);
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set.contains(attr), "{set} lacks {attr}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP cannot keep a Secure cookie: {set}"
+    );
+
+    // The cookie opens the dashboard and the API, for alice's namespace only.
+    let page = d.send(with_cookie(&d, Method::GET, "/", &cookie));
+    assert!(page.text.contains("/ui/app.js"), "{page}");
+    let me = d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &cookie));
+    assert_eq!(me.body["user"], "alice", "{me}");
+    for path in [
+        "/apis/batch/v1/namespaces/bob/jobs",
+        "/api/v1/namespaces/bob/pods",
+    ] {
+        let r = d.send(with_cookie(&d, Method::GET, path, &cookie));
+        assert_eq!(r.status, 403, "{path}: {r}");
+    }
+    let pods = d.send(with_cookie(&d, Method::GET, "/api/v1/pods", &cookie));
+    assert_eq!(pods.status, 200, "{pods}");
+    let job =
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: mine}\nspec:\n  template:\n    spec:\n      \
+               restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n        \
+               command: [sh, -c, 'sleep 30']\n";
+    let bobs = d.send(
+        d.client
+            .post(d.url("/apis/batch/v1/namespaces/bob/jobs"))
+            .bearer_auth(&bob)
+            .header("content-type", "application/yaml")
+            .body(job.replace("mine", "secret")),
+    );
+    assert_eq!(bobs.status, 201, "{bobs}");
+    let pods = d.send(with_cookie(&d, Method::GET, "/api/v1/pods", &cookie));
+    assert!(
+        !pods.text.contains("secret"),
+        "alice's cookie lists bob's pod: {pods}"
+    );
+
+    // A state change by cookie needs the CSRF header, and a foreign Origin is refused
+    // even with it (and even with a bearer token).
+    let create = |extra: &[(&str, &str)]| {
+        let mut req = with_cookie(&d, Method::POST, "/apis/batch/v1/namespaces/alice/jobs", &cookie)
+            .header("content-type", "application/yaml")
+            .body(job.to_string());
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        d.send(req)
+    };
+    let refused = create(&[]);
+    assert_eq!(refused.status, 403, "{refused}");
+    assert!(refused.text.contains("x-hearth-csrf"), "{refused}");
+    let foreign = create(&[("x-hearth-csrf", "1"), ("origin", "https://evil.example")]);
+    assert_eq!(foreign.status, 403, "{foreign}");
+    let foreign_bearer = d.send(
+        d.client
+            .delete(d.url("/apis/batch/v1/namespaces/alice/jobs/mine"))
+            .bearer_auth(&alice)
+            .header("origin", "http://evil.example"),
+    );
+    assert_eq!(foreign_bearer.status, 403, "{foreign_bearer}");
+    let own_origin = format!(
+        "http://{}",
+        d.url("/").trim_start_matches("http://").trim_end_matches('/')
+    );
+    let created = create(&[("x-hearth-csrf", "1"), ("origin", own_origin.as_str())]);
+    assert_eq!(created.status, 201, "{created}");
+    // A bearer client (no cookie, no Origin) needs no CSRF header, as before.
+    let deleted = d.send(
+        d.client
+            .delete(d.url("/apis/batch/v1/namespaces/alice/jobs/mine"))
+            .bearer_auth(&alice),
+    );
+    assert_eq!(deleted.status, 200, "{deleted}");
+    // A cross-site login is refused too (login CSRF).
+    let cross = d.send(
+        d.client
+            .post(d.url("/hearth/v1/session"))
+            .header("origin", "http://evil.example")
+            .json(&serde_json::json!({ "token": alice })),
+    );
+    assert_eq!(cross.status, 403, "{cross}");
+
+    // Logout ends the session on the server: the same cookie no longer works, and the
+    // page is the login page again.
+    let out = d.send(with_cookie(&d, Method::DELETE, "/hearth/v1/session", &cookie));
+    assert_eq!(out.status, 204, "{out}");
+    let (cleared, _) = session_cookie(&out);
+    assert!(cleared.is_empty());
+    let after = d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &cookie));
+    after.assert_problem(401, "unauthorized");
+    let page = d.send(with_cookie(&d, Method::GET, "/", &cookie));
+    assert!(page.text.contains("id=\"login-form\""), "{page}");
 }
 
 #[test]
@@ -102,6 +278,9 @@ fn assets_are_served_with_their_types_and_nothing_else_is() {
     assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
     let mut seen = Vec::new();
     for path in referenced_paths(&html) {
+        if path.starts_with("#/") {
+            continue; // the page's own tabs
+        }
         assert!(
             path.starts_with("/ui/") || path.starts_with("/swagger-ui/"),
             "the page loads {path:?}: only this daemon's /ui/ assets may be loaded"
@@ -114,6 +293,8 @@ fn assets_are_served_with_their_types_and_nothing_else_is() {
         ("/ui/app.js", "text/javascript; charset=utf-8"),
         ("/ui/app.css", "text/css; charset=utf-8"),
         ("/ui/favicon.svg", "image/svg+xml"),
+        ("/ui/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/ui/uPlot.min.css", "text/css; charset=utf-8"),
     ] {
         assert!(seen.iter().any(|p| p == path), "the page does not load {path}");
         let r = basic(&d, Method::GET, path, &t);
@@ -124,7 +305,9 @@ fn assets_are_served_with_their_types_and_nothing_else_is() {
         assert!(r.header("etag").is_some(), "{path}");
         // No CDN, no external font, no other origin (the SVG's xmlns is a name,
         // not a load).
-        if !path.ends_with(".svg") {
+        // Vendored libraries are checked byte for byte against their npm packages
+        // (tests/browser/vendored.mjs); uPlot names the SVG namespace in its code.
+        if !path.ends_with(".svg") && !path.contains("uPlot") {
             for external in ["http://", "https://", "//cdn", "@import"] {
                 assert!(!r.text.contains(external), "{path} mentions {external:?}");
             }
@@ -133,8 +316,29 @@ fn assets_are_served_with_their_types_and_nothing_else_is() {
             assert!(!r.text.contains("url("), "{path} loads something");
         }
     }
+    // The modules the page imports: the SVG namespace is a name, not a load.
+    for (path, content_type) in [
+        ("/ui/charts.js", "text/javascript; charset=utf-8"),
+        ("/ui/dag.js", "text/javascript; charset=utf-8"),
+        ("/ui/dagre.esm.js", "text/javascript; charset=utf-8"),
+        ("/ui/LICENSE.uplot", "text/plain; charset=utf-8"),
+        ("/ui/LICENSE.dagre", "text/plain; charset=utf-8"),
+    ] {
+        let r = basic(&d, Method::GET, path, &t);
+        assert_eq!(r.status, 200, "{path}: {r}");
+        assert_eq!(r.content_type(), content_type, "{path}");
+        let text = r.text.replace("http://www.w3.org/2000/svg", "");
+        if path.ends_with(".js") && !path.contains("dagre") {
+            for external in ["http://", "https://", "//cdn"] {
+                assert!(!text.contains(external), "{path} mentions {external:?}");
+            }
+        }
+    }
     // Tokens stay out of storage that outlives the page and out of URLs.
-    let js = basic(&d, Method::GET, "/ui/app.js", &t).text;
+    let mut js = basic(&d, Method::GET, "/ui/app.js", &t).text;
+    js.push_str(&basic(&d, Method::GET, "/ui/login.js", &t).text);
+    js.push_str(&basic(&d, Method::GET, "/ui/charts.js", &t).text);
+    js.push_str(&basic(&d, Method::GET, "/ui/dag.js", &t).text);
     for forbidden in [
         "localStorage",
         "sessionStorage",
@@ -296,5 +500,51 @@ fn the_job_box_and_the_log_viewer_work_with_basic_credentials() {
     assert!(
         logs.text.contains("one\n") && logs.text.contains("two\n"),
         "{logs}"
+    );
+}
+
+/// What the overview's live GPU cards read from the watches: each GPU's last sample on
+/// the node (`hearth.dev/gpus`) and the GPUs a pod holds (`hearth.dev/gpu-uuids`).
+#[test]
+fn the_node_carries_gpu_samples_and_a_pod_names_the_gpus_it_holds() {
+    let d = hearth_e2e::spawn_daemon_with(hearth_e2e::Options::default().config("[gpu]\nsimulate = 2\n"));
+    let nodes = d.get("/api/v1/nodes", d.admin());
+    assert_eq!(nodes.status, 200, "{nodes}");
+    let raw = nodes.body["items"][0]["metadata"]["annotations"]["hearth.dev/gpus"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hearth.dev/gpus: {nodes}"))
+        .to_string();
+    let gpus: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let gpus = gpus.as_array().unwrap();
+    assert_eq!(gpus.len(), 2, "{raw}");
+    for g in gpus {
+        for field in [
+            "uuid",
+            "utilization_percent",
+            "memory_used_bytes",
+            "memory_total_bytes",
+            "temperature_celsius",
+        ] {
+            assert!(!g[field].is_null(), "{field} missing in {g}");
+        }
+        assert_eq!(g["simulated"], true, "{g}");
+    }
+
+    let job =
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: holder}\nspec:\n  template:\n    spec:\n      \
+               restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n        \
+               command: [sh, -c, 'sleep 30']\n        resources: {limits: {nvidia.com/gpu: 1}}\n";
+    let created = d.post_yaml("/apis/batch/v1/namespaces/admin/jobs", d.admin(), job);
+    assert_eq!(created.status, 201, "{created}");
+    let pods = d.wait_until("/api/v1/namespaces/admin/pods", Duration::from_secs(20), |r| {
+        r.body["items"][0]["status"]["phase"] == "Running"
+    });
+    let held = pods.body["items"][0]["metadata"]["annotations"]["hearth.dev/gpu-uuids"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no hearth.dev/gpu-uuids: {pods}"))
+        .to_string();
+    assert!(
+        gpus.iter().any(|g| g["uuid"] == held.as_str()),
+        "{held} is none of {raw}"
     );
 }

@@ -159,13 +159,10 @@ impl ResponseError for ApiError {
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         match self {
             ApiError::Unauthorized(_) => {
-                // Bearer for API clients; Basic so a browser prompts, and the token can
-                // be pasted as the password (Swagger UI, the web page).
+                // Bearer only: a `Basic` challenge would make a browser pop up its
+                // password prompt over the web page's own login page (Basic
+                // credentials are still accepted, as from `curl -u`).
                 response.append_header((header::WWW_AUTHENTICATE, "Bearer realm=\"hearth\""));
-                response.append_header((
-                    header::WWW_AUTHENTICATE,
-                    "Basic realm=\"hearth\", charset=\"UTF-8\"",
-                ));
             }
             ApiError::MethodNotAllowed { allowed, .. } => {
                 response.insert_header((header::ALLOW, allowed.join(", ")));

@@ -3,9 +3,17 @@
 //! OpenAPI document, but they are in the `RouteTable` (see `ROUTES`) so that a wrong
 //! method is a 405 and a missing asset a 404 problem, as everywhere else.
 //!
-//! The page is behind the same authentication as the API: the browser answers the
-//! `Basic` challenge of the 401 with a prompt, then sends those credentials on every
-//! same-origin `fetch`, so the page itself never sees or stores the token.
+//! `/` answers the dashboard to a caller with credentials (the session cookie that a
+//! login sets, or a bearer token) and the login page to one without: a browser never
+//! meets a 401 and its password prompt. The login page posts the token to
+//! `POST /hearth/v1/session` once, and from then on the browser sends the `HttpOnly`
+//! cookie on every same-origin `fetch`: the page itself never keeps the token. Only
+//! the login page's own assets ([`super::auth::PAGE_PATHS`]) are served without
+//! credentials; the dashboard's script and libraries are not.
+//!
+//! Charts (uPlot) and graph layout (dagre) are vendored under `web/vendor/`, with their
+//! licenses, exactly as the npm packages that `tests/browser/package-lock.json` pins
+//! ship them (`tests/browser/vendored.mjs` compares the bytes).
 
 use std::sync::OnceLock;
 
@@ -36,12 +44,59 @@ struct Asset {
 }
 
 const INDEX: usize = 0;
+/// The login page, answered at `/` to a caller without credentials.
+const LOGIN: usize = 1;
 
 const ASSETS: &[Asset] = &[
     Asset {
         name: "",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("../../../web/index.html"),
+    },
+    Asset {
+        name: "",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../../web/login.html"),
+    },
+    Asset {
+        name: "login.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/login.js"),
+    },
+    Asset {
+        name: "charts.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/charts.js"),
+    },
+    Asset {
+        name: "dag.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/dag.js"),
+    },
+    Asset {
+        name: "uPlot.iife.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/vendor/uPlot.iife.min.js"),
+    },
+    Asset {
+        name: "uPlot.min.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../../web/vendor/uPlot.min.css"),
+    },
+    Asset {
+        name: "dagre.esm.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../web/vendor/dagre.esm.js"),
+    },
+    Asset {
+        name: "LICENSE.uplot",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../../../web/vendor/LICENSE.uplot"),
+    },
+    Asset {
+        name: "LICENSE.dagre",
+        content_type: "text/plain; charset=utf-8",
+        body: include_bytes!("../../../web/vendor/LICENSE.dagre"),
     },
     Asset {
         name: "app.js",
@@ -110,16 +165,25 @@ fn serve(req: &HttpRequest, index: usize) -> HttpResponse {
     response
 }
 
-/// `Caller` is taken although the middleware already refused anonymous requests, so
-/// that the page stays behind auth even if the middleware's open list ever grows.
+/// The dashboard to a caller, the login page to anyone else (no credentials, a bad
+/// token, or a session that expired or was logged out).
 #[get("/")]
-async fn page(_caller: Caller, req: HttpRequest) -> HttpResponse {
-    serve(&req, INDEX)
+async fn page(caller: Option<Caller>, req: HttpRequest) -> HttpResponse {
+    let mut response = match caller {
+        Some(_) => serve(&req, INDEX),
+        None => serve(&req, LOGIN),
+    };
+    // One URL, two documents: a cache must tell them apart by the credentials.
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Cookie, Authorization"));
+    response
 }
 
+/// An asset; only the login page's own (`PAGE_PATHS`) without credentials.
 #[get("/ui/{file}")]
 async fn ui_asset(
-    _caller: Caller,
+    caller: Option<Caller>,
     req: HttpRequest,
     file: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -128,6 +192,11 @@ async fn ui_asset(
         .iter()
         .position(|a| !a.name.is_empty() && a.name == file)
         .ok_or_else(|| ApiError::NotFound(format!("no web asset named {file:?}")))?;
+    if caller.is_none() && !super::auth::PAGE_PATHS.contains(&req.path()) {
+        return Err(ApiError::Unauthorized(
+            "log in first: only the login page is served without a session".into(),
+        ));
+    }
     Ok(serve(&req, index))
 }
 

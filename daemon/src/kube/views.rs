@@ -458,6 +458,12 @@ fn pod(record: &WorkloadRecord, node: &str) -> Value {
     if let Some(started) = &record.started_at {
         status["startTime"] = json!(started);
     }
+    let mut annotations = Map::new();
+    if !record.gpu_uuids.is_empty() {
+        // Which GPUs the pod holds (UUIDs, comma-separated, as `NVIDIA_VISIBLE_DEVICES`
+        // names them): the web page's "held by" for each GPU.
+        annotations.insert("hearth.dev/gpu-uuids".into(), json!(record.gpu_uuids.join(",")));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -467,6 +473,7 @@ fn pod(record: &WorkloadRecord, node: &str) -> Value {
             "uid": record.id,
             "creationTimestamp": record.created_at,
             "labels": pod_labels(record),
+            "annotations": annotations,
             "ownerReferences": [{
                 "apiVersion": owner_api_version(owner),
                 "kind": owner.kind,
@@ -537,6 +544,13 @@ fn node(state: &Sources, created: &str) -> Value {
     if gpus.simulated {
         labels["hearth.dev/gpu.simulated"] = json!("true");
         annotations["hearth.dev/gpu.simulated"] = json!("true");
+    }
+    if !gpus.devices.is_empty() {
+        // Each GPU's last sample (`GpuDevice`: index, uuid, utilization, memory,
+        // temperature, power, simulated) as JSON, so that a watch on the node streams
+        // them as they change: what the web page's live GPU charts read. Kubernetes
+        // has no field for it (GPU metrics go through DCGM there).
+        annotations["hearth.dev/gpus"] = json!(serde_json::to_string(&gpus.devices).unwrap_or_default());
     }
     let resources = json!({
         "cpu": host.cpus.to_string(),

@@ -78,6 +78,19 @@ impl<'a> Space<'a> {
     }
 }
 
+impl Space<'_> {
+    /// Coordinates `x` moved to the middle of the cell each stepped (`int` or `step`)
+    /// value's coordinate falls in, the coordinate of the value it is written as;
+    /// other coordinates unchanged.
+    pub fn snap(&self, x: &mut [f64]) {
+        for (p, v) in self.parameters.iter().zip(x.iter_mut()) {
+            if dim(p) == Dim::Numeric && step_of(p).is_some_and(|s| s > 0.0) {
+                *v = to_unit(p, quantize(p, from_unit(p, *v)));
+            }
+        }
+    }
+}
+
 fn dim(p: &Parameter) -> Dim {
     match p.parameter_type {
         ParameterType::Discrete | ParameterType::Categorical => Dim::Choice(p.list.len().max(1)),
@@ -122,15 +135,21 @@ fn is_log(p: &Parameter) -> bool {
     matches!(p.distribution, Distribution::LogUniform | Distribution::LogNormal)
 }
 
-/// The bounds in the space the distribution is defined on (`ln` for the log ones).
+/// The bounds in the space the distribution is defined on (`ln` for the log ones),
+/// widened by half a step each way for an `int` or stepped parameter, as Optuna's
+/// `_SearchSpaceTransform(transform_step=True)` does, so that the values at the ends
+/// are drawn as often as those inside (for a log one the widening is on the values,
+/// `ln(min - step/2)`, and left out where that would not be positive).
 fn bounds(p: &Parameter) -> (f64, f64) {
+    let half = step_of(p).filter(|s| *s > 0.0).map_or(0.0, |s| s / 2.0);
     if is_log(p) {
+        let half = if p.min - half > 0.0 { half } else { 0.0 };
         (
-            p.min.max(f64::MIN_POSITIVE).ln(),
-            p.max.max(f64::MIN_POSITIVE).ln(),
+            (p.min - half).max(f64::MIN_POSITIVE).ln(),
+            (p.max + half).max(f64::MIN_POSITIVE).ln(),
         )
     } else {
-        (p.min, p.max)
+        (p.min - half, p.max + half)
     }
 }
 
@@ -350,6 +369,31 @@ mod tests {
         // The normal's middle quantile is the middle of the range.
         assert!((from_unit(&param(Distribution::Normal, 0.0, 6.0, None, false), 0.5) - 3.0).abs() < 1e-5);
         assert!((normal_ppf(0.975) - 1.959_963_985).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_ends_of_an_int_range_are_drawn_as_often_as_the_middle() {
+        for d in [Distribution::Uniform, Distribution::LogUniform] {
+            let p = param(d, 1.0, 3.0, None, true);
+            let mut counts = [0usize; 3];
+            let n = 3000;
+            for i in 0..n {
+                let u = (i as f64 + 0.5) / n as f64;
+                let v: usize = format_value(&p, from_unit(&p, u)).parse().unwrap();
+                counts[v - 1] += 1;
+            }
+            if d == Distribution::Uniform {
+                assert!(counts.iter().all(|c| c.abs_diff(n / 3) <= 1), "{counts:?}");
+            } else {
+                // ln(0.5)..ln(3.5): 1 takes ln(1.5/0.5) of ln(7), 3 takes ln(3.5/2.5).
+                assert!(
+                    counts[0] > counts[1] && counts[1] > counts[2] && counts[2] > 400,
+                    "{counts:?}"
+                );
+            }
+            // A value's coordinate is its cell's middle.
+            assert!((to_unit(&p, 2.0) - 0.5).abs() < 1e-9 || d == Distribution::LogUniform);
+        }
     }
 
     #[test]
