@@ -38,8 +38,7 @@ impl RuntimeKind {
         match self {
             // k3s: provisioned and supervised (`crate::k3s`); workloads still run on the
             // process backend until the kube backend is built.
-            RuntimeKind::Process | RuntimeKind::K3s => true,
-            RuntimeKind::Docker => false,
+            RuntimeKind::Process | RuntimeKind::Docker | RuntimeKind::K3s => true,
         }
     }
 
@@ -81,6 +80,8 @@ pub struct Config {
     /// Where the database, logs, artifacts and the admin token live.
     pub data_dir: PathBuf,
     pub runtime: RuntimeKind,
+    /// The Docker backend (`runtime = "docker"`).
+    pub docker: crate::runtime::docker::DockerConfig,
     /// A tracing filter: `info`, `debug`, `hearth=debug,actix_web=info`, ...
     pub log_level: String,
     /// Largest request body accepted, in bytes.
@@ -294,6 +295,7 @@ impl Default for Config {
             allow_plain_http_on_network: false,
             data_dir: default_data_dir(),
             runtime: RuntimeKind::Process,
+            docker: Default::default(),
             log_level: "info".to_string(),
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_timeout_seconds: 30,
@@ -333,6 +335,8 @@ pub const SETTINGS: &[&str] = &[
     "allow_plain_http_on_network",
     "data_dir",
     "runtime",
+    "docker.host",
+    "docker.network",
     "log_level",
     "max_body_bytes",
     "shutdown_timeout_seconds",

@@ -15,8 +15,6 @@ use crate::health::Health;
 use crate::http::{self, AppState, RouteTable};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::runtime::process::ProcessRuntime;
-use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use crate::systemd;
@@ -146,6 +144,69 @@ fn release_free_memory() {
     }
 }
 
+/// `runtime` in `/readyz`: the backend, its limits, and whether it can take workloads.
+fn set_runtime_health(
+    health: &Health,
+    runtime: &dyn crate::runtime::Runtime,
+    available: &crate::runtime::Availability,
+    kind: RuntimeKind,
+) {
+    let k3s_note = match kind {
+        RuntimeKind::K3s => "; k3s is supervised beside it, but the kube workload backend is not built yet: workloads run as host processes",
+        RuntimeKind::Process | RuntimeKind::Docker => "",
+    };
+    match available {
+        Ok(()) => health.set(
+            "runtime",
+            true,
+            format!(
+                "{} backend; {}{}",
+                runtime.name(),
+                runtime.limits_note(),
+                k3s_note
+            ),
+        ),
+        Err(reason) => health.set(
+            "runtime",
+            false,
+            format!("{} backend unavailable: {reason}", runtime.name()),
+        ),
+    }
+}
+
+/// Probes the runtime every two seconds: `/readyz` follows, and when it comes back the
+/// queue is admitted again (nothing was admitted while it was away).
+async fn watch_runtime(
+    scheduler: Scheduler,
+    health: Health,
+    mut last: crate::runtime::Availability,
+    kind: RuntimeKind,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let runtime = Arc::clone(scheduler.runtime());
+        let now = runtime.probe().await;
+        if now != last {
+            set_runtime_health(&health, runtime.as_ref(), &now, kind);
+            match &now {
+                Ok(()) => {
+                    tracing::info!(
+                        runtime = runtime.name(),
+                        "the runtime is reachable again; admitting"
+                    );
+                    if let Err(e) = scheduler.admit().await {
+                        tracing::warn!(error = %e, "admitting after the runtime came back");
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(runtime = runtime.name(), %reason, "the runtime is unavailable")
+                }
+            }
+            last = now;
+        }
+    }
+}
+
 pub fn run(config: Config) -> Result<(), StartError> {
     let begun = Instant::now();
     limit_malloc_arenas();
@@ -195,25 +256,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .thread_name("hearth-core")
         .enable_all()
         .build()?;
-    let mut extra_env = Vec::new();
-    if let Some(prefix) = &config.workloads.path_prefix {
-        let path = std::env::var("PATH").unwrap_or_default();
-        extra_env.push(("PATH".to_string(), format!("{prefix}:{path}")));
-    }
-    let runtime = Arc::new(ProcessRuntime::new(
-        config.data_dir.join("workloads"),
-        config.workloads.log_max_bytes,
-        extra_env,
-    )?);
-    let k3s_note = match config.runtime {
-        RuntimeKind::K3s => "; k3s is supervised beside it, but the kube workload backend is not built yet: workloads run as host processes",
-        RuntimeKind::Process | RuntimeKind::Docker => "",
-    };
-    health.set(
-        "runtime",
-        true,
-        format!("{} backend; {}{k3s_note}", runtime.name(), runtime.limits_note()),
-    );
+    let runtime = crate::runtime::from_config(&config)?;
+    // Asked once before recovery, so that the first admission pass knows; a backend
+    // that cannot be reached is reported and waited for, never a failed start-up.
+    let available = core.block_on(runtime.probe());
+    set_runtime_health(&health, runtime.as_ref(), &available, config.runtime);
     let k3s = k3s_options.map(|options| {
         let _guard = core.enter();
         crate::k3s::supervisor::Supervisor::start(options, health.clone())
@@ -227,6 +274,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         core.handle().clone(),
     );
     core.block_on(scheduler.recover())?;
+    core.spawn(watch_runtime(
+        scheduler.clone(),
+        health.clone(),
+        available,
+        config.runtime,
+    ));
     let jobs = Jobs::new(store.clone(), scheduler.clone(), config.jobs.clone());
     let serving = crate::serving::service::Services {
         store: store.clone(),

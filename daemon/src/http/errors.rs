@@ -200,6 +200,7 @@ impl From<crate::scheduler::SchedulerError> for ApiError {
                 RuntimeError::NotFound(_) => ApiError::NotFound(inner.to_string()),
                 RuntimeError::StillRunning(_) => ApiError::Conflict(inner.to_string()),
                 RuntimeError::Start { .. } | RuntimeError::Io { .. } => ApiError::Internal(inner.to_string()),
+                RuntimeError::Unavailable { .. } => ApiError::Unavailable(inner.to_string()),
             },
         }
     }

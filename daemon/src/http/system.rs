@@ -54,6 +54,12 @@ pub struct NodeInfo {
     pub runtime: String,
     /// Whether CPU/memory limits are enforced, and if not, why.
     pub limits: String,
+    /// Whether the runtime can take workloads now (the Docker socket answers, ...).
+    pub runtime_available: bool,
+    /// Why it cannot, when it cannot: workloads stay pending with this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_reason: Option<String>,
+    pub runtime_capabilities: crate::runtime::Capabilities,
     pub gpus: GpuInventory,
     pub k3s: K3sState,
     pub isolation: IsolationState,
@@ -152,6 +158,9 @@ async fn node(_caller: Caller, state: web::Data<AppState>) -> web::Json<NodeInfo
         data_dir: state.config.data_dir.display().to_string(),
         runtime: state.config.runtime.as_str().to_string(),
         limits: state.scheduler.runtime().limits_note(),
+        runtime_available: state.scheduler.runtime().availability().is_ok(),
+        runtime_reason: state.scheduler.runtime().availability().err(),
+        runtime_capabilities: state.scheduler.runtime().capabilities(),
         gpus: state.gpus.snapshot(),
         k3s,
         isolation: IsolationState {

@@ -685,7 +685,7 @@ impl Jobs {
             return self.collect_finished(&job, &status, now).await;
         }
 
-        let spec = match spec::parse(&job.spec) {
+        let spec = match spec::parse_for(&job.spec, self.scheduler.runtime().capabilities().runs_images) {
             Ok(spec) => spec,
             Err(e) => {
                 // Stored before today's checks (or by hand): left alone with the reason,

@@ -202,7 +202,7 @@ impl Jobs {
             .get("spec")
             .cloned()
             .ok_or_else(|| FieldError::invalid("spec", "is required"))?;
-        let parsed = spec::parse(&spec_value)?;
+        let parsed = spec::parse_for(&spec_value, self.scheduler.runtime().capabilities().runs_images)?;
         Ok((metadata, spec_value, parsed))
     }
 

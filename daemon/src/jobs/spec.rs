@@ -574,7 +574,16 @@ fn success_policy(spec: &Value, completions: u64) -> Result<Vec<SuccessRule>, Fi
     Ok(out)
 }
 
+/// A Job's spec as the process runtime takes it: `command` is required (there is no
+/// image entrypoint on the host).
+#[cfg(test)]
 pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
+    parse_for(spec, false)
+}
+
+/// `runs_images`: the runtime runs the container's image (`Capabilities::runs_images`),
+/// so `image` is required and `command` may be left to the image's entrypoint.
+pub fn parse_for(spec: &Value, runs_images: bool) -> Result<JobSpec, FieldError> {
     let Some(fields) = spec.as_object() else {
         return Err(FieldError::invalid("spec", "must be an object"));
     };
@@ -731,13 +740,27 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
     }
     let container_name = opt_string(container, "name", path)?.unwrap_or_else(|| "main".into());
     let mut command = string_list(container, "command", path)?;
-    if command.is_empty() {
+    let args = string_list(container, "args", path)?;
+    let image = opt_string(container, "image", path)?.filter(|i| !i.is_empty());
+    if runs_images && image.is_none() {
+        return Err(FieldError::invalid(
+            format!("{path}.image"),
+            "is required: the docker runtime runs each attempt in its container's image",
+        ));
+    }
+    if command.is_empty() && !runs_images {
         return Err(FieldError::invalid(
             format!("{path}.command"),
             "is required in process mode: the image's entrypoint is not available on the host",
         ));
     }
-    command.extend(string_list(container, "args", path)?);
+    if command.is_empty() && !args.is_empty() {
+        return Err(FieldError::unsupported(
+            format!("{path}.args"),
+            "args without command: Hearth does not read the image's entrypoint to put them after; give command too",
+        ));
+    }
+    command.extend(args);
 
     let pod_failure_policy = pod_failure_policy(spec, &container_name, backoff_limit_per_index.is_some())?;
     if !pod_failure_policy.is_empty() && restart_policy != RestartPolicy::Never {
@@ -760,7 +783,7 @@ pub fn parse(spec: &Value) -> Result<JobSpec, FieldError> {
         ));
     }
     Ok(JobSpec {
-        image: opt_string(container, "image", path)?,
+        image,
         container_name,
         command,
         env: env(container, path)?,

@@ -269,7 +269,12 @@ impl Notebooks {
             command: argv,
             env,
             working_dir: Some(self.root_dir(nb, parsed)),
-            mounts: Vec::new(),
+            // The workspace at its host path, where `root_dir` and the proxy expect it.
+            mounts: vec![crate::runtime::Mount {
+                source: self.root_dir(nb, parsed),
+                target: self.root_dir(nb, parsed),
+                read_only: false,
+            }],
             ports: vec![planned.port],
             resources: parsed.resources,
             gpu_uuids: Vec::new(),
@@ -287,11 +292,15 @@ impl Notebooks {
         parsed: &NotebookSpec,
         planned: &Planned,
     ) -> Result<Result<(), String>, NotebookError> {
-        let command =
-            match jupyter::server_command(self.config.command.as_deref(), self.path_prefix.as_deref()) {
+        let capabilities = self.scheduler.runtime().capabilities();
+        let command = match self.config.command.as_deref().filter(|c| !c.is_empty()) {
+            // The image's own Jupyter, found on the image's PATH.
+            None if capabilities.runs_images => vec!["jupyter".to_string(), "lab".to_string()],
+            configured => match jupyter::server_command(configured, self.path_prefix.as_deref()) {
                 Ok(c) => c,
                 Err(message) => return Ok(Err(message)),
-            };
+            },
+        };
         let root = self.root_dir(nb, parsed);
         self.prepare_root(nb, parsed, &root)?;
         let argv = jupyter::argv(
@@ -299,6 +308,7 @@ impl Notebooks {
             planned.port,
             &jupyter::base_url(&nb.namespace, &nb.name),
             &root,
+            capabilities.own_network,
         );
         let request = WorkloadRequest {
             workload: self.workload(nb, parsed, planned, argv),

@@ -58,10 +58,21 @@ pub fn server_command(
 /// The full argv: the command, then the `ServerApp` options Hearth relies on. The
 /// token is not on the command line (other users could read it in `ps`): it is
 /// `JUPYTER_TOKEN` in the environment.
-pub fn argv(command: Vec<String>, port: u16, base_url: &str, root_dir: &Path) -> Vec<String> {
+/// `all_interfaces`: the server has a network namespace of its own (a container on a
+/// bridge network), whose loopback the published port cannot reach.
+pub fn argv(
+    command: Vec<String>,
+    port: u16,
+    base_url: &str,
+    root_dir: &Path,
+    all_interfaces: bool,
+) -> Vec<String> {
     let mut argv = command;
     argv.extend([
-        "--ServerApp.ip=127.0.0.1".to_string(),
+        format!(
+            "--ServerApp.ip={}",
+            if all_interfaces { "0.0.0.0" } else { "127.0.0.1" }
+        ),
         format!("--ServerApp.port={port}"),
         // The port was chosen by Hearth: another one would be unreachable.
         "--ServerApp.port_retries=0".to_string(),
@@ -152,12 +163,17 @@ mod tests {
             4242,
             &base_url("a", "nb"),
             Path::new("/w"),
+            false,
         );
         assert!(argv.contains(&"--ServerApp.base_url=/notebook/a/nb/".to_string()));
         assert!(argv.contains(&"--ServerApp.ip=127.0.0.1".to_string()));
         assert!(argv.contains(&"--ServerApp.root_dir=/w".to_string()));
         assert!(!argv.iter().any(|a| a.contains("token")));
         assert_eq!(new_token().len(), 64);
+        // In a container of its own network, on all of its interfaces (Docker publishes
+        // the port on the host's loopback only).
+        let boxed = super::argv(vec!["jupyter".into()], 4242, "/", Path::new("/w"), true);
+        assert!(boxed.contains(&"--ServerApp.ip=0.0.0.0".to_string()));
     }
 
     #[test]

@@ -1735,7 +1735,13 @@ fn prepare_step(
         command: argv,
         env,
         working_dir: Some(paths.dir.clone()),
-        mounts: Vec::new(),
+        mounts: step_mounts(
+            &ctx.inner.data_dir,
+            &ctx.namespace,
+            &ctx.run_id,
+            &paths.dir,
+            inputs,
+        ),
         ports: Vec::new(),
         resources,
         gpu_uuids: Vec::new(),
@@ -1743,6 +1749,46 @@ fn prepare_step(
         termination_grace_seconds: 5,
         security_context: None,
     })
+}
+
+/// What a step in a container must see, each at its host path (the executor input,
+/// argv and artifact URIs name host paths: `artifact.path == artifact.uri`): its own
+/// directory (executor output, parameter output files), its run's artifacts, and
+/// read-only any input artifact from elsewhere (a cached or imported one). The process
+/// runtime sees the host as it is and ignores them.
+fn step_mounts(
+    data_dir: &std::path::Path,
+    namespace: &str,
+    run_id: &str,
+    step_dir: &std::path::Path,
+    inputs: &Values,
+) -> Vec<crate::runtime::Mount> {
+    use crate::runtime::Mount;
+    let run_artifacts = super::cleanup::artifact_dir(data_dir, namespace, run_id);
+    let _ = std::fs::create_dir_all(&run_artifacts);
+    let mut mounts = vec![
+        Mount {
+            source: step_dir.to_path_buf(),
+            target: step_dir.to_path_buf(),
+            read_only: false,
+        },
+        Mount {
+            source: run_artifacts.clone(),
+            target: run_artifacts.clone(),
+            read_only: false,
+        },
+    ];
+    for artifact in inputs.artifacts.values().flatten() {
+        let path = std::path::Path::new(&artifact.uri);
+        if path.is_absolute() && !path.starts_with(&run_artifacts) && path.exists() {
+            mounts.push(Mount {
+                source: path.to_path_buf(),
+                target: path.to_path_buf(),
+                read_only: true,
+            });
+        }
+    }
+    mounts
 }
 
 /// Removes a step's waiter when the wait ends, however it ends.

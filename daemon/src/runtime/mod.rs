@@ -1,10 +1,35 @@
 //! Where workloads actually run. A `Workload` is the runtime-neutral description of
 //! one process (a job attempt, a pipeline step, a model replica, a notebook server);
-//! a `Runtime` backend starts, watches, logs and stops it. The `process` backend runs
-//! the command on the host under `hearth shim`; container and Kubernetes backends
-//! implement the same trait (image, device requests, pod manifests).
+//! a `Runtime` backend starts, watches, logs and stops it. `from_config` picks the
+//! backend: `process` runs the command on the host under `hearth shim`; `docker` runs
+//! it as a container of the spec's image (`docker.rs`).
+//!
+//! What a backend owes its callers, so that a Kubernetes (pod) backend fits the same
+//! way the container one does:
+//! - `start` is idempotent on `Workload.id` and adopts what an earlier daemon started
+//!   (find it by name or label, never start it twice); `status` and `wait` work for a
+//!   workload started by another daemon process. No pid or host port leaks out:
+//!   `RunState::Running` carries only the start time.
+//! - The log is host files (`logs`), oldest first, with `output.times` beside them
+//!   (`log_times`) when per-line times are known: a backend whose log lives elsewhere
+//!   copies it there as it is written (the Docker backend follows `docker logs`), so
+//!   that the log outlives the container or pod and every reader works unchanged.
+//! - `forget` frees the backend's side (the container, the pod) once the end is
+//!   recorded and the log kept; `remove` deletes the log too.
+//! - `Workload.mounts` name host paths at the paths the workload was given (pipeline
+//!   step files, artifacts, models, workspaces); `Workload.ports` are loopback ports the
+//!   callers chose, reachable at `127.0.0.1:<port>` on the host however the backend
+//!   gets them there (`Capabilities::own_network` says whether the server inside must
+//!   listen on all its interfaces).
+//! - `availability` (cheap, read on every admission pass) and `probe` (asks the
+//!   backend; the daemon calls it every 2 s and puts it in `/readyz`): while a backend
+//!   is unavailable nothing is admitted, each waiting workload says why, and a call
+//!   that cannot reach it returns `RuntimeError::Unavailable` (nothing changed).
+//! - `capabilities` tells callers what they must not assume (images, mounts, GPU mode,
+//!   whether Hearth's scheduler admits or the backend's own does).
 
 pub mod cgroups;
+pub mod docker;
 pub mod identity;
 pub mod log_times;
 pub mod process;
@@ -15,6 +40,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,11 +152,54 @@ impl ExitInfo {
     }
 }
 
+/// What a runtime reports of a workload. No pid or host port: a container or pod has
+/// neither on the host, so callers never see one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunState {
-    Running { pid: i32, started_at: String },
+    /// `started_at`: RFC 3339, when the command started (or, for one adopted before it
+    /// reported, when it was seen running).
+    Running {
+        started_at: String,
+    },
     Exited(ExitInfo),
 }
+
+/// How a backend hands GPUs to a workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum GpuMode {
+    /// `CUDA_VISIBLE_DEVICES`/`NVIDIA_VISIBLE_DEVICES` with the allocated UUIDs.
+    Environment,
+    /// Docker `DeviceRequests` naming the allocated UUIDs.
+    DeviceRequests,
+    /// The cluster schedules GPUs itself; the local ledger must step aside.
+    #[allow(dead_code)] // the Kubernetes backend's, to come
+    Delegated,
+}
+
+/// What a backend can do, for validation and callers that must not assume process
+/// mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Capabilities {
+    /// Each workload runs in its spec's image (so an image is required).
+    pub runs_images: bool,
+    /// A workload needs a command (no image entrypoint to fall back on).
+    pub needs_command: bool,
+    /// `Workload.mounts` are honoured (bind mounts, volumes); without it the workload
+    /// sees host paths as they are.
+    pub mounts: bool,
+    pub gpu_mode: GpuMode,
+    /// The workload has a network namespace of its own: a server in it must listen on
+    /// all its interfaces, and the runtime publishes `Workload.ports` on the host's
+    /// loopback. False: it shares the host's network and must bind 127.0.0.1 itself.
+    pub own_network: bool,
+    /// Hearth's scheduler admits workloads (CPU, memory, GPU ledger); false when the
+    /// backend's own scheduler does.
+    pub local_admission: bool,
+}
+
+/// Whether a backend can take workloads now (`Err`: why not, e.g. the Docker socket is
+/// missing), as last probed.
+pub type Availability = Result<(), String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -142,6 +211,10 @@ pub enum RuntimeError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("workload {0} is still running")]
     StillRunning(String),
+    /// The backend itself cannot be reached (the Docker socket is gone, the API server
+    /// is down): nothing is known about the workload, and nothing of it was changed.
+    #[error("the {runtime} runtime is unavailable: {reason}")]
+    Unavailable { runtime: &'static str, reason: String },
 }
 
 /// The log of a workload: both streams interleaved, oldest rotated file first.
@@ -170,4 +243,43 @@ pub trait Runtime: Send + Sync {
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// One line about limits enforcement, for `/hearth/v1/node` and status.
     fn limits_note(&self) -> String;
+    fn capabilities(&self) -> Capabilities;
+    /// Whether the backend can take workloads, as of the last `probe` (cheap: read on
+    /// every admission pass).
+    fn availability(&self) -> Availability {
+        Ok(())
+    }
+    /// Asks the backend whether it is reachable now and records the answer for
+    /// `availability`.
+    async fn probe(&self) -> Availability {
+        Ok(())
+    }
+}
+
+/// The backend `config.runtime` names. `k3s` runs its workloads on the process backend
+/// until the kube backend is built (README, k3s mode).
+pub fn from_config(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>, RuntimeError> {
+    use crate::config::RuntimeKind;
+    let root = config.data_dir.join("workloads");
+    Ok(match config.runtime {
+        // k3s mode provisions and supervises k3s (`crate::k3s`); until the kube backend
+        // exists its workloads run on the process backend beside it.
+        RuntimeKind::Process | RuntimeKind::K3s => {
+            let mut extra_env = Vec::new();
+            if let Some(prefix) = &config.workloads.path_prefix {
+                let path = std::env::var("PATH").unwrap_or_default();
+                extra_env.push(("PATH".to_string(), format!("{prefix}:{path}")));
+            }
+            std::sync::Arc::new(process::ProcessRuntime::new(
+                root,
+                config.workloads.log_max_bytes,
+                extra_env,
+            )?)
+        }
+        RuntimeKind::Docker => std::sync::Arc::new(docker::DockerRuntime::new(
+            root,
+            config.workloads.log_max_bytes,
+            config.docker.clone(),
+        )?),
+    })
 }

@@ -151,12 +151,10 @@ impl Shared {
             let started: Option<Started> = read_json(&dir.join(shim::STARTED));
             return Ok(match started {
                 Some(s) => RunState::Running {
-                    pid: s.pid,
                     started_at: s.started_at,
                 },
                 // Claimed, the command not started yet.
                 None => RunState::Running {
-                    pid,
                     started_at: crate::store::now_rfc3339(),
                 },
             });
@@ -448,13 +446,11 @@ impl ProcessRuntime {
             // `started <pid> <started_at>`: all that `observe` would read back from
             // started.json, without another trip through the blocking pool.
             let mut words = started.split_whitespace();
-            if let (Some(Ok(pid)), Some(started_at)) = (words.next().map(str::parse), words.next()) {
+            if let (Some(Ok(_pid)), Some(started_at)) = (words.next().map(str::parse::<i32>), words.next()) {
                 return Ok(RunState::Running {
-                    pid,
                     started_at: started_at.to_string(),
                 });
             }
-            let pid = started;
             // It runs: an error reading its files must not pass for a failed start,
             // which would free its GPUs.
             return match self.observe(&workload.id).await {
@@ -462,7 +458,6 @@ impl ProcessRuntime {
                 Err(e) => {
                     tracing::warn!(workload = %workload.id, error = %e, "reading the state of a started workload");
                     Ok(RunState::Running {
-                        pid: pid.trim().parse().unwrap_or_default(),
                         started_at: crate::store::now_rfc3339(),
                     })
                 }
@@ -621,5 +616,16 @@ impl Runtime for ProcessRuntime {
 
     fn limits_note(&self) -> String {
         self.shared.cgroups.note()
+    }
+
+    fn capabilities(&self) -> super::Capabilities {
+        super::Capabilities {
+            runs_images: false,
+            needs_command: true,
+            mounts: false,
+            gpu_mode: super::GpuMode::Environment,
+            own_network: false,
+            local_admission: true,
+        }
     }
 }

@@ -351,7 +351,7 @@ impl Scheduler {
                 workload.id
             )));
         }
-        if workload.command.is_empty() {
+        if workload.command.is_empty() && !self.inner.runtime.capabilities().runs_images {
             return Err(SchedulerError::Invalid("the workload has no command".into()));
         }
         self.check_satisfiable(&workload.resources, &workload.owner.namespace)?;
@@ -507,7 +507,13 @@ impl Scheduler {
         // Workloads the runtime holds that the queue does not know (a data dir restored
         // from elsewhere): report them rather than guess at their owners.
         let known: HashSet<String> = self.inner.store.call(|conn| workloads::all_ids(conn)).await?;
-        for id in self.inner.runtime.list(None).await? {
+        let held = match self.inner.runtime.list(None).await {
+            Ok(ids) => ids,
+            // Not reachable now: nothing to compare; the watchers wait for it.
+            Err(RuntimeError::Unavailable { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        for id in held {
             if !known.contains(&id) {
                 tracing::warn!(workload = %id, "the runtime holds a workload the queue does not know; leaving it alone");
             }
@@ -541,6 +547,31 @@ impl Scheduler {
             }
         }
         if waiting.is_empty() {
+            return Ok(());
+        }
+        // A backend that cannot be reached takes nothing: every waiting workload says
+        // why, and the runtime watch admits again once it answers.
+        if let Err(why) = self.inner.runtime.availability() {
+            let reason = format!("RuntimeUnavailable: {why}");
+            let changed: Vec<String> = queued
+                .values()
+                .filter(|r| r.pending_reason.as_deref() != Some(reason.as_str()))
+                .map(|r| r.id.clone())
+                .collect();
+            if !changed.is_empty() {
+                self.inner
+                    .store
+                    .call(move |conn| {
+                        let tx = conn.transaction()?;
+                        for id in &changed {
+                            workloads::set_pending_reason(&tx, id, Some(&reason))?;
+                        }
+                        tx.commit()?;
+                        Ok(())
+                    })
+                    .await?;
+            }
+            drop(guard);
             return Ok(());
         }
         let devices = self.gpu_uuids();
@@ -612,6 +643,8 @@ impl Scheduler {
             WorkloadPhase::Starting => self.launch(record),
             WorkloadPhase::Running => match self.inner.runtime.status(&record.id).await {
                 Ok(RunState::Running { .. }) => self.watch(&record.id, &record.owner),
+                // It may still run: its watcher retries until the backend answers.
+                Err(RuntimeError::Unavailable { .. }) => self.watch(&record.id, &record.owner),
                 Ok(RunState::Exited(exit)) => self.finish(&record.id, &record.owner, exit).await?,
                 Err(RuntimeError::NotFound(_)) => {
                     let exit = ExitInfo {
@@ -674,7 +707,19 @@ impl Scheduler {
         let id = record.id.clone();
         self.spawn_supervised(&id, "launch", async move {
             let owner = record.owner.clone();
-            let outcome = this.inner.runtime.start(&record.workload).await;
+            let mut attempts = 0u32;
+            let outcome = loop {
+                match this.inner.runtime.start(&record.workload).await {
+                    // Nothing was made: try again once the backend answers (its
+                    // resources stay held meanwhile, as for any starting workload).
+                    Err(e @ RuntimeError::Unavailable { .. }) => {
+                        attempts = attempts.saturating_add(1);
+                        tracing::warn!(workload = %record.id, error = %e, "starting a workload; retrying");
+                        tokio::time::sleep(crate::controller::retry_backoff(attempts)).await;
+                    }
+                    other => break other,
+                }
+            };
             let result = match outcome {
                 Ok(RunState::Running { started_at, .. }) => {
                     let id = record.id.clone();

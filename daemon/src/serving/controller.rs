@@ -870,8 +870,12 @@ impl Controller {
                 .map(|r| r.readiness_path.replace("{model_name}", model))
                 .unwrap_or_else(|| "/".into()),
             Spec::Custom { .. } => {
-                // Any HTTP answer means the server listens.
-                return tokio::net::TcpStream::connect(addr).await.is_ok();
+                if !self.scheduler.runtime().capabilities().runs_images {
+                    return tokio::net::TcpStream::connect(addr).await.is_ok();
+                }
+                // Any HTTP answer means the server listens. A connection alone does
+                // not: Docker's port proxy accepts before the container's server is up.
+                return http.get(format!("http://{addr}/")).send().await.is_ok();
             }
         };
         match http.get(format!("http://{addr}{path}")).send().await {
@@ -1300,8 +1304,8 @@ impl Controller {
             image,
             command,
             env,
+            mounts: replica_mounts(&work_dir, model_dir),
             working_dir: Some(work_dir),
-            mounts: Vec::new(),
             ports: vec![port],
             resources: ResourceRequest {
                 cpu_millis: component.resources.cpu_millis,
@@ -1659,6 +1663,28 @@ fn status_changed(old: &Value, new: &Value) -> bool {
         }
     }
     strip(old) != strip(new)
+}
+
+/// What a replica in a container must see: its work directory, and its model read-only
+/// both where `MODEL_DIR` and `{model_dir}` say (the host path) and at KServe's
+/// `/mnt/models`. The process runtime ignores them.
+fn replica_mounts(work_dir: &Path, model_dir: &Path) -> Vec<crate::runtime::Mount> {
+    use crate::runtime::Mount;
+    let mut mounts = vec![Mount {
+        source: work_dir.to_path_buf(),
+        target: work_dir.to_path_buf(),
+        read_only: false,
+    }];
+    if model_dir.exists() {
+        for target in [model_dir, Path::new("/mnt/models")] {
+            mounts.push(Mount {
+                source: model_dir.to_path_buf(),
+                target: target.to_path_buf(),
+                read_only: true,
+            });
+        }
+    }
+    mounts
 }
 
 #[cfg(test)]
