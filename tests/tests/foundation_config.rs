@@ -254,18 +254,19 @@ fn unavailable_runtime_is_refused_clearly() {
 /// (one per CPU by default), while the API keeps at most 4.
 #[test]
 fn serving_workers_sizes_the_data_plane() {
-    let worker_threads = |pid: u32| {
+    // The API's actix workers and the data plane's own threads, by name.
+    let threads = |pid: u32, wanted: &str| {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-            .filter(|name| name.trim() == "actix-rt|system")
+            .filter(|name| name.trim() == wanted)
             .count()
     };
     // Workers start beside the listener; give them a moment to appear.
-    let settled = |pid: u32, want: usize| {
+    let settled = |pid: u32, wanted: &str, want: usize| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let seen = worker_threads(pid);
+            let seen = threads(pid, wanted);
             if seen == want || std::time::Instant::now() > deadline {
                 return seen;
             }
@@ -275,9 +276,10 @@ fn serving_workers_sizes_the_data_plane() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     let api_workers = cpus.min(4);
     let d = spawn_daemon_with(Options::default().config("[serving]\nworkers = 3"));
-    assert_eq!(settled(d.pid(), api_workers + 3), api_workers + 3);
+    assert_eq!(settled(d.pid(), "hearth-serving", 3), 3);
+    assert_eq!(settled(d.pid(), "actix-rt|system", api_workers), api_workers);
     let d = spawn_daemon_with(Options::default());
-    assert_eq!(settled(d.pid(), api_workers + cpus), api_workers + cpus);
+    assert_eq!(settled(d.pid(), "hearth-serving", cpus), cpus);
     let empty = config_file("");
     let refused = run(
         &["config", "show", "--config", empty.path().to_str().unwrap()],
