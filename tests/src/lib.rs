@@ -254,6 +254,10 @@ pub fn spawn_daemon_with(options: Options) -> Daemon {
         .prefix("hearth-e2e-config-")
         .tempdir()
         .expect("temp config dir");
+    // The workspace's reqwest is built with the daemon's `rustls-no-provider` feature
+    // (features unify across a `--workspace` build), which wants a process-wide rustls
+    // provider before any client is built, even a plain-HTTP one: ring, as the daemon uses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
