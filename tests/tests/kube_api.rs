@@ -584,13 +584,23 @@ fn ownership(d: &Daemon, owner_kind: &Kind, dependent_kind: &Kind, tag: &str) {
     )
     .assert_status(409, "Conflict");
     // The controller may have written status since: preconditions name the version
-    // read now.
-    let owner = d.get(&owner_path, d.admin()).body;
-    let deleted = delete_with(
-        d,
-        &owner_path,
-        &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": owner["metadata"]["uid"], "resourceVersion": owner["metadata"]["resourceVersion"]}}),
-    );
+    // read now. A busy controller can write again between that read and the DELETE
+    // (a 409 naming both versions, as the API server answers): read again.
+    let mut deleted = None;
+    for _ in 0..20 {
+        let owner = d.get(&owner_path, d.admin()).body;
+        let reply = delete_with(
+            d,
+            &owner_path,
+            &json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": owner["metadata"]["uid"], "resourceVersion": owner["metadata"]["resourceVersion"]}}),
+        );
+        let raced = reply.status == 409 && reply.text.contains("ResourceVersion in precondition");
+        deleted = Some(reply);
+        if !raced {
+            break;
+        }
+    }
+    let deleted = deleted.expect("a DELETE was sent");
     assert_eq!(deleted.status, 200, "{what}: {deleted}");
     wait_gone(d, &owner_path);
     wait_gone(d, &child_path);
