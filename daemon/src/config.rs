@@ -29,6 +29,8 @@ pub enum RuntimeKind {
     Process,
     Docker,
     K3s,
+    /// An existing Kubernetes cluster (`[kube] kubeconfig`): workloads run as its pods.
+    Kube,
 }
 
 impl RuntimeKind {
@@ -36,9 +38,9 @@ impl RuntimeKind {
     /// prints the ones that can (the installer asks it), and `serve` refuses the others.
     pub fn is_available(self) -> bool {
         match self {
-            // k3s: provisioned and supervised (`crate::k3s`); workloads still run on the
-            // process backend until the kube backend is built.
-            RuntimeKind::Process | RuntimeKind::Docker | RuntimeKind::K3s => true,
+            // k3s: provisioned and supervised (`crate::k3s`), workloads as its pods;
+            // kube: the same pods on a cluster Hearth does not run.
+            RuntimeKind::Process | RuntimeKind::Docker | RuntimeKind::K3s | RuntimeKind::Kube => true,
         }
     }
 
@@ -56,6 +58,7 @@ impl RuntimeKind {
             RuntimeKind::Process => "process",
             RuntimeKind::Docker => "docker",
             RuntimeKind::K3s => "k3s",
+            RuntimeKind::Kube => "kube",
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// The Docker backend (`runtime = "docker"`).
     pub docker: crate::runtime::docker::DockerConfig,
+    /// The Kubernetes backend (`runtime = "kube"`, and `k3s` with k3s's kubeconfig).
+    pub kube: crate::runtime::kube::KubeConfig,
     /// A tracing filter: `info`, `debug`, `hearth=debug,actix_web=info`, ...
     pub log_level: String,
     /// Largest request body accepted, in bytes.
@@ -296,6 +301,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             runtime: RuntimeKind::Process,
             docker: Default::default(),
+            kube: Default::default(),
             log_level: "info".to_string(),
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_timeout_seconds: 30,
@@ -337,6 +343,9 @@ pub const SETTINGS: &[&str] = &[
     "runtime",
     "docker.host",
     "docker.network",
+    "kube.kubeconfig",
+    "kube.namespace",
+    "kube.node_name",
     "log_level",
     "max_body_bytes",
     "shutdown_timeout_seconds",
@@ -498,6 +507,21 @@ impl Config {
                     });
                 }
             }
+        }
+        if self.runtime == RuntimeKind::Kube && self.kube.kubeconfig.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "kube.kubeconfig",
+                message: "runtime = \"kube\" runs workloads on an existing cluster: name its kubeconfig file (k3s mode uses the one k3s writes)".into(),
+            });
+        }
+        if !crate::runtime::kube::valid_namespace(&self.kube.namespace) {
+            return Err(ConfigError::Invalid {
+                key: "kube.namespace",
+                message: format!(
+                    "{:?} is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63, starting and ending with a letter or digit)",
+                    self.kube.namespace
+                ),
+            });
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {

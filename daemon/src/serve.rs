@@ -152,7 +152,8 @@ fn set_runtime_health(
     kind: RuntimeKind,
 ) {
     let k3s_note = match kind {
-        RuntimeKind::K3s => "; k3s is supervised beside it, but the kube workload backend is not built yet: workloads run as host processes",
+        RuntimeKind::K3s => "; workloads run as pods of the k3s Hearth supervises",
+        RuntimeKind::Kube => "; workloads run as pods of the cluster [kube] kubeconfig names",
         RuntimeKind::Process | RuntimeKind::Docker => "",
     };
     match available {
@@ -226,7 +227,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let k3s_options = match config.runtime {
         RuntimeKind::K3s => Some(prepare_k3s(&config)?),
-        RuntimeKind::Process | RuntimeKind::Docker => None,
+        RuntimeKind::Process | RuntimeKind::Docker | RuntimeKind::Kube => None,
     };
     let identities = crate::runtime::identity::Identities::new(
         &config.isolation,

@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::log_times::{LogWriter, TIMES, TIMES_ROTATED};
+use super::log_times::{split_timestamp, LogWriter, TIMES, TIMES_ROTATED};
 use super::shim::{write_atomic, EXIT, LOG, LOG_ROTATED, STOP};
 use super::{
     Availability, Capabilities, ExitInfo, GpuMode, LogFiles, RunState, Runtime, RuntimeError, Workload,
@@ -353,17 +353,6 @@ fn label_u64(inspect: &ContainerInspectResponse, key: &str) -> Option<u64> {
         .and_then(|c| c.labels.as_ref())
         .and_then(|l| l.get(key))
         .and_then(|v| v.parse().ok())
-}
-
-/// One chunk of `docker logs --timestamps`: `<RFC 3339 nano> <bytes>`.
-fn split_timestamp(chunk: &[u8]) -> (Option<i64>, &[u8]) {
-    let Some(space) = chunk.iter().position(|b| *b == b' ') else {
-        return (None, chunk);
-    };
-    match std::str::from_utf8(&chunk[..space]).ok().and_then(parse_nanos) {
-        Some(at) => (Some(at), &chunk[space + 1..]),
-        None => (None, chunk),
-    }
 }
 
 impl DockerRuntime {
@@ -1082,15 +1071,5 @@ mod tests {
             .env
             .unwrap()
             .contains(&"NVIDIA_VISIBLE_DEVICES=void".to_string()));
-    }
-
-    #[test]
-    fn timestamps_are_split_from_log_chunks() {
-        let (at, rest) = split_timestamp(b"2026-12-02T13:21:29.269495826Z hello\n");
-        assert_eq!(rest, b"hello\n");
-        assert!(at.is_some());
-        let (at, rest) = split_timestamp(b"no stamp\n");
-        assert!(at.is_none());
-        assert_eq!(rest, b"no stamp\n");
     }
 }

@@ -45,6 +45,24 @@ pub fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+/// One chunk of a log read with per-line times (`docker logs --timestamps`, the
+/// Kubernetes pod log with `timestamps=true`): `<RFC 3339 nano> <bytes>`. The time in
+/// nanoseconds since the Unix epoch, and the bytes after the space; `None` and the
+/// whole chunk when it carries no time.
+pub fn split_timestamp(chunk: &[u8]) -> (Option<i64>, &[u8]) {
+    let Some(space) = chunk.iter().position(|b| *b == b' ') else {
+        return (None, chunk);
+    };
+    let at = std::str::from_utf8(&chunk[..space])
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|d| d.timestamp_nanos_opt());
+    match at {
+        Some(at) => (Some(at), &chunk[space + 1..]),
+        None => (None, chunk),
+    }
+}
+
 /// The shim's side of the log: appends what the workload writes to `output.log` and
 /// its times to `output.times`, and rotates both together past `max_bytes` (a rename:
 /// the shim is the only writer, so nothing is copied).
@@ -195,6 +213,16 @@ impl LineTimes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_split_from_log_chunks() {
+        let (at, rest) = split_timestamp(b"2026-12-02T13:21:29.269495826Z hello\n");
+        assert_eq!(rest, b"hello\n");
+        assert_eq!(at, Some(1_796_217_689_269_495_826));
+        let (at, rest) = split_timestamp(b"no stamp\n");
+        assert!(at.is_none());
+        assert_eq!(rest, b"no stamp\n");
+    }
 
     #[test]
     fn records_map_offsets_to_the_write_that_began_there() {

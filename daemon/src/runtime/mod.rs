@@ -2,7 +2,8 @@
 //! one process (a job attempt, a pipeline step, a model replica, a notebook server);
 //! a `Runtime` backend starts, watches, logs and stops it. `from_config` picks the
 //! backend: `process` runs the command on the host under `hearth shim`; `docker` runs
-//! it as a container of the spec's image (`docker.rs`).
+//! it as a container of the spec's image (`docker.rs`); `k3s` and `kube` run it as a
+//! Kubernetes pod (`kube.rs`).
 //!
 //! What a backend owes its callers, so that a Kubernetes (pod) backend fits the same
 //! way the container one does:
@@ -31,6 +32,7 @@
 pub mod cgroups;
 pub mod docker;
 pub mod identity;
+pub mod kube;
 pub mod log_times;
 pub mod process;
 pub mod proctree;
@@ -171,8 +173,8 @@ pub enum GpuMode {
     Environment,
     /// Docker `DeviceRequests` naming the allocated UUIDs.
     DeviceRequests,
-    /// The cluster schedules GPUs itself; the local ledger must step aside.
-    #[allow(dead_code)] // the Kubernetes backend's, to come
+    /// `nvidia.com/gpu` limits: the cluster's device plugin picks the devices (the
+    /// UUIDs the ledger chose are not passed).
     Delegated,
 }
 
@@ -256,15 +258,13 @@ pub trait Runtime: Send + Sync {
     }
 }
 
-/// The backend `config.runtime` names. `k3s` runs its workloads on the process backend
-/// until the kube backend is built (README, k3s mode).
+/// The backend `config.runtime` names. `k3s` and `kube` make no connection here: the
+/// kube backend reads its kubeconfig at first use (k3s writes it once started).
 pub fn from_config(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Runtime>, RuntimeError> {
     use crate::config::RuntimeKind;
     let root = config.data_dir.join("workloads");
     Ok(match config.runtime {
-        // k3s mode provisions and supervises k3s (`crate::k3s`); until the kube backend
-        // exists its workloads run on the process backend beside it.
-        RuntimeKind::Process | RuntimeKind::K3s => {
+        RuntimeKind::Process => {
             let mut extra_env = Vec::new();
             if let Some(prefix) = &config.workloads.path_prefix {
                 let path = std::env::var("PATH").unwrap_or_default();
@@ -280,6 +280,23 @@ pub fn from_config(config: &crate::config::Config) -> Result<std::sync::Arc<dyn 
             root,
             config.workloads.log_max_bytes,
             config.docker.clone(),
+        )?),
+        // Workloads are pods of the k3s Hearth supervises, through the kubeconfig k3s
+        // writes under the data dir.
+        RuntimeKind::K3s => std::sync::Arc::new(self::kube::KubeRuntime::new(
+            root,
+            config.workloads.log_max_bytes,
+            self::kube::KubeConfig {
+                kubeconfig: Some(crate::k3s::kubeconfig_path(&config.data_dir)),
+                ..config.kube.clone()
+            },
+            "k3s",
+        )?),
+        RuntimeKind::Kube => std::sync::Arc::new(self::kube::KubeRuntime::new(
+            root,
+            config.workloads.log_max_bytes,
+            config.kube.clone(),
+            "kube",
         )?),
     })
 }

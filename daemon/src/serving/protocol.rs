@@ -86,7 +86,7 @@ fn decode(name: &str, datatype: &str, bytes: &[u8]) -> Result<Vec<Value>, Protoc
     }
     let size =
         element_size(datatype).ok_or_else(|| tensor_err(name, format!("unknown datatype {datatype}")))?;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(tensor_err(
             name,
             format!(

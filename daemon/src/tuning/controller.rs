@@ -1396,7 +1396,7 @@ impl Tuning {
         }
         averages.sort_by(f64::total_cmp);
         let mid = averages.len() / 2;
-        let median = if averages.len() % 2 == 0 {
+        let median = if averages.len().is_multiple_of(2) {
             (averages[mid - 1] + averages[mid]) / 2.0
         } else {
             averages[mid]
