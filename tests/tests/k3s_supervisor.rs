@@ -28,11 +28,33 @@ case "$1" in
   server)
     echo "$*" > "$dir/server-args"
     echo 'level=info msg="Starting k3s (stand-in)"'
-    prev=""
+    prev=""; kubeconfig=""; port=6443
     for a in "$@"; do
-      if [ "$prev" = "--write-kubeconfig" ]; then mkdir -p "$(dirname "$a")"; echo "apiVersion: v1" > "$a"; fi
+      if [ "$prev" = "--write-kubeconfig" ]; then kubeconfig="$a"; fi
+      if [ "$prev" = "--https-listen-port" ]; then port="$a"; fi
       prev="$a"
     done
+    # k3s's kubeconfig shape; no API server answers at that port (this is not k3s).
+    mkdir -p "$(dirname "$kubeconfig")"
+    cat > "$kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    server: https://127.0.0.1:$port
+    insecure-skip-tls-verify: true
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+users:
+- user:
+    token: stand-in
+  name: default
+EOF
     sleep 300 &
     echo $! > "$dir/pod.pid"
     trap 'echo SIGTERM >> "$dir/events"; exit 0' TERM
@@ -139,7 +161,18 @@ fn serve_runtime_k3s_supervises_a_stand_in_k3s() {
     assert_eq!(node.body["gpus"]["simulated"], true, "{node}");
 
     std::fs::write(t.join("nodes.json"), node_list(2)).unwrap();
-    d.wait_until("/readyz", Duration::from_secs(20), |r| r.status == 200);
+    // k3s is ready; the workloads' backend (pods through k3s's API, from the kubeconfig
+    // k3s wrote) stays unavailable, naming the API server: the stand-in serves no API.
+    let r = d.wait_until("/readyz", Duration::from_secs(20), |r| {
+        let body = r.body.to_string();
+        r.status == 503 && !body.contains("k3s: ") && body.contains("runtime: k3s backend unavailable")
+    });
+    assert!(
+        r.body
+            .to_string()
+            .contains(&format!("the API server at https://127.0.0.1:{port}/ does not answer")),
+        "{r}"
+    );
     let node = d.get("/hearth/v1/node", Some(&admin));
     assert_eq!(node.body["k3s"]["state"], "ready", "{node}");
     assert_eq!(node.body["k3s"]["restarts"], 0, "{node}");
