@@ -168,9 +168,9 @@ fn serve_runtime_k3s_supervises_a_stand_in_k3s() {
         r.status == 503 && !body.contains("k3s: ") && body.contains("runtime: k3s backend unavailable")
     });
     assert!(
-        r.body
-            .to_string()
-            .contains(&format!("the API server at https://127.0.0.1:{port}/ does not answer")),
+        r.body.to_string().contains(&format!(
+            "the API server at https://127.0.0.1:{port}/ does not answer"
+        )),
         "{r}"
     );
     let node = d.get("/hearth/v1/node", Some(&admin));
