@@ -759,6 +759,38 @@ mod tests {
     }
 
     #[test]
+    fn the_kube_runtime_needs_a_kubeconfig_and_a_valid_namespace() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "runtime = \"kube\"").unwrap();
+        let err = load(Some(file.path()), &no_env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("kube.kubeconfig: "), "{err}");
+        let env = |k: &str| match k {
+            "HEARTH_RUNTIME" => Some("kube".to_string()),
+            "HEARTH_KUBE_KUBECONFIG" => Some("/etc/hearth/cluster.yaml".to_string()),
+            "HEARTH_KUBE_NAMESPACE" => Some("Hearth_Pods".to_string()),
+            _ => None,
+        };
+        let err = load(None, &env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("kube.namespace: \"Hearth_Pods\""), "{err}");
+        let env = |k: &str| match k {
+            "HEARTH_RUNTIME" => Some("kube".to_string()),
+            "HEARTH_KUBE_KUBECONFIG" => Some("/etc/hearth/cluster.yaml".to_string()),
+            _ => None,
+        };
+        let config = load(None, &env, &FlagOverrides::default()).unwrap().config;
+        assert_eq!(config.runtime, RuntimeKind::Kube);
+        assert_eq!(
+            config.kube.kubeconfig.as_deref(),
+            Some(Path::new("/etc/hearth/cluster.yaml"))
+        );
+        assert_eq!(config.kube.namespace, "hearth");
+    }
+
+    #[test]
     fn plain_http_beyond_loopback_needs_the_named_setting() {
         for (var, value) in [
             ("HEARTH_LISTEN", "0.0.0.0:8470"),

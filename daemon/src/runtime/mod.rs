@@ -5,8 +5,8 @@
 //! it as a container of the spec's image (`docker.rs`); `k3s` and `kube` run it as a
 //! Kubernetes pod (`kube.rs`).
 //!
-//! What a backend owes its callers, so that a Kubernetes (pod) backend fits the same
-//! way the container one does:
+//! What a backend owes its callers (all three fit it: the host process, the Docker
+//! container and the Kubernetes pod):
 //! - `start` is idempotent on `Workload.id` and adopts what an earlier daemon started
 //!   (find it by name or label, never start it twice); `status` and `wait` work for a
 //!   workload started by another daemon process. No pid or host port leaks out:
@@ -20,8 +20,9 @@
 //! - `Workload.mounts` name host paths at the paths the workload was given (pipeline
 //!   step files, artifacts, models, workspaces); `Workload.ports` are loopback ports the
 //!   callers chose, reachable at `127.0.0.1:<port>` on the host however the backend
-//!   gets them there (`Capabilities::own_network` says whether the server inside must
-//!   listen on all its interfaces).
+//!   gets them there: Docker publishes them, the kube backend relays them to the pod IP
+//!   (`Capabilities::own_network` says whether the server inside must listen on all
+//!   its interfaces).
 //! - `availability` (cheap, read on every admission pass) and `probe` (asks the
 //!   backend; the daemon calls it every 2 s and puts it in `/readyz`): while a backend
 //!   is unavailable nothing is admitted, each waiting workload says why, and a call
@@ -235,7 +236,9 @@ pub trait Runtime: Send + Sync {
     /// Waits until the workload exits (a daemon restart ends the wait; call again).
     async fn wait(&self, id: &str) -> Result<ExitInfo, RuntimeError>;
     async fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError>;
-    /// SIGTERM to the whole process tree, SIGKILL after the grace period.
+    /// Ends the workload: SIGTERM (to the whole process tree, the container, the pod's
+    /// containers), SIGKILL after its grace period. Recorded first, so that a workload
+    /// still being started never runs; its end then reads `Stopped`.
     async fn stop(&self, id: &str) -> Result<(), RuntimeError>;
     /// Ids of the workloads this runtime holds for an owner uid (all with `None`).
     async fn list(&self, owner_uid: Option<&str>) -> Result<Vec<String>, RuntimeError>;
