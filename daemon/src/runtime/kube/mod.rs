@@ -539,6 +539,8 @@ impl KubeRuntime {
                 };
                 loop {
                     let Ok((mut inbound, _)) = listener.accept().await else {
+                        // Out of descriptors and the like: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
                     let known = *target.lock().unwrap_or_else(PoisonError::into_inner);
