@@ -736,6 +736,16 @@ mod tests {
     }
 
     #[test]
+    fn a_session_lifetime_of_zero_is_refused_and_the_default_is_twelve_hours() {
+        assert_eq!(Config::default().session_ttl_seconds, 12 * 3600);
+        let env = |k: &str| (k == "HEARTH_SESSION_TTL_SECONDS").then(|| "0".to_string());
+        let err = load(None, &env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_ttl_seconds"), "{err}");
+    }
+
+    #[test]
     fn bad_value_is_refused() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "runtime = \"podman\"").unwrap();
