@@ -68,7 +68,6 @@ impl InferenceCall {
 pub struct InferenceRequest {
     pub call: InferenceCall,
     /// Required for `v1_predict` and `v2_infer`; refused for the reads.
-    #[schema(value_type = Object)]
     #[serde(default)]
     pub body: Option<Value>,
 }
@@ -89,7 +88,6 @@ pub struct InferenceAnswer {
     /// The answer's `Content-Type`.
     pub content_type: Option<String>,
     /// The answer: its JSON, or its text when it is not JSON.
-    #[schema(value_type = Object)]
     pub body: Value,
 }
 
