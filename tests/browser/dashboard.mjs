@@ -466,6 +466,13 @@ try {
       await page.waitForTimeout(500);
       await check(tab);
     }
+    // A service open: its detail, traffic charts and the try-it form with an answer.
+    await page.evaluate(() => { location.hash = "#/serving"; });
+    await page.click("#isvcs button[aria-label='Open echo']");
+    await page.waitForSelector("#isvc-try:not([hidden])");
+    await page.click("#try-form button[type=submit]");
+    await page.waitForSelector("#try-answer:not([hidden])");
+    await check("serving, a service open");
     results.axe = "ok";
     await axeContext.close();
   }

@@ -215,8 +215,11 @@ mod tests {
         let secret = sessions.open("hth_abc");
         assert_eq!(sessions.token_hash(&secret), Some(hash_token("hth_abc")));
         assert_eq!(sessions.token_hash("other"), None);
+        assert_eq!(sessions.token(&secret).as_deref(), Some("hth_abc"));
+        assert_eq!(sessions.token("other"), None);
         sessions.close(&secret);
         assert_eq!(sessions.token_hash(&secret), None);
+        assert_eq!(sessions.token(&secret), None);
     }
 
     #[test]
