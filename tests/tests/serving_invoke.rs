@@ -27,7 +27,8 @@ class H(http.server.BaseHTTPRequestHandler):
         doc = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         try:
             if self.path.endswith(":predict"):
-                return self.answer(200, {"predictions": [sum(row) for row in doc["instances"]]})
+                return self.answer(200, {"predictions": [sum(row) for row in doc["instances"]],
+                                         "credential_seen": "authorization" in self.headers})
             t = doc["inputs"][0]
             cols = t["shape"][1]
             rows = [t["data"][i:i + cols] for i in range(0, len(t["data"]), cols)]
@@ -44,11 +45,12 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 
 const LIMIT: usize = 64 * 1024;
 
-fn adder() -> Value {
+/// `adder` needs a token on the data plane; `open-adder` is the same model without.
+fn adder(name: &str, require_token: bool) -> Value {
     json!({
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": {"name": "adder", "annotations": {"serving.hearth.dev/require-token": "true"}},
+        "metadata": {"name": name, "annotations": {"serving.hearth.dev/require-token": require_token.to_string()}},
         "spec": {"predictor": {"minReplicas": 1, "containers": [{
             "name": "kserve-container",
             "image": "example/adder:latest",
@@ -65,11 +67,11 @@ fn call(d: &Daemon, token: &str, namespace: &str, name: &str, body: &Value) -> R
     d.post_json(&route(namespace, name), Some(token), body)
 }
 
-fn ready(d: &Daemon, token: &str) {
+fn ready(d: &Daemon, token: &str, name: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
         let x = d.get(
-            "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices/adder",
+            &format!("/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices/{name}"),
             Some(token),
         );
         let ready = x.body["status"]["conditions"]
@@ -80,7 +82,7 @@ fn ready(d: &Daemon, token: &str) {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "adder not Ready: {x}\n{}",
+            "{name} not Ready: {x}\n{}",
             d.logs()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -92,13 +94,16 @@ fn one_call_through_the_data_plane_as_the_caller_within_their_namespace() {
     let d = spawn_daemon_with(Options::default().config(&format!("max_body_bytes = {LIMIT}")));
     let alice = d.create_user("alice");
     let bob = d.create_user("bob");
-    let created = d.post_json(
-        "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices",
-        Some(&alice),
-        &adder(),
-    );
-    assert_eq!(created.status, 201, "{created}");
-    ready(&d, &alice);
+    for (name, require_token) in [("adder", true), ("open-adder", false)] {
+        let created = d.post_json(
+            "/apis/serving.kserve.io/v1beta1/namespaces/alice/inferenceservices",
+            Some(&alice),
+            &adder(name, require_token),
+        );
+        assert_eq!(created.status, 201, "{created}");
+    }
+    ready(&d, &alice, "adder");
+    ready(&d, &alice, "open-adder");
 
     // The service needs a token on the data plane: a direct call without one is refused,
     // so the route's success below is the caller's own token at work.
@@ -125,6 +130,16 @@ fn one_call_through_the_data_plane_as_the_caller_within_their_namespace() {
     assert_eq!(v1.body["request"], "POST /v1/models/adder:predict");
     assert_eq!(v1.body["revision"], "adder-predictor-00001", "{v1}");
     assert!(v1.body["elapsed_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{v1}");
+    // A service that needs no token gets none: its replica never sees the caller's.
+    let open = call(
+        &d,
+        &alice,
+        "alice",
+        "open-adder",
+        &json!({"call": "v1_predict", "body": {"instances": [[1, 2]]}}),
+    );
+    assert_eq!(open.body["body"]["predictions"], json!([3]), "{open}");
+    assert_eq!(open.body["body"]["credential_seen"], false, "{open}");
 
     // V2 infer, metadata and readiness with the web session (the page's way), which
     // like every state-changing call by cookie needs the CSRF header.
