@@ -1043,11 +1043,18 @@ async function openTryIt(name) {
   $("try-status").replaceChildren();
   $("try-shape").textContent = "";
   renderTryCalls();
-  // The V2 metadata, if the model serves it, shapes the example. Asked once per opening
-  // (a service at zero replicas starts one for it, as for any request).
+  // The V2 metadata, if the model serves it, shapes the example. Asked once per opening,
+  // and only of a running replica: at zero replicas the request would start one.
   try {
+    const params = { namespace: state.namespace, name };
+    const replicas = await call("isvcReplicas", { params });
+    if (seq !== tryIt.seq) return;
+    if (!(replicas.items || []).some((r) => r.phase === "Running")) {
+      $("try-shape").textContent = "(a generic example: no replica runs to ask for the model's V2 metadata)";
+      return;
+    }
     const answer = await call("callInferenceService", {
-      params: { namespace: state.namespace, name },
+      params,
       body: json({ call: "v2_metadata" }),
       contentType: "application/json",
     });
