@@ -353,8 +353,15 @@ async fn start_creates_the_pod_copies_its_log_and_wait_watches_it_end() {
 async fn a_restarted_daemon_adopts_the_running_pod_and_relays_its_port() {
     let dir = tempfile::tempdir().unwrap();
     // The pod listens on its own IP (127.0.0.2 stands for it), the relay on
-    // 127.0.0.1, both at the workload's port.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    // 127.0.0.1, both at the workload's port: one free on 127.0.0.1 (held until the
+    // backend starts, so that no other listener there answers in its place).
+    let (held, upstream) = loop {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        if let Ok(upstream) = tokio::net::TcpListener::bind(("127.0.0.2", port)).await {
+            break (held, upstream);
+        }
+    };
     let port = upstream.local_addr().unwrap().port();
     let mut w = workload();
     w.id = "InferenceService-u2-r1".into();
@@ -381,6 +388,7 @@ async fn a_restarted_daemon_adopts_the_running_pod_and_relays_its_port() {
     });
     let rt = KubeRuntime::with_client(dir.path().to_path_buf(), 1 << 20, config(), client).unwrap();
 
+    drop(held);
     let state = rt.start(&w).await.unwrap();
     assert_eq!(
         state,
@@ -430,21 +438,30 @@ async fn a_restarted_daemon_adopts_the_running_pod_and_relays_its_port() {
             .unwrap();
         buf
     });
-    let mut conn = loop {
-        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
+    let exchange = async {
+        let mut conn = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        tokio::io::AsyncWriteExt::write_all(&mut conn, b"ping")
+            .await
+            .unwrap();
+        let mut reply = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut reply)
+            .await
+            .unwrap();
+        reply
     };
-    tokio::io::AsyncWriteExt::write_all(&mut conn, b"ping")
+    let reply = tokio::time::timeout(Duration::from_secs(20), exchange)
         .await
-        .unwrap();
-    let mut reply = [0u8; 4];
-    tokio::io::AsyncReadExt::read_exact(&mut conn, &mut reply)
-        .await
-        .unwrap();
+        .expect("the relay answers within 20 s");
     assert_eq!(&reply, b"pong");
-    assert_eq!(&server.await.unwrap(), b"ping");
+    let sent = tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .unwrap();
+    assert_eq!(&sent.unwrap(), b"ping");
 }
 
 /// stop: recorded, then the pod deleted (its own grace period applies); the watch
