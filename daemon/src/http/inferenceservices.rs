@@ -117,6 +117,6 @@ async fn replica_logs(
     Ok(super::logs::respond(builder, Some(log), query.tail, query.follow, refresh).await)
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(replicas).service(replica_logs);
 }
