@@ -369,9 +369,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         controller: controller.clone(),
     };
 
-    // The route table needs the document's paths once; the document itself is not kept
-    // (see `openapi::serve_json`).
-    let routes = Arc::new(RouteTable::from_openapi(&http::openapi::document()));
+    // Built from the document's paths on the first request no route takes.
+    let routes = Arc::new(RouteTable::default());
     let state = web::Data::new(AppState {
         config: Arc::new(config.clone()),
         store: store.clone(),
@@ -481,8 +480,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             ))
         };
         systemd::notify_ready(&status_line(&state).await);
-        // Start-up built and dropped large transient state (the OpenAPI tree, once per
-        // worker); hand the freed pages back so idle RSS is what the daemon holds. The
+        // Start-up built and dropped transient state (parsed configuration, the first
+        // store reads); hand the freed pages back so idle RSS is what the daemon holds. The
         // workers and the controllers' first passes may still be finishing, so again a
         // second later, and then every minute: glibc returns freed pages below the top
         // of an arena only when asked, and bursts of work leave them behind.

@@ -279,7 +279,7 @@ async fn list_namespaces(
     }))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(create_user)
         .service(list_users)
         .service(delete_user)

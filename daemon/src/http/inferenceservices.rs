@@ -170,6 +170,6 @@ async fn inference(
     Ok(web::Json(answer))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(replicas).service(replica_logs).service(inference);
 }

@@ -198,6 +198,6 @@ async fn job_logs(
     .await)
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(job_events).service(job_logs);
 }

@@ -444,7 +444,7 @@ async fn download_artifact(
         .body(bytes))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(healthz)
         .service(upload_pipeline)
         .service(upload_version)

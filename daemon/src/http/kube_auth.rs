@@ -631,7 +631,7 @@ async fn self_subject_rules_review(
     }))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     // The Kubernetes Python client asks for `/version/`, which Kubernetes also serves;
     // the same answer, left out of the OpenAPI document.
     cfg.route("/version/", web::get().to(version_info))

@@ -15,19 +15,19 @@ pub mod logs;
 pub mod middleware;
 pub mod notebooks;
 pub mod openapi;
+pub mod routing;
 pub mod scope;
 pub mod servingruntimes;
 pub mod session;
 pub mod system;
 pub mod web;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
 use actix_web::{App, HttpRequest, HttpResponse, ResponseError};
-use utoipa_actix_web::AppExt;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -36,6 +36,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use errors::ApiError;
+use routing::Routes;
 
 /// Everything a handler may reach. Cheap to clone: all fields are shared handles.
 pub struct AppState {
@@ -64,13 +65,26 @@ pub struct AppState {
     pub k3s: Option<crate::k3s::supervisor::StatusHandle>,
 }
 
-/// Every route pattern with its methods, to tell 405 from 404.
+/// Every route pattern with its methods, to tell 405 from 404. Built from the OpenAPI
+/// document on the first request that no route takes, not at start: the document costs
+/// megabytes of code and heap to build, and an idle daemon need not pay for it.
+#[derive(Default)]
 pub struct RouteTable {
-    entries: Vec<(ResourceDef, Vec<Method>)>,
+    entries: OnceLock<Vec<(ResourceDef, Vec<Method>)>>,
 }
 
 impl RouteTable {
-    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> RouteTable {
+    /// Whether the table is built (a lookup then costs no document build).
+    fn is_built(&self) -> bool {
+        self.entries.get().is_some()
+    }
+
+    fn entries(&self) -> &[(ResourceDef, Vec<Method>)] {
+        self.entries
+            .get_or_init(|| Self::entries_of(&openapi::document()))
+    }
+
+    fn entries_of(doc: &utoipa::openapi::OpenApi) -> Vec<(ResourceDef, Vec<Method>)> {
         let mut entries = Vec::new();
         for (path, item) in &doc.paths.paths {
             let mut methods = Vec::new();
@@ -107,21 +121,20 @@ impl RouteTable {
             ]
             .into(),
         ));
-        RouteTable { entries }
+        entries
     }
 
     /// Methods of the most specific pattern matching `path`: `/runs/{id}:terminate`
     /// beats `/runs/{id}`, whose `{id}` would also match `x:terminate`.
     fn allowed(&self, path: &str) -> Option<Vec<String>> {
         let literal = |def: &ResourceDef| def.pattern().map(literal_len).unwrap_or(0);
-        let best = self
-            .entries
+        let entries = self.entries();
+        let best = entries
             .iter()
             .filter(|(def, _)| def.is_match(path))
             .map(|(def, _)| literal(def))
             .max()?;
-        let mut allowed: Vec<String> = self
-            .entries
+        let mut allowed: Vec<String> = entries
             .iter()
             .filter(|(def, _)| def.is_match(path) && literal(def) == best)
             .flat_map(|(_, methods)| methods.iter().map(|m| m.to_string()))
@@ -149,7 +162,20 @@ fn literal_len(pattern: &str) -> usize {
 }
 
 async fn no_route(req: HttpRequest, state: actix_web::web::Data<AppState>) -> HttpResponse {
-    let error = match state.routes.allowed(req.path()) {
+    let allowed = if state.routes.is_built() {
+        state.routes.allowed(req.path())
+    } else {
+        // The first such request builds the table (milliseconds of CPU): off the
+        // worker's async thread.
+        let (routes, path) = (Arc::clone(&state.routes), req.path().to_string());
+        match actix_web::web::block(move || routes.allowed(&path)).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                return ApiError::Unavailable(format!("building the route table: {e}")).error_response()
+            }
+        }
+    };
+    let error = match allowed {
         Some(allowed) => ApiError::MethodNotAllowed {
             method: req.method().to_string(),
             allowed,
@@ -170,7 +196,7 @@ fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> act
 }
 
 /// All API routes; `openapi` builds the document from the same function.
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     system::routes(cfg);
     access::routes(cfg);
     inferenceservices::routes(cfg);
@@ -207,16 +233,15 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(
             crate::kube::status::kubernetes_errors,
         ))
-        .into_utoipa_app()
-        .configure(routes)
-        // Swagger UI loads the document from `/openapi.json`, served once for all
-        // workers by `openapi::serve_json`; the tree each worker collects is dropped.
-        .openapi_service(|_| {
+        // The handlers only: a worker builds no OpenAPI operations (see `routing`).
+        .configure(|cfg| routes(&mut Routes::Router(cfg)))
+        // Swagger UI loads the document from `/openapi.json`, built on the first
+        // request and served for all workers by `openapi::serve_json`.
+        .service(
             utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}")
-                .config(utoipa_swagger_ui::Config::from("/openapi.json"))
-        })
+                .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+        )
         .default_service(actix_web::web::to(no_route))
-        .into_app()
         .route("/openapi.json", actix_web::web::get().to(openapi::serve_json))
         .configure(web::routes)
         .configure(crate::notebooks::proxy::routes)

@@ -160,7 +160,7 @@ pub fn document() -> OpenApi {
     let (_, doc) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(BaseDoc::openapi())
-        .configure(super::routes)
+        .configure(|cfg| super::routes(&mut super::routing::Routes::Document(cfg)))
         .split_for_parts();
     complete(doc)
 }

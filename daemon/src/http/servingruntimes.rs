@@ -41,6 +41,6 @@ async fn read(
         .ok_or_else(|| ApiError::NotFound(format!("no serving runtime named {name}")))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(list).service(read);
 }

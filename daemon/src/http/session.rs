@@ -201,7 +201,7 @@ async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         .finish()
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(login).service(logout);
 }
 

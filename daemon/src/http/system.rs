@@ -253,7 +253,7 @@ async fn queue(
     Ok(web::Json(summary))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(healthz)
         .service(readyz)
         .service(version)

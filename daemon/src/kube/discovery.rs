@@ -185,7 +185,7 @@ async fn kubeflow_v1() -> HttpResponse {
     HttpResponse::Ok().json(resource_list("kubeflow.org/v1"))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(core_versions)
         .service(core_resources)
         .service(groups)

@@ -279,7 +279,7 @@ async fn openapi_v3_core(version: web::Path<String>) -> Result<HttpResponse, Api
     answer(&format!("api/{}", version.into_inner()))
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(openapi_v3_index)
         .service(openapi_v3_group)
         .service(openapi_v3_core);

@@ -178,7 +178,7 @@ macro_rules! kind_routes {
                     .await
             }
 
-            pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+            pub fn routes(cfg: &mut crate::http::routing::Routes) {
                 cfg.service(list)
                     .service(list_all)
                     .service(create)
@@ -255,7 +255,7 @@ macro_rules! read_only_kind_routes {
                 handlers::read(&$kind, &state, &item.namespace, &item.name).await
             }
 
-            pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+            pub fn routes(cfg: &mut crate::http::routing::Routes) {
                 cfg.service(list).service(list_all).service(read);
             }
         }
@@ -341,7 +341,7 @@ kind_routes!(
 );
 
 /// Every kind's paths and discovery.
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     super::discovery::routes(cfg);
     super::openapi_v3::routes(cfg);
     jobs::routes(cfg);

@@ -285,7 +285,7 @@ async fn read_runtime(
     .await
 }
 
-pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+pub fn routes(cfg: &mut crate::http::routing::Routes) {
     cfg.service(list_namespaces)
         .service(read_namespace)
         .service(list_pods)
