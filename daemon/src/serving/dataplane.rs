@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use memchr::memmem::Finder;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +36,13 @@ pub const REVISION_HEADER: &str = "x-hearth-revision";
 const REVISION_HEADER_NAME: HeaderName = HeaderName::from_static(REVISION_HEADER);
 /// Built at compile time rather than parsed on every answer.
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+/// `Inference-Header-Content-Length`, as a name built once rather than parsed on every lookup.
+const HEADER_LENGTH_NAME: HeaderName = HeaderName::from_static(HEADER_LENGTH);
+
+/// Searchers for the byte strings every V2 JSON body is checked for, built once
+/// (`memmem::find` builds one on every call).
+static BINARY_DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"binary_data"));
+static MODEL_NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model_name\""));
 
 /// One service as routed now. Replaced whole by the controller on every change.
 pub struct ServiceRoute {
@@ -472,20 +480,22 @@ fn presented_token(value: &str) -> Option<String> {
     None
 }
 
-/// Headers copied to and from replicas; hop-by-hop ones are the proxy's own.
+/// Headers copied to and from replicas; hop-by-hop ones are the proxy's own (RFC 9110
+/// section 7.6.1, and `Host` and `Content-Length`, which the proxy sets itself).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::TRAILER,
+    header::HOST,
+    header::CONTENT_LENGTH,
+];
+
 fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "host"
-            | "content-length"
-    )
+    HOP_BY_HOP.contains(name)
 }
 
 struct Prepared {
@@ -570,14 +580,14 @@ async fn prepare(
     route: &ServiceRoute,
     max_body: usize,
 ) -> Result<Prepared, BodyError> {
-    if declared_length(headers).is_some_and(|n| n > max_body as u64) {
+    let declared = declared_length(headers);
+    if declared.is_some_and(|n| n > max_body as u64) {
         return Err(BodyError::TooLarge(max_body));
     }
     let cached = route.cache.is_some() && matches!(call, Call::V1Predict | Call::V2Infer);
     // HTTP/1.1: a request without Content-Length or Transfer-Encoding has no body; the
     // replica gets none either (not an empty chunked one on a GET).
-    let has_body =
-        declared_length(headers).is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
+    let has_body = declared.is_some_and(|n| n > 0) || headers.contains_key(header::TRANSFER_ENCODING);
     let pass_through = |body: Incoming, content_type| async move {
         let body = if cached {
             RequestBody::Full(read_whole(body, max_body).await?)
@@ -606,7 +616,7 @@ async fn prepare(
         }
         Call::V2Infer => {
             let header_len = headers
-                .get(HEADER_LENGTH)
+                .get(HEADER_LENGTH_NAME)
                 .map(|v| {
                     v.to_str()
                         .ok()
@@ -618,7 +628,7 @@ async fn prepare(
                 return pass_through(body, "application/octet-stream").await;
             }
             let body = read_whole(body, max_body).await?;
-            if header_len.is_none() && memchr::memmem::find(&body, b"binary_data").is_none() {
+            if header_len.is_none() && BINARY_DATA.find(&body).is_none() {
                 // Plain JSON asking for no binary outputs: nothing to translate, so the
                 // body goes as it came (the runtime judges it) and the answer is only
                 // checked for `model_name`.
@@ -799,25 +809,11 @@ async fn forward(
     // The client's headers go on, less the hop-by-hop ones (the replica's `Host` is its
     // own address, as a client calling it directly would send).
     let mut headers = parts.headers;
-    let raw_content: Vec<(HeaderName, HeaderValue)> = if prepared.answer == Answer::Raw {
-        [header::CONTENT_TYPE, HeaderName::from_static(HEADER_LENGTH)]
-            .into_iter()
-            .filter_map(|name| headers.get(&name).cloned().map(|v| (name, v)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let hop: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
-    for name in hop {
-        headers.remove(&name);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
-    headers.remove(header::CONTENT_TYPE);
-    headers.remove(HEADER_LENGTH);
-    if prepared.answer == Answer::Raw {
-        for (name, value) in raw_content {
-            headers.insert(name, value);
-        }
-    } else {
+    if prepared.answer != Answer::Raw {
+        headers.remove(HEADER_LENGTH_NAME);
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(prepared.content_type),
@@ -836,7 +832,13 @@ async fn forward(
     };
     let mut upstream_request = Request::new(body);
     *upstream_request.method_mut() = parts.method;
-    *upstream_request.uri_mut() = match prepared.path.parse() {
+    // The client's own URI when the replica is sent the same path (no parse, no copy).
+    let same_uri = parts.uri.query().is_none() && parts.uri.path() == prepared.path;
+    *upstream_request.uri_mut() = match if same_uri {
+        Ok(parts.uri)
+    } else {
+        prepared.path.parse()
+    } {
         Ok(uri) => uri,
         Err(e) => {
             return error(
@@ -917,7 +919,7 @@ async fn forward(
             body: bytes,
             header_len: head
                 .headers
-                .get(HEADER_LENGTH)
+                .get(HEADER_LENGTH_NAME)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
             content_type: head
@@ -940,13 +942,11 @@ async fn forward(
                 )
             }
         },
-        Answer::V2(wanted) if !wanted.any() && memchr::memmem::find(&bytes, b"\"model_name\"").is_some() => {
-            Cached {
-                body: bytes,
-                header_len: None,
-                content_type: APPLICATION_JSON,
-            }
-        }
+        Answer::V2(wanted) if !wanted.any() && MODEL_NAME.find(&bytes).is_some() => Cached {
+            body: bytes,
+            header_len: None,
+            content_type: APPLICATION_JSON,
+        },
         Answer::V2(wanted) => {
             let doc = match serde_json::from_slice(&bytes) {
                 Ok(doc) => doc,
@@ -1002,7 +1002,7 @@ fn cached_response(value: Cached, revision: &HeaderValue) -> Response<ProxyBody>
     headers.insert(REVISION_HEADER_NAME, revision.clone());
     headers.insert(header::CONTENT_TYPE, value.content_type);
     if let Some(len) = value.header_len {
-        headers.insert(HeaderName::from_static(HEADER_LENGTH), HeaderValue::from(len));
+        headers.insert(HEADER_LENGTH_NAME, HeaderValue::from(len));
     }
     response
 }
