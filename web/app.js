@@ -53,6 +53,7 @@ const API = {
   patchInferenceService: { method: "PATCH", path: "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/{name}", optional: true },
   isvcReplicas: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/replicas", optional: true },
   isvcLogs: { method: "GET", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/logs", optional: true },
+  callInferenceService: { method: "POST", path: "/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/inference", optional: true },
   metrics: { method: "GET", path: "/metrics" },
   experiments: { method: "GET", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments", optional: true },
   createExperiment: { method: "POST", path: "/apis/kubeflow.org/v1beta1/namespaces/{namespace}/experiments", optional: true },
@@ -821,9 +822,14 @@ async function openDetail(which, id, title) {
   await refreshDetail();
 }
 
-const openJob = (name) => openDetail("jobDetail", name, `Job ${state.namespace}/${name}`);
+const openJob = (name) => {
+  stopServiceMetrics();
+  closeTryIt();
+  return openDetail("jobDetail", name, `Job ${state.namespace}/${name}`);
+};
 const openIsvc = (name) => {
   startServiceMetrics(name);
+  openTryIt(name);
   return openDetail("isvcDetail", name, `InferenceService ${state.namespace}/${name}`);
 };
 
@@ -970,8 +976,147 @@ function canaryControl(x) {
   return h("div", { class: "field" }, h("h3", {}, "Canary"), h("label", { for: "canary" }, "share of traffic to the latest revision "), slider, " ", value, " ", out);
 }
 
+// --- try it: one V1 or V2 request to the open service, through the API's
+// `.../inferenceservices/{name}/inference` (the page may call its own origin only; the
+// data plane listens on another port). The answer shows the data plane's status, the
+// revision that answered, the time and the body.
+
+const TRY_CALLS = {
+  v1: [["v1_predict", ":predict"], ["v1_ready", "ready"]],
+  v2: [["v2_infer", "infer"], ["v2_metadata", "metadata"], ["v2_ready", "ready"]],
+};
+const TRY_READS = ["v1_ready", "v2_ready", "v2_metadata"];
+
+// Indented JSON with each array of plain values (a row, a tensor's data) on one line.
+function pretty(v) {
+  return JSON.stringify(v, null, 2).replace(/\[\s+([^[\]{}]*?)\s+\]/g, (_, inner) => `[${inner.replace(/\s*\n\s*/g, " ")}]`);
+}
+const tryIt = { name: "", meta: undefined, seq: 0 };
+
+function tryProtocol() {
+  const checked = document.querySelector("input[name=try-protocol]:checked");
+  return checked ? checked.value : "v1";
+}
+
+// Rows of zeros shaped like the model's V2 metadata (`-1` read as one row), else the
+// KServe docs' iris example: the model's own inputs when it says what they are.
+function tryExample(protocol) {
+  const inputs = (tryIt.meta && Array.isArray(tryIt.meta.inputs)) ? tryIt.meta.inputs : [];
+  const fill = (datatype, n) => Array.from({ length: n }, () => (datatype === "BYTES" ? "" : datatype === "BOOL" ? false : 0));
+  if (inputs.length) {
+    const shaped = inputs.map((i) => {
+      const shape = (i.shape || [1]).map((d) => (d < 0 ? 1 : d));
+      return { name: i.name, shape, datatype: i.datatype, data: fill(i.datatype, shape.reduce((a, b) => a * b, 1)) };
+    });
+    if (protocol === "v2") return { inputs: shaped };
+    const first = shaped[0];
+    const width = first.shape.slice(1).reduce((a, b) => a * b, 1);
+    return { instances: [fill(first.datatype, width)] };
+  }
+  const iris = [6.8, 2.8, 4.8, 1.4];
+  return protocol === "v2"
+    ? { inputs: [{ name: "input-0", shape: [1, 4], datatype: "FP32", data: iris }] }
+    : { instances: [iris] };
+}
+
+function renderTryCalls() {
+  const protocol = tryProtocol();
+  $("try-call").replaceChildren(...TRY_CALLS[protocol].map(([value, label]) => h("option", { value }, label)));
+  tryBodyState();
+  $("try-body").value = pretty(tryExample(protocol));
+}
+
+function tryBodyState() {
+  const read = TRY_READS.includes($("try-call").value);
+  $("try-body").disabled = read;
+  $("try-example").disabled = read;
+}
+
+async function openTryIt(name) {
+  if (!has("callInferenceService")) return;
+  const seq = ++tryIt.seq;
+  tryIt.name = name;
+  tryIt.meta = undefined;
+  $("isvc-try").hidden = false;
+  $("try-service").textContent = name;
+  $("try-answer").hidden = true;
+  $("try-status").replaceChildren();
+  $("try-shape").textContent = "";
+  renderTryCalls();
+  // The V2 metadata, if the model serves it, shapes the example. Asked once per opening,
+  // and only of a running replica: at zero replicas the request would start one.
+  try {
+    const params = { namespace: state.namespace, name };
+    const replicas = await call("isvcReplicas", { params });
+    if (seq !== tryIt.seq) return;
+    if (!(replicas.items || []).some((r) => r.phase === "Running")) {
+      $("try-shape").textContent = "(a generic example: no replica runs to ask for the model's V2 metadata)";
+      return;
+    }
+    const answer = await call("callInferenceService", {
+      params,
+      body: json({ call: "v2_metadata" }),
+      contentType: "application/json",
+    });
+    if (seq !== tryIt.seq) return;
+    if (answer.status === 200 && answer.body && Array.isArray(answer.body.inputs)) {
+      tryIt.meta = answer.body;
+      $("try-shape").textContent = "(example shaped from the model's V2 metadata)";
+      renderTryCalls();
+    }
+  } catch (_) {
+    // No metadata: the iris example stays; sending shows any error.
+  }
+}
+
+function closeTryIt() {
+  tryIt.seq++;
+  tryIt.name = "";
+  if ($("isvc-try")) $("isvc-try").hidden = true;
+}
+
+async function sendTryIt(event) {
+  event.preventDefault();
+  const out = $("try-status");
+  const answerBox = $("try-answer");
+  const which = $("try-call").value;
+  const request = { call: which };
+  if (!TRY_READS.includes(which)) {
+    try {
+      request.body = JSON.parse($("try-body").value);
+    } catch (e) {
+      setResult(out, "bad", `the body is not JSON: ${e.message}`);
+      answerBox.hidden = true;
+      return;
+    }
+  }
+  setResult(out, "muted", "sending...");
+  const began = performance.now();
+  try {
+    const a = await call("callInferenceService", {
+      params: { namespace: state.namespace, name: tryIt.name },
+      body: json(request),
+      contentType: "application/json",
+    });
+    const total = performance.now() - began;
+    const ok = a.status >= 200 && a.status < 300;
+    out.className = "";
+    out.replaceChildren(
+      h("span", { class: `badge ${ok ? "ok" : "bad"}` }, `HTTP ${a.status}`),
+      ` ${a.elapsed_ms.toFixed(1)} ms at the data plane, ${total.toFixed(0)} ms in all`,
+      a.revision ? ` · ${a.revision}` : "",
+      ok ? "" : ` · ${(a.body && a.body.error) || "the model refused the request"}`);
+    answerBox.textContent = typeof a.body === "string" ? a.body : pretty(a.body);
+    answerBox.hidden = false;
+  } catch (e) {
+    setResult(out, "bad", e.message);
+    answerBox.hidden = true;
+  }
+}
+
 function closeDetail() {
   stopServiceMetrics();
+  closeTryIt();
   for (const d of DETAILS) state[d] = "";
   $("detail-section").hidden = true;
   clearError("details");
@@ -1407,6 +1552,10 @@ async function start() {
   $("run-form").addEventListener("submit", submitRun);
   $("run-cancel").addEventListener("click", () => { $("run-form").hidden = true; });
   $("detail-close").addEventListener("click", closeDetail);
+  $("try-form").addEventListener("submit", sendTryIt);
+  $("try-call").addEventListener("change", tryBodyState);
+  $("try-example").addEventListener("click", () => { $("try-body").value = pretty(tryExample(tryProtocol())); });
+  for (const radio of document.querySelectorAll("input[name=try-protocol]")) radio.addEventListener("change", renderTryCalls);
   $("artifacts-close").addEventListener("click", () => { $("artifacts").hidden = true; });
   $("error").addEventListener("click", () => {
     errors.clear();

@@ -88,6 +88,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Seconds SIGTERM waits for in-flight requests before closing them.
     pub shutdown_timeout_seconds: u64,
+    /// Seconds a web session (the `hearth_session` cookie of a login) lasts from the
+    /// login; then the page shows the login page again and the API answers 401.
+    pub session_ttl_seconds: u64,
     pub metrics: MetricsConfig,
     pub gpu: GpuConfig,
     pub serving: ServingConfig,
@@ -299,6 +302,7 @@ impl Default for Config {
             log_level: "info".to_string(),
             max_body_bytes: 64 * 1024 * 1024,
             shutdown_timeout_seconds: 30,
+            session_ttl_seconds: 12 * 3600,
             metrics: MetricsConfig::default(),
             gpu: GpuConfig::default(),
             serving: ServingConfig::default(),
@@ -340,6 +344,7 @@ pub const SETTINGS: &[&str] = &[
     "log_level",
     "max_body_bytes",
     "shutdown_timeout_seconds",
+    "session_ttl_seconds",
     "metrics.public",
     "gpu.simulate",
     "gpu.time_slicing_replicas",
@@ -503,6 +508,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "max_body_bytes",
                 message: "must be at least 1024".into(),
+            });
+        }
+        if !(1..=crate::model::strict::MAX_SECONDS).contains(&self.session_ttl_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "session_ttl_seconds",
+                message: format!("must be from 1 to {} seconds", crate::model::strict::MAX_SECONDS),
             });
         }
         if self.gpu.time_slicing_replicas == 0 {
@@ -722,6 +733,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("HEARTH_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn a_session_lifetime_of_zero_is_refused_and_the_default_is_twelve_hours() {
+        assert_eq!(Config::default().session_ttl_seconds, 12 * 3600);
+        let env = |k: &str| (k == "HEARTH_SESSION_TTL_SECONDS").then(|| "0".to_string());
+        let err = load(None, &env, &FlagOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_ttl_seconds"), "{err}");
     }
 
     #[test]

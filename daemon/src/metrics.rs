@@ -247,6 +247,21 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The exposition text as one caller may see it: every sample whose `namespace`
+    /// label names a namespace `can_see` refuses is left out (its `# HELP`/`# TYPE`
+    /// lines stay; OpenMetrics allows a family without samples). Series without a
+    /// `namespace` label (the process, the API, the GPUs) are node-wide and kept.
+    pub fn render_for(&self, can_see: impl Fn(&str) -> bool) -> String {
+        let all = self.render();
+        let mut out = String::with_capacity(all.len());
+        for line in all.split_inclusive('\n') {
+            if line.starts_with('#') || sample_namespace(line).is_none_or(&can_see) {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
     /// The exposition text; process gauges are read fresh on each scrape.
     pub fn render(&self) -> String {
         self.refresh_process();
@@ -283,5 +298,75 @@ impl Metrics {
         self.process.open_fds.set(stat.open_fds as i64);
         self.process.threads.set(stat.threads as i64);
         self.process.start_time.set(stat.start_time_seconds as i64);
+    }
+}
+
+/// The value of a sample line's `namespace` label, if it has one. Label values are
+/// escaped by the encoder (`\\`, `\"`, `\n`), so a quote inside a value is always
+/// preceded by a backslash; namespace names are DNS labels and contain none.
+fn sample_namespace(line: &str) -> Option<&str> {
+    let open = line.find('{')?;
+    let labels = &line[open + 1..];
+    let mut rest = labels;
+    loop {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut end = 0;
+        let bytes = after.as_bytes();
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        let value = after.get(..end)?;
+        if name.trim_start_matches(',') == "namespace" {
+            return Some(value);
+        }
+        rest = after.get(end + 1..)?;
+        if rest.starts_with('}') {
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_label_is_found_wherever_it_stands_and_escapes_do_not_fool_it() {
+        let line = "hearth_serving_requests_total{namespace=\"alice\",service=\"s\",revision=\"r\",code=\"200\"} 3\n";
+        assert_eq!(sample_namespace(line), Some("alice"));
+        let line = "x_bucket{service=\"a\\\",namespace=\\\"bob\",namespace=\"carol\",le=\"0.1\"} 1\n";
+        assert_eq!(sample_namespace(line), Some("carol"));
+        assert_eq!(sample_namespace("process_threads 7\n"), None);
+        assert_eq!(
+            sample_namespace("DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-1\"} 0.0\n"),
+            None
+        );
+        assert_eq!(sample_namespace("y{mynamespace=\"alice\"} 1\n"), None);
+    }
+
+    #[test]
+    fn a_caller_sees_only_the_series_of_namespaces_it_may_see() {
+        let metrics = Metrics::new();
+        let family = Family::<Vec<(String, String)>, Gauge>::default();
+        metrics.register("hearth_test_series", "test", family.clone());
+        for namespace in ["alice", "bob"] {
+            family
+                .get_or_create(&vec![("namespace".to_string(), namespace.to_string())])
+                .set(1);
+        }
+        let alice = metrics.render_for(|ns| ns == "alice");
+        assert!(
+            alice.contains("hearth_test_series{namespace=\"alice\"} 1"),
+            "{alice}"
+        );
+        assert!(!alice.contains("bob"), "{alice}");
+        assert!(alice.contains("# TYPE hearth_test_series gauge"), "{alice}");
+        assert!(alice.contains("process_threads"), "{alice}");
+        assert!(alice.trim_end().ends_with("# EOF"), "{alice}");
+        let all = metrics.render_for(|_| true);
+        assert!(
+            all.contains("namespace=\"bob\"") && all.contains("namespace=\"alice\""),
+            "{all}"
+        );
     }
 }

@@ -389,7 +389,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         jobs,
         tuning,
         notebooks,
-        sessions: Default::default(),
+        sessions: http::session::Sessions::new(Duration::from_secs(config.session_ttl_seconds)),
+        data_plane: Arc::clone(&plane),
         k3s: k3s
             .as_ref()
             .map(crate::k3s::supervisor::Supervisor::status_handle),

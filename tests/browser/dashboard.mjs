@@ -99,7 +99,14 @@ const server = [
   "class H(http.server.BaseHTTPRequestHandler):",
   "    def do_POST(self):",
   "        self.rfile.read(int(self.headers.get('content-length') or 0))",
-  "        body = json.dumps({'predictions': [os.environ.get('VERSION', '1')]}).encode()",
+  "        version = os.environ.get('VERSION', '1')",
+  "        doc = {'predictions': [version]}",
+  "        if self.path.endswith('/infer'):",
+  "            doc = {'model_name': 'echo', 'outputs': [{'name': 'version', 'datatype': 'BYTES', 'shape': [1], 'data': [version]}]}",
+  "        if self.command == 'GET' and self.path == '/v2/models/echo':",
+  "            doc = {'name': 'echo', 'platform': 'python', 'inputs': [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 3]}],",
+  "                   'outputs': [{'name': 'version', 'datatype': 'BYTES', 'shape': [-1]}]}",
+  "        body = json.dumps(doc).encode()",
   "        self.send_response(200)",
   "        self.send_header('content-type', 'application/json')",
   "        self.send_header('content-length', str(len(body)))",
@@ -397,6 +404,37 @@ try {
       return x.spec.predictor.canaryTrafficPercent === 50 && traffic.some((t) => t.percent === 50);
     }, 60_000);
     await until("the page shows 50 %", async () => (await page.textContent("#detail")).includes("50 %"), 15_000);
+    // The try-it form: its example shaped from the model's V2 metadata, a V1 predict
+    // and a V2 infer through the API's same-origin route, each answered by the model
+    // (the revision that answered says which version's prediction it must be), and a
+    // body that is not JSON refused in the page.
+    await page.waitForSelector("#isvc-try:not([hidden])");
+    await until("the example shaped from the V2 metadata", async () =>
+      JSON.stringify(JSON.parse(await page.inputValue("#try-body"))) === JSON.stringify({ instances: [[0, 0, 0]] }), 15_000);
+    const tryAnswer = async () => {
+      await page.click("#try-form button[type=submit]");
+      await until("a try-it answer", async () => /HTTP \d+/.test(await page.textContent("#try-status")), 30_000);
+      const status = await page.textContent("#try-status");
+      const body = JSON.parse(await page.textContent("#try-answer"));
+      const revision = /echo-predictor-0000(\d)/.exec(status);
+      if (!/HTTP 200/.test(status) || !revision) fail(`try-it status: ${status}`);
+      return [body, revision[1], status];
+    };
+    const [v1, v1Revision] = await tryAnswer();
+    if (JSON.stringify(v1) !== JSON.stringify({ predictions: [v1Revision] })) fail(`V1 try-it answer: ${JSON.stringify(v1)}`);
+    await page.check("input[name=try-protocol][value=v2]");
+    if ((await page.inputValue("#try-call")) !== "v2_infer") fail("V2 does not default to infer");
+    const v2Example = JSON.parse(await page.inputValue("#try-body"));
+    if (JSON.stringify(v2Example.inputs[0].shape) !== "[1,3]") fail(`V2 example: ${JSON.stringify(v2Example)}`);
+    await page.$eval("#try-status", (el) => { el.textContent = ""; });
+    const [v2, v2Revision] = await tryAnswer();
+    if (v2.model_name !== "echo" || JSON.stringify(v2.outputs[0].data) !== JSON.stringify([v2Revision])) fail(`V2 try-it answer: ${JSON.stringify(v2)}`);
+    await page.fill("#try-body", "{\"inputs\": [");
+    await page.click("#try-form button[type=submit]");
+    await until("a readable refusal of a body that is not JSON", async () => /not JSON/.test(await page.textContent("#try-status")), 5_000);
+    await page.check("input[name=try-protocol][value=v1]");
+    await page.$eval("#try-status", (el) => { el.textContent = ""; });
+    await tryAnswer();
     await page.waitForTimeout(5500);
     await screenshot(page, "serving");
     results.serving = "ok";
@@ -428,6 +466,13 @@ try {
       await page.waitForTimeout(500);
       await check(tab);
     }
+    // A service open: its detail, traffic charts and the try-it form with an answer.
+    await page.evaluate(() => { location.hash = "#/serving"; });
+    await page.click("#isvcs button[aria-label='Open echo']");
+    await page.waitForSelector("#isvc-try:not([hidden])");
+    await page.click("#try-form button[type=submit]");
+    await page.waitForSelector("#try-answer:not([hidden])");
+    await check("serving, a service open");
     results.axe = "ok";
     await axeContext.close();
   }

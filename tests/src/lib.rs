@@ -9,6 +9,8 @@
 //!
 //! Every area's e2e tests use this; keep it generic (no knowledge of any one area).
 
+pub mod jobs;
+
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};

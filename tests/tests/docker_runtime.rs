@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
+use hearth_e2e::jobs::{condition, create, wait_finished, JOBS};
+use hearth_e2e::{spawn_daemon_with, Daemon, Options};
 use serde_json::Value;
 
-const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
 const PODS: &str = "/api/v1/namespaces/team/pods";
 /// An image made here from `busybox-static` (see `busybox_image`), so nothing is pulled.
@@ -122,27 +122,6 @@ spec:
 {container_extra}
 "
     )
-}
-
-fn create(d: &Daemon, yaml: &str) -> Reply {
-    let reply = d.post_yaml(JOBS, d.admin(), yaml);
-    assert_eq!(reply.status, 201, "{reply}");
-    reply
-}
-
-fn condition(job: &Value) -> Option<(String, String)> {
-    job["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        let kind = c["type"].as_str()?;
-        matches!(kind, "Complete" | "Failed")
-            .then(|| (kind.to_string(), c["reason"].as_str().unwrap_or("").to_string()))
-    })
-}
-
-fn wait_finished(d: &Daemon, name: &str, timeout: Duration) -> Value {
-    d.wait_until(&format!("{JOBS}/{name}"), timeout, |r| {
-        condition(&r.body).is_some()
-    })
-    .body
 }
 
 fn pod_of(d: &Daemon, job: &str) -> Value {

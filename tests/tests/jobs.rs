@@ -5,10 +5,9 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hearth_e2e::{spawn_daemon_with, Daemon, Options, Reply};
-use serde_json::Value;
+use hearth_e2e::jobs::{condition, create, wait_finished, JOBS};
+use hearth_e2e::{spawn_daemon_with, Daemon, Options};
 
-const JOBS: &str = "/apis/batch/v1/namespaces/team/jobs";
 const JOB_EXTRAS: &str = "/hearth/v1/namespaces/team/jobs";
 
 fn job_yaml(name: &str, script: &str, extra_spec: &str, container_extra: &str) -> String {
@@ -35,27 +34,6 @@ spec:
 
 fn daemon(config: &str) -> Daemon {
     spawn_daemon_with(Options::default().config(&format!("[jobs]\nbackoff_base_seconds = 0.1\n{config}")))
-}
-
-fn create(d: &Daemon, yaml: &str) -> Reply {
-    let reply = d.post_yaml(JOBS, d.admin(), yaml);
-    assert_eq!(reply.status, 201, "{reply}");
-    reply
-}
-
-fn condition(job: &Value) -> Option<(String, String)> {
-    job["status"]["conditions"].as_array()?.iter().find_map(|c| {
-        let kind = c["type"].as_str()?;
-        matches!(kind, "Complete" | "Failed")
-            .then(|| (kind.to_string(), c["reason"].as_str().unwrap_or("").to_string()))
-    })
-}
-
-fn wait_finished(d: &Daemon, name: &str, timeout: Duration) -> Value {
-    d.wait_until(&format!("{JOBS}/{name}"), timeout, |r| {
-        condition(&r.body).is_some()
-    })
-    .body
 }
 
 fn pid_alive(pid: i32) -> bool {

@@ -11,34 +11,8 @@ use std::time::Duration;
 
 use hearth_e2e::{spawn_daemon_with, Options};
 
-const STAND_IN: &str = r#"#!/bin/bash
-# Stand-in for k3s in Hearth's supervisor test: records its calls; not k3s.
-dir=@DIR@
-case "$1" in
-  --version) echo "k3s version v1.33.1+k3s1 (stand-in)";;
-  kubectl)
-    shift
-    echo "$*" >> "$dir/kubectl-calls"
-    case "$*" in
-      *"get --raw /readyz"*) echo ok;;
-      *"get nodes -o json"*) cat "$dir/nodes.json";;
-      *" taint nodes "*) echo "node tainted";;
-      *) echo "unexpected: $*" >&2; exit 1;;
-    esac;;
-  server)
-    echo "$*" > "$dir/server-args"
-    echo 'level=info msg="Starting k3s (stand-in)"'
-    prev=""
-    for a in "$@"; do
-      if [ "$prev" = "--write-kubeconfig" ]; then mkdir -p "$(dirname "$a")"; echo "apiVersion: v1" > "$a"; fi
-      prev="$a"
-    done
-    sleep 300 &
-    echo $! > "$dir/pod.pid"
-    trap 'echo SIGTERM >> "$dir/events"; exit 0' TERM
-    wait;;
-esac
-"#;
+/// Shared with the supervisor's unit tests (`daemon/src/k3s/supervisor.rs`).
+const STAND_IN: &str = include_str!("../fixtures/k3s/stand-in-k3s");
 
 fn executable(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

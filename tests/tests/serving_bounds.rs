@@ -330,3 +330,49 @@ fn revisions_that_come_and_go_leave_no_series_behind() {
         assert!(left.is_empty(), "{name} left series behind: {left:#?}");
     }
 }
+
+/// `/metrics` carries each service's series labelled with its namespace: a user sees
+/// the node-wide series and their own namespace's, never another's; an admin sees all.
+#[test]
+fn a_user_sees_only_their_own_namespaces_serving_series() {
+    let d = spawn_daemon();
+    let alice = d.create_user("alice");
+    let bob = d.create_user("bob");
+    for namespace in ["alice", "bob"] {
+        let base = format!("/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices");
+        let r = d.post_json(
+            &base,
+            d.admin(),
+            &service(&format!("{namespace}-model"), sklearn(), json!({})),
+        );
+        assert_eq!(r.status, 201, "{r}");
+    }
+    d.wait_until("/metrics", Duration::from_secs(60), |r| {
+        r.text.contains("namespace=\"alice\"") && r.text.contains("namespace=\"bob\"")
+    });
+    for (token, own, other) in [(&alice, "alice", "bob"), (&bob, "bob", "alice")] {
+        let r = d.get("/metrics", Some(token));
+        assert_eq!(r.status, 200, "{r}");
+        assert!(
+            r.text.contains(&format!("namespace=\"{own}\"")),
+            "{own} misses their own series: {}",
+            r.text
+        );
+        assert!(
+            !r.text.contains(&format!("namespace=\"{other}\"")),
+            "{own} sees {other}'s series: {}",
+            r.text
+        );
+        assert!(
+            !r.text.contains(&format!("{other}-model")),
+            "{own} sees {other}'s service: {}",
+            r.text
+        );
+        assert!(
+            r.text.contains("process_threads"),
+            "node-wide series are kept: {}",
+            r.text
+        );
+        assert!(r.text.trim_end().ends_with("# EOF"), "{}", r.text);
+    }
+}

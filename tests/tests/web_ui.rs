@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hearth_e2e::{openapi_operations, spawn_daemon, Daemon, Reply};
+use hearth_e2e::{openapi_operations, spawn_daemon, spawn_daemon_with, Daemon, Options, Reply};
 use reqwest::Method;
 
 /// What a browser sends after the prompt: any user name, the token as the password.
@@ -547,4 +547,66 @@ fn the_node_carries_gpu_samples_and_a_pod_names_the_gpus_it_holds() {
         gpus.iter().any(|g| g["uuid"] == held.as_str()),
         "{held} is none of {raw}"
     );
+}
+
+/// Sessions end server-side: past `session_ttl_seconds` a cookie is refused (the login
+/// page for `/`, 401 for the API), and after logout the same cookie, replayed, opens
+/// nothing, while the user's other sessions live on.
+#[test]
+fn an_expired_or_logged_out_session_is_refused() {
+    let d = spawn_daemon_with(Options::default().config("session_ttl_seconds = 2"));
+    let alice = d.create_user("alice");
+    let login = || {
+        let r = d.send(
+            d.client
+                .post(d.url("/hearth/v1/session"))
+                .json(&serde_json::json!({ "token": alice })),
+        );
+        assert_eq!(r.status, 201, "{r}");
+        assert_eq!(r.body["expires_in_seconds"], 2, "{r}");
+        let (cookie, set) = session_cookie(&r);
+        assert!(set.contains("Max-Age=2"), "{set}");
+        cookie
+    };
+
+    // Expiry: the cookie works, then (its lifetime past) is refused, although the
+    // client still sends it (a browser keeping a cookie past Max-Age, or a replay).
+    let cookie = login();
+    let me = d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &cookie));
+    assert_eq!(me.body["user"], "alice", "{me}");
+    let page = d.send(with_cookie(&d, Method::GET, "/", &cookie));
+    assert!(page.text.contains("/ui/app.js"), "{page}");
+    std::thread::sleep(Duration::from_millis(2500));
+    d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &cookie))
+        .assert_problem(401, "unauthorized");
+    // Kubernetes paths answer a `Status`.
+    let pods = d.send(with_cookie(&d, Method::GET, "/api/v1/pods", &cookie));
+    assert_eq!(pods.status, 401, "{pods}");
+    assert_eq!(pods.body["reason"], "Unauthorized", "{pods}");
+    let page = d.send(with_cookie(&d, Method::GET, "/", &cookie));
+    assert_eq!(page.status, 200, "{page}");
+    assert!(page.text.contains("id=\"login-form\""), "{page}");
+    assert!(!page.text.contains("/ui/app.js"), "{page}");
+
+    // Logout: the cookie it ended stays dead when replayed, for reads and for
+    // state changes with the CSRF header; a second session of the same user is not
+    // touched.
+    let first = login();
+    let second = login();
+    let out =
+        d.send(with_cookie(&d, Method::DELETE, "/hearth/v1/session", &first).header("x-hearth-csrf", "1"));
+    assert_eq!(out.status, 204, "{out}");
+    d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &first))
+        .assert_problem(401, "unauthorized");
+    let replayed = d.send(
+        with_cookie(&d, Method::POST, "/apis/batch/v1/namespaces/alice/jobs", &first)
+            .header("x-hearth-csrf", "1")
+            .header("content-type", "application/json")
+            .body("{}"),
+    );
+    assert_eq!(replayed.status, 401, "{replayed}");
+    let page = d.send(with_cookie(&d, Method::GET, "/", &first));
+    assert!(page.text.contains("id=\"login-form\""), "{page}");
+    let me = d.send(with_cookie(&d, Method::GET, "/hearth/v1/whoami", &second));
+    assert_eq!(me.body["user"], "alice", "{me}");
 }

@@ -65,7 +65,12 @@ fn same_origin(req: &ServiceRequest) -> bool {
 /// The token from `Authorization: Bearer <t>`, or the password of `Basic` (how a
 /// browser sends it after the prompt that a 401 triggers).
 fn presented_token(req: &ServiceRequest) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    token_in(req.headers())
+}
+
+/// The token of a request's `Authorization` header, as [`authenticate`] reads it.
+pub fn token_in(headers: &header::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(rest.trim().to_string());

@@ -2,14 +2,16 @@
 //! `crate::kube`) and Hearth's own extras under
 //! `/hearth/v1/namespaces/{namespace}/inferenceservices` (replicas and their logs).
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body::JsonBody;
 use super::errors::ApiError;
 use super::scope::NamespacedItem;
 use super::AppState;
+use crate::serving::invoke::{InferenceAnswer, InferenceRequest, InvokeError};
 use crate::serving::isvc::IsvcError;
 use crate::serving::service::{Component, Replica, ReplicaSelector, ServingError};
 
@@ -33,6 +35,23 @@ impl From<ServingError> for ApiError {
             ServingError::Store(inner) => inner.into(),
             ServingError::Scheduler(inner) => inner.into(),
             ServingError::NoReplica(message) => ApiError::NotFound(message),
+        }
+    }
+}
+
+impl From<InvokeError> for ApiError {
+    fn from(e: InvokeError) -> ApiError {
+        match e {
+            InvokeError::Serving(inner) => inner.into(),
+            InvokeError::BodyRequired { .. } | InvokeError::BodyNotAllowed { .. } => {
+                ApiError::invalid("body", e.to_string())
+            }
+            InvokeError::Explainer => ApiError::unsupported("explainer (:explain)", e.to_string()),
+            InvokeError::Path(message) => ApiError::BadRequest(message),
+            InvokeError::NotListening
+            | InvokeError::Connect { .. }
+            | InvokeError::Http(_)
+            | InvokeError::AnswerTooLarge { .. } => ApiError::Unavailable(e.to_string()),
         }
     }
 }
@@ -117,6 +136,40 @@ async fn replica_logs(
     Ok(super::logs::respond(builder, Some(log), query.tail, query.follow, refresh).await)
 }
 
+/// One KServe V1 or V2 call to the service through the data plane, made as the caller
+/// (the web page's try-it form: its CSP lets it call this origin only). The answer
+/// carries the data plane's status, revision, time and body; a model's or the data
+/// plane's own error is such an answer, not an error of this route.
+#[utoipa::path(operation_id = "call_inference_service",
+    tag = "serving",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    request_body = InferenceRequest,
+    responses((status = 200, body = InferenceAnswer)),
+    security(("bearer" = []))
+)]
+#[post("/hearth/v1/namespaces/{namespace}/inferenceservices/{name}/inference")]
+async fn inference(
+    req: HttpRequest,
+    item: NamespacedItem,
+    state: web::Data<AppState>,
+    body: JsonBody<InferenceRequest>,
+) -> Result<web::Json<InferenceAnswer>, ApiError> {
+    // The caller's own token: presented with this request, or behind its session.
+    let credential = super::auth::token_in(req.headers()).or_else(|| {
+        super::session::cookie_value(req.headers()).and_then(|secret| state.sessions.token(&secret))
+    });
+    let answer = crate::serving::invoke::invoke(
+        &state.serving,
+        &state.data_plane,
+        (&item.namespace, &item.name),
+        body.0,
+        credential.as_deref(),
+        state.config.max_body_bytes,
+    )
+    .await?;
+    Ok(web::Json(answer))
+}
+
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(replicas).service(replica_logs);
+    cfg.service(replicas).service(replica_logs).service(inference);
 }

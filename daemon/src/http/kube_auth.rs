@@ -441,6 +441,12 @@ pub fn decide(caller: &Principal, spec: &SelfSubjectAccessReviewSpec) -> (bool, 
         if public && n.verb == "get" {
             return (true, format!("hearth: {} is readable by every user", n.path));
         }
+        if n.path == "/metrics" && n.verb == "get" {
+            return (
+                true,
+                "hearth: every user may read /metrics, which shows them the node-wide series and their own namespace's".into(),
+            );
+        }
         return (false, format!("hearth: only an admin may {} {}", n.verb, n.path));
     }
     (false, "hearth: nothing asked".into())
@@ -722,7 +728,8 @@ mod tests {
         };
         assert!(decide(&alice, &path("/version", "get")).0);
         assert!(decide(&alice, &path("/apis/batch/v1", "get")).0);
-        assert!(!decide(&alice, &path("/metrics", "get")).0);
+        assert!(decide(&alice, &path("/metrics", "get")).0);
+        assert!(!decide(&alice, &path("/metrics", "post")).0);
         assert!(!decide(&alice, &path("/version", "post")).0);
         assert!(!decide(&alice, &path("/apisx", "get")).0);
     }

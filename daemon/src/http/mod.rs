@@ -58,6 +58,8 @@ pub struct AppState {
     pub tuning: crate::tuning::Tuning,
     pub notebooks: crate::notebooks::Notebooks,
     pub sessions: session::Sessions,
+    /// The serving data plane, for the try-it route that forwards to it.
+    pub data_plane: Arc<crate::serving::dataplane::DataPlane>,
     /// The k3s supervisor's state with `--runtime k3s`.
     pub k3s: Option<crate::k3s::supervisor::StatusHandle>,
 }

@@ -3,9 +3,10 @@
 //! the notebook proxy) never keeps the token itself. The cookie is `HttpOnly` (no script
 //! reads it), `SameSite=Strict` (no other site's page sends it: the CSRF defence) and
 //! `Secure` when the login came over TLS. Sessions live in memory only: they expire
-//! ([`SESSION_TTL`]), end at logout (`DELETE /hearth/v1/session`) and at a daemon
-//! restart, and a session whose token was revoked or expired stops working at once,
-//! since each request re-checks the token behind it.
+//! (`session_ttl_seconds` after the login, 12 h by default), end at logout
+//! (`DELETE /hearth/v1/session`) and at a daemon restart, and a session whose token was
+//! revoked or expired stops working at once, since each request re-checks the token
+//! behind it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,21 +24,26 @@ use crate::auth::{hash_token, Principal};
 
 /// The cookie's name.
 pub const COOKIE: &str = "hearth_session";
-/// How long a session lasts from login.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at once; the oldest goes first beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
 struct Session {
     /// The SHA-256 of the token logged in with: re-checked on every use.
     token_hash: [u8; 32],
+    /// The token itself, kept in memory only, for the calls the daemon makes as this
+    /// user to a listener that authenticates by token: the serving try-it route
+    /// (`crate::serving::invoke`) presents it to the data plane, so that the request is
+    /// authorized as this user and no one else.
+    token: String,
     expires: Instant,
 }
 
 /// The server-side sessions, keyed by the SHA-256 of the cookie's secret.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
+    /// How long a session lasts from its login (`session_ttl_seconds`).
+    ttl: Duration,
 }
 
 fn new_secret() -> String {
@@ -48,6 +54,19 @@ fn new_secret() -> String {
 }
 
 impl Sessions {
+    /// No sessions yet; each will last `ttl` from its login.
+    pub fn new(ttl: Duration) -> Sessions {
+        Sessions {
+            inner: Arc::default(),
+            ttl,
+        }
+    }
+
+    /// How long a session lasts from its login.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Opens a session for an already checked token; answers the cookie's secret.
     fn open(&self, token: &str) -> String {
         let secret = new_secret();
@@ -63,7 +82,8 @@ impl Sessions {
             hash_token(&secret),
             Session {
                 token_hash: hash_token(token),
-                expires: now + SESSION_TTL,
+                token: token.to_string(),
+                expires: now + self.ttl,
             },
         );
         secret
@@ -88,6 +108,15 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// The token behind a live session (see `Session::token`).
+    pub fn token(&self, secret: &str) -> Option<String> {
+        let sessions = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions
+            .get(&hash_token(secret))
+            .filter(|s| s.expires > Instant::now())
+            .map(|s| s.token.clone())
     }
 
     /// The caller a request's session cookie names, if it names a live session whose
@@ -150,12 +179,13 @@ async fn login(
     let token = body.0.token.trim();
     let principal = state.auth.authenticate(Some(token))?;
     let secret = state.sessions.open(token);
+    let ttl = state.sessions.ttl();
     Ok(HttpResponse::Created()
-        .insert_header((header::SET_COOKIE, session_cookie(&req, &secret, SESSION_TTL)))
+        .insert_header((header::SET_COOKIE, session_cookie(&req, &secret, ttl)))
         .json(SessionInfo {
             user: principal.user,
             admin: principal.admin,
-            expires_in_seconds: SESSION_TTL.as_secs(),
+            expires_in_seconds: ttl.as_secs(),
         }))
 }
 
@@ -181,17 +211,20 @@ mod tests {
 
     #[test]
     fn a_session_names_its_token_until_closed() {
-        let sessions = Sessions::default();
+        let sessions = Sessions::new(Duration::from_secs(60));
         let secret = sessions.open("hth_abc");
         assert_eq!(sessions.token_hash(&secret), Some(hash_token("hth_abc")));
         assert_eq!(sessions.token_hash("other"), None);
+        assert_eq!(sessions.token(&secret).as_deref(), Some("hth_abc"));
+        assert_eq!(sessions.token("other"), None);
         sessions.close(&secret);
         assert_eq!(sessions.token_hash(&secret), None);
+        assert_eq!(sessions.token(&secret), None);
     }
 
     #[test]
     fn an_expired_session_names_nothing_and_is_dropped() {
-        let sessions = Sessions::default();
+        let sessions = Sessions::new(Duration::from_secs(60));
         let secret = sessions.open("hth_abc");
         {
             let mut inner = sessions.inner.lock().unwrap();

@@ -1,6 +1,6 @@
 //! Probes, version, node facts and metrics.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -219,17 +219,25 @@ async fn cluster(_caller: Caller, state: web::Data<AppState>) -> Result<web::Jso
     }))
 }
 
-/// Prometheus metrics in the OpenMetrics text format.
+/// Prometheus metrics in the OpenMetrics text format. A user sees the node-wide series
+/// and those of their own namespace; an admin, or anyone when `metrics.public` is set
+/// (a Prometheus scraping this host), sees every namespace's.
 #[utoipa::path(operation_id = "get_metrics", 
     tag = "system",
     responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")),
     security(("bearer" = []))
 )]
 #[get("/metrics")]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    // No principal only when `metrics.public` let the request through unauthenticated.
+    let caller = req.extensions().get::<crate::auth::Principal>().cloned();
+    let text = match caller {
+        Some(caller) => state.metrics.render_for(|namespace| caller.can_access(namespace)),
+        None => state.metrics.render(),
+    };
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.render())
+        .body(text)
 }
 
 /// The workload queue: what runs, what waits and why, and the node's capacity.

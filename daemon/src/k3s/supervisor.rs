@@ -532,38 +532,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
 
-    const STAND_IN: &str = r#"#!/bin/bash
-# Stand-in for k3s in the supervisor tests: records its calls; not k3s.
-dir=@DIR@
-case "$1" in
-  --version) echo "k3s version v1.33.1+k3s1 (stand-in)";;
-  kubectl)
-    shift
-    echo "$*" >> "$dir/kubectl-calls"
-    case "$*" in
-      *"get --raw /readyz"*) echo ok;;
-      *"get nodes -o json"*) cat "$dir/nodes.json";;
-      *" taint nodes "*) echo "node tainted";;
-      *) echo "unexpected: $*" >&2; exit 1;;
-    esac;;
-  server)
-    echo "$*" > "$dir/server-args"
-    date +%s.%N >> "$dir/starts"
-    echo 'level=info msg="Starting k3s (stand-in)"'
-    echo 'level=info msg="stand-in stderr line"' >&2
-    if [ -f "$dir/crash" ]; then echo 'level=fatal msg="stand-in crash"' >&2; exit 1; fi
-    prev=""
-    for a in "$@"; do
-      if [ "$prev" = "--write-kubeconfig" ]; then mkdir -p "$(dirname "$a")"; echo "apiVersion: v1" > "$a"; fi
-      prev="$a"
-    done
-    # A "pod": a child in k3s's process group, which stopping k3s must leave running.
-    sleep 300 &
-    echo $! > "$dir/pod.pid"
-    trap 'echo SIGTERM >> "$dir/events"; exit 0' TERM
-    wait;;
-esac
-"#;
+    /// Shared with the e2e supervisor test (`tests/tests/k3s_supervisor.rs`).
+    const STAND_IN: &str = include_str!("../../../tests/fixtures/k3s/stand-in-k3s");
 
     fn stand_in(dir: &Path) -> PathBuf {
         // Not `dir/k3s`: that is k3s's data dir under Hearth's.

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod controller;
 pub mod dataplane;
 pub mod fetch;
+pub mod invoke;
 pub mod isvc;
 pub mod listener;
 pub mod pool;

@@ -167,7 +167,7 @@ impl Services {
         Ok(document(created))
     }
 
-    async fn get_resource(&self, namespace: &str, name: &str) -> Result<Resource, ServingError> {
+    pub(crate) async fn get_resource(&self, namespace: &str, name: &str) -> Result<Resource, ServingError> {
         let (namespace, name) = (namespace.to_string(), name.to_string());
         Ok(self
             .store
