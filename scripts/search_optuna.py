@@ -4,6 +4,8 @@ sets beside `hearth search-bench`: the same boxes and optima as
 daemon/src/tuning/benchmark.rs, one trial at a time, the best regret per seed as JSON.
 
     python scripts/search_optuna.py --sampler tpe --trials 50 --seeds 20
+
+--sampler is tpe (independent), multivariate-tpe or random, as Katib builds them.
 """
 import argparse
 import json
@@ -39,8 +41,13 @@ FUNCTIONS = {
 
 
 def sampler(name, seed):
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+    # Katib's optuna service (pkg/suggestion/v1beta1/optuna/service.py): `tpe` is
+    # TPESampler(constant_liar=True, seed=random_state), `multivariate-tpe` the same with
+    # multivariate=True; n_startup_trials (10) and n_ei_candidates (24) at their
+    # defaults. Optuna 5.0's own default for a single objective is multivariate, so
+    # `tpe` sets multivariate=False to stay the independent (per-parameter) sampler.
+    if name in ("tpe", "multivariate-tpe"):
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=name == "multivariate-tpe")
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise SystemExit(f"unknown sampler {name}")
@@ -60,10 +67,11 @@ def main():
     parser.add_argument("--function")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     functions = [args.function] if args.function else list(FUNCTIONS)
-    results = {fn: {"regret": [run(args.sampler, fn, args.trials, s) for s in range(args.seeds)]} for fn in functions}
+    results = {fn: {"regret": [run(args.sampler, fn, args.trials, s) for s in range(args.first_seed, args.first_seed + args.seeds)]} for fn in functions}
     print(json.dumps({"sampler": args.sampler, "optuna": optuna.__version__, "trials": args.trials,
                       "results": results}))
 

@@ -8,8 +8,8 @@
 //! The algorithms and the Katib service each follows (names and settings as Katib
 //! validates them; defaults as that service's library has them):
 //! - `random`, `grid` ([`random`], [`grid`]): Katib's optuna service.
-//! - `tpe`, `multivariate-tpe` ([`tpe`]): Katib's optuna service (Optuna 5.0's
-//!   `TPESampler`, multivariate, `constant_liar=True`).
+//! - `tpe`, `multivariate-tpe` ([`tpe`]): Katib's optuna service (`TPESampler`,
+//!   `constant_liar=True`, independent for `tpe`, `multivariate=True` for the other).
 //! - `sobol` ([`sobol`]): Katib's goptuna service (an unscrambled Sobol sequence).
 //! - `cmaes` ([`cmaes`]): Katib's optuna/goptuna `CmaEsSampler`.
 //! - `bayesianoptimization` ([`bayesopt`]): Katib's skopt service (`gp_minimize`).
@@ -96,8 +96,8 @@ pub fn by_name(name: &str) -> Option<&'static dyn Algorithm> {
     match name {
         "random" => Some(&random::Random),
         "grid" => Some(&grid::Grid),
-        // The same sampler: see [`tpe`].
-        "tpe" | "multivariate-tpe" => Some(&tpe::Tpe),
+        "tpe" => Some(&tpe::Tpe { multivariate: false }),
+        "multivariate-tpe" => Some(&tpe::Tpe { multivariate: true }),
         "sobol" => Some(&sobol::Sobol),
         "cmaes" => Some(&cmaes::CmaEs),
         "bayesianoptimization" => Some(&bayesopt::BayesOpt),

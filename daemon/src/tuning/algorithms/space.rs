@@ -83,10 +83,18 @@ impl Space<'_> {
     /// value's coordinate falls in, the coordinate of the value it is written as;
     /// other coordinates unchanged.
     pub fn snap(&self, x: &mut [f64]) {
-        for (p, v) in self.parameters.iter().zip(x.iter_mut()) {
-            if dim(p) == Dim::Numeric && step_of(p).is_some_and(|s| s > 0.0) {
-                *v = to_unit(p, quantize(p, from_unit(p, *v)));
+        for (d, v) in x.iter_mut().enumerate() {
+            *v = self.snap_one(d, *v);
+        }
+    }
+
+    /// [`Space::snap`] of coordinate `d` alone.
+    pub fn snap_one(&self, d: usize, v: f64) -> f64 {
+        match self.parameters.get(d) {
+            Some(p) if dim(p) == Dim::Numeric && step_of(p).is_some_and(|s| s > 0.0) => {
+                to_unit(p, quantize(p, from_unit(p, v)))
             }
+            _ => v,
         }
     }
 }
