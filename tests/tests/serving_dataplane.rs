@@ -25,7 +25,8 @@ const HOST: &str = "rec.plane.example.com";
 const LIMIT: usize = 256 * 1024;
 
 /// The replica: one thread per connection; each request it reads ends up as a line
-/// in `$RECORD` (`{"id", "conn", "bytes", "whole"}`, `conn` counting connections); a request with `x-drop: 1` is read whole
+/// in `$RECORD` (`{"id", "conn", "bytes", "whole", "auth", "cookie"}`, `conn` counting
+/// connections, `auth` and `cookie` the headers as it got them); a request with `x-drop: 1` is read whole
 /// and its connection closed without an answer; an idle connection is closed after
 /// `$IDLE_CLOSE_MS` (0: right after each answer, without saying `Connection: close`).
 const REPLICA: &str = r#"
@@ -77,7 +78,8 @@ def serve(conn, number):
                 want = int(headers.get("content-length", "0"))
                 size = len(f.read(want))
                 whole = size == want
-            record(id=rid, conn=number, bytes=size, whole=whole)
+            record(id=rid, conn=number, bytes=size, whole=whole,
+                   auth=headers.get("authorization"), cookie=headers.get("cookie"))
             if not whole or headers.get("x-drop") == "1":
                 return
             body = json.dumps({"predictions": [rid]}).encode()
@@ -270,4 +272,53 @@ fn a_chunked_body_over_the_limit_is_413_and_the_replica_reads_no_request_from_it
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert_eq!(whole, ["before", "after"], "{seen:?}");
+}
+
+/// The replica runs its namespace owner's code: it never gets an admin's token or the
+/// web page's session cookie, only its owner's own token and headers of its own.
+#[test]
+fn a_replica_never_sees_an_admins_token_or_the_session_cookie() {
+    let d = daemon();
+    let owner = d.create_user("plane");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    start_replica(&d, &record, 60_000);
+    let client = client();
+    let send = |id: &str, auth: Option<String>, cookie: Option<&str>| {
+        let mut request = client
+            .post(format!("{}/v1/models/rec:predict", d.serving_url()))
+            .header("Host", HOST)
+            .header("x-request-id", id)
+            .json(&json!({"instances": [id]}));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header("Cookie", cookie);
+        }
+        let answer = request.send().unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "{id}: {}", answer.text().unwrap());
+    };
+    let admin = d.admin().unwrap().to_string();
+    send("admin", Some(format!("Bearer {admin}")), None);
+    send("owner", Some(format!("Bearer {owner}")), None);
+    send("own-scheme", Some("ApiKey model-secret".into()), None);
+    send("cookie", None, Some("hearth_session=s3cret; theme=dark"));
+    send("only-session", None, Some("hearth_session=s3cret"));
+    let seen = records(&record);
+    let of = |id: &str| {
+        seen.iter()
+            .find(|r| r["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id}: {seen:?}"))
+    };
+    assert_eq!(of("admin")["auth"], Value::Null, "{seen:?}");
+    assert_eq!(of("owner")["auth"], json!(format!("Bearer {owner}")), "{seen:?}");
+    assert_eq!(of("own-scheme")["auth"], json!("ApiKey model-secret"), "{seen:?}");
+    assert_eq!(of("cookie")["cookie"], json!("theme=dark"), "{seen:?}");
+    assert_eq!(of("only-session")["cookie"], Value::Null, "{seen:?}");
+    assert!(
+        !std::fs::read_to_string(&record).unwrap().contains(&admin),
+        "{seen:?}"
+    );
 }

@@ -459,6 +459,43 @@ fn authorized(plane: &DataPlane, route: &ServiceRoute, headers: &HeaderMap) -> b
         .unwrap_or(false)
 }
 
+/// Keeps Hearth's credentials from the replica, which runs the namespace owner's code:
+/// a token stays only when it is that owner's own (a transformer may pass it on to a
+/// predictor that requires it); an admin's or anyone else's is removed, as is the web
+/// page's session cookie (browsers send it to every port of this host). A header that
+/// is no Hearth credential (a model's own scheme) goes on untouched.
+fn withhold_credentials(plane: &DataPlane, namespace: &str, headers: &mut HeaderMap) {
+    let foreign = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(presented_token)
+        .and_then(|token| plane.auth.as_ref()?.authenticate(Some(&token)).ok())
+        .is_some_and(|p| p.admin || p.user != namespace);
+    if foreign {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if headers.contains_key(header::COOKIE) {
+        let kept: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|pair| {
+                !pair.is_empty()
+                    && pair.split_once('=').map(|(n, _)| n.trim()) != Some(crate::http::session::COOKIE)
+            })
+            .map(str::to_string)
+            .collect();
+        headers.remove(header::COOKIE);
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            if !kept.is_empty() {
+                headers.insert(header::COOKIE, value);
+            }
+        }
+    }
+}
+
 /// The token of `Bearer <t>`, or the password of `Basic` (what a browser logged in to
 /// the web page sends), as the API accepts them.
 fn presented_token(value: &str) -> Option<String> {
@@ -812,6 +849,7 @@ async fn forward(
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+    withhold_credentials(plane, &route.namespace, &mut headers);
     if prepared.answer != Answer::Raw {
         headers.remove(HEADER_LENGTH_NAME);
         headers.insert(
