@@ -11,8 +11,32 @@ fn main() {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=HEARTH_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    println!("cargo:rerun-if-changed=../.git/refs/heads");
+    // In a worktree `.git` is a file and HEAD lives in the worktree's own git dir, refs
+    // in the common one; watching a path that does not exist would rerun this script,
+    // and rebuild the daemon, on every build.
+    let git_dir = |flag: &str| {
+        Command::new("git")
+            .args(["rev-parse", "--path-format=absolute", flag])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    };
+    match (git_dir("--git-dir"), git_dir("--git-common-dir")) {
+        (Some(own), Some(common)) => {
+            println!("cargo:rerun-if-changed={own}/HEAD");
+            println!("cargo:rerun-if-changed={common}/refs/heads");
+            // A missing path counts as changed: watch packed-refs only once git made it.
+            if std::path::Path::new(&format!("{common}/packed-refs")).exists() {
+                println!("cargo:rerun-if-changed={common}/packed-refs");
+            }
+        }
+        _ => {
+            println!("cargo:rerun-if-changed=../.git/HEAD");
+            println!("cargo:rerun-if-changed=../.git/refs/heads");
+        }
+    }
     // Relative relocations packed (DT_RELR, glibc 2.36+, GNU ld 2.38+): the loader
     // reads a few KiB instead of 0.9 MiB of `.rela.dyn` at every start, which idle
     // RSS counts (README, Performance).
