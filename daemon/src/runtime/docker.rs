@@ -41,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::log_times::{split_timestamp, LogWriter, TIMES, TIMES_ROTATED};
-use super::shim::{write_atomic, EXIT, LOG, LOG_ROTATED, STOP};
+use super::shim::{write_atomic, LOG, LOG_ROTATED, STOP};
+use super::workdir::{io_err, log_files, read_exit, write_exit};
 use super::{
     Availability, Capabilities, ExitInfo, GpuMode, LogFiles, RunState, Runtime, RuntimeError, Workload,
 };
@@ -114,13 +115,6 @@ pub struct DockerRuntime {
     followers: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn not_found(e: &DockerError) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
 }
@@ -140,20 +134,6 @@ fn unreachable(e: &DockerError) -> bool {
             | DockerError::JsonDataError { .. }
             | DockerError::JsonSerdeError { .. }
     )
-}
-
-fn read_exit(dir: &Path) -> Option<ExitInfo> {
-    std::fs::read(dir.join(EXIT))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-fn write_exit(dir: &Path, exit: &ExitInfo) -> Result<(), RuntimeError> {
-    let json = serde_json::to_vec(exit).map_err(|e| RuntimeError::Io {
-        path: dir.join(EXIT),
-        source: std::io::Error::other(e),
-    })?;
-    write_atomic(&dir.join(EXIT), &json).map_err(io_err(dir))
 }
 
 /// Docker's zero time (`0001-01-01T00:00:00Z`) means "never".
@@ -840,22 +820,12 @@ impl Runtime for DockerRuntime {
 
     async fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError> {
         let (dir, owned) = (self.dir(id), id.to_string());
-        tokio::task::spawn_blocking(move || {
-            if !dir.exists() {
-                return Err(RuntimeError::NotFound(owned));
-            }
-            let files = [LOG_ROTATED, LOG]
-                .iter()
-                .map(|f| dir.join(f))
-                .filter(|p| p.exists())
-                .collect();
-            Ok(LogFiles { files })
-        })
-        .await
-        .map_err(|e| RuntimeError::Io {
-            path: self.dir(id),
-            source: std::io::Error::other(e),
-        })?
+        tokio::task::spawn_blocking(move || log_files(&dir, &owned))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                path: self.dir(id),
+                source: std::io::Error::other(e),
+            })?
     }
 
     /// Recorded first (`<dir>/stop`), so that a container still being made never

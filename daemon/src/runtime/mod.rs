@@ -38,6 +38,7 @@ pub mod log_times;
 pub mod process;
 pub mod proctree;
 pub mod shim;
+pub mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

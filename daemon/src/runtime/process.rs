@@ -7,6 +7,7 @@
 //! exit after its whole tree is gone, and for a shim that died the daemon kills what
 //! it left behind before it records the workload `Lost`.
 
+use super::workdir::io_err;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -66,13 +67,6 @@ enum Prepared {
     /// `shim.log` (its stderr), opened here so that the spawn needs no second trip
     /// through the blocking pool.
     Spawn(std::fs::File),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
@@ -326,16 +320,7 @@ impl Shared {
     }
 
     fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError> {
-        let dir = self.dir(id);
-        if !dir.exists() {
-            return Err(RuntimeError::NotFound(id.to_string()));
-        }
-        let files = [shim::LOG_ROTATED, shim::LOG]
-            .iter()
-            .map(|f| dir.join(f))
-            .filter(|p| p.exists())
-            .collect();
-        Ok(LogFiles { files })
+        super::workdir::log_files(&self.dir(id), id)
     }
 
     fn remove(&self, id: &str) -> Result<(), RuntimeError> {

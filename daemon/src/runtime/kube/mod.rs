@@ -68,7 +68,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::log_times::{split_timestamp, LogWriter, TIMES, TIMES_ROTATED};
-use super::shim::{write_atomic, EXIT, LOG, LOG_ROTATED, STOP};
+use super::shim::{write_atomic, LOG, LOG_ROTATED, STOP};
+use super::workdir::{io_err, log_files, read_exit, write_exit};
 use super::{
     Availability, Capabilities, ExitInfo, GpuMode, LogFiles, RunState, Runtime, RuntimeError, Workload,
 };
@@ -111,13 +112,6 @@ const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const WATCH_TIMEOUT_SECONDS: u32 = 290;
 /// How often the log copy asks again while the container has not started.
 const LOG_RETRY: Duration = Duration::from_secs(1);
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
-    move |source| RuntimeError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The API server answered (a status about the request); anything else means it could
 /// not be reached.
 fn unreachable(e: &::kube::Error) -> bool {
@@ -132,20 +126,6 @@ fn status_code(e: &::kube::Error) -> Option<u16> {
         ::kube::Error::Api(status) => Some(status.code),
         _ => None,
     }
-}
-
-fn read_exit(dir: &Path) -> Option<ExitInfo> {
-    std::fs::read(dir.join(EXIT))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-fn write_exit(dir: &Path, exit: &ExitInfo) -> Result<(), RuntimeError> {
-    let json = serde_json::to_vec(exit).map_err(|e| RuntimeError::Io {
-        path: dir.join(EXIT),
-        source: std::io::Error::other(e),
-    })?;
-    write_atomic(&dir.join(EXIT), &json).map_err(io_err(dir))
 }
 
 /// The loopback listeners of one workload and the pod IP they relay to (known once the
@@ -786,22 +766,12 @@ impl Runtime for KubeRuntime {
 
     async fn logs(&self, id: &str) -> Result<LogFiles, RuntimeError> {
         let (dir, owned) = (self.dir(id), id.to_string());
-        tokio::task::spawn_blocking(move || {
-            if !dir.exists() {
-                return Err(RuntimeError::NotFound(owned));
-            }
-            let files = [LOG_ROTATED, LOG]
-                .iter()
-                .map(|f| dir.join(f))
-                .filter(|p| p.exists())
-                .collect();
-            Ok(LogFiles { files })
-        })
-        .await
-        .map_err(|e| RuntimeError::Io {
-            path: self.dir(id),
-            source: std::io::Error::other(e),
-        })?
+        tokio::task::spawn_blocking(move || log_files(&dir, &owned))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                path: self.dir(id),
+                source: std::io::Error::other(e),
+            })?
     }
 
     /// Recorded first (`<dir>/stop`), so that a pod still being made never runs; an
